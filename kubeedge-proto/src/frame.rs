@@ -2,7 +2,7 @@
 //! Upstream writes text frames holding the JSON and a trailing newline, and reads text or
 //! binary frames holding one JSON document.
 
-use crate::error::{FrameError, JsonError};
+use crate::error::FrameError;
 use crate::message::Message;
 
 /// The websocket opcode a payload arrived with.
@@ -58,7 +58,7 @@ impl HubCodec {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Err(FrameError::Empty);
         }
-        serde_json::from_slice(payload).map_err(|e| FrameError::Json(JsonError::from(e)))
+        Message::from_json(payload).map_err(FrameError::Json)
     }
 
     /// Encode a message as upstream's writer does: compact JSON and a trailing newline, to be

@@ -72,6 +72,47 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A JSON object (or `null`, read as the zero value): Go refuses arrays where a struct is
+/// expected, while serde's derive would read them as tuples.
+fn object_or_null<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    d.deserialize_any(ObjectVisitor::<T>(std::marker::PhantomData, true))
+}
+
+/// A JSON object only.
+fn object_only<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    d.deserialize_any(ObjectVisitor::<T>(std::marker::PhantomData, false))
+}
+
+struct ObjectVisitor<T>(std::marker::PhantomData<T>, bool);
+
+impl<'de, T: Deserialize<'de> + Default> serde::de::Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.1 { "a json object or null" } else { "a json object" })
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<T, E> {
+        if self.1 {
+            Ok(T::default())
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Unit, &self))
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
 /// An empty string is Go's "not set" for route names: decode it as `None`.
 fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
@@ -378,10 +419,10 @@ pub fn now_millis() -> i64 {
 #[non_exhaustive]
 pub struct Message {
     /// `header`.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub header: Header,
     /// `route` (not `router`).
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub route: Route,
     /// `content`: always emitted, `null` when empty.
     #[serde(default)]
@@ -491,7 +532,10 @@ impl Message {
 
     /// Decode a message from JSON bytes (no size limit: use [`crate::HubCodec`] for frames).
     pub fn from_json(bytes: &[u8]) -> Result<Self, JsonError> {
-        serde_json::from_slice(bytes).map_err(JsonError::from)
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let msg = object_only(&mut de)?;
+        de.end()?;
+        Ok(msg)
     }
 
     /// Encode as compact JSON, keys in upstream's order.

@@ -200,3 +200,58 @@ pub fn topic() -> impl Strategy<Value = Topic> {
         Just(Topic::UploadRecords),
     ]
 }
+
+/// Re-write JSON text the way Go's `encoding/json` encoder writes it: no insignificant
+/// whitespace, key order kept, strings escaped as Go escapes them (`<`, `>`, `&`, U+2028 and
+/// U+2029 as `\u` escapes, other non-ASCII as raw UTF-8). Captures stored pretty-printed turn
+/// back into the exact bytes upstream sent. Invalid JSON is returned as it came.
+pub fn go_compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'"' {
+            let start = i;
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            let end = (i + 1).min(bytes.len());
+            let literal = &json[start..end];
+            match serde_json::from_str::<String>(literal) {
+                Ok(s) => go_escape(&s, &mut out),
+                Err(_) => return json.to_owned(),
+            }
+            i = end;
+        } else {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                out.push(char::from(b));
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+fn go_escape(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
