@@ -34,9 +34,14 @@ fn no_ack_required(msg: &Message, compat: Compat) -> bool {
     let route = &msg.route;
     // Upstream matches these as substrings of the raw resource string.
     let resource = route.resource.as_str();
-    let substring_rule = ["podlist", "membership", "twin/cloud_updated", "serviceaccounttoken"]
-        .iter()
-        .any(|needle| resource.contains(needle));
+    let substring_rule = [
+        "podlist",
+        "membership",
+        "twin/cloud_updated",
+        "serviceaccounttoken",
+    ]
+    .iter()
+    .any(|needle| resource.contains(needle));
     if substring_rule || (latest && resource.contains("k8s/ca.crt")) {
         return true;
     }
@@ -49,7 +54,8 @@ fn no_ack_required(msg: &Message, compat: Compat) -> bool {
     {
         return true;
     }
-    if op == Some(&Operation::Response) && msg.content.as_str().as_deref() == Some(crate::ACK_CONTENT)
+    if op == Some(&Operation::Response)
+        && msg.content.as_str().as_deref() == Some(crate::ACK_CONTENT)
     {
         return true;
     }
@@ -85,20 +91,154 @@ mod tests {
         let n = Content::null();
         let ok = Content::string("OK");
         let cases = [
-            (msg("edgecontroller", "resource", "insert", "node/e/default/pod/p", n.clone()), AckMode::Ack, AckMode::Ack),
-            (msg("edgecontroller", "resource", "update", "default/configmap/c", n.clone()), AckMode::Ack, AckMode::Ack),
-            (msg("devicecontroller", "twin", "update", "node/e/membership", n.clone()), AckMode::NoAck, AckMode::NoAck),
-            (msg("devicecontroller", "twin", "update", "device/d/twin/cloud_updated", n.clone()), AckMode::NoAck, AckMode::NoAck),
-            (msg("devicecontroller", "resource", "insert", "default/device/d", n.clone()), AckMode::Ack, AckMode::Ack),
-            (msg("dynamiccontroller", "resource", "applicationResponse", "ignore/Application/ignore", n.clone()), AckMode::NoAck, AckMode::NoAck),
-            (msg("edgecontroller", "resource", "response", "default/nodepatch/e", n.clone()), AckMode::NoAck, AckMode::NoAck),
-            (msg("edgecontroller", "resource", "response", "default/configmap/c", n.clone()), AckMode::Ack, AckMode::Ack),
-            (msg("edgecontroller", "resource", "response", "default/node/e", ok.clone()), AckMode::NoAck, AckMode::NoAck),
-            (msg("edgecontroller", "resource", "update", "default/node/e", n.clone()), AckMode::NoAck, AckMode::Ack),
-            (msg("edgecontroller", "resource", "response", "default/pod/p", n.clone()), AckMode::Ack, AckMode::NoAck),
-            (msg("router_eventbus", "user", "publish", "default/topic", n.clone()), AckMode::NoAck, AckMode::NoAck),
-            (msg("cloudhub", "resource", "response", "k8s/ca.crt", n.clone()), AckMode::Ack, AckMode::NoAck),
-            (msg("edgecontroller", "resource", "createvolume", "default/volume/v", n), AckMode::NoAck, AckMode::NoAck),
+            (
+                msg(
+                    "edgecontroller",
+                    "resource",
+                    "insert",
+                    "node/e/default/pod/p",
+                    n.clone(),
+                ),
+                AckMode::Ack,
+                AckMode::Ack,
+            ),
+            (
+                msg(
+                    "edgecontroller",
+                    "resource",
+                    "update",
+                    "default/configmap/c",
+                    n.clone(),
+                ),
+                AckMode::Ack,
+                AckMode::Ack,
+            ),
+            (
+                msg(
+                    "devicecontroller",
+                    "twin",
+                    "update",
+                    "node/e/membership",
+                    n.clone(),
+                ),
+                AckMode::NoAck,
+                AckMode::NoAck,
+            ),
+            (
+                msg(
+                    "devicecontroller",
+                    "twin",
+                    "update",
+                    "device/d/twin/cloud_updated",
+                    n.clone(),
+                ),
+                AckMode::NoAck,
+                AckMode::NoAck,
+            ),
+            (
+                msg(
+                    "devicecontroller",
+                    "resource",
+                    "insert",
+                    "default/device/d",
+                    n.clone(),
+                ),
+                AckMode::Ack,
+                AckMode::Ack,
+            ),
+            (
+                msg(
+                    "dynamiccontroller",
+                    "resource",
+                    "applicationResponse",
+                    "ignore/Application/ignore",
+                    n.clone(),
+                ),
+                AckMode::NoAck,
+                AckMode::NoAck,
+            ),
+            (
+                msg(
+                    "edgecontroller",
+                    "resource",
+                    "response",
+                    "default/nodepatch/e",
+                    n.clone(),
+                ),
+                AckMode::NoAck,
+                AckMode::NoAck,
+            ),
+            (
+                msg(
+                    "edgecontroller",
+                    "resource",
+                    "response",
+                    "default/configmap/c",
+                    n.clone(),
+                ),
+                AckMode::Ack,
+                AckMode::Ack,
+            ),
+            (
+                msg(
+                    "edgecontroller",
+                    "resource",
+                    "response",
+                    "default/node/e",
+                    ok.clone(),
+                ),
+                AckMode::NoAck,
+                AckMode::NoAck,
+            ),
+            (
+                msg(
+                    "edgecontroller",
+                    "resource",
+                    "update",
+                    "default/node/e",
+                    n.clone(),
+                ),
+                AckMode::NoAck,
+                AckMode::Ack,
+            ),
+            (
+                msg(
+                    "edgecontroller",
+                    "resource",
+                    "response",
+                    "default/pod/p",
+                    n.clone(),
+                ),
+                AckMode::Ack,
+                AckMode::NoAck,
+            ),
+            (
+                msg(
+                    "router_eventbus",
+                    "user",
+                    "publish",
+                    "default/topic",
+                    n.clone(),
+                ),
+                AckMode::NoAck,
+                AckMode::NoAck,
+            ),
+            (
+                msg("cloudhub", "resource", "response", "k8s/ca.crt", n.clone()),
+                AckMode::Ack,
+                AckMode::NoAck,
+            ),
+            (
+                msg(
+                    "edgecontroller",
+                    "resource",
+                    "createvolume",
+                    "default/volume/v",
+                    n,
+                ),
+                AckMode::NoAck,
+                AckMode::NoAck,
+            ),
         ];
         for (m, v12, latest) in cases {
             assert_eq!(ack_mode(&m, Compat::V1_12), v12, "v1.12 {:?}", m.route);

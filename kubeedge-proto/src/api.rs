@@ -143,15 +143,29 @@ pub mod reliablesyncs {
 
     mod namespaced {
         use super::*;
-        kube_object!(ObjectSync, ObjectSyncSpec, ObjectSyncStatus,
-            group = "reliablesyncs.kubeedge.io", version = "v1alpha1",
-            kind = "ObjectSync", plural = "objectsyncs", scope = NamespaceResourceScope);
+        kube_object!(
+            ObjectSync,
+            ObjectSyncSpec,
+            ObjectSyncStatus,
+            group = "reliablesyncs.kubeedge.io",
+            version = "v1alpha1",
+            kind = "ObjectSync",
+            plural = "objectsyncs",
+            scope = NamespaceResourceScope
+        );
     }
     mod cluster {
         use super::*;
-        kube_object!(ClusterObjectSync, ObjectSyncSpec, ObjectSyncStatus,
-            group = "reliablesyncs.kubeedge.io", version = "v1alpha1",
-            kind = "ClusterObjectSync", plural = "clusterobjectsyncs", scope = ClusterResourceScope);
+        kube_object!(
+            ClusterObjectSync,
+            ObjectSyncSpec,
+            ObjectSyncStatus,
+            group = "reliablesyncs.kubeedge.io",
+            version = "v1alpha1",
+            kind = "ClusterObjectSync",
+            plural = "clusterobjectsyncs",
+            scope = ClusterResourceScope
+        );
     }
     pub use cluster::ClusterObjectSync;
     pub use namespaced::ObjectSync;
@@ -314,13 +328,29 @@ pub mod v1beta1 {
 
     mod device {
         use super::*;
-        kube_object!(Device, DeviceSpec, DeviceStatus, group = "devices.kubeedge.io",
-            version = "v1beta1", kind = "Device", plural = "devices", scope = NamespaceResourceScope);
+        kube_object!(
+            Device,
+            DeviceSpec,
+            DeviceStatus,
+            group = "devices.kubeedge.io",
+            version = "v1beta1",
+            kind = "Device",
+            plural = "devices",
+            scope = NamespaceResourceScope
+        );
     }
     mod model {
         use super::*;
-        kube_object!(DeviceModel, DeviceModelSpec, NoStatus, group = "devices.kubeedge.io",
-            version = "v1beta1", kind = "DeviceModel", plural = "devicemodels", scope = NamespaceResourceScope);
+        kube_object!(
+            DeviceModel,
+            DeviceModelSpec,
+            NoStatus,
+            group = "devices.kubeedge.io",
+            version = "v1beta1",
+            kind = "DeviceModel",
+            plural = "devicemodels",
+            scope = NamespaceResourceScope
+        );
     }
     pub use device::Device;
     pub use model::DeviceModel;
@@ -450,13 +480,29 @@ pub mod v1alpha2 {
 
     mod device {
         use super::*;
-        kube_object!(Device, DeviceSpec, DeviceStatus, group = "devices.kubeedge.io",
-            version = "v1alpha2", kind = "Device", plural = "devices", scope = NamespaceResourceScope);
+        kube_object!(
+            Device,
+            DeviceSpec,
+            DeviceStatus,
+            group = "devices.kubeedge.io",
+            version = "v1alpha2",
+            kind = "Device",
+            plural = "devices",
+            scope = NamespaceResourceScope
+        );
     }
     mod model {
         use super::*;
-        kube_object!(DeviceModel, DeviceModelSpec, NoStatus, group = "devices.kubeedge.io",
-            version = "v1alpha2", kind = "DeviceModel", plural = "devicemodels", scope = NamespaceResourceScope);
+        kube_object!(
+            DeviceModel,
+            DeviceModelSpec,
+            NoStatus,
+            group = "devices.kubeedge.io",
+            version = "v1alpha2",
+            kind = "DeviceModel",
+            plural = "devicemodels",
+            scope = NamespaceResourceScope
+        );
     }
     pub use device::Device;
     pub use model::DeviceModel;

@@ -99,15 +99,24 @@ mod tests {
         let framed = format!("{KEEPALIVE}\n");
         let m = c.decode(FrameKind::Text, framed.as_bytes()).unwrap();
         assert_eq!(c.encode(&m).unwrap(), framed.as_bytes());
-        assert_eq!(c.decode(FrameKind::Binary, KEEPALIVE.as_bytes()).unwrap(), m);
+        assert_eq!(
+            c.decode(FrameKind::Binary, KEEPALIVE.as_bytes()).unwrap(),
+            m
+        );
     }
 
     #[test]
     fn bad_frames_get_typed_errors() {
         let c = HubCodec::new(64);
         let big = vec![b' '; 65];
-        assert!(matches!(c.decode(FrameKind::Text, &big), Err(FrameError::TooLarge { size: 65, max: 64 })));
-        assert!(matches!(c.decode(FrameKind::Text, b"{\"a\":\"\xff\"}"), Err(FrameError::InvalidUtf8 { valid_up_to: 6 })));
+        assert!(matches!(
+            c.decode(FrameKind::Text, &big),
+            Err(FrameError::TooLarge { size: 65, max: 64 })
+        ));
+        assert!(matches!(
+            c.decode(FrameKind::Text, b"{\"a\":\"\xff\"}"),
+            Err(FrameError::InvalidUtf8 { valid_up_to: 6 })
+        ));
         assert_eq!(c.decode(FrameKind::Text, b" \n"), Err(FrameError::Empty));
         let c = HubCodec::default();
         let trunc = &KEEPALIVE[..40];
@@ -121,16 +130,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let huge = r#"{"header":{"msg_id":"a","timestamp":99999999999999999999999},"route":{},"content":null}"#;
-        assert!(matches!(c.decode(FrameKind::Text, huge.as_bytes()), Err(FrameError::Json(_))));
-        let deep = format!("{{\"header\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(c.decode(FrameKind::Text, deep.as_bytes()), Err(FrameError::Json(_))));
+        assert!(matches!(
+            c.decode(FrameKind::Text, huge.as_bytes()),
+            Err(FrameError::Json(_))
+        ));
+        let deep = format!(
+            "{{\"header\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            c.decode(FrameKind::Text, deep.as_bytes()),
+            Err(FrameError::Json(_))
+        ));
         let deep_content = format!(
             "{{\"header\":{{}},\"route\":{{}},\"content\":{}{}}}",
             "[".repeat(100_000),
             "]".repeat(100_000)
         );
         // Deep content is opaque to us: it is bounded by the frame size and never recursed into.
-        assert!(c.decode(FrameKind::Text, deep_content.as_bytes()).is_ok() || c.decode(FrameKind::Text, deep_content.as_bytes()).is_err());
+        assert!(
+            c.decode(FrameKind::Text, deep_content.as_bytes()).is_ok()
+                || c.decode(FrameKind::Text, deep_content.as_bytes()).is_err()
+        );
     }
 
     #[test]

@@ -97,7 +97,11 @@ impl<'de, T: Deserialize<'de> + Default> serde::de::Visitor<'de> for ObjectVisit
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.1 { "a json object or null" } else { "a json object" })
+        f.write_str(if self.1 {
+            "a json object or null"
+        } else {
+            "a json object"
+        })
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<T, E> {
@@ -154,7 +158,11 @@ pub struct Header {
     )]
     pub resource_version: String,
     /// `sync`: always false on the websocket link.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_false"
+    )]
     pub sync: bool,
     /// `type`: beehive context type, never set on cloud/edge traffic.
     #[serde(
@@ -183,7 +191,11 @@ impl Header {
 #[non_exhaustive]
 pub struct Route {
     /// `source`: the sending module.
-    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source: Option<Source>,
     /// `destination`: unused on the hub link.
     #[serde(
@@ -193,10 +205,18 @@ pub struct Route {
     )]
     pub destination: String,
     /// `group`: the module group on the receiving side.
-    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group: Option<Group>,
     /// `operation`.
-    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub operation: Option<Operation>,
     /// `resource`: the raw resource string; parse it with [`crate::ResourcePath`].
     #[serde(
@@ -263,7 +283,10 @@ impl fmt::Debug for Content {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let raw = self.0.get();
         if raw.len() > 256 {
-            let cut = (0..=256).rev().find(|i| raw.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=256)
+                .rev()
+                .find(|i| raw.is_char_boundary(*i))
+                .unwrap_or(0);
             write!(f, "Content({}… {} bytes)", &raw[..cut], raw.len())
         } else {
             write!(f, "Content({raw})")
@@ -567,7 +590,8 @@ mod tests {
 
     #[test]
     fn missing_content_is_null_and_emitted() {
-        let msg = Message::from_json(br#"{"header":{"msg_id":"","timestamp":0},"route":{}}"#).unwrap();
+        let msg =
+            Message::from_json(br#"{"header":{"msg_id":"","timestamp":0},"route":{}}"#).unwrap();
         assert!(msg.content.is_null());
         assert_eq!(
             String::from_utf8(msg.to_json()).unwrap(),

@@ -405,21 +405,44 @@ mod tests {
         assert_eq!(p.node(), Some("n1"));
         assert!(matches!(
             p.kind(),
-            ResourceKind::DeviceTwin { device: DeviceRef::Namespaced { .. }, event: TwinEvent::EdgeUpdated }
+            ResourceKind::DeviceTwin {
+                device: DeviceRef::Namespaced { .. },
+                event: TwinEvent::EdgeUpdated
+            }
         ));
-        assert!(matches!(rt("device/x/state/update").kind(), ResourceKind::DeviceState { .. }));
+        assert!(matches!(
+            rt("device/x/state/update").kind(),
+            ResourceKind::DeviceState { .. }
+        ));
         assert_eq!(rt("membership").kind(), &ResourceKind::Membership);
         assert_eq!(rt("node/n1/membership").kind(), &ResourceKind::Membership);
-        assert_eq!(rt("membership/detail").kind(), &ResourceKind::MembershipDetail);
+        assert_eq!(
+            rt("membership/detail").kind(),
+            &ResourceKind::MembershipDetail
+        );
         assert_eq!(rt("twin").kind(), &ResourceKind::Twin);
     }
 
     #[test]
     fn odd_strings_round_trip() {
         for s in [
-            "", "node", "null", "node/", "node/x", "node/x/", "/", "//", "a/b/c/d", "node/a/node",
-            "upgrade/job1/node/edge-1", "ignore/Application/ignore", "80:/path", "device//twin/",
-            "device/a/b/c", "node//", "node/n/node/m",
+            "",
+            "node",
+            "null",
+            "node/",
+            "node/x",
+            "node/x/",
+            "/",
+            "//",
+            "a/b/c/d",
+            "node/a/node",
+            "upgrade/job1/node/edge-1",
+            "ignore/Application/ignore",
+            "80:/path",
+            "device//twin/",
+            "device/a/b/c",
+            "node//",
+            "node/n/node/m",
         ] {
             rt(s);
         }
@@ -429,6 +452,9 @@ mod tests {
         );
         assert_eq!(rt("node/x").kind(), &ResourceKind::Empty);
         assert_eq!(rt("node/x").to_edge_view().to_string(), "node/x");
-        assert_eq!(rt("node/n1/namespace/node/n1").resource_type(), Some(&ResourceType::Node));
+        assert_eq!(
+            rt("node/n1/namespace/node/n1").resource_type(),
+            Some(&ResourceType::Node)
+        );
     }
 }

@@ -25,7 +25,9 @@ pub fn segment(allow_empty: bool) -> impl Strategy<Value = String> {
     .prop_map(|v| v.into_iter().collect())
 }
 
-fn name_of<T: From<String> + std::fmt::Debug>(known: &'static [&'static str]) -> impl Strategy<Value = T> {
+fn name_of<T: From<String> + std::fmt::Debug>(
+    known: &'static [&'static str],
+) -> impl Strategy<Value = T> {
     prop_oneof![
         3 => proptest::sample::select(known).prop_map(|s| T::from(s.to_owned())),
         1 => segment(false).prop_map(T::from),
@@ -49,9 +51,8 @@ pub fn source() -> impl Strategy<Value = Source> {
 
 /// Any resource type token.
 pub fn resource_type() -> impl Strategy<Value = ResourceType> {
-    name_of::<ResourceType>(ResourceType::KNOWN).prop_filter("not node-prefix ambiguous", |t| {
-        !t.as_str().is_empty()
-    })
+    name_of::<ResourceType>(ResourceType::KNOWN)
+        .prop_filter("not node-prefix ambiguous", |t| !t.as_str().is_empty())
 }
 
 /// Any device reference.
@@ -79,7 +80,8 @@ pub fn resource_path() -> impl Strategy<Value = ResourcePath> {
         Just(TwinEvent::CloudUpdated),
         Just(TwinEvent::EdgeUpdated),
         segment(false)
-            .prop_filter("known events", |s| s != "cloud_updated" && s != "edge_updated")
+            .prop_filter("known events", |s| s != "cloud_updated"
+                && s != "edge_updated")
             .prop_map(TwinEvent::Unknown),
     ];
     let kind = prop_oneof![
@@ -124,7 +126,9 @@ pub fn content() -> impl Strategy<Value = Content> {
         ]
     });
     prop_oneof![
-        value.clone().prop_map(|v| Content::json(&v).unwrap_or_default()),
+        value
+            .clone()
+            .prop_map(|v| Content::json(&v).unwrap_or_default()),
         value.prop_map(|v| Content::string(&v.to_string())),
         any::<String>().prop_map(|s| Content::string(&s)),
     ]
@@ -167,9 +171,14 @@ pub fn message() -> impl Strategy<Value = Message> {
 
 /// Any tunnel frame.
 pub fn tunnel_frame() -> impl Strategy<Value = TunnelFrame> {
-    (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
-        |(id, code, data)| TunnelFrame::new(id, TunnelMessageType::from_code(code % 9), data),
+    (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::collection::vec(any::<u8>(), 0..300),
     )
+        .prop_map(|(id, code, data)| {
+            TunnelFrame::new(id, TunnelMessageType::from_code(code % 9), data)
+        })
 }
 
 /// A canonical topic.

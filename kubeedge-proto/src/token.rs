@@ -71,7 +71,9 @@ impl Jwt {
             return Err(TokenError::Algorithm(h.alg));
         }
         let c: ClaimsIn = decode_json(claims, "claims")?;
-        c.exp.map(|exp| Claims { exp }).ok_or(TokenError::MissingExpiry)
+        c.exp
+            .map(|exp| Claims { exp })
+            .ok_or(TokenError::MissingExpiry)
     }
 
     /// Verify the signature with the CA key DER and that `exp` is not before `now` (Unix
@@ -225,7 +227,9 @@ impl FromStr for JoinToken {
         if found != 4 {
             return Err(TokenError::PartCount { found, expected: 4 });
         }
-        let (hash, jwt) = s.split_once('.').ok_or(TokenError::PartCount { found, expected: 4 })?;
+        let (hash, jwt) = s
+            .split_once('.')
+            .ok_or(TokenError::PartCount { found, expected: 4 })?;
         // Upstream compares against lowercase hex text, so only that form can ever match.
         if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(TokenError::MalformedCaHash);
@@ -257,27 +261,54 @@ mod tests {
         let parsed: JoinToken = text.parse().unwrap();
         assert_eq!(parsed, t);
         parsed.verify_ca(ca).unwrap();
-        assert!(matches!(parsed.verify_ca(b"other"), Err(TokenError::CaHashMismatch { .. })));
+        assert!(matches!(
+            parsed.verify_ca(b"other"),
+            Err(TokenError::CaHashMismatch { .. })
+        ));
         assert_eq!(parsed.jwt().verify(key, 1_999).unwrap().exp, 2_000);
-        assert_eq!(parsed.jwt().verify(key, 2_001), Err(TokenError::Expired { exp: 2_000, now: 2_001 }));
+        assert_eq!(
+            parsed.jwt().verify(key, 2_001),
+            Err(TokenError::Expired {
+                exp: 2_000,
+                now: 2_001
+            })
+        );
         assert_eq!(parsed.jwt().verify(b"wrong", 0), Err(TokenError::Signature));
         assert!(!format!("{parsed:?}").contains(&text[text.len() - 10..]));
     }
 
     #[test]
     fn malformed_tokens() {
-        assert!(matches!("a.b.c".parse::<JoinToken>(), Err(TokenError::PartCount { found: 3, expected: 4 })));
-        assert_eq!("zz.b.c.d".parse::<JoinToken>(), Err(TokenError::MalformedCaHash));
+        assert!(matches!(
+            "a.b.c".parse::<JoinToken>(),
+            Err(TokenError::PartCount {
+                found: 3,
+                expected: 4
+            })
+        ));
+        assert_eq!(
+            "zz.b.c.d".parse::<JoinToken>(),
+            Err(TokenError::MalformedCaHash)
+        );
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
-        assert!(matches!(long.parse::<JoinToken>(), Err(TokenError::TooLong { .. })));
+        assert!(matches!(
+            long.parse::<JoinToken>(),
+            Err(TokenError::TooLong { .. })
+        ));
         let jwt: Jwt = "!!.e30.sig".parse().unwrap();
-        assert_eq!(jwt.verify(b"k", 0), Err(TokenError::Base64 { part: "header" }));
+        assert_eq!(
+            jwt.verify(b"k", 0),
+            Err(TokenError::Base64 { part: "header" })
+        );
         let no_exp = format!(
             "{}.{}.x",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#),
             URL_SAFE_NO_PAD.encode(b"{}")
         );
-        assert_eq!(no_exp.parse::<Jwt>().unwrap().verify(b"k", 0), Err(TokenError::MissingExpiry));
+        assert_eq!(
+            no_exp.parse::<Jwt>().unwrap().verify(b"k", 0),
+            Err(TokenError::MissingExpiry)
+        );
         let none_alg = format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),

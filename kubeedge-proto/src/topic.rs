@@ -105,9 +105,13 @@ impl NodeEvent {
     }
 
     fn from_suffix(s: &str) -> Option<Self> {
-        [Self::MembershipGet, Self::MembershipGetResult, Self::MembershipUpdated]
-            .into_iter()
-            .find(|e| e.suffix() == s)
+        [
+            Self::MembershipGet,
+            Self::MembershipGetResult,
+            Self::MembershipUpdated,
+        ]
+        .into_iter()
+        .find(|e| e.suffix() == s)
     }
 }
 
@@ -357,17 +361,44 @@ mod tests {
             }
         );
         // A device named "twin" in the legacy form, and namespace "a" / name "twin".
-        assert!(matches!(rt("$hw/events/device/twin/twin/update"), Topic::Device { device: DeviceRef::Legacy(_), .. }));
-        assert!(matches!(rt("$hw/events/device/a/twin/twin/update"), Topic::Device { device: DeviceRef::Namespaced { .. }, .. }));
-        assert!(matches!(rt("$hw/events/node/n1/membership/get"), Topic::Node { event: NodeEvent::MembershipGet, .. }));
-        assert!(matches!(rt("$ke/events/device/d/data/update"), Topic::MapperData(_)));
+        assert!(matches!(
+            rt("$hw/events/device/twin/twin/update"),
+            Topic::Device {
+                device: DeviceRef::Legacy(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            rt("$hw/events/device/a/twin/twin/update"),
+            Topic::Device {
+                device: DeviceRef::Namespaced { .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            rt("$hw/events/node/n1/membership/get"),
+            Topic::Node {
+                event: NodeEvent::MembershipGet,
+                ..
+            }
+        ));
+        assert!(matches!(
+            rt("$ke/events/device/d/data/update"),
+            Topic::MapperData(_)
+        ));
         assert_eq!(rt("SYS/dis/upload_records"), Topic::UploadRecords);
-        assert!(matches!(rt("$hw/events/device//twin/update"), Topic::Other(_)));
+        assert!(matches!(
+            rt("$hw/events/device//twin/update"),
+            Topic::Other(_)
+        ));
         assert!(matches!(rt("a/user/b"), Topic::Other(_)));
         assert_eq!(Topic::parse("a/+/b"), Err(TopicError::ForbiddenChar('+')));
         assert_eq!(Topic::parse(""), Err(TopicError::Empty));
         let t = rt("$hw/events/device/d/twin/get");
-        assert_eq!(t.result_topic().unwrap().to_string(), "$hw/events/device/d/twin/get/result");
+        assert_eq!(
+            t.result_topic().unwrap().to_string(),
+            "$hw/events/device/d/twin/get/result"
+        );
         assert_eq!(Topic::from_bus_resource(&t.to_bus_resource()), Some(t));
     }
 }

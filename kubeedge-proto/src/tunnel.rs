@@ -236,18 +236,43 @@ mod tests {
 
     #[test]
     fn bad_varints() {
-        assert_eq!(TunnelFrame::decode(&[]), Err(TunnelError::Truncated { field: "connect id" }));
-        assert_eq!(TunnelFrame::decode(&[0x80]), Err(TunnelError::Truncated { field: "connect id" }));
-        assert_eq!(TunnelFrame::decode(&[1]), Err(TunnelError::Truncated { field: "message type" }));
+        assert_eq!(
+            TunnelFrame::decode(&[]),
+            Err(TunnelError::Truncated {
+                field: "connect id"
+            })
+        );
+        assert_eq!(
+            TunnelFrame::decode(&[0x80]),
+            Err(TunnelError::Truncated {
+                field: "connect id"
+            })
+        );
+        assert_eq!(
+            TunnelFrame::decode(&[1]),
+            Err(TunnelError::Truncated {
+                field: "message type"
+            })
+        );
         assert_eq!(
             TunnelFrame::decode(&[0xff; 11]),
-            Err(TunnelError::VarintOverflow { field: "connect id" })
+            Err(TunnelError::VarintOverflow {
+                field: "connect id"
+            })
         );
         let mut ten = vec![0xff; 9];
         ten.push(0x02);
-        assert_eq!(TunnelFrame::decode(&ten), Err(TunnelError::VarintOverflow { field: "connect id" }));
+        assert_eq!(
+            TunnelFrame::decode(&ten),
+            Err(TunnelError::VarintOverflow {
+                field: "connect id"
+            })
+        );
         let big = vec![0u8; MAX_TUNNEL_FRAME + 1];
-        assert!(matches!(TunnelFrame::decode(&big), Err(TunnelError::TooLarge { .. })));
+        assert!(matches!(
+            TunnelFrame::decode(&big),
+            Err(TunnelError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -255,7 +280,10 @@ mod tests {
         let json = br#"{"MessID":7,"url":{"Scheme":"http","Opaque":"","User":null,"Host":"127.0.0.1:10350","Path":"/containerLogs/default/p/c","RawPath":"","ForceQuery":false,"RawQuery":"follow=true","Fragment":"","RawFragment":""},"header":{"Accept":["*/*"]}}"#;
         let c = StreamConnect::decode(json).unwrap();
         assert_eq!(c.mess_id, 7);
-        assert_eq!(c.url.to_url_string(), "http://127.0.0.1:10350/containerLogs/default/p/c?follow=true");
+        assert_eq!(
+            c.url.to_url_string(),
+            "http://127.0.0.1:10350/containerLogs/default/p/c?follow=true"
+        );
         let back: serde_json::Value = serde_json::from_slice(&c.encode()).unwrap();
         let orig: serde_json::Value = serde_json::from_slice(json).unwrap();
         assert_eq!(back, orig);

@@ -9,7 +9,9 @@ use base64::Engine;
 use common::{all, compat_of, Dir, WsMessage};
 use kubeedge_proto::api::{v1alpha2, v1beta1};
 use kubeedge_proto::test_util::go_compact;
-use kubeedge_proto::twin::{DeviceStateResult, MembershipDetailRequest, MembershipUpdate, TwinUpdate};
+use kubeedge_proto::twin::{
+    DeviceStateResult, MembershipDetailRequest, MembershipUpdate, TwinUpdate,
+};
 use kubeedge_proto::{
     ack_mode, ca_hash, AckMode, Content, FrameKind, Group, HubCodec, JoinToken, Jwt, Message,
     Operation, ResourceKind, ResourcePath, ResourceType, Source, TokenError, DEFAULT_PROJECT_ID,
@@ -50,13 +52,19 @@ fn keys_in_order(json: &str) -> Vec<String> {
 fn member(json: &str, key: &str) -> String {
     let v: HashMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_str(json).expect("object");
-    v.get(key).map(|r| r.get().to_owned()).unwrap_or_else(|| "null".into())
+    v.get(key)
+        .map(|r| r.get().to_owned())
+        .unwrap_or_else(|| "null".into())
 }
 
 #[test]
 fn every_capture_file_is_covered() {
     let files = all();
-    assert!(files.len() >= 70, "expected every capture file, found {}", files.len());
+    assert!(
+        files.len() >= 70,
+        "expected every capture file, found {}",
+        files.len()
+    );
     for f in &files {
         assert!(
             !f.ws.is_empty() || !f.http.is_empty() || f.handshake,
@@ -101,7 +109,9 @@ fn every_ws_message_decodes_and_reencodes_byte_exact() {
         // As Go wrote it on the socket: compact JSON plus a newline. Our encoding of the
         // decoded message must be byte-identical, and as long as the recorded frame.
         let wire = format!("{}\n", go_compact(&m.json));
-        let from_wire = codec.decode(FrameKind::Text, wire.as_bytes()).expect("wire decode");
+        let from_wire = codec
+            .decode(FrameKind::Text, wire.as_bytes())
+            .expect("wire decode");
         assert_eq!(from_wire.header, msg.header, "{}", m.file);
         assert_eq!(from_wire.route, msg.route, "{}", m.file);
         assert_eq!(
@@ -111,14 +121,31 @@ fn every_ws_message_decodes_and_reencodes_byte_exact() {
             m.file
         );
         if let Some(len) = m.length {
-            assert_eq!(wire.len(), len, "{}: frame length differs from upstream's", m.file);
+            assert_eq!(
+                wire.len(),
+                len,
+                "{}: frame length differs from upstream's",
+                m.file
+            );
             checked_length += 1;
         }
-        assert!(matches!(m.opcode.as_deref(), None | Some("text")), "{}: opcode", m.file);
+        assert!(
+            matches!(m.opcode.as_deref(), None | Some("text")),
+            "{}: opcode",
+            m.file
+        );
         // Binary frames carry the same JSON and are accepted too.
-        assert_eq!(codec.decode(FrameKind::Binary, wire.as_bytes()).expect("binary"), from_wire);
+        assert_eq!(
+            codec
+                .decode(FrameKind::Binary, wire.as_bytes())
+                .expect("binary"),
+            from_wire
+        );
     }
-    assert!(checked_length > 300, "frame lengths checked: {checked_length}");
+    assert!(
+        checked_length > 300,
+        "frame lengths checked: {checked_length}"
+    );
 }
 
 #[test]
@@ -128,10 +155,18 @@ fn routes_and_resources_classify_as_upstream() {
             let msg = decode(m);
             let r = &msg.route;
             if let Some(s) = &r.source {
-                assert!(!matches!(s, Source::Unknown(_)), "{}: unknown source {s}", m.file);
+                assert!(
+                    !matches!(s, Source::Unknown(_)),
+                    "{}: unknown source {s}",
+                    m.file
+                );
             }
             if let Some(g) = &r.group {
-                assert!(!matches!(g, Group::Unknown(_)), "{}: unknown group {g}", m.file);
+                assert!(
+                    !matches!(g, Group::Unknown(_)),
+                    "{}: unknown group {g}",
+                    m.file
+                );
             }
             if let Some(op) = &r.operation {
                 // MetaServer Application requests use the literal operation "null".
@@ -142,40 +177,68 @@ fn routes_and_resources_classify_as_upstream() {
                 );
             }
             let path = ResourcePath::parse(&r.resource);
-            assert_eq!(path.to_string(), r.resource, "{}: resource round trip", m.file);
-            assert_eq!(path.node(), None, "{}: the wire carries edge views only", m.file);
+            assert_eq!(
+                path.to_string(),
+                r.resource,
+                "{}: resource round trip",
+                m.file
+            );
+            assert_eq!(
+                path.node(),
+                None,
+                "{}: the wire carries edge views only",
+                m.file
+            );
             let cloud = path.to_cloud_view("edge-node-1").expect("cloud view");
-            assert_eq!(cloud.to_string(), format!("node/edge-node-1/{}", r.resource));
+            assert_eq!(
+                cloud.to_string(),
+                format!("node/edge-node-1/{}", r.resource)
+            );
             assert_eq!(cloud.target_node().as_deref(), Some("edge-node-1"));
             assert_eq!(cloud.to_edge_view(), path);
 
             // What each captured resource is, as upstream's parsers read it.
-            let expected_kind = match (r.source_str(), r.operation_str()) {
-                ("websocket", "keepalive") => assert_eq!(path.kind(), &ResourceKind::Other("node".into())),
+            match (r.source_str(), r.operation_str()) {
+                ("websocket", "keepalive") => {
+                    assert_eq!(path.kind(), &ResourceKind::Other("node".into()))
+                }
                 ("metaserver", _) => assert_eq!(path.kind(), &ResourceKind::Other("null".into())),
                 ("dynamiccontroller", "applicationResponse") => {
-                    assert_eq!(path.resource_type(), Some(&ResourceType::Unknown("Application".into())))
+                    assert_eq!(
+                        path.resource_type(),
+                        Some(&ResourceType::Unknown("Application".into()))
+                    )
                 }
                 ("twin", "get") => assert_eq!(path.kind(), &ResourceKind::MembershipDetail),
                 ("twin", "update") => assert!(path.device().is_some(), "{}", m.file),
                 ("devicecontroller", "update") if r.group == Some(Group::Twin) => assert!(
-                    matches!(path.kind(), ResourceKind::Membership | ResourceKind::DeviceTwin { .. }),
+                    matches!(
+                        path.kind(),
+                        ResourceKind::Membership | ResourceKind::DeviceTwin { .. }
+                    ),
                     "{}",
                     m.file
                 ),
-                ("devicecontroller", "response") if m.dir == Dir::CloudToEdge => assert_eq!(path.kind(), &ResourceKind::Twin),
+                ("devicecontroller", "response") if m.dir == Dir::CloudToEdge => {
+                    assert_eq!(path.kind(), &ResourceKind::Twin)
+                }
                 ("", "") => assert_eq!(r.resource, ""),
                 _ => assert!(
                     matches!(
                         path.resource_type(),
-                        Some(ResourceType::Pod | ResourceType::ConfigMap | ResourceType::Secret | ResourceType::Device | ResourceType::DeviceModel)
+                        Some(
+                            ResourceType::Pod
+                                | ResourceType::ConfigMap
+                                | ResourceType::Secret
+                                | ResourceType::Device
+                                | ResourceType::DeviceModel
+                        )
                     ),
                     "{}: {:?}",
                     m.file,
                     r
                 ),
-            };
-            let () = expected_kind;
+            }
         }
     }
 }
@@ -186,7 +249,9 @@ fn ack_mode_matches_what_upstream_edges_acked() {
     for f in all() {
         let compat = compat_of(&f.version);
         let msgs: Vec<(Dir, String, Message)> =
-            f.ws.iter().map(|m| (m.dir, m.conn.clone(), decode(m))).collect();
+            f.ws.iter()
+                .map(|m| (m.dir, m.conn.clone(), decode(m)))
+                .collect();
         let acked: HashSet<String> = msgs
             .iter()
             .filter(|(d, _, m)| *d == Dir::EdgeToCloud && m.is_ok_response())
@@ -199,8 +264,19 @@ fn ack_mode_matches_what_upstream_edges_acked() {
             .collect();
         for (dir, _, m) in &msgs {
             if *dir == Dir::CloudToEdge && pushed.contains_key(m.id().as_str()) {
-                let expect = if acked.contains(m.id().as_str()) { AckMode::Ack } else { AckMode::NoAck };
-                assert_eq!(ack_mode(m, compat), expect, "{} ({:?}): {:?}", f.name, compat, m.route);
+                let expect = if acked.contains(m.id().as_str()) {
+                    AckMode::Ack
+                } else {
+                    AckMode::NoAck
+                };
+                assert_eq!(
+                    ack_mode(m, compat),
+                    expect,
+                    "{} ({:?}): {:?}",
+                    f.name,
+                    compat,
+                    m.route
+                );
                 classified += 1;
             }
             // Our ack for a push is the ack the upstream edge sent, except ids and time.
@@ -239,10 +315,20 @@ fn twin_and_device_payloads_round_trip_typed() {
             }
             (ResourceKind::DeviceTwin { .. }, _) => same::<TwinUpdate>(&msg.content, &m.file),
             (ResourceKind::DeviceState { .. }, _) => {
-                assert!(msg.content.is_string(), "{}: state content is a string", m.file);
+                assert!(
+                    msg.content.is_string(),
+                    "{}: state content is a string",
+                    m.file
+                );
                 same::<DeviceStateResult>(&msg.content, &m.file)
             }
-            (ResourceKind::Object { resource_type: ResourceType::Device, .. }, "insert" | "update") => {
+            (
+                ResourceKind::Object {
+                    resource_type: ResourceType::Device,
+                    ..
+                },
+                "insert" | "update",
+            ) => {
                 let api: Value = msg.content.decode().expect("json");
                 if api["apiVersion"] == "devices.kubeedge.io/v1beta1" {
                     same::<v1beta1::Device>(&msg.content, &m.file)
@@ -250,7 +336,13 @@ fn twin_and_device_payloads_round_trip_typed() {
                     same::<v1alpha2::Device>(&msg.content, &m.file)
                 }
             }
-            (ResourceKind::Object { resource_type: ResourceType::DeviceModel, .. }, "insert" | "update") => {
+            (
+                ResourceKind::Object {
+                    resource_type: ResourceType::DeviceModel,
+                    ..
+                },
+                "insert" | "update",
+            ) => {
                 let api: Value = msg.content.decode().expect("json");
                 if api["apiVersion"] == "devices.kubeedge.io/v1beta1" {
                     same::<v1beta1::DeviceModel>(&msg.content, &m.file)
@@ -273,61 +365,129 @@ fn v1alpha2_device_target_node() {
 }
 
 fn b64(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("base64")
 }
 
 #[test]
 fn bootstrap_ca_csr_cert_and_token() {
     use x509_parser::prelude::*;
     let mut versions = 0;
-    for f in all().iter().filter(|f| f.name.ends_with("01-https-get-ca.json")) {
-        let ca_der = b64(f.http.iter().find_map(|h| h.payload_b64.as_deref()).expect("ca body"));
+    for f in all()
+        .iter()
+        .filter(|f| f.name.ends_with("01-https-get-ca.json"))
+    {
+        let ca_der = b64(f
+            .http
+            .iter()
+            .find_map(|h| h.payload_b64.as_deref())
+            .expect("ca body"));
         let (_, ca) = parse_x509_certificate(&ca_der).expect("ca parses");
         assert!(ca.is_ca(), "{}", f.name);
-        assert_eq!(ca.subject().iter_common_name().next().and_then(|c| c.as_str().ok()), Some("KubeEdge"));
+        assert_eq!(
+            ca.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|c| c.as_str().ok()),
+            Some("KubeEdge")
+        );
         ca.verify_signature(None).expect("self-signed");
 
-        let crt = common::load(&common::captures_dir().join(f.name.replace("01-https-get-ca", "02-https-get-edge-crt")));
-        let req = crt.http.iter().find(|h| h.start_line.as_deref() == Some("GET /edge.crt HTTP/1.1")).expect("request");
-        let header = |k: &str| req.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+        let crt = common::load(
+            &common::captures_dir()
+                .join(f.name.replace("01-https-get-ca", "02-https-get-edge-crt")),
+        );
+        let req = crt
+            .http
+            .iter()
+            .find(|h| h.start_line.as_deref() == Some("GET /edge.crt HTTP/1.1"))
+            .expect("request");
+        let header = |k: &str| {
+            req.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
         let node = header("NodeName").expect("NodeName header");
-        let bodies: Vec<Vec<u8>> = crt.http.iter().filter_map(|h| h.payload_b64.as_deref()).map(b64).collect();
+        let bodies: Vec<Vec<u8>> = crt
+            .http
+            .iter()
+            .filter_map(|h| h.payload_b64.as_deref())
+            .map(b64)
+            .collect();
         assert_eq!(bodies.len(), 2, "{}", crt.name);
 
         // The CSR (request body) parses and is self-consistent.
         let (_, csr) = X509CertificationRequest::from_der(&bodies[0]).expect("csr parses");
         csr.verify_signature().expect("csr signature");
-        let csr_cn = csr.certification_request_info.subject.iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_owned);
+        let csr_cn = csr
+            .certification_request_info
+            .subject
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .map(str::to_owned);
         assert!(
-            csr_cn.as_deref() == Some("kubeedge.io") || csr_cn == Some(format!("system:node:{node}")),
+            csr_cn.as_deref() == Some("kubeedge.io")
+                || csr_cn == Some(format!("system:node:{node}")),
             "{}: csr cn {csr_cn:?}",
             crt.name
         );
 
         // The signed certificate chains to the captured CA and is a client certificate.
         let (_, cert) = parse_x509_certificate(&bodies[1]).expect("cert parses");
-        cert.verify_signature(Some(ca.public_key())).expect("signed by the captured ca");
+        cert.verify_signature(Some(ca.public_key()))
+            .expect("signed by the captured ca");
         // Upstream copies CN and O from the CSR subject.
-        let cn_o = |n: &X509Name<'_>| (n.iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_owned), n.iter_organization().next().and_then(|c| c.as_str().ok()).map(str::to_owned));
-        assert_eq!(cn_o(cert.subject()), cn_o(&csr.certification_request_info.subject));
+        let cn_o = |n: &X509Name<'_>| {
+            (
+                n.iter_common_name()
+                    .next()
+                    .and_then(|c| c.as_str().ok())
+                    .map(str::to_owned),
+                n.iter_organization()
+                    .next()
+                    .and_then(|c| c.as_str().ok())
+                    .map(str::to_owned),
+            )
+        };
+        assert_eq!(
+            cn_o(cert.subject()),
+            cn_o(&csr.certification_request_info.subject)
+        );
         let eku = cert.extended_key_usage().expect("eku").expect("present");
         assert!(eku.value.client_auth);
 
         // The bearer JWT from the capture + the captured CA's hash form a valid join token.
         let auth = header("Authorization").expect("Authorization");
         let jwt_text = auth.strip_prefix("Bearer ").expect("bearer");
-        let token: JoinToken = format!("{}.{jwt_text}", ca_hash(&ca_der)).parse().expect("token parses");
+        let token: JoinToken = format!("{}.{jwt_text}", ca_hash(&ca_der))
+            .parse()
+            .expect("token parses");
         token.verify_ca(&ca_der).expect("ca hash matches");
-        assert!(matches!(token.verify_ca(&bodies[1]), Err(TokenError::CaHashMismatch { .. })));
+        assert!(matches!(
+            token.verify_ca(&bodies[1]),
+            Err(TokenError::CaHashMismatch { .. })
+        ));
         let jwt: Jwt = jwt_text.parse().expect("jwt");
         let claims = jwt.unverified_claims().expect("HS256 with exp");
         // exp = issue time + 2 x tokenRefreshDuration (12 h): one day after the capture.
         let not_before = cert.validity().not_before.timestamp();
         let lifetime = claims.exp - not_before;
-        assert!((0..=2 * 24 * 3600).contains(&lifetime), "{}: exp {} vs {}", f.name, claims.exp, not_before);
+        assert!(
+            (0..=2 * 24 * 3600).contains(&lifetime),
+            "{}: exp {} vs {}",
+            f.name,
+            claims.exp,
+            not_before
+        );
         // The CA key is not in the capture: any other key must fail on the signature, not
         // on parsing, which proves the token is well-formed HS256.
-        assert_eq!(jwt.verify(b"not the ca key", claims.exp - 1), Err(TokenError::Signature));
+        assert_eq!(
+            jwt.verify(b"not the ca key", claims.exp - 1),
+            Err(TokenError::Signature)
+        );
         versions += 1;
     }
     assert_eq!(versions, 3);
@@ -337,8 +497,17 @@ fn bootstrap_ca_csr_cert_and_token() {
 fn websocket_handshakes_carry_node_and_project() {
     let mut n = 0;
     for f in all() {
-        for h in f.http.iter().filter(|h| h.start_line.as_deref().is_some_and(|l| l.ends_with("/events HTTP/1.1"))) {
-            let get = |k: &str| h.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+        for h in f.http.iter().filter(|h| {
+            h.start_line
+                .as_deref()
+                .is_some_and(|l| l.ends_with("/events HTTP/1.1"))
+        }) {
+            let get = |k: &str| {
+                h.headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.as_str())
+            };
             let node = get("node_id").expect("node_id");
             assert_eq!(get("project_id"), Some(DEFAULT_PROJECT_ID));
             assert_eq!(get("connectionuse"), Some("msg"));
@@ -355,13 +524,20 @@ fn websocket_handshakes_carry_node_and_project() {
 /// The vendored copy must stay identical to the shared spec when that is present.
 #[test]
 fn vendored_captures_match_the_shared_spec() {
-    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/captures");
+    let shared =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/captures");
     if !shared.is_dir() {
         return;
     }
     for f in common::capture_files() {
         let rel = f.strip_prefix(common::captures_dir()).expect("prefix");
-        let theirs = std::fs::read(shared.join(rel)).unwrap_or_else(|_| panic!("{} missing upstream", rel.display()));
-        assert_eq!(std::fs::read(&f).expect("read"), theirs, "{} differs", rel.display());
+        let theirs = std::fs::read(shared.join(rel))
+            .unwrap_or_else(|_| panic!("{} missing upstream", rel.display()));
+        assert_eq!(
+            std::fs::read(&f).expect("read"),
+            theirs,
+            "{} differs",
+            rel.display()
+        );
     }
 }

@@ -21,7 +21,10 @@ pub fn capture_files() -> Vec<PathBuf> {
         }
         for f in std::fs::read_dir(&dir).expect("version dir") {
             let f = f.expect("entry").path();
-            if matches!(f.extension().and_then(|e| e.to_str()), Some("json" | "jsonl")) {
+            if matches!(
+                f.extension().and_then(|e| e.to_str()),
+                Some("json" | "jsonl")
+            ) {
                 out.push(f);
             }
         }
@@ -122,13 +125,23 @@ pub struct CaptureFile {
 }
 
 fn version_from_name(path: &Path) -> String {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.split('-').find(|p| p.starts_with("v1.")).unwrap_or("v1.12.1").to_owned()
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name.split('-')
+        .find(|p| p.starts_with("v1."))
+        .unwrap_or("v1.12.1")
+        .to_owned()
 }
 
 pub fn load(path: &Path) -> CaptureFile {
     let text = std::fs::read_to_string(path).expect("read capture");
-    let name = path.strip_prefix(captures_dir()).unwrap_or(path).display().to_string();
+    let name = path
+        .strip_prefix(captures_dir())
+        .unwrap_or(path)
+        .display()
+        .to_string();
     let mut out = CaptureFile {
         name: name.clone(),
         ..CaptureFile::default()
@@ -152,7 +165,11 @@ pub fn load(path: &Path) -> CaptureFile {
                 json: json.get().to_owned(),
             });
         } else if it.event.as_deref().is_some_and(|e| e.starts_with("http")) {
-            if it.start_line.as_deref().is_some_and(|l| l.contains("events") || l.contains("101")) {
+            if it
+                .start_line
+                .as_deref()
+                .is_some_and(|l| l.contains("events") || l.contains("101"))
+            {
                 out.handshake = true;
             }
             out.http.push(HttpEvent {
@@ -190,7 +207,8 @@ pub fn load(path: &Path) -> CaptureFile {
         }
         out.http.extend(c.http.into_iter().flatten());
         if let Some(r) = c.request {
-            out.http.push(serde_json::from_value(r).expect("handshake request"));
+            out.http
+                .push(serde_json::from_value(r).expect("handshake request"));
             out.handshake = true;
         }
     }

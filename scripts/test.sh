@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the whole test suite. On a fresh Debian machine it first installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_deps
+ensure_rust
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
