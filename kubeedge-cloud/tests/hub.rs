@@ -1,147 +1,18 @@
 //! CloudHub and the edge hub client over real TLS websockets on 127.0.0.1.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use common::*;
 use futures_util::{SinkExt, StreamExt};
 use kubeedge_cloud::certs::{unix_now, FsCertStore, Pki, PkiConfig};
-use kubeedge_cloud::hub::{CloudHub, Downstream, HubConfig, Pushed, Upstream};
+use kubeedge_cloud::hub::Pushed;
 use kubeedge_edge::hub::{self, CertFiles, ClientTls};
 use kubeedge_edge::BootstrapError;
 use kubeedge_proto::{Content, JoinToken, Message, Route};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_util::sync::CancellationToken;
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn trace() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> Result<T> {
-    tokio::time::timeout(DEADLINE, f)
-        .await
-        .with_context(|| format!("timed out: {what}"))
-}
-
-/// Poll `cond` until it holds or the deadline passes.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
-    within(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
-
-struct Cloud {
-    _dir: tempfile::TempDir,
-    pki: Arc<Pki>,
-    hub: CloudHub,
-    down: Downstream,
-    up: mpsc::Receiver<Upstream>,
-    ws: SocketAddr,
-    https: SocketAddr,
-    cancel: CancellationToken,
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-async fn cloud(cfg: HubConfig) -> Result<Cloud> {
-    let dir = tempfile::tempdir()?;
-    let store = FsCertStore::in_dir(dir.path());
-    let pki = Arc::new(Pki::load_or_create(&store, PkiConfig::default())?);
-    let (hub, down, up) = CloudHub::new(pki.clone(), cfg);
-    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
-    let https_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
-    let cancel = CancellationToken::new();
-    tokio::spawn({
-        let (hub, c) = (hub.clone(), cancel.clone());
-        async move { hub.serve_websocket(ws_l, c).await }
-    });
-    tokio::spawn({
-        let (hub, c) = (hub.clone(), cancel.clone());
-        async move { hub.serve_https(https_l, c).await }
-    });
-    Ok(Cloud {
-        _dir: dir,
-        pki,
-        hub,
-        down,
-        up,
-        ws,
-        https,
-        cancel,
-    })
-}
-
-fn fast() -> HubConfig {
-    let mut c = HubConfig::default();
-    c.keepalive_interval = Duration::from_secs(2);
-    c.handshake_timeout = Duration::from_secs(2);
-    c.outbox.resend_after = Duration::from_millis(200);
-    c
-}
-
-async fn join(cloud: &Cloud, node: &str, dir: &std::path::Path) -> Result<ClientTls> {
-    let token = cloud.pki.issue_token(unix_now())?;
-    let files = CertFiles::in_dir(dir);
-    Ok(hub::bootstrap(&cloud.https.to_string(), &token, node, &files, DEADLINE).await?)
-}
-
-struct Edge {
-    client: hub::Client,
-    inbound: hub::Inbound,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), kubeedge_edge::HubError>>,
-}
-
-fn edge(cloud: &Cloud, node: &str, tls: ClientTls) -> Edge {
-    let mut cfg = hub::HubConfig::default();
-    cfg.server = cloud.ws.to_string();
-    cfg.node_name = node.to_owned();
-    cfg.heartbeat = Duration::from_millis(300);
-    cfg.backoff_min = Duration::from_millis(50);
-    cfg.backoff_max = Duration::from_millis(500);
-    cfg.message_qps = 10_000;
-    cfg.message_burst = 10_000;
-    let (client, inbound, driver) = hub::connect(cfg, tls);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(driver.run(cancel.clone()));
-    Edge {
-        client,
-        inbound,
-        cancel,
-        task,
-    }
-}
-
-fn pod(uid: &str, rv: &str, op: &str) -> Message {
-    let content = Content::json(&serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "default", "uid": uid, "resourceVersion": rv}
-    }))
-    .expect("json");
-    Message::new(
-        Route::new("edgecontroller", "resource", op, "default/pod/p"),
-        content,
-    )
-    .with_resource_version(rv)
-}
 
 #[tokio::test]
 async fn join_connect_deliver_ack_and_upstream() -> Result<()> {
@@ -334,49 +205,6 @@ async fn bootstrap_refuses_bad_tokens() -> Result<()> {
     // And the good one works.
     hub::bootstrap(&https, &good, "edge-1", &files, DEADLINE).await?;
     Ok(())
-}
-
-/// A raw websocket dial with chosen TLS material and headers.
-async fn raw_dial(
-    cloud: &Cloud,
-    tls: Option<&ClientTls>,
-    headers: &[(&str, &str)],
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-> {
-    let config = match tls {
-        Some(t) => t.client_config()?,
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(rustls_pki_types::CertificateDer::from(
-                cloud.pki.ca_cert_der().to_vec(),
-            ))?;
-            Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-            )
-        }
-    };
-    let tcp = tokio::net::TcpStream::connect(cloud.ws).await?;
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
-    let stream = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await?;
-    let mut req = format!(
-        "wss://{}/e632aba927ea4ac2b575ec1603d56f10/x/events",
-        cloud.ws
-    )
-    .into_client_request()?;
-    for (k, v) in headers {
-        req.headers_mut()
-            .insert(http::HeaderName::from_bytes(k.as_bytes())?, v.parse()?);
-    }
-    let (ws, _) = within("raw dial", tokio_tungstenite::client_async(req, stream)).await??;
-    Ok(ws)
 }
 
 #[tokio::test]

@@ -119,9 +119,7 @@ pub(super) async fn accept(
         node_id = node.to_owned();
         Ok(resp)
     };
-    let mut ws_cfg = WebSocketConfig::default();
-    ws_cfg.max_message_size = Some(cfg.max_frame_size);
-    ws_cfg.max_frame_size = Some(cfg.max_frame_size);
+    let ws_cfg = ws_config(cfg.max_frame_size);
     let ws = tokio::time::timeout_at(
         deadline,
         tokio_tungstenite::accept_hdr_async_with_config(tls, callback, Some(ws_cfg)),
@@ -163,6 +161,17 @@ pub(super) async fn accept(
 }
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Small buffers: an idle node must cost little (tungstenite defaults to 128 KiB each way).
+fn ws_config(max_frame: usize) -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.read_buffer_size = 4096;
+    c.write_buffer_size = 0;
+    c.max_write_buffer_size = max_frame.saturating_mul(2);
+    c.max_message_size = Some(max_frame);
+    c.max_frame_size = Some(max_frame);
+    c
+}
 
 async fn run(
     inner: &Inner,

@@ -54,6 +54,28 @@ pub struct HubConfig {
     pub outbound_capacity: usize,
     /// Inbound messages buffered towards the consumer.
     pub inbound_capacity: usize,
+    /// Renew the client certificate at 70–90 % of its life (`rotateCertificates`).
+    pub rotation: Option<CertRotation>,
+}
+
+/// Where and how to renew the client certificate.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CertRotation {
+    /// `httpServer`: the bootstrap server, `host:port` or `https://host:port`.
+    pub https_server: String,
+    /// Where the renewed certificate and key are written.
+    pub files: super::tls::CertFiles,
+}
+
+impl CertRotation {
+    /// Renew through `https_server`, writing to `files`.
+    pub fn new(https_server: impl Into<String>, files: super::tls::CertFiles) -> Self {
+        Self {
+            https_server: https_server.into(),
+            files,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -73,6 +95,7 @@ impl Default for HubConfig {
             max_frame_size: HubCodec::DEFAULT_MAX_FRAME_SIZE,
             outbound_capacity: 1024,
             inbound_capacity: 1024,
+            rotation: None,
         }
     }
 }
@@ -246,6 +269,19 @@ enum End {
     Cancelled,
     Closed,
     Link(&'static str),
+    Rotate,
+}
+
+/// When to renew: NotBefore + a random 70–90 % of the lifetime (upstream's jitter).
+fn rotation_deadline(tls: &ClientTls) -> Option<Instant> {
+    let (not_before, not_after) = tls.validity()?;
+    let lifetime = (not_after - not_before).max(0) as f64;
+    let at = not_before as f64 + lifetime * (0.7 + 0.2 * fastrand::f64());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    Some(Instant::now() + Duration::from_secs_f64((at - now).max(0.0)))
 }
 
 impl Driver {
@@ -254,8 +290,10 @@ impl Driver {
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), HubError> {
         let span = tracing::info_span!("hub", node = %self.config.node_name);
         async move {
-            let tls = self.tls.client_config()?;
+            let mut tls = self.tls.client_config()?;
             let name = server_name(&self.config.server)?;
+            let mut rotate_at = self.config.rotation.as_ref().and_then(|_| rotation_deadline(&self.tls));
+            let mut rotate_retry = Duration::from_secs(2);
             let mut backoff = self.config.backoff_min;
             let mut sessions = 0u64;
             let mut seen = Seen::default();
@@ -273,13 +311,29 @@ impl Driver {
                         info!(session = sessions, "connected to cloudhub");
                         let _ = self.state.send(ConnectionState::Connected(sessions));
                         let end = self
-                            .session(ws, &cancel, &mut seen, &mut bucket, &mut carry)
+                            .session(ws, &cancel, &mut seen, &mut bucket, &mut carry, rotate_at)
                             .await;
                         let _ = self.state.send(ConnectionState::Disconnected);
                         match end {
                             End::Cancelled => return Ok(()),
                             End::Closed => return Ok(()),
                             End::Link(why) => warn!(reason = why, "disconnected from cloudhub"),
+                            End::Rotate => {
+                                match self.rotate().await {
+                                    Ok(new_tls) => {
+                                        info!("client certificate renewed; reconnecting with it");
+                                        tls = new_tls;
+                                        rotate_at = rotation_deadline(&self.tls);
+                                        rotate_retry = Duration::from_secs(2);
+                                    }
+                                    Err(e) => {
+                                        warn!(error = %e, retry_in = ?rotate_retry, "certificate renewal failed");
+                                        rotate_at = Some(Instant::now() + rotate_retry);
+                                        rotate_retry = (rotate_retry * 2).min(Duration::from_secs(32));
+                                    }
+                                }
+                                continue;
+                            }
                         }
                         if started.elapsed() >= self.config.stable_after {
                             backoff = self.config.backoff_min;
@@ -298,6 +352,24 @@ impl Driver {
         }
         .instrument(span)
         .await
+    }
+
+    async fn rotate(&mut self) -> Result<Arc<rustls::ClientConfig>, HubError> {
+        let Some(rot) = self.config.rotation.clone() else {
+            return self.tls.client_config();
+        };
+        let renewed = super::bootstrap::renew(
+            &rot.https_server,
+            &self.tls,
+            &self.config.node_name,
+            &rot.files,
+            self.config.handshake_timeout,
+        )
+        .await
+        .map_err(|e| HubError::Tls(e.to_string()))?;
+        let cfg = renewed.client_config()?;
+        self.tls = renewed;
+        Ok(cfg)
     }
 
     async fn dial(
@@ -332,6 +404,9 @@ impl Driver {
                 h.insert(k, v);
             }
             let mut ws_cfg = WebSocketConfig::default();
+            ws_cfg.read_buffer_size = 8192;
+            ws_cfg.write_buffer_size = 0;
+            ws_cfg.max_write_buffer_size = cfg.max_frame_size.saturating_mul(2);
             ws_cfg.max_message_size = Some(cfg.max_frame_size);
             ws_cfg.max_frame_size = Some(cfg.max_frame_size);
             let (ws, _) = tokio_tungstenite::client_async_with_config(req, tls, Some(ws_cfg))
@@ -351,6 +426,7 @@ impl Driver {
         seen: &mut Seen,
         bucket: &mut Bucket,
         carry: &mut Option<Message>,
+        rotate_at: Option<Instant>,
     ) -> End {
         let cfg = self.config.clone();
         let codec = HubCodec::new(cfg.max_frame_size);
@@ -382,6 +458,10 @@ impl Driver {
                 _ = cancel.cancelled() => {
                     let _ = sink.close().await;
                     return End::Cancelled;
+                }
+                _ = sleep_until(rotate_at.unwrap_or_else(Instant::now)), if rotate_at.is_some() => {
+                    let _ = sink.close().await;
+                    return End::Rotate;
                 }
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > dead_after {

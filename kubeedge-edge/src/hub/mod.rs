@@ -5,5 +5,5 @@ mod client;
 mod tls;
 
 pub use bootstrap::{bootstrap, node_common_name, renew};
-pub use client::{connect, Client, ConnectionState, Driver, HubConfig, Inbound};
+pub use client::{connect, CertRotation, Client, ConnectionState, Driver, HubConfig, Inbound};
 pub use tls::{CertFiles, ClientTls};
