@@ -165,8 +165,9 @@ type Ws = WebSocketStream<TlsStream<TcpStream>>;
 /// Small buffers: an idle node must cost little (tungstenite defaults to 128 KiB each way).
 fn ws_config(max_frame: usize) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
-    c.read_buffer_size = 4096;
-    c.write_buffer_size = 0;
+    c.read_buffer_size = 2048;
+    // Batches a burst into few TLS records and syscalls, for a few KiB per node.
+    c.write_buffer_size = 4096;
     c.max_write_buffer_size = max_frame.saturating_mul(2);
     c.max_message_size = Some(max_frame);
     c.max_frame_size = Some(max_frame);

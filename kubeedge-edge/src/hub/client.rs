@@ -298,7 +298,7 @@ impl Driver {
             let mut sessions = 0u64;
             let mut seen = Seen::default();
             let mut bucket = Bucket::new(self.config.message_qps, self.config.message_burst);
-            let mut carry: Option<Message> = None;
+            let mut held: VecDeque<Message> = VecDeque::new();
             loop {
                 let started = Instant::now();
                 let attempt = tokio::select! {
@@ -311,7 +311,7 @@ impl Driver {
                         info!(session = sessions, "connected to cloudhub");
                         let _ = self.state.send(ConnectionState::Connected(sessions));
                         let end = self
-                            .session(ws, &cancel, &mut seen, &mut bucket, &mut carry, rotate_at)
+                            .session(ws, &cancel, &mut seen, &mut bucket, &mut held, rotate_at)
                             .await;
                         let _ = self.state.send(ConnectionState::Disconnected);
                         match end {
@@ -405,7 +405,7 @@ impl Driver {
             }
             let mut ws_cfg = WebSocketConfig::default();
             ws_cfg.read_buffer_size = 8192;
-            ws_cfg.write_buffer_size = 0;
+            ws_cfg.write_buffer_size = 8192;
             ws_cfg.max_write_buffer_size = cfg.max_frame_size.saturating_mul(2);
             ws_cfg.max_message_size = Some(cfg.max_frame_size);
             ws_cfg.max_frame_size = Some(cfg.max_frame_size);
@@ -425,7 +425,7 @@ impl Driver {
         cancel: &CancellationToken,
         seen: &mut Seen,
         bucket: &mut Bucket,
-        carry: &mut Option<Message>,
+        held: &mut VecDeque<Message>,
         rotate_at: Option<Instant>,
     ) -> End {
         let cfg = self.config.clone();
@@ -438,22 +438,30 @@ impl Driver {
         let mut throttle_until: Option<Instant> = None;
 
         loop {
-            let mut ready_to_send = throttle_until.is_none_or(|t| t <= Instant::now());
-            if ready_to_send {
-                // A message held back by the rate limit, or taken from the queue when the
-                // last link broke, goes first.
-                if carry.is_some() {
-                    if let Some(at) = bucket.take(Instant::now()) {
-                        throttle_until = Some(at);
-                        ready_to_send = false;
-                    } else if let Some(m) = carry.take() {
-                        if let Err(why) = write(&mut sink, &codec, &m, cfg.write_timeout).await {
-                            *carry = Some(m);
-                            return End::Link(why);
-                        }
-                    }
+            // Messages taken from the queue (and any left when the last link broke) go out in
+            // order, as the rate limit allows, in one flush.
+            let mut fed = false;
+            while throttle_until.is_none_or(|t| t <= Instant::now()) {
+                let Some(m) = held.front() else { break };
+                if let Some(at) = bucket.take(Instant::now()) {
+                    throttle_until = Some(at);
+                    break;
+                }
+                throttle_until = None;
+                if let Err(why) = feed(&mut sink, &codec, m, cfg.write_timeout).await {
+                    return End::Link(why);
+                }
+                held.pop_front();
+                fed = true;
+            }
+            if fed {
+                match tokio::time::timeout(cfg.write_timeout, sink.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return End::Link("write failed"),
+                    Err(_) => return End::Link("write timed out"),
                 }
             }
+            let throttled = throttle_until.is_some_and(|t| t > Instant::now());
             tokio::select! {
                 _ = cancel.cancelled() => {
                     let _ = sink.close().await;
@@ -478,29 +486,29 @@ impl Driver {
                         return End::Link("ping timed out");
                     }
                 }
-                _ = sleep_until(throttle_until.unwrap_or_else(Instant::now)), if !ready_to_send => {
+                _ = sleep_until(throttle_until.unwrap_or_else(Instant::now)), if throttled => {
                     throttle_until = None;
                 }
-                out = self.rx.recv(), if ready_to_send && carry.is_none() => {
-                    let Some(msg) = out else {
+                out = self.rx.recv(), if held.is_empty() => {
+                    let Some(first) = out else {
                         let _ = sink.close().await;
                         return End::Closed;
                     };
-                    if msg.route.is_operation(&Operation::Response) {
-                        if let Some(parent) = msg.parent_id() {
-                            if let Some(slot) = seen.acks.get_mut(parent) {
-                                *slot = Some(msg.clone());
-                            }
+                    held.push_back(first);
+                    while held.len() < 64 {
+                        match self.rx.try_recv() {
+                            Ok(m) => held.push_back(m),
+                            Err(_) => break,
                         }
                     }
-                    if let Some(at) = bucket.take(Instant::now()) {
-                        throttle_until = Some(at);
-                        *carry = Some(msg);
-                        continue;
-                    }
-                    if let Err(why) = write(&mut sink, &codec, &msg, cfg.write_timeout).await {
-                        *carry = Some(msg);
-                        return End::Link(why);
+                    for msg in held.iter() {
+                        if msg.route.is_operation(&Operation::Response) {
+                            if let Some(parent) = msg.parent_id() {
+                                if let Some(slot) = seen.acks.get_mut(parent) {
+                                    *slot = Some(msg.clone());
+                                }
+                            }
+                        }
                     }
                 }
                 frame = stream.next() => {
@@ -559,8 +567,24 @@ impl Driver {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 type Sink = futures_util::stream::SplitSink<Ws, WsMessage>;
 
-/// Write one message, bounded by `timeout`. An unencodable message is logged and skipped.
+/// Write one message and flush, bounded by `timeout`.
 async fn write(
+    sink: &mut Sink,
+    codec: &HubCodec,
+    msg: &Message,
+    timeout: Duration,
+) -> Result<(), &'static str> {
+    feed(sink, codec, msg, timeout).await?;
+    match tokio::time::timeout(timeout, sink.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("write failed"),
+        Err(_) => Err("write timed out"),
+    }
+}
+
+/// Queue one message in the websocket's write buffer, bounded by `timeout`. An unencodable
+/// message is logged and skipped.
+async fn feed(
     sink: &mut Sink,
     codec: &HubCodec,
     msg: &Message,
@@ -574,7 +598,7 @@ async fn write(
         }
     };
     let text = String::from_utf8(bytes).unwrap_or_default();
-    match tokio::time::timeout(timeout, sink.send(WsMessage::text(text))).await {
+    match tokio::time::timeout(timeout, sink.feed(WsMessage::text(text))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("write failed"),
         Err(_) => Err("write timed out"),
