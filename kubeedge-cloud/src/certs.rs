@@ -712,6 +712,62 @@ mod tests {
         ));
     }
 
+    /// Counts token writes.
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: std::sync::Mutex<Vec<CertItem>>,
+        fs: Option<FsCertStore>,
+    }
+
+    impl CertStore for Counting {
+        fn load(&self, item: CertItem) -> Result<Option<Vec<u8>>, CertError> {
+            self.fs.as_ref().map_or(Ok(None), |f| f.load(item))
+        }
+        fn save(&self, item: CertItem, data: &[u8]) -> Result<(), CertError> {
+            self.inner.lock().unwrap().push(item);
+            self.fs.as_ref().map_or(Ok(()), |f| f.save(item, data))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_refreshed_on_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = PkiConfig {
+            token_refresh: Duration::from_secs(3600),
+            ..PkiConfig::default()
+        };
+        let counting = std::sync::Arc::new(Counting {
+            fs: Some(FsCertStore::in_dir(dir.path())),
+            ..Counting::default()
+        });
+        let pki = std::sync::Arc::new(Pki::load_or_create(counting.as_ref(), cfg).unwrap());
+        let tokens = || {
+            counting
+                .inner
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|i| **i == CertItem::Token)
+                .count()
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let store: std::sync::Arc<dyn CertStore> = counting.clone();
+        let task = tokio::spawn(run_token_refresh(pki, store, cancel.clone()));
+        while tokens() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(tokens(), 1, "issued at start");
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(tokens(), 1, "not before the period");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        while tokens() < 2 {
+            tokio::task::yield_now().await;
+        }
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn imports_an_upstream_sec1_ca_key() {
         // Upstream writes the CA key as SEC1 ("EC PRIVATE KEY"): wrap ours that way and reload.

@@ -62,6 +62,9 @@ pub enum HubError {
     /// The hub has shut down; nothing more can be sent.
     #[error("hub is shut down")]
     Closed,
+    /// `call` without a successful `poll_ready` first.
+    #[error("service called before poll_ready")]
+    NotReady,
     /// A node id that cannot be used.
     #[error("invalid node id {0:?}")]
     InvalidNode(String),

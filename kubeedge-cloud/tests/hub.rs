@@ -263,6 +263,17 @@ async fn identity_limits_and_bad_clients_are_refused() -> Result<()> {
     .await?
     .unwrap_or(0);
     assert!(n == 0 || !buf[..n].starts_with(b"HTTP/1.1 101"));
+    // Plain HTTP to the bootstrap port: no certificate comes back.
+    let mut tcp = tokio::net::TcpStream::connect(cloud.https).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET /ca.crt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let n = within(
+        "plain http closed",
+        tokio::io::AsyncReadExt::read(&mut tcp, &mut buf),
+    )
+    .await?
+    .unwrap_or(0);
+    assert!(n == 0 || !buf[..n].starts_with(b"HTTP/1.1 200"));
     // A slow handshake (connect and say nothing) is dropped after handshake_timeout.
     let mut idle = tokio::net::TcpStream::connect(cloud.ws).await?;
     let n = within(
@@ -396,5 +407,149 @@ async fn a_new_connection_replaces_the_old_session() -> Result<()> {
         .await?
         .context("closed")?;
     assert_eq!(got.header.resource_version, "1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn node_sender_poll_ready_tells_the_truth() -> Result<()> {
+    use tower::{Service, ServiceExt};
+    trace();
+    let mut cfg = fast();
+    cfg.outbox.capacity = 2;
+    let cloud = cloud(cfg).await?;
+    let mut svc = cloud.down.to_node("edge-1")?;
+    for i in 0..2 {
+        let pushed = svc
+            .ready()
+            .await?
+            .call(pod(&format!("u{i}"), "1", "insert"))
+            .await?;
+        assert_eq!(pushed, Pushed::Queued);
+    }
+    // Full: not ready.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), svc.ready())
+            .await
+            .is_err()
+    );
+    // call() without poll_ready is refused, not queued.
+    let mut fresh = cloud.down.to_node("edge-1")?;
+    assert!(matches!(
+        fresh.call(pod("x", "1", "insert")).await,
+        Err(kubeedge_cloud::HubError::NotReady)
+    ));
+    // The node connects and acks: ready again.
+    let dir = tempfile::tempdir()?;
+    let mut e = edge(&cloud, "edge-1", join(&cloud, "edge-1", dir.path()).await?);
+    let m = within("delivery", e.inbound.recv())
+        .await?
+        .context("closed")?;
+    e.client.send(m.ack()).await?;
+    within("ready again", svc.ready()).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn foreign_certificates_oversize_frames_and_floods() -> Result<()> {
+    trace();
+    let mut cfg = fast();
+    cfg.max_frame_size = 64 * 1024;
+    cfg.node_upstream_qps = 200;
+    cfg.node_upstream_burst = 200;
+    cfg.upstream_capacity = 64;
+    let mut cloud = cloud(cfg).await?;
+    // A certificate from another CA, for the right node name.
+    let other = common::cloud(fast()).await?;
+    let d0 = tempfile::tempdir()?;
+    join(&other, "edge-1", d0.path()).await?;
+    let files0 = CertFiles::in_dir(d0.path());
+    {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        // Trusts our CA (so only the server's check can fail), presents the foreign cert.
+        let foreign = ClientTls::new(
+            cloud.pki.ca_cert_der().to_vec(),
+            CertificateDer::from_pem_file(&files0.cert)?.to_vec(),
+            PrivateKeyDer::from_pem_file(&files0.key)?,
+        );
+        let err = raw_dial(&cloud, Some(&foreign), &[("node_id", "edge-1")])
+            .await
+            .err()
+            .context("foreign cert accepted")?;
+        assert!(!format!("{err:#}").contains("timed out"), "{err:#}");
+    }
+
+    // An oversize frame ends that session only.
+    let d1 = tempfile::tempdir()?;
+    let tls1 = join(&cloud, "edge-1", d1.path()).await?;
+    let d2 = tempfile::tempdir()?;
+    let tls2 = join(&cloud, "edge-2", d2.path()).await?;
+    let mut big = raw_dial(&cloud, Some(&tls1), &[("node_id", "edge-1")]).await?;
+    let good = edge(&cloud, "edge-2", tls2);
+    within("edge-2 up", good.client.connected()).await??;
+    eventually("both", || cloud.hub.connected() == 2).await?;
+    let _ = big.send(WsMessage::text("x".repeat(200 * 1024))).await;
+    within("oversize closes the session", async {
+        loop {
+            match big.next().await {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => break,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await?;
+    eventually("one left", || cloud.hub.connected() == 1).await?;
+
+    // A flood from one node does not crowd out another.
+    let mut flooder = edge(&cloud, "edge-1", join(&cloud, "edge-1", d1.path()).await?);
+    within("flooder up", flooder.client.connected()).await??;
+    let client = flooder.client.clone();
+    let flood = tokio::spawn(async move {
+        for _ in 0..5000 {
+            let m = Message::new(
+                Route::new("edged", "meta", "update", "default/podstatus/p"),
+                Content::null(),
+            );
+            if client.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let probe = Message::new(
+        Route::new("edged", "meta", "update", "default/podstatus/q"),
+        Content::null(),
+    );
+    good.client.send(probe.clone()).await?;
+    let mut from_flooder = 0;
+    within("the other node's message gets through", async {
+        while let Some(up) = cloud.up.recv().await {
+            if up.msg.id() == probe.id() {
+                assert_eq!(up.node, "edge-2");
+                break;
+            }
+            from_flooder += 1;
+        }
+    })
+    .await?;
+    assert!(
+        from_flooder < 1000,
+        "the probe overtook the flood ({from_flooder} before it)"
+    );
+    flood.abort();
+    let _ = flooder.inbound.try_recv();
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_mode_accepts_any_certificate_of_the_ca() -> Result<()> {
+    trace();
+    let mut cfg = fast();
+    cfg.enforce_node_identity = false;
+    let cloud = cloud(cfg).await?;
+    let d = tempfile::tempdir()?;
+    let tls = join(&cloud, "edge-1", d.path()).await?;
+    // As upstream v1.12 does: the CA chain is checked, not the name.
+    let _ws = raw_dial(&cloud, Some(&tls), &[("node_id", "edge-7")]).await?;
+    eventually("accepted", || cloud.hub.connected() == 1).await?;
     Ok(())
 }

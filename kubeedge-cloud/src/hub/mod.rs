@@ -20,9 +20,9 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use kubeedge_proto::{ack_mode, Compat, Message};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
@@ -52,6 +52,11 @@ pub struct HubConfig {
     pub handshake_timeout: Duration,
     /// Upstream messages buffered towards the controllers.
     pub upstream_capacity: usize,
+    /// Per-node upstream rate (messages a second) beyond which the hub reads that node's
+    /// socket more slowly, so that one flooding node cannot crowd out the others.
+    pub node_upstream_qps: u32,
+    /// Burst allowed above `node_upstream_qps`.
+    pub node_upstream_burst: u32,
     /// Which upstream's ACK rules and error replies to follow.
     pub compat: Compat,
 }
@@ -67,6 +72,8 @@ impl Default for HubConfig {
             max_frame_size: kubeedge_proto::HubCodec::DEFAULT_MAX_FRAME_SIZE,
             handshake_timeout: Duration::from_secs(30),
             upstream_capacity: 4096,
+            node_upstream_qps: 1000,
+            node_upstream_burst: 2000,
             compat: Compat::Latest,
         }
     }
@@ -86,7 +93,7 @@ pub struct Upstream {
 struct NodeState {
     outbox: Mutex<Outbox>,
     wake: Notify,
-    space: Semaphore,
+    space: Arc<Semaphore>,
     session: tokio::sync::Mutex<Option<session::Handle>>,
 }
 
@@ -98,7 +105,7 @@ impl NodeState {
         Self {
             outbox: Mutex::new(Outbox::new(unbounded)),
             wake: Notify::new(),
-            space: Semaphore::new(cfg.capacity),
+            space: Arc::new(Semaphore::new(cfg.capacity)),
             session: tokio::sync::Mutex::new(None),
         }
     }
@@ -161,19 +168,28 @@ impl Downstream {
             return Err(HubError::InvalidNode(node.to_owned()));
         }
         let state = self.inner.node(node);
-        let mode = ack_mode(&msg, self.inner.config.compat);
-        let permit = state.space.acquire().await.map_err(|_| HubError::Closed)?;
-        let pushed = state.outbox().push(msg, mode);
-        if pushed == Pushed::Queued {
-            permit.forget();
-            state.wake.notify_one();
-        } else {
-            drop(permit);
-            if pushed == Pushed::Replaced {
-                state.wake.notify_one();
-            }
+        let permit = state
+            .space
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| HubError::Closed)?;
+        Ok(push_with(&state, msg, self.inner.config.compat, permit))
+    }
+
+    /// A [`tower::Service`] for one node whose `poll_ready` is ready exactly when that node's
+    /// outbox has room.
+    pub fn to_node(&self, node: &str) -> Result<NodeSender, HubError> {
+        if node.is_empty() || node.contains('/') {
+            return Err(HubError::InvalidNode(node.to_owned()));
         }
-        Ok(pushed)
+        let state = self.inner.node(node);
+        Ok(NodeSender {
+            permits: PollSemaphore::new(state.space.clone()),
+            state,
+            permit: None,
+            compat: self.inner.config.compat,
+        })
     }
 
     /// Messages held for `node` (pending, in flight, NO-ACK).
@@ -184,6 +200,71 @@ impl Downstream {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         nodes.get(node).map_or(0, |n| n.outbox().len())
+    }
+}
+
+fn push_with(
+    state: &NodeState,
+    msg: Message,
+    compat: Compat,
+    permit: OwnedSemaphorePermit,
+) -> Pushed {
+    let mode = ack_mode(&msg, compat);
+    let pushed = state.outbox().push(msg, mode);
+    match pushed {
+        Pushed::Queued => {
+            // The permit now belongs to the entry; the session returns it when the entry goes.
+            permit.forget();
+            state.wake.notify_one();
+        }
+        Pushed::Replaced => state.wake.notify_one(),
+        Pushed::Stale | Pushed::Full => {}
+    }
+    pushed
+}
+
+/// Sends to one node as a `tower::Service<Message>`; see [`Downstream::to_node`].
+pub struct NodeSender {
+    state: Arc<NodeState>,
+    permits: PollSemaphore,
+    permit: Option<OwnedSemaphorePermit>,
+    compat: Compat,
+}
+
+impl std::fmt::Debug for NodeSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSender")
+            .field("reserved", &self.permit.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Message> for NodeSender {
+    type Response = Pushed;
+    type Error = HubError;
+    type Future = std::future::Ready<Result<Pushed, HubError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), HubError>> {
+        if self.permit.is_none() {
+            match self.permits.poll_acquire(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(None) => {
+                    return std::task::Poll::Ready(Err(HubError::Closed))
+                }
+                std::task::Poll::Ready(Some(p)) => self.permit = Some(p),
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, msg: Message) -> Self::Future {
+        let Some(permit) = self.permit.take() else {
+            return std::future::ready(Err(HubError::NotReady));
+        };
+        std::future::ready(Ok(push_with(&self.state, msg, self.compat, permit)))
     }
 }
 

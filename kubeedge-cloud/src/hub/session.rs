@@ -186,6 +186,7 @@ async fn run(
     let (mut sink, mut stream) = ws.split();
     state.outbox().reset_inflight();
     let mut keepalive = Instant::now() + cfg.keepalive_interval;
+    let mut fair = kubeedge_proto::TokenBucket::new(cfg.node_upstream_qps, cfg.node_upstream_burst);
     let mut out = Vec::new();
     let far = || Instant::now() + std::time::Duration::from_secs(3600);
     let reason = loop {
@@ -274,6 +275,13 @@ async fn run(
                     }
                     _ => {
                         debug!(msg_id = %msg.id(), group = msg.route.group_str(), op = msg.route.operation_str(), resource = %msg.route.resource, "upstream");
+                        if let Some(at) = fair.take(Instant::now().into_std()) {
+                            // Over its share: read this node more slowly (TCP pushes back on it).
+                            tokio::select! {
+                                _ = sleep_until(Instant::from_std(at)) => {}
+                                _ = cancel.cancelled() => break "closed by the hub",
+                            }
+                        }
                         let up = Upstream { node: node.to_owned(), msg };
                         tokio::select! {
                             r = inner.upstream.send(up) => if r.is_err() { break "hub shut down" },

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use kubeedge_proto::{Content, FrameKind, HubCodec, Message, MessageId, Operation, Route};
+use kubeedge_proto::{
+    Content, FrameKind, HubCodec, Message, MessageId, Operation, Route, TokenBucket,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -208,40 +210,6 @@ pub fn connect(config: HubConfig, tls: ClientTls) -> (Client, Inbound, Driver) {
     )
 }
 
-/// Token bucket: `qps` tokens a second, up to `burst`.
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    qps: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(qps: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            tokens: burst,
-            qps: f64::from(qps.max(1)),
-            burst,
-            last: Instant::now(),
-        }
-    }
-
-    /// When the next token is available (now if one is).
-    fn take(&mut self, now: Instant) -> Option<Instant> {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            None
-        } else {
-            Some(now + Duration::from_secs_f64((1.0 - self.tokens) / self.qps))
-        }
-    }
-}
-
 /// Recently seen inbound message ids, with the ack we sent for each, so that a resend (same
 /// msg_id, after a lost ack) is acked again instead of delivered twice.
 #[derive(Debug, Default)]
@@ -297,7 +265,7 @@ impl Driver {
             let mut backoff = self.config.backoff_min;
             let mut sessions = 0u64;
             let mut seen = Seen::default();
-            let mut bucket = Bucket::new(self.config.message_qps, self.config.message_burst);
+            let mut bucket = TokenBucket::new(self.config.message_qps, self.config.message_burst);
             let mut held: VecDeque<Message> = VecDeque::new();
             loop {
                 let started = Instant::now();
@@ -424,7 +392,7 @@ impl Driver {
         ws: Ws,
         cancel: &CancellationToken,
         seen: &mut Seen,
-        bucket: &mut Bucket,
+        bucket: &mut TokenBucket,
         held: &mut VecDeque<Message>,
         rotate_at: Option<Instant>,
     ) -> End {
@@ -443,7 +411,10 @@ impl Driver {
             let mut fed = false;
             while throttle_until.is_none_or(|t| t <= Instant::now()) {
                 let Some(m) = held.front() else { break };
-                if let Some(at) = bucket.take(Instant::now()) {
+                if let Some(at) = bucket
+                    .take(Instant::now().into_std())
+                    .map(Instant::from_std)
+                {
                     throttle_until = Some(at);
                     break;
                 }
