@@ -31,11 +31,13 @@ impl TokenBucket {
             self.tokens = (self.tokens + elapsed * self.qps).min(self.burst);
         }
         self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // Tolerate float rounding: a token that is due now is available now.
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             None
         } else {
-            Some(now + Duration::from_secs_f64((1.0 - self.tokens) / self.qps))
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.qps);
+            Some(now + wait.max(Duration::from_micros(1)))
         }
     }
 }
@@ -70,10 +72,16 @@ mod tests {
         let mut b = TokenBucket::new(30, 60);
         let mut now = t0;
         let mut sent = 0;
+        let mut steps = 0;
         while now < t0 + Duration::from_secs(10) {
+            steps += 1;
+            assert!(steps < 10_000, "the bucket must make progress");
             match b.take(now) {
                 None => sent += 1,
-                Some(at) => now = at,
+                Some(at) => {
+                    assert!(at > now, "a wait is always in the future");
+                    now = at;
+                }
             }
         }
         // 60 at once, then 30 a second for 10 seconds.
