@@ -4,8 +4,12 @@
 //!   certificate; [`hub::connect`] gives a [`hub::Client`] handle, the inbound message stream and
 //!   a [`hub::Driver`] that keeps the mTLS websocket to CloudHub up (keepalive, dead-link
 //!   detection, reconnect with backoff and jitter, rate limit, request/reply).
+//! - [`meta`]: MetaManager, persisting pushes on SQLite (group commit) and acking after commit.
+//! - [`router`]: routes inbound messages to the modules as upstream's edgehub does.
 
 mod error;
 pub mod hub;
+pub mod meta;
+pub mod router;
 
 pub use error::{BootstrapError, HubError};
