@@ -7,9 +7,12 @@
 //! - [`meta`]: MetaManager, persisting pushes on SQLite (group commit) and acking after commit.
 //! - [`router`]: routes inbound messages to the modules as upstream's edgehub does.
 
+pub mod config;
+mod core;
 mod error;
 pub mod hub;
 pub mod meta;
 pub mod router;
 
+pub use core::{start, EdgeCoreError, Running};
 pub use error::{BootstrapError, HubError};
