@@ -238,3 +238,126 @@ async fn a_corrupt_database_is_moved_aside_not_deleted() -> Result<()> {
     let _ = Duration::ZERO;
     Ok(())
 }
+
+#[tokio::test]
+async fn queries_go_to_the_cloud_when_online_and_to_the_store_when_not() -> Result<()> {
+    trace();
+    let mut cloud = cloud(fast()).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = join(&cloud, "edge-1", dir.path()).await?;
+    let e = edge(&cloud, "edge-1", tls);
+    within("connect", e.client.connected()).await??;
+    let (store, _) = SqliteStore::open(&dir.path().join("edgecore.db"))?;
+    let db = MetaDb::spawn(store);
+    let meta = MetaManager::new(db.clone(), e.client.clone(), Outputs::default())
+        .with_remote_timeout(Duration::from_secs(5));
+    let m2 = meta.clone();
+    let q = tokio::spawn(async move { m2.query("default/configmap/cm").await });
+    let up = within("query upstream", cloud.up.recv())
+        .await?
+        .context("closed")?;
+    assert_eq!(up.msg.route.operation_str(), "query");
+    assert_eq!(up.msg.route.resource, "default/configmap/cm");
+    let cm = Content::json(
+        &serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm","namespace":"default","uid":"c1","resourceVersion":"4"},"data":{"a":"b"}}),
+    )?;
+    let reply = up.msg.reply(cm.clone()).with_resource_version("4");
+    cloud.down.send("edge-1", reply).await?;
+    let got = within("answer", q).await???.context("found")?;
+    assert_eq!(got.value.as_bytes(), &*cm.bytes());
+    // Stored, and the (ACK-mode) answer was acked.
+    assert!(db.get("default/configmap/cm").await?.is_some());
+    eventually("answer acked", || cloud.down.queued("edge-1") == 0).await?;
+    // Offline: answered from the store.
+    e.cancel.cancel();
+    let mut s = e.client.state();
+    within("offline", async {
+        while *s.borrow_and_update() != kubeedge_edge::hub::ConnectionState::Disconnected {
+            let _ = s.changed().await;
+        }
+    })
+    .await?;
+    let local = within("local answer", meta.query("default/configmap/cm")).await??;
+    assert_eq!(local, Some(got));
+    assert!(within("missing", meta.query("default/secret/none"))
+        .await??
+        .is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_reported_offline_is_coalesced_and_flushed_in_order() -> Result<()> {
+    trace();
+    let mut cloud = cloud(fast()).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = join(&cloud, "edge-1", dir.path()).await?;
+    let mut cfg = kubeedge_edge::hub::HubConfig::default();
+    cfg.server = cloud.ws.to_string();
+    cfg.node_name = "edge-1".into();
+    cfg.heartbeat = Duration::from_millis(300);
+    let (client, _inbound, driver) = kubeedge_edge::hub::connect(cfg, tls);
+    let (store, _) = SqliteStore::open(&dir.path().join("edgecore.db"))?;
+    let db = MetaDb::spawn(store);
+    let meta = MetaManager::new(db.clone(), client.clone(), Outputs::default())
+        .with_remote_timeout(Duration::from_secs(5));
+    let cancel = CancellationToken::new();
+    tokio::spawn(meta.clone().run_outbox(cancel.clone()));
+    let status = |pod: &str, phase: &str| {
+        Message::new(
+            Route::new("edged", "meta", "patch", format!("default/podpatch/{pod}")),
+            Content::string(&format!("{{\"status\":{{\"phase\":\"{phase}\"}}}}")),
+        )
+    };
+    // Offline: four reports, three for the same pod.
+    for (pod, phase) in [
+        ("a", "Pending"),
+        ("a", "Running"),
+        ("b", "Running"),
+        ("a", "Succeeded"),
+    ] {
+        meta.report(status(pod, phase)).await?;
+    }
+    assert_eq!(db.outbox(10).await?.len(), 2, "one entry per pod");
+    // The link comes up: the latest per pod, in order of last change, each answered.
+    tokio::spawn(driver.run(cancel.child_token()));
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let up = within("flushed", cloud.up.recv())
+            .await?
+            .context("closed")?;
+        if up.msg.route.operation_str() != "patch" {
+            continue;
+        }
+        seen.push((
+            up.msg.route.resource.clone(),
+            up.msg.content.as_str().unwrap_or_default().into_owned(),
+        ));
+        cloud
+            .down
+            .send("edge-1", up.msg.reply(Content::string("OK")))
+            .await?;
+    }
+    assert_eq!(
+        seen[0],
+        (
+            "default/podpatch/b".into(),
+            "{\"status\":{\"phase\":\"Running\"}}".into()
+        )
+    );
+    assert_eq!(
+        seen[1],
+        (
+            "default/podpatch/a".into(),
+            "{\"status\":{\"phase\":\"Succeeded\"}}".into()
+        )
+    );
+    let db2 = db.clone();
+    within("outbox empty", async {
+        while !db2.outbox(10).await.map(|v| v.is_empty()).unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await?;
+    cancel.cancel();
+    Ok(())
+}

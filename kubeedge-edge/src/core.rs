@@ -85,6 +85,7 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
     let tracker = TaskTracker::new();
     let node = config.node_name().to_owned();
     let https = config.modules.edge_hub.http_server.clone();
+    let remote_timeout = config.remote_query_timeout();
     let db2 = db.clone();
     let c = cancel.clone();
     let t2 = tracker.clone();
@@ -115,7 +116,9 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
         };
         let (client, inbound, driver) = hub::connect(hub_cfg, tls);
         let (edged_tx, mut edged_rx) = mpsc::channel(1024);
-        let meta = MetaManager::new(db2, client.clone(), Outputs { edged: Some(edged_tx), twin: None });
+        let meta = MetaManager::new(db2, client.clone(), Outputs { edged: Some(edged_tx), twin: None })
+            .with_remote_timeout(remote_timeout);
+        t2.spawn(meta.clone().run_outbox(c.child_token()));
         let routes = Routes {
             meta: Some(meta),
             ..Routes::default()

@@ -3,12 +3,17 @@
 
 mod store;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use kubeedge_proto::{Compat, Message, Operation, ResourcePath, ResourceType, Source};
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
-pub use store::{Applied, MetaDb, MetaOp, MetaRecord, MetaStore, SqliteStore, StoreError};
+pub use store::{
+    Applied, MetaDb, MetaOp, MetaRecord, MetaStore, OutboxEntry, SqliteStore, StoreError,
+};
 
 use crate::hub;
 
@@ -76,12 +81,168 @@ pub struct MetaManager {
     db: MetaDb,
     hub: hub::Client,
     out: Outputs,
+    remote_timeout: Duration,
+    flush: Arc<Notify>,
+}
+
+/// Types a query may fetch from the cloud (upstream's remote-capable list).
+fn remote_capable(t: &ResourceType) -> bool {
+    matches!(
+        t,
+        ResourceType::ConfigMap
+            | ResourceType::Secret
+            | ResourceType::PersistentVolume
+            | ResourceType::PersistentVolumeClaim
+            | ResourceType::VolumeAttachment
+            | ResourceType::Node
+            | ResourceType::ServiceAccountToken
+            | ResourceType::Lease
+    )
+}
+
+/// Types always fetched from the cloud when it is reachable.
+fn always_remote(t: &ResourceType) -> bool {
+    matches!(
+        t,
+        ResourceType::Node | ResourceType::VolumeAttachment | ResourceType::Lease
+    )
 }
 
 impl MetaManager {
     /// A meta manager writing to `db`, acking through `hub`.
     pub fn new(db: MetaDb, hub: hub::Client, out: Outputs) -> Self {
-        Self { db, hub, out }
+        Self {
+            db,
+            hub,
+            out,
+            remote_timeout: Duration::from_secs(60),
+            flush: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Set `remoteQueryTimeout`.
+    #[must_use]
+    pub fn with_remote_timeout(mut self, timeout: Duration) -> Self {
+        self.remote_timeout = timeout;
+        self
+    }
+
+    fn online(&self) -> bool {
+        matches!(
+            *self.hub.state().borrow(),
+            hub::ConnectionState::Connected(_)
+        )
+    }
+
+    /// A module's query (upstream edged → metamanager): from the cloud when it is reachable
+    /// and the type is remote-capable (and missing locally, or always-remote), within
+    /// `remoteQueryTimeout`; the answer is stored and acked. Otherwise, or when the cloud
+    /// does not answer, from the store.
+    pub async fn query(&self, resource: &str) -> Result<Option<MetaRecord>, MetaError> {
+        let path = ResourcePath::parse(resource).to_edge_view();
+        let Some(rtype) = path.resource_type().cloned() else {
+            return Err(MetaError::UnknownResource(resource.to_owned()));
+        };
+        let key = path.to_string();
+        let local = self.db.get(&key).await?;
+        let go_remote =
+            self.online() && remote_capable(&rtype) && (local.is_none() || always_remote(&rtype));
+        if !go_remote {
+            return Ok(local);
+        }
+        let req = Message::new(
+            kubeedge_proto::Route::new(
+                Source::Edged,
+                kubeedge_proto::Group::Meta,
+                Operation::Query,
+                key.clone(),
+            ),
+            kubeedge_proto::Content::null(),
+        );
+        match self.hub.request(req, self.remote_timeout).await {
+            Ok(reply) if reply.content.raw_json().starts_with('{') => {
+                let record = MetaRecord {
+                    key,
+                    resource_type: rtype.to_string(),
+                    value: String::from_utf8_lossy(&reply.content.bytes()).into_owned(),
+                };
+                self.db.apply(vec![MetaOp::Upsert(record.clone())]).await?;
+                // Upstream acks every query response it consumed.
+                self.hub.send(reply.ack()).await?;
+                Ok(Some(record))
+            }
+            Ok(_) | Err(_) => {
+                debug!(resource = %key, "remote query failed; answering from the store");
+                Ok(local)
+            }
+        }
+    }
+
+    /// Report status upstream through the durable outbox: one entry per resource (the latest
+    /// wins), delivered in order once the cloud answers, kept across restarts and link loss.
+    pub async fn report(&self, msg: Message) -> Result<(), MetaError> {
+        let key = msg.route.resource.clone();
+        let json = String::from_utf8_lossy(&msg.to_json()).into_owned();
+        self.db
+            .apply(vec![MetaOp::OutboxPut { key, message: json }])
+            .await?;
+        self.flush.notify_one();
+        Ok(())
+    }
+
+    /// Deliver the upstream outbox whenever the link is up, until `cancel`.
+    pub async fn run_outbox(self, cancel: tokio_util::sync::CancellationToken) {
+        let mut state = self.hub.state();
+        loop {
+            if self.online() {
+                match self.flush_once().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "upstream outbox flush failed"),
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.flush.notified() => {}
+                r = state.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// Send the oldest entries; true when all of them were answered (more may follow).
+    async fn flush_once(&self) -> Result<bool, MetaError> {
+        let entries = self.db.outbox(64).await?;
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        for e in entries {
+            let Ok(mut msg) = Message::from_json(e.message.as_bytes()) else {
+                self.db
+                    .apply(vec![MetaOp::OutboxDone {
+                        key: e.key,
+                        seq: e.seq,
+                    }])
+                    .await?;
+                continue;
+            };
+            // A fresh id per attempt, as upstream's sync requests do.
+            msg.header.id = kubeedge_proto::MessageId::random();
+            match self.hub.request(msg, self.remote_timeout).await {
+                Ok(_) => {
+                    self.db
+                        .apply(vec![MetaOp::OutboxDone {
+                            key: e.key,
+                            seq: e.seq,
+                        }])
+                        .await?;
+                }
+                Err(err) => {
+                    debug!(error = %err, "outbox entry not answered; retrying later");
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// The store.

@@ -71,6 +71,32 @@ pub enum MetaOp {
         /// The UID of the pod being deleted (empty = unconditional).
         uid: String,
     },
+    /// Put a message in the durable upstream outbox; one per key, the latest wins and moves
+    /// to the end of the line.
+    OutboxPut {
+        /// Coalescing key (the resource).
+        key: String,
+        /// The message JSON.
+        message: String,
+    },
+    /// Remove an outbox entry if it is still the one with `seq` (a newer one stays).
+    OutboxDone {
+        /// The key.
+        key: String,
+        /// The entry's sequence number.
+        seq: i64,
+    },
+}
+
+/// An upstream outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Coalescing key.
+    pub key: String,
+    /// Position in line.
+    pub seq: i64,
+    /// The message JSON.
+    pub message: String,
 }
 
 /// What a write did.
@@ -90,6 +116,8 @@ pub trait MetaStore: Send + 'static {
     fn get(&self, key: &str) -> Result<Option<MetaRecord>, StoreError>;
     /// All rows of a type.
     fn list(&self, resource_type: &str) -> Result<Vec<MetaRecord>, StoreError>;
+    /// The oldest `limit` upstream outbox entries, in order.
+    fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
 }
 
 /// The SQLite store (WAL, `synchronous=NORMAL`: every commit survives a process crash).
@@ -159,7 +187,13 @@ impl SqliteStore {
                  key varchar(256) NOT NULL PRIMARY KEY,
                  type varchar(32) NOT NULL DEFAULT '',
                  value text
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS upstream_outbox (
+                 key text NOT NULL PRIMARY KEY,
+                 seq integer NOT NULL,
+                 message text NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS upstream_outbox_seq ON upstream_outbox (seq);",
         )?;
         Ok(())
     }
@@ -230,6 +264,15 @@ impl MetaStore for SqliteStore {
                         0
                     }
                 }
+                MetaOp::OutboxPut { key, message } => tx.execute(
+                    "INSERT OR REPLACE INTO upstream_outbox (key, seq, message)
+                     VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM upstream_outbox), ?2)",
+                    params![key, message],
+                )?,
+                MetaOp::OutboxDone { key, seq } => tx.execute(
+                    "DELETE FROM upstream_outbox WHERE key = ?1 AND seq = ?2",
+                    params![key, seq],
+                )?,
             };
             out.push(if changed > 0 {
                 Applied::Changed
@@ -271,9 +314,24 @@ impl MetaStore for SqliteStore {
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, seq, message FROM upstream_outbox ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(OutboxEntry {
+                key: r.get(0)?,
+                seq: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
 }
 
 enum Request {
+    Outbox(usize, oneshot::Sender<Result<Vec<OutboxEntry>, StoreError>>),
     Apply(
         Vec<MetaOp>,
         oneshot::Sender<Result<Vec<Applied>, StoreError>>,
@@ -298,6 +356,7 @@ impl std::fmt::Debug for Request {
             Self::Apply(..) => "Apply",
             Self::Get(..) => "Get",
             Self::List(..) => "List",
+            Self::Outbox(..) => "Outbox",
         })
     }
 }
@@ -350,6 +409,11 @@ impl MetaDb {
         self.call(|tx| Request::Get(key, tx)).await
     }
 
+    /// The oldest `limit` upstream outbox entries.
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.call(|tx| Request::Outbox(limit, tx)).await
+    }
+
     /// All rows of a type.
     pub async fn list(&self, resource_type: &str) -> Result<Vec<MetaRecord>, StoreError> {
         let t = resource_type.to_owned();
@@ -378,6 +442,10 @@ fn run<S: MetaStore>(mut store: S, rx: std_mpsc::Receiver<Request>) {
                 Request::List(t, tx) => {
                     commit(&mut store, &mut writes);
                     let _ = tx.send(store.list(&t));
+                }
+                Request::Outbox(n, tx) => {
+                    commit(&mut store, &mut writes);
+                    let _ = tx.send(store.outbox(n));
                 }
             }
         }
