@@ -210,19 +210,20 @@ pub fn connect(config: HubConfig, tls: ClientTls) -> (Client, Inbound, Driver) {
     )
 }
 
-/// Recently seen inbound message ids, with the ack we sent for each, so that a resend (same
-/// msg_id, after a lost ack) is acked again instead of delivered twice.
+/// Recently seen inbound message ids, and whether the consumer acked each, so that a resend
+/// (same msg_id, after a lost ack) is acked again instead of delivered twice. The cloud keeps
+/// at most a window of messages in flight, so a few thousand ids are plenty.
 #[derive(Debug, Default)]
 struct Seen {
     order: VecDeque<MessageId>,
-    acks: HashMap<MessageId, Option<Message>>,
+    acks: HashMap<MessageId, bool>,
 }
 
 impl Seen {
-    const CAP: usize = 4096;
+    const CAP: usize = 2048;
 
     fn insert(&mut self, id: MessageId) {
-        if self.acks.insert(id.clone(), None).is_none() {
+        if self.acks.insert(id.clone(), false).is_none() {
             self.order.push_back(id);
             if self.order.len() > Self::CAP {
                 if let Some(old) = self.order.pop_front() {
@@ -475,8 +476,8 @@ impl Driver {
                     for msg in held.iter() {
                         if msg.route.is_operation(&Operation::Response) {
                             if let Some(parent) = msg.parent_id() {
-                                if let Some(slot) = seen.acks.get_mut(parent) {
-                                    *slot = Some(msg.clone());
+                                if let Some(acked) = seen.acks.get_mut(parent) {
+                                    *acked = true;
                                 }
                             }
                         }
@@ -489,8 +490,8 @@ impl Driver {
                             debug!(error = %e, "read failed");
                             return End::Link("read failed");
                         }
-                        Some(Ok(WsMessage::Text(t))) => (FrameKind::Text, t.as_bytes().to_vec()),
-                        Some(Ok(WsMessage::Binary(b))) => (FrameKind::Binary, b.to_vec()),
+                        Some(Ok(WsMessage::Text(t))) => (FrameKind::Text, bytes::Bytes::from(t)),
+                        Some(Ok(WsMessage::Binary(b))) => (FrameKind::Binary, b),
                         Some(Ok(WsMessage::Close(_))) => return End::Link("closed by the cloud"),
                         Some(Ok(_)) => {
                             last_heard = Instant::now();
@@ -513,11 +514,11 @@ impl Driver {
                         }
                     }
                     if !msg.header.id.is_empty() {
-                        if let Some(ack) = seen.acks.get(&msg.header.id) {
+                        if let Some(acked) = seen.acks.get(&msg.header.id) {
                             // A resend: the cloud missed our ack. Ack again; deliver once.
                             debug!(msg_id = %msg.id(), "duplicate from cloud");
-                            if let Some(a) = ack.clone() {
-                                if let Err(why) = write(&mut sink, &codec, &a, cfg.write_timeout).await {
+                            if *acked {
+                                if let Err(why) = write(&mut sink, &codec, &msg.ack(), cfg.write_timeout).await {
                                     return End::Link(why);
                                 }
                             }

@@ -169,6 +169,8 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 1 MiB of page cache: the edge's footprint matters more than cache hits.
+        conn.pragma_update(None, "cache_size", -1024)?;
         let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if ok != "ok" {
             return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(

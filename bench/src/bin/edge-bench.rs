@@ -1,0 +1,260 @@
+//! `edge-bench`: the edge's footprint and MetaManager throughput.
+//!
+//! ```sh
+//! cargo build --release -p edgecore && cargo run --release -p kubeedge-bench --bin edge-bench
+//! ```
+//!
+//! Prints edgecore's idle RSS (a real edgecore process joined to a CloudHub, no pods), its RSS
+//! with 100 cached pods, pushes persisted and acked per second, and the stripped binary size.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kubeedge_cloud::certs::{unix_now, FsCertStore, Pki, PkiConfig};
+use kubeedge_cloud::hub::{CloudHub, HubConfig};
+use kubeedge_proto::{Content, Message, Route};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn pod(i: usize) -> Message {
+    // About the size of the captured pod insert.
+    let content = Content::json(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("p{i}"), "namespace": "default", "uid": format!("u{i}"), "resourceVersion": "1",
+                     "labels": {"app": "demo"}, "annotations": {"note": "x".repeat(1500)}},
+        "spec": {"nodeName": "edge-1", "containers": [{"name": "app", "image": "nginx:1.25", "ports": [{"containerPort": 80}],
+                  "env": [{"name": "A", "value": "B"}]}]},
+        "status": {"phase": "Pending"}
+    }))
+    .unwrap_or_default();
+    Message::new(
+        Route::new(
+            "edgecontroller",
+            "resource",
+            "insert",
+            format!("default/pod/p{i}"),
+        ),
+        content,
+    )
+    .with_resource_version("1")
+}
+
+fn churn(i: usize, op: &str) -> Message {
+    let content = Content::json(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("c{i}"), "namespace": "default", "uid": format!("c{i}"), "resourceVersion": "1"},
+        "spec": {"nodeName": "edge-1", "containers": [{"name": "app", "image": "nginx:1.25"}]}
+    }))
+    .unwrap_or_default();
+    Message::new(
+        Route::new(
+            "edgecontroller",
+            "resource",
+            op,
+            format!("default/pod/c{i}"),
+        ),
+        content,
+    )
+    .with_resource_version("1")
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > limit {
+            bail!("timed out: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+fn edgecore_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("exe dir")?;
+    let bin = dir.join("edgecore");
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `cargo build --release -p edgecore` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn stripped_size(bin: &Path) -> Option<u64> {
+    let tmp = std::env::temp_dir().join(format!("edgecore-stripped-{}", std::process::id()));
+    let ok = Command::new("strip")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(bin)
+        .status()
+        .ok()?
+        .success();
+    let size = ok
+        .then(|| std::fs::metadata(&tmp).ok().map(|m| m.len()))
+        .flatten();
+    let _ = std::fs::remove_file(&tmp);
+    size
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let smoke = std::env::args().len() < 2 && std::env::var_os("EDGE_BENCH_FULL").is_none();
+    let bin = edgecore_binary()?;
+    let dir = tempfile::tempdir()?;
+    let pki = Arc::new(Pki::load_or_create(
+        &FsCertStore::in_dir(dir.path().join("cloud")),
+        PkiConfig::default(),
+    )?);
+    let mut cfg = HubConfig::default();
+    cfg.outbox.capacity = 100_000;
+    cfg.outbox.window = 256;
+    let (hub, down, _up) = CloudHub::new(pki.clone(), cfg);
+    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
+    let https_l = TcpListener::bind("127.0.0.1:0").await?;
+    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
+    let cancel = CancellationToken::new();
+    {
+        let (h, c) = (hub.clone(), cancel.clone());
+        tokio::spawn(async move { h.serve_websocket(ws_l, c).await });
+        let (h, c) = (hub.clone(), cancel.clone());
+        tokio::spawn(async move { h.serve_https(https_l, c).await });
+    }
+    let edge = dir.path().join("edge");
+    std::fs::create_dir_all(&edge)?;
+    let token = pki.issue_token(unix_now())?;
+    let yaml = format!(
+        "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase:\n  dataSource: {d}/edgecore.db\nmodules:\n  edgeHub:\n    messageQPS: 1000000\n    messageBurst: 1000000\n    token: {token}\n    httpServer: https://{https}\n    tlsCaFile: {d}/ca.crt\n    tlsCertFile: {d}/server.crt\n    tlsPrivateKeyFile: {d}/server.key\n    websocket:\n      server: {ws}\n  edged:\n    hostnameOverride: edge-1\n",
+        d = edge.display()
+    );
+    std::fs::write(edge.join("edgecore.yaml"), yaml)?;
+    let mut child = Command::new(&bin)
+        .arg("--config")
+        .arg(edge.join("edgecore.yaml"))
+        .env("RUST_LOG", "error")
+        .spawn()?;
+    let pid = child.id();
+    wait("edgecore connects", Duration::from_secs(30), || {
+        hub.connected() == 1
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 5 })).await;
+    println!(
+        "edgecore idle RSS        {:.1} MB (hub + meta, joined, no pods)",
+        rss_kb(pid) as f64 / 1024.0
+    );
+
+    // 100 cached pods.
+    for i in 0..100 {
+        down.send("edge-1", pod(i)).await?;
+    }
+    wait("100 acked", Duration::from_secs(30), || {
+        down.queued("edge-1") == 0
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 3 })).await;
+    println!(
+        "edgecore RSS, 100 pods   {:.1} MB",
+        rss_kb(pid) as f64 / 1024.0
+    );
+
+    // Throughput: pushes persisted (SQLite, group commit) and acked.
+    let n = if smoke { 2_000 } else { 20_000 };
+    let start = Instant::now();
+    let d = down.clone();
+    let producer = tokio::spawn(async move {
+        for i in 100..100 + n {
+            d.send("edge-1", pod(i)).await?;
+        }
+        anyhow::Ok(())
+    });
+    wait("all acked", Duration::from_secs(300), || {
+        producer.is_finished() && down.queued("edge-1") == 0
+    })
+    .await?;
+    producer.await??;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "pushes persisted+acked   {n} in {secs:.2} s: {:.0}/s (~3 KB pods, one edgecore)",
+        n as f64 / secs
+    );
+    println!(
+        "edgecore RSS after burst {:.1} MB ({} pods stored)",
+        rss_kb(pid) as f64 / 1024.0,
+        n + 100
+    );
+
+    // Soak: `edge-bench --soak <minutes>` churns pods (create 200, delete 200) and samples RSS
+    // every minute; RSS should stay flat within 10 % after the first minute.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--soak") {
+        let minutes: u64 = args.get(pos + 1).and_then(|m| m.parse().ok()).unwrap_or(30);
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        let mut next_sample = start + Duration::from_secs(60);
+        let mut round = 0usize;
+        while start.elapsed() < Duration::from_secs(minutes * 60) {
+            let base = 1_000_000 + (round % 10) * 1000;
+            for i in base..base + 200 {
+                down.send("edge-1", churn(i, "insert")).await?;
+            }
+            for i in base..base + 200 {
+                down.send("edge-1", churn(i, "delete")).await?;
+            }
+            wait("churn acked", Duration::from_secs(60), || {
+                down.queued("edge-1") == 0
+            })
+            .await?;
+            round += 1;
+            if Instant::now() >= next_sample {
+                let rss = rss_kb(pid);
+                println!(
+                    "soak minute {:>3}         RSS {:.1} MB after {round} rounds",
+                    samples.len() + 1,
+                    rss as f64 / 1024.0
+                );
+                samples.push(rss);
+                next_sample += Duration::from_secs(60);
+            }
+        }
+        if let (Some(first), Some(max)) = (samples.first(), samples.iter().max()) {
+            println!(
+                "soak                     RSS grew {:.1} % from minute 1 to the peak",
+                (*max as f64 / *first as f64 - 1.0) * 100.0
+            );
+        }
+    }
+
+    let size = std::fs::metadata(&bin)?.len();
+    match stripped_size(&bin) {
+        Some(s) => println!(
+            "edgecore binary          {:.1} MB stripped ({:.1} MB as built)",
+            s as f64 / 1e6,
+            size as f64 / 1e6
+        ),
+        None => println!(
+            "edgecore binary          {:.1} MB as built (strip not found)",
+            size as f64 / 1e6
+        ),
+    }
+    Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()?;
+    let _ = child.wait();
+    cancel.cancel();
+    Ok(())
+}
