@@ -1,0 +1,585 @@
+//! The device twin, sans-IO (PROTOCOL.md §6): the driver feeds cloud pushes and MQTT
+//! publishes in as [`Input`]s and performs the returned [`Effect`]s (publish on MQTT, send to
+//! the cloud, persist a device).
+//!
+//! Rules:
+//! - Desired (`expected`) values belong to the cloud. A cloud update applies only when its
+//!   `expected_version.cloud` is newer than the stored one; the edge never changes them.
+//! - Reported (`actual`) values belong to the edge. Each change bumps `actual_version.edge`;
+//!   the cloud never overwrites them. Repeating the same value changes nothing.
+//! - Every refused input gets an error result where upstream sends one, and changes nothing.
+
+use std::collections::BTreeMap;
+
+use kubeedge_proto::twin::{
+    BaseMessage, Device, DeviceStateInfo, DeviceStateResult, DeviceStateUpdate, ErrorResult,
+    MembershipUpdate, MsgTwin, TwinDelta, TwinUpdate, TwinValue, TwinVersion, TypeMetadata,
+    ValueMetadata, MAX_TWIN_KEY_LEN, MAX_TWIN_VALUE_LEN,
+};
+use kubeedge_proto::{Content, DeviceEvent, DeviceRef, Message, Route, Topic};
+use tracing::debug;
+
+/// One device as the twin keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceTwin {
+    /// Device id (`<id>` or `<namespace>/<name>`).
+    pub id: String,
+    /// Device name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Last reported state.
+    pub state: String,
+    /// Last time reported online.
+    pub last_online: String,
+    /// Property twins.
+    pub twins: BTreeMap<String, MsgTwin>,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// The cloud's `membership` push: devices bound to and unbound from this node.
+    Membership(MembershipUpdate),
+    /// The cloud's desired twins for one device (`device/<id>/twin/cloud_updated`).
+    CloudUpdated {
+        /// Device id.
+        device: String,
+        /// The update.
+        update: TwinUpdate,
+    },
+    /// A publish on `$hw/events/device/<id>/twin/update` (raw payload).
+    EdgeUpdate {
+        /// Device id.
+        device: String,
+        /// The MQTT payload.
+        payload: Vec<u8>,
+        /// Now, ms since the epoch.
+        now_ms: i64,
+    },
+    /// A publish on `$hw/events/device/<id>/twin/get`.
+    Get {
+        /// Device id.
+        device: String,
+        /// The MQTT payload.
+        payload: Vec<u8>,
+        /// Now, ms.
+        now_ms: i64,
+    },
+    /// A publish on `$hw/events/device/<id>/state/update`.
+    StateUpdate {
+        /// Device id.
+        device: String,
+        /// The MQTT payload.
+        payload: Vec<u8>,
+        /// Now, ms.
+        now_ms: i64,
+        /// Now as `YYYY-MM-DD HH:MM:SS` (upstream's `last_online`).
+        now_text: String,
+    },
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Effect {
+    /// Publish on MQTT.
+    Publish {
+        /// Topic.
+        topic: Topic,
+        /// Payload (JSON).
+        payload: Vec<u8>,
+    },
+    /// Send to the cloud (through the hub; durable upstream outbox for reports).
+    ToCloud(Message),
+    /// The device's stored row changed.
+    Persist(String),
+    /// The device was removed.
+    Remove(String),
+}
+
+/// The twins of every device bound to this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TwinState {
+    devices: BTreeMap<String, DeviceTwin>,
+}
+
+const STATES: [&str; 5] = ["online", "offline", "ok", "unknown", "disconnected"];
+
+fn topic(device: &str, event: DeviceEvent) -> Topic {
+    Topic::Device {
+        device: DeviceRef::from_id(device),
+        event,
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn error_result(
+    device: &str,
+    event: DeviceEvent,
+    event_id: String,
+    now_ms: i64,
+    code: i32,
+    reason: String,
+) -> Effect {
+    Effect::Publish {
+        topic: topic(device, event),
+        payload: json(&ErrorResult {
+            event_id,
+            timestamp: now_ms,
+            code,
+            reason,
+        }),
+    }
+}
+
+/// Does `value` fit the twin's declared type?
+fn value_fits(value: &str, value_type: Option<&str>) -> bool {
+    match value_type.map(str::to_ascii_lowercase).as_deref() {
+        Some("int" | "integer") => value.parse::<i64>().is_ok(),
+        Some("float" | "double") => value.parse::<f64>().is_ok(),
+        Some("boolean" | "bool") => matches!(value, "true" | "false"),
+        _ => true,
+    }
+}
+
+fn value_of(v: &Option<TwinValue>) -> Option<&str> {
+    v.as_ref().and_then(|t| t.value.as_deref())
+}
+
+impl TwinState {
+    /// An empty twin.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// From stored devices.
+    pub fn from_devices(devices: impl IntoIterator<Item = DeviceTwin>) -> Self {
+        Self {
+            devices: devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
+        }
+    }
+
+    /// A device.
+    pub fn device(&self, id: &str) -> Option<&DeviceTwin> {
+        self.devices.get(id)
+    }
+
+    /// Every device.
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceTwin> {
+        self.devices.values()
+    }
+
+    /// Apply one input; returns what to do.
+    pub fn apply(&mut self, input: Input) -> Vec<Effect> {
+        match input {
+            Input::Membership(m) => self.membership(m),
+            Input::CloudUpdated { device, update } => {
+                let mut out = Vec::new();
+                self.cloud_twins(
+                    &device,
+                    update.twin.unwrap_or_default(),
+                    update.timestamp,
+                    &mut out,
+                );
+                out
+            }
+            Input::EdgeUpdate {
+                device,
+                payload,
+                now_ms,
+            } => self.edge_update(&device, &payload, now_ms),
+            Input::Get {
+                device,
+                payload,
+                now_ms,
+            } => self.get(&device, &payload, now_ms),
+            Input::StateUpdate {
+                device,
+                payload,
+                now_ms,
+                now_text,
+            } => self.state_update(&device, &payload, now_ms, now_text),
+        }
+    }
+
+    fn membership(&mut self, m: MembershipUpdate) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for d in m.added_devices.unwrap_or_default() {
+            let id = if d.id.is_empty() {
+                d.name.clone()
+            } else {
+                d.id.clone()
+            };
+            if id.is_empty() {
+                continue;
+            }
+            let entry = self
+                .devices
+                .entry(id.clone())
+                .or_insert_with(|| DeviceTwin {
+                    id: id.clone(),
+                    ..DeviceTwin::default()
+                });
+            let before = entry.clone();
+            entry.name = if d.name.is_empty() {
+                id.clone()
+            } else {
+                d.name.clone()
+            };
+            entry.description = d.description.clone();
+            if *entry != before {
+                out.push(Effect::Persist(id.clone()));
+            }
+            self.cloud_twins(&id, d.twin.unwrap_or_default(), m.timestamp, &mut out);
+        }
+        for d in m.removed_devices.unwrap_or_default() {
+            let id = if d.id.is_empty() { d.name } else { d.id };
+            if self.devices.remove(&id).is_some() {
+                out.push(Effect::Remove(id));
+            }
+        }
+        out
+    }
+
+    /// Desired values from the cloud: applied only when newer; reported values untouched.
+    fn cloud_twins(
+        &mut self,
+        device: &str,
+        twins: BTreeMap<String, Option<MsgTwin>>,
+        now_ms: i64,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(dev) = self.devices.get_mut(device) else {
+            debug!(device, "desired twins for an unknown device");
+            return;
+        };
+        let mut delta = BTreeMap::new();
+        let mut changed = false;
+        for (name, incoming) in twins {
+            let Some(incoming) = incoming else { continue };
+            if incoming
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.value_type == "deleted")
+            {
+                if dev.twins.remove(&name).is_some() {
+                    changed = true;
+                }
+                continue;
+            }
+            let Some(expected) = incoming.expected.clone() else {
+                continue;
+            };
+            let stored = dev.twins.entry(name.clone()).or_default();
+            let new_cloud = incoming.expected_version.map(|v| v.cloud);
+            let old_cloud = stored.expected_version.map(|v| v.cloud);
+            let newer = match (new_cloud, old_cloud) {
+                (Some(n), Some(o)) => n > o,
+                (Some(_), None) => true,
+                // No version to compare: apply only a different value.
+                (None, _) => value_of(&stored.expected) != expected.value.as_deref(),
+            };
+            if !newer {
+                continue;
+            }
+            let edge = stored.expected_version.map_or(0, |v| v.edge);
+            stored.expected = Some(expected);
+            stored.expected_version = Some(TwinVersion {
+                cloud: new_cloud.or(old_cloud).unwrap_or(0),
+                edge,
+            });
+            if incoming.metadata.is_some() {
+                stored.metadata = incoming.metadata.clone();
+            }
+            if stored.optional.is_none() {
+                stored.optional = incoming.optional;
+            }
+            changed = true;
+            if let Some(want) = value_of(&stored.expected) {
+                if value_of(&stored.actual) != Some(want) {
+                    delta.insert(name.clone(), want.to_owned());
+                }
+            }
+        }
+        if !changed {
+            return;
+        }
+        out.push(Effect::Persist(device.to_owned()));
+        if !delta.is_empty() {
+            let msg = TwinDelta {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                timestamp: now_ms,
+                twin: Some(
+                    dev.twins
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Some(v.clone())))
+                        .collect(),
+                ),
+                delta,
+            };
+            out.push(Effect::Publish {
+                topic: topic(device, DeviceEvent::TwinUpdateDelta),
+                payload: json(&msg),
+            });
+        }
+    }
+
+    fn edge_update(&mut self, device: &str, payload: &[u8], now_ms: i64) -> Vec<Effect> {
+        let result = DeviceEvent::TwinUpdateResult;
+        let update: TwinUpdate = match serde_json::from_slice(payload) {
+            Ok(u) => u,
+            Err(e) => {
+                return vec![error_result(
+                    device,
+                    result,
+                    String::new(),
+                    now_ms,
+                    400,
+                    format!("invalid twin update: {e}"),
+                )]
+            }
+        };
+        let Some(dev) = self.devices.get_mut(device) else {
+            return vec![error_result(
+                device,
+                result,
+                update.event_id,
+                now_ms,
+                404,
+                format!("unknown device {device}"),
+            )];
+        };
+        let twins = update.twin.clone().unwrap_or_default();
+        // Validate everything first: a refused update changes nothing.
+        for (name, t) in &twins {
+            if name.len() >= MAX_TWIN_KEY_LEN || name.is_empty() {
+                return vec![error_result(
+                    device,
+                    result,
+                    update.event_id,
+                    now_ms,
+                    400,
+                    format!("invalid twin name {name:?}"),
+                )];
+            }
+            let Some(t) = t else { continue };
+            if let Some(v) = value_of(&t.actual) {
+                let declared = dev
+                    .twins
+                    .get(name)
+                    .and_then(|s| s.metadata.as_ref())
+                    .map(|m| m.value_type.as_str());
+                let declared = declared.or(t.metadata.as_ref().map(|m| m.value_type.as_str()));
+                if v.len() >= MAX_TWIN_VALUE_LEN || !value_fits(v, declared) {
+                    return vec![error_result(
+                        device,
+                        result,
+                        update.event_id,
+                        now_ms,
+                        400,
+                        format!("invalid value for {name}: {v:?}"),
+                    )];
+                }
+            }
+        }
+        let mut reported: BTreeMap<String, Option<MsgTwin>> = BTreeMap::new();
+        for (name, t) in twins {
+            let Some(t) = t else { continue };
+            if t.expected.is_some() {
+                debug!(device, twin = %name, "desired values belong to the cloud; ignored from the edge");
+            }
+            let Some(actual) = t.actual else { continue };
+            let stored = dev.twins.entry(name.clone()).or_default();
+            if value_of(&stored.actual) == actual.value.as_deref() {
+                continue; // a repeated report is a no-op
+            }
+            let version = stored.actual_version.unwrap_or_default();
+            stored.actual = Some(TwinValue {
+                value: actual.value.clone(),
+                metadata: Some(ValueMetadata {
+                    timestamp: actual.metadata.map_or(now_ms, |m| m.timestamp),
+                }),
+            });
+            stored.actual_version = Some(TwinVersion {
+                cloud: version.cloud,
+                edge: version.edge + 1,
+            });
+            if stored.metadata.is_none() {
+                stored.metadata = t.metadata.clone().or(Some(TypeMetadata {
+                    value_type: "string".into(),
+                }));
+            }
+            if stored.optional.is_none() {
+                stored.optional = Some(false);
+            }
+            reported.insert(
+                name,
+                Some(MsgTwin {
+                    actual: stored.actual.clone(),
+                    optional: stored.optional,
+                    metadata: stored.metadata.clone(),
+                    actual_version: stored.actual_version,
+                    ..MsgTwin::default()
+                }),
+            );
+        }
+        let mut out = vec![Effect::Publish {
+            topic: topic(device, result),
+            payload: payload.to_vec(),
+        }];
+        if reported.is_empty() {
+            return out;
+        }
+        out.push(Effect::Persist(device.to_owned()));
+        let content = TwinUpdate {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            timestamp: now_ms,
+            twin: Some(reported),
+        };
+        let msg = Message::new(
+            Route::new(
+                "twin",
+                "resource",
+                "update",
+                format!("device/{device}/twin/edge_updated"),
+            ),
+            Content::json(&content).unwrap_or_default(),
+        );
+        out.push(Effect::ToCloud(msg));
+        out
+    }
+
+    fn get(&self, device: &str, payload: &[u8], now_ms: i64) -> Vec<Effect> {
+        let result = DeviceEvent::TwinGetResult;
+        let req: BaseMessage = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                return vec![error_result(
+                    device,
+                    result,
+                    String::new(),
+                    now_ms,
+                    400,
+                    format!("invalid request: {e}"),
+                )]
+            }
+        };
+        let Some(dev) = self.devices.get(device) else {
+            return vec![error_result(
+                device,
+                result,
+                req.event_id,
+                now_ms,
+                404,
+                format!("unknown device {device}"),
+            )];
+        };
+        let msg = TwinUpdate {
+            event_id: req.event_id,
+            timestamp: now_ms,
+            twin: Some(
+                dev.twins
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect(),
+            ),
+        };
+        vec![Effect::Publish {
+            topic: topic(device, result),
+            payload: json(&msg),
+        }]
+    }
+
+    fn state_update(
+        &mut self,
+        device: &str,
+        payload: &[u8],
+        now_ms: i64,
+        now_text: String,
+    ) -> Vec<Effect> {
+        let result = DeviceEvent::StateUpdateResult;
+        let req: DeviceStateUpdate = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                return vec![error_result(
+                    device,
+                    result,
+                    String::new(),
+                    now_ms,
+                    400,
+                    format!("invalid state update: {e}"),
+                )]
+            }
+        };
+        if !STATES.contains(&req.state.as_str()) {
+            debug!(device, state = %req.state, "ignored device state");
+            return Vec::new();
+        }
+        let Some(dev) = self.devices.get_mut(device) else {
+            return vec![error_result(
+                device,
+                result,
+                req.event_id,
+                now_ms,
+                404,
+                format!("unknown device {device}"),
+            )];
+        };
+        dev.state = req.state.clone();
+        dev.last_online = now_text;
+        let body = DeviceStateResult {
+            event_id: req.event_id,
+            timestamp: now_ms,
+            device: DeviceStateInfo {
+                name: dev.name.clone(),
+                state: dev.state.clone(),
+                last_online: dev.last_online.clone(),
+            },
+        };
+        let text = String::from_utf8(json(&body)).unwrap_or_default();
+        // Upstream sends the state as a JSON string.
+        let msg = Message::new(
+            Route::new(
+                "twin",
+                "resource",
+                "update",
+                format!("device/{device}/state/update"),
+            ),
+            Content::string(&text),
+        );
+        vec![
+            Effect::Persist(device.to_owned()),
+            Effect::Publish {
+                topic: topic(device, result),
+                payload: text.into_bytes(),
+            },
+            Effect::ToCloud(msg),
+        ]
+    }
+
+    /// The membership as upstream reports it on `membership/get/result`.
+    pub fn membership_devices(&self) -> Vec<Device> {
+        self.devices
+            .values()
+            .map(|d| Device {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                description: d.description.clone(),
+                state: d.state.clone(),
+                last_online: d.last_online.clone(),
+                attributes: None,
+                twin: Some(
+                    d.twins
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Some(v.clone())))
+                        .collect(),
+                ),
+            })
+            .collect()
+    }
+}
