@@ -192,15 +192,7 @@ fn der_len(out: &mut Vec<u8>, len: usize) {
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    ::pem::encode(&::pem::Pem::new(label, der))
 }
 
 /// Write a file atomically (temp file + rename), mode 0600 for secrets.

@@ -137,6 +137,25 @@ fn error_result(
     }
 }
 
+/// Decode a request payload; on failure, the 400 error result upstream publishes.
+fn parse<T: serde::de::DeserializeOwned>(
+    device: &str,
+    event: DeviceEvent,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<T, Vec<Effect>> {
+    serde_json::from_slice(payload).map_err(|e| {
+        vec![error_result(
+            device,
+            event,
+            String::new(),
+            now_ms,
+            400,
+            format!("invalid payload: {e}"),
+        )]
+    })
+}
+
 /// Does `value` fit the twin's declared type?
 fn value_fits(value: &str, value_type: Option<&str>) -> bool {
     match value_type.map(str::to_ascii_lowercase).as_deref() {
@@ -331,18 +350,9 @@ impl TwinState {
 
     fn edge_update(&mut self, device: &str, payload: &[u8], now_ms: i64) -> Vec<Effect> {
         let result = DeviceEvent::TwinUpdateResult;
-        let update: TwinUpdate = match serde_json::from_slice(payload) {
-            Ok(u) => u,
-            Err(e) => {
-                return vec![error_result(
-                    device,
-                    result,
-                    String::new(),
-                    now_ms,
-                    400,
-                    format!("invalid twin update: {e}"),
-                )]
-            }
+        let update: TwinUpdate = match parse(device, result, payload, now_ms) {
+            Ok(v) => v,
+            Err(fx) => return fx,
         };
         let Some(dev) = self.devices.get_mut(device) else {
             return vec![error_result(
@@ -456,18 +466,9 @@ impl TwinState {
 
     fn get(&self, device: &str, payload: &[u8], now_ms: i64) -> Vec<Effect> {
         let result = DeviceEvent::TwinGetResult;
-        let req: BaseMessage = match serde_json::from_slice(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                return vec![error_result(
-                    device,
-                    result,
-                    String::new(),
-                    now_ms,
-                    400,
-                    format!("invalid request: {e}"),
-                )]
-            }
+        let req: BaseMessage = match parse(device, result, payload, now_ms) {
+            Ok(v) => v,
+            Err(fx) => return fx,
         };
         let Some(dev) = self.devices.get(device) else {
             return vec![error_result(
@@ -503,18 +504,9 @@ impl TwinState {
         now_text: String,
     ) -> Vec<Effect> {
         let result = DeviceEvent::StateUpdateResult;
-        let req: DeviceStateUpdate = match serde_json::from_slice(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                return vec![error_result(
-                    device,
-                    result,
-                    String::new(),
-                    now_ms,
-                    400,
-                    format!("invalid state update: {e}"),
-                )]
-            }
+        let req: DeviceStateUpdate = match parse(device, result, payload, now_ms) {
+            Ok(v) => v,
+            Err(fx) => return fx,
         };
         if !STATES.contains(&req.state.as_str()) {
             debug!(device, state = %req.state, "ignored device state");

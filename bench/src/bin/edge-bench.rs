@@ -128,12 +128,8 @@ async fn main() -> Result<()> {
     let https_l = TcpListener::bind("127.0.0.1:0").await?;
     let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
     let cancel = CancellationToken::new();
-    {
-        let (h, c) = (hub.clone(), cancel.clone());
-        tokio::spawn(async move { h.serve_websocket(ws_l, c).await });
-        let (h, c) = (hub.clone(), cancel.clone());
-        tokio::spawn(async move { h.serve_https(https_l, c).await });
-    }
+    let (h, c) = (hub.clone(), cancel.clone());
+    tokio::spawn(async move { h.serve(ws_l, https_l, c).await });
     let edge = dir.path().join("edge");
     std::fs::create_dir_all(&edge)?;
     let token = pki.issue_token(unix_now())?;

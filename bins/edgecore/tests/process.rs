@@ -24,6 +24,60 @@ async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool)
     Ok(())
 }
 
+struct TestCloud {
+    pki: Arc<Pki>,
+    hub: CloudHub,
+    down: kubeedge_cloud::hub::Downstream,
+    ws: std::net::SocketAddr,
+    https: std::net::SocketAddr,
+    cancel: CancellationToken,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TestCloud {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn start_cloud(cfg: HubConfig) -> Result<TestCloud> {
+    let dir = tempfile::tempdir()?;
+    let pki = Arc::new(Pki::load_or_create(
+        &FsCertStore::in_dir(dir.path().join("cloud")),
+        PkiConfig::default(),
+    )?);
+    let (hub, down, _up) = CloudHub::new(pki.clone(), cfg);
+    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
+    let https_l = TcpListener::bind("127.0.0.1:0").await?;
+    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
+    let cancel = CancellationToken::new();
+    let (h, c) = (hub.clone(), cancel.clone());
+    tokio::spawn(async move { h.serve(ws_l, https_l, c).await });
+    Ok(TestCloud {
+        pki,
+        hub,
+        down,
+        ws,
+        https,
+        cancel,
+        dir,
+    })
+}
+
+/// A config for node edge-1 joining `cloud` with a fresh token.
+fn edge_config(cloud: &TestCloud) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let edge_dir = cloud.dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir)?;
+    let token = cloud.pki.issue_token(unix_now())?.to_string();
+    let config = write_config(
+        &edge_dir,
+        &cloud.ws.to_string(),
+        &cloud.https.to_string(),
+        &token,
+    )?;
+    Ok((config, edge_dir.join("edgecore.db")))
+}
+
 fn write_config(dir: &Path, ws: &str, https: &str, token: &str) -> Result<std::path::PathBuf> {
     let yaml = format!(
         "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase:\n  dataSource: {db}\nmodules:\n  edgeHub:\n    heartbeat: 1\n    messageQPS: 100000\n    messageBurst: 100000\n    token: {token}\n    httpServer: https://{https}\n    tlsCaFile: {d}/ca/rootCA.crt\n    tlsCertFile: {d}/certs/server.crt\n    tlsPrivateKeyFile: {d}/certs/server.key\n    websocket:\n      server: {ws}\n  edged:\n    hostnameOverride: edge-1\n",
@@ -98,31 +152,13 @@ fn rows(db: &Path) -> Result<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acked_push_and_sigterm_is_clean() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pki = Arc::new(Pki::load_or_create(
-        &FsCertStore::in_dir(dir.path().join("cloud")),
-        PkiConfig::default(),
-    )?);
     let mut cfg = HubConfig::default();
     cfg.keepalive_interval = Duration::from_secs(3);
     cfg.outbox.resend_after = Duration::from_millis(300);
     cfg.outbox.capacity = 2000;
-    let (hub, down, _up) = CloudHub::new(pki.clone(), cfg);
-    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
-    let https_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
-    let cancel = CancellationToken::new();
-    {
-        let (h, c) = (hub.clone(), cancel.clone());
-        tokio::spawn(async move { h.serve_websocket(ws_l, c).await });
-        let (h, c) = (hub.clone(), cancel.clone());
-        tokio::spawn(async move { h.serve_https(https_l, c).await });
-    }
-    let edge_dir = dir.path().join("edge");
-    std::fs::create_dir_all(&edge_dir)?;
-    let token = pki.issue_token(unix_now())?.to_string();
-    let config = write_config(&edge_dir, &ws.to_string(), &https.to_string(), &token)?;
-    let db = edge_dir.join("edgecore.db");
+    let cloud = start_cloud(cfg).await?;
+    let (hub, down) = (cloud.hub.clone(), cloud.down.clone());
+    let (config, db) = edge_config(&cloud)?;
 
     let mut child = spawn(&config)?;
     eventually("edgecore joins", Duration::from_secs(30), || {
@@ -181,7 +217,6 @@ async fn kill_9_loses_no_acked_push_and_sigterm_is_clean() -> Result<()> {
         hub.connected() == 0
     })
     .await?;
-    cancel.cancel();
     Ok(())
 }
 
@@ -242,33 +277,12 @@ fn rss_kb(pid: u32) -> u64 {
 /// cache) RSS stays within 10 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_keeps_rss_flat() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pki = Arc::new(Pki::load_or_create(
-        &FsCertStore::in_dir(dir.path().join("cloud")),
-        PkiConfig::default(),
-    )?);
     let mut cfg = HubConfig::default();
     cfg.outbox.capacity = 10_000;
-    let (hub, down, _up) = CloudHub::new(pki.clone(), cfg);
-    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
-    let https_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
-    let cancel = CancellationToken::new();
-    {
-        let (h, c) = (hub.clone(), cancel.clone());
-        tokio::spawn(async move { h.serve_websocket(ws_l, c).await });
-        let (h, c) = (hub.clone(), cancel.clone());
-        tokio::spawn(async move { h.serve_https(https_l, c).await });
-    }
-    let edge_dir = dir.path().join("edge");
-    std::fs::create_dir_all(&edge_dir)?;
-    let config = write_config(
-        &edge_dir,
-        &ws.to_string(),
-        &https.to_string(),
-        &pki.issue_token(unix_now())?.to_string(),
-    )?;
-    let mut child = spawn(&config)?;
+    let cloud = start_cloud(cfg).await?;
+    let (hub, down) = (cloud.hub.clone(), cloud.down.clone());
+    let (config, db) = edge_config(&cloud)?;
+    let child = spawn(&config)?;
     let pid = child.id();
     eventually("joins", Duration::from_secs(30), || hub.connected() == 1).await?;
     let churn = |i: usize, op: &str| {
@@ -300,9 +314,6 @@ async fn churn_keeps_rss_flat() -> Result<()> {
         "RSS grew {:.1} % ({after_warmup} kB -> {end} kB)",
         growth * 100.0
     );
-    assert_eq!(rows(&edge_dir.join("edgecore.db"))?, 0, "every pod deleted");
-    child.kill()?;
-    child.wait()?;
-    cancel.cancel();
+    assert_eq!(rows(&db)?, 0, "every pod deleted");
     Ok(())
 }

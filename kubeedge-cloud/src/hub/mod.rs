@@ -203,6 +203,26 @@ impl Downstream {
     }
 }
 
+/// The next connection, or `None` once `cancel` fires. Accept errors (such as running out of
+/// file descriptors) are logged and retried.
+async fn next_conn(
+    listener: &TcpListener,
+    cancel: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 fn push_with(
     state: &NodeState,
     msg: Message,
@@ -294,6 +314,20 @@ impl CloudHub {
         self.inner.connected.load(Ordering::Relaxed)
     }
 
+    /// Serve both ports (websocket hub and certificate bootstrap) until `cancel`.
+    pub async fn serve(
+        &self,
+        websocket: TcpListener,
+        https: TcpListener,
+        cancel: CancellationToken,
+    ) -> Result<(), HubError> {
+        let (a, b) = tokio::join!(
+            self.serve_websocket(websocket, cancel.clone()),
+            self.serve_https(https, cancel)
+        );
+        a.and(b)
+    }
+
     /// Serve the websocket hub on `listener` until `cancel`.
     pub async fn serve_websocket(
         &self,
@@ -303,17 +337,7 @@ impl CloudHub {
         let config = tls::server_config(&self.inner.pki, true).map_err(HubError::Cert)?;
         let acceptor = TlsAcceptor::from(config);
         info!(addr = ?listener.local_addr().ok(), "cloudhub websocket server listening");
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                },
-            };
+        while let Some((tcp, peer)) = next_conn(&listener, &cancel).await {
             let _ = tcp.set_nodelay(true);
             let inner = self.inner.clone();
             let acceptor = acceptor.clone();
@@ -342,17 +366,7 @@ impl CloudHub {
         let acceptor = TlsAcceptor::from(config);
         let tracker = TaskTracker::new();
         info!(addr = ?listener.local_addr().ok(), "cloudhub https server listening");
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                },
-            };
+        while let Some((tcp, peer)) = next_conn(&listener, &cancel).await {
             let acceptor = acceptor.clone();
             let pki = self.inner.pki.clone();
             let legacy = self.inner.config.allow_legacy_certs;

@@ -73,14 +73,8 @@ pub async fn cloud_with(cfg: HubConfig, pki_cfg: PkiConfig) -> Result<Cloud> {
     let https_l = TcpListener::bind("127.0.0.1:0").await?;
     let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
     let cancel = CancellationToken::new();
-    tokio::spawn({
-        let (hub, c) = (hub.clone(), cancel.clone());
-        async move { hub.serve_websocket(ws_l, c).await }
-    });
-    tokio::spawn({
-        let (hub, c) = (hub.clone(), cancel.clone());
-        async move { hub.serve_https(https_l, c).await }
-    });
+    let (h, c) = (hub.clone(), cancel.clone());
+    tokio::spawn(async move { h.serve(ws_l, https_l, c).await });
     Ok(Cloud {
         _dir: dir,
         pki,

@@ -20,6 +20,21 @@ use super::tls::{
 };
 use crate::error::BootstrapError;
 
+/// A fresh P-256 key and a CSR (DER) for `system:node:<node>`, O `system:nodes`.
+fn key_and_csr(node: &str) -> Result<(KeyPair, Vec<u8>), BootstrapError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| BootstrapError::Cert(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "system:nodes");
+    dn.push(DnType::CommonName, node_common_name(node));
+    params.distinguished_name = dn;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| BootstrapError::Cert(e.to_string()))?;
+    Ok((key, csr.der().to_vec()))
+}
+
 /// The CN the cloud must sign for this node.
 pub fn node_common_name(node: &str) -> String {
     format!("system:node:{node}")
@@ -51,16 +66,7 @@ async fn bootstrap_inner(
     let ca = get(&authority, tofu, "/ca.crt", Method::GET, None, &[]).await?;
     token.verify_ca(&ca).map_err(BootstrapError::Token)?;
     // 2. A key and a CSR for system:node:<node>.
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| BootstrapError::Cert(e.to_string()))?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "system:nodes");
-    dn.push(DnType::CommonName, node_common_name(node));
-    params.distinguished_name = dn;
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| BootstrapError::Cert(e.to_string()))?;
+    let (key, csr) = key_and_csr(node)?;
     // 3. The signed certificate, verifying the cloud against the CA now.
     let key_der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let anon = ClientTls {
@@ -75,7 +81,7 @@ async fn bootstrap_inner(
         verified,
         "/edge.crt",
         Method::GET,
-        Some(csr.der().to_vec()),
+        Some(csr),
         &[("Authorization", bearer.as_str()), ("NodeName", node)],
     )
     .await?;
@@ -123,22 +129,13 @@ pub async fn renew(
 ) -> Result<ClientTls, BootstrapError> {
     let fut = async {
         let authority = authority_of(https_server).to_owned();
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| BootstrapError::Cert(e.to_string()))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "system:nodes");
-        dn.push(DnType::CommonName, node_common_name(node));
-        params.distinguished_name = dn;
-        let csr = params
-            .serialize_request(&key)
-            .map_err(|e| BootstrapError::Cert(e.to_string()))?;
+        let (key, csr) = key_and_csr(node)?;
         let cert = get(
             &authority,
             verified_config(current)?,
             "/edge.crt",
             Method::GET,
-            Some(csr.der().to_vec()),
+            Some(csr),
             &[("NodeName", node)],
         )
         .await?;
@@ -227,19 +224,12 @@ async fn get(
 }
 
 fn write_pem(path: &Path, label: &str, der: &[u8], secret: bool) -> Result<(), BootstrapError> {
-    use base64::Engine;
     use std::io::Write;
     let io = |source| BootstrapError::Io {
         path: path.display().to_string(),
         source,
     };
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut text = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        text.push_str(&String::from_utf8_lossy(line));
-        text.push('\n');
-    }
-    text.push_str(&format!("-----END {label}-----\n"));
+    let text = pem::encode(&pem::Pem::new(label, der));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
