@@ -137,6 +137,18 @@ fn error_result(
     }
 }
 
+/// The 404 result upstream publishes for a device this node does not have.
+fn not_found(device: &str, event: DeviceEvent, event_id: String, now_ms: i64) -> Vec<Effect> {
+    vec![error_result(
+        device,
+        event,
+        event_id,
+        now_ms,
+        404,
+        format!("unknown device {device}"),
+    )]
+}
+
 /// Decode a request payload; on failure, the 400 error result upstream publishes.
 fn parse<T: serde::de::DeserializeOwned>(
     device: &str,
@@ -355,14 +367,7 @@ impl TwinState {
             Err(fx) => return fx,
         };
         let Some(dev) = self.devices.get_mut(device) else {
-            return vec![error_result(
-                device,
-                result,
-                update.event_id,
-                now_ms,
-                404,
-                format!("unknown device {device}"),
-            )];
+            return not_found(device, result, update.event_id, now_ms);
         };
         let twins = update.twin.clone().unwrap_or_default();
         // Validate everything first: a refused update changes nothing.
@@ -471,14 +476,7 @@ impl TwinState {
             Err(fx) => return fx,
         };
         let Some(dev) = self.devices.get(device) else {
-            return vec![error_result(
-                device,
-                result,
-                req.event_id,
-                now_ms,
-                404,
-                format!("unknown device {device}"),
-            )];
+            return not_found(device, result, req.event_id, now_ms);
         };
         let msg = TwinUpdate {
             event_id: req.event_id,
@@ -513,14 +511,7 @@ impl TwinState {
             return Vec::new();
         }
         let Some(dev) = self.devices.get_mut(device) else {
-            return vec![error_result(
-                device,
-                result,
-                req.event_id,
-                now_ms,
-                404,
-                format!("unknown device {device}"),
-            )];
+            return not_found(device, result, req.event_id, now_ms);
         };
         dev.state = req.state.clone();
         dev.last_online = now_text;
