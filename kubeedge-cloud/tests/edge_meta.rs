@@ -196,9 +196,6 @@ async fn bad_pushes_get_error_replies_and_leave_the_store_alone() -> Result<()> 
         (unknown, "has no resource type"),
         (huge, "over the limit"),
     ] {
-        // NO-ACK delivery so that the refused message does not stay in the outbox.
-        let mut m = m;
-        m.route.group = Some(kubeedge_proto::Group::Resource);
         cloud.down.send("edge-1", m.clone()).await?;
         let reply = within("error reply", async {
             loop {
@@ -215,6 +212,11 @@ async fn bad_pushes_get_error_replies_and_leave_the_store_alone() -> Result<()> 
         assert!(text.contains(why), "{text}");
     }
     assert_eq!(em.db.get("default/pod/x").await?, before, "store untouched");
+    // A refused message is not resent forever: it leaves the outbox.
+    eventually("refusals leave the outbox", || {
+        cloud.down.queued("edge-1") == 0
+    })
+    .await?;
     Ok(())
 }
 

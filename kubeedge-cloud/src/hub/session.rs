@@ -273,6 +273,18 @@ async fn run(
                             debug!(parent_id = ?msg.parent_id(), "ack for an unknown message");
                         }
                     }
+                    Some(Operation::Error) if msg.parent_id().is_some_and(|p| state.outbox().ack(p)) => {
+                        // The edge refused a pushed message: resending the same version would
+                        // only be refused again, so it leaves the outbox (a newer version is
+                        // still delivered). The refusal goes on to the controllers.
+                        state.space.add_permits(1);
+                        warn!(parent_id = ?msg.parent_id(), reason = %msg.content.as_str().unwrap_or_default(), "edge refused a message");
+                        let up = Upstream { node: node.to_owned(), msg };
+                        tokio::select! {
+                            r = inner.upstream.send(up) => if r.is_err() { break "hub shut down" },
+                            _ = cancel.cancelled() => break "closed by the hub",
+                        }
+                    }
                     _ => {
                         debug!(msg_id = %msg.id(), group = msg.route.group_str(), op = msg.route.operation_str(), resource = %msg.route.resource, "upstream");
                         if let Some(at) = fair.take(Instant::now().into_std()) {
