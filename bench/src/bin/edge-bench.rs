@@ -9,78 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kubeedge_cloud::certs::{unix_now, FsCertStore, Pki, PkiConfig};
-use kubeedge_cloud::hub::{CloudHub, HubConfig};
-use kubeedge_proto::{Content, Message, Route};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-fn pod(i: usize) -> Message {
-    // About the size of the captured pod insert.
-    let content = Content::json(&serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("p{i}"), "namespace": "default", "uid": format!("u{i}"), "resourceVersion": "1",
-                     "labels": {"app": "demo"}, "annotations": {"note": "x".repeat(1500)}},
-        "spec": {"nodeName": "edge-1", "containers": [{"name": "app", "image": "nginx:1.25", "ports": [{"containerPort": 80}],
-                  "env": [{"name": "A", "value": "B"}]}]},
-        "status": {"phase": "Pending"}
-    }))
-    .unwrap_or_default();
-    Message::new(
-        Route::new(
-            "edgecontroller",
-            "resource",
-            "insert",
-            format!("default/pod/p{i}"),
-        ),
-        content,
-    )
-    .with_resource_version("1")
-}
-
-fn churn(i: usize, op: &str) -> Message {
-    let content = Content::json(&serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("c{i}"), "namespace": "default", "uid": format!("c{i}"), "resourceVersion": "1"},
-        "spec": {"nodeName": "edge-1", "containers": [{"name": "app", "image": "nginx:1.25"}]}
-    }))
-    .unwrap_or_default();
-    Message::new(
-        Route::new(
-            "edgecontroller",
-            "resource",
-            op,
-            format!("default/pod/c{i}"),
-        ),
-        content,
-    )
-    .with_resource_version("1")
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn wait(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > limit {
-            bail!("timed out: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
-}
+use kubeedge_bench::{pod, rss_kb, wait_until, TestCloud};
+use kubeedge_cloud::hub::HubConfig;
 
 fn edgecore_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -115,36 +48,19 @@ fn stripped_size(bin: &Path) -> Option<u64> {
 async fn main() -> Result<()> {
     let smoke = std::env::args().len() < 2 && std::env::var_os("EDGE_BENCH_FULL").is_none();
     let bin = edgecore_binary()?;
-    let dir = tempfile::tempdir()?;
-    let pki = Arc::new(Pki::load_or_create(
-        &FsCertStore::in_dir(dir.path().join("cloud")),
-        PkiConfig::default(),
-    )?);
     let mut cfg = HubConfig::default();
     cfg.outbox.capacity = 100_000;
     cfg.outbox.window = 256;
-    let (hub, down, _up) = CloudHub::new(pki.clone(), cfg);
-    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
-    let https_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
-    let cancel = CancellationToken::new();
-    let (h, c) = (hub.clone(), cancel.clone());
-    tokio::spawn(async move { h.serve(ws_l, https_l, c).await });
-    let edge = dir.path().join("edge");
-    std::fs::create_dir_all(&edge)?;
-    let token = pki.issue_token(unix_now())?;
-    let yaml = format!(
-        "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase:\n  dataSource: {d}/edgecore.db\nmodules:\n  edgeHub:\n    messageQPS: 1000000\n    messageBurst: 1000000\n    token: {token}\n    httpServer: https://{https}\n    tlsCaFile: {d}/ca.crt\n    tlsCertFile: {d}/server.crt\n    tlsPrivateKeyFile: {d}/server.key\n    websocket:\n      server: {ws}\n  edged:\n    hostnameOverride: edge-1\n",
-        d = edge.display()
-    );
-    std::fs::write(edge.join("edgecore.yaml"), yaml)?;
+    let cloud = TestCloud::start(cfg).await?;
+    let (hub, down) = (cloud.hub.clone(), cloud.down.clone());
+    let (config, _db) = cloud.edge_config()?;
     let mut child = Command::new(&bin)
         .arg("--config")
-        .arg(edge.join("edgecore.yaml"))
+        .arg(&config)
         .env("RUST_LOG", "error")
         .spawn()?;
     let pid = child.id();
-    wait("edgecore connects", Duration::from_secs(30), || {
+    wait_until("edgecore connects", Duration::from_secs(30), || {
         hub.connected() == 1
     })
     .await?;
@@ -156,9 +72,13 @@ async fn main() -> Result<()> {
 
     // 100 cached pods.
     for i in 0..100 {
-        down.send("edge-1", pod(i)).await?;
+        down.send(
+            "edge-1",
+            pod(&format!("p{i}"), &format!("u{i}"), "insert", 1500),
+        )
+        .await?;
     }
-    wait("100 acked", Duration::from_secs(30), || {
+    wait_until("100 acked", Duration::from_secs(30), || {
         down.queued("edge-1") == 0
     })
     .await?;
@@ -174,11 +94,15 @@ async fn main() -> Result<()> {
     let d = down.clone();
     let producer = tokio::spawn(async move {
         for i in 100..100 + n {
-            d.send("edge-1", pod(i)).await?;
+            d.send(
+                "edge-1",
+                pod(&format!("p{i}"), &format!("u{i}"), "insert", 1500),
+            )
+            .await?;
         }
         anyhow::Ok(())
     });
-    wait("all acked", Duration::from_secs(300), || {
+    wait_until("all acked", Duration::from_secs(300), || {
         producer.is_finished() && down.queued("edge-1") == 0
     })
     .await?;
@@ -206,12 +130,20 @@ async fn main() -> Result<()> {
         while start.elapsed() < Duration::from_secs(minutes * 60) {
             let base = 1_000_000 + (round % 10) * 1000;
             for i in base..base + 200 {
-                down.send("edge-1", churn(i, "insert")).await?;
+                down.send(
+                    "edge-1",
+                    pod(&format!("c{i}"), &format!("c{i}"), "insert", 0),
+                )
+                .await?;
             }
             for i in base..base + 200 {
-                down.send("edge-1", churn(i, "delete")).await?;
+                down.send(
+                    "edge-1",
+                    pod(&format!("c{i}"), &format!("c{i}"), "delete", 0),
+                )
+                .await?;
             }
-            wait("churn acked", Duration::from_secs(60), || {
+            wait_until("churn acked", Duration::from_secs(60), || {
                 down.queued("edge-1") == 0
             })
             .await?;
@@ -251,6 +183,5 @@ async fn main() -> Result<()> {
         .args(["-c", &format!("kill -TERM {pid}")])
         .status()?;
     let _ = child.wait();
-    cancel.cancel();
     Ok(())
 }

@@ -1,93 +1,15 @@
 //! The edgecore binary as a process: joins with a token, persists pushes, survives kill -9
-//! without losing an acknowledged write, redelivery fills the rest, and SIGTERM stops it cleanly.
+//! without losing an acknowledged write, redelivery fills the rest, SIGTERM stops it cleanly,
+//! and churn keeps its memory flat.
 
 use std::path::Path;
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use kubeedge_cloud::certs::{unix_now, FsCertStore, Pki, PkiConfig};
-use kubeedge_cloud::hub::{CloudHub, HubConfig};
-use kubeedge_proto::{Content, Message, Route};
+use anyhow::{Context, Result};
+use kubeedge_bench::{pod, rss_kb, wait_until, TestCloud};
+use kubeedge_cloud::hub::HubConfig;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
-    let start = tokio::time::Instant::now();
-    while !cond() {
-        if start.elapsed() > limit {
-            bail!("timed out: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
-}
-
-struct TestCloud {
-    pki: Arc<Pki>,
-    hub: CloudHub,
-    down: kubeedge_cloud::hub::Downstream,
-    ws: std::net::SocketAddr,
-    https: std::net::SocketAddr,
-    cancel: CancellationToken,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for TestCloud {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-async fn start_cloud(cfg: HubConfig) -> Result<TestCloud> {
-    let dir = tempfile::tempdir()?;
-    let pki = Arc::new(Pki::load_or_create(
-        &FsCertStore::in_dir(dir.path().join("cloud")),
-        PkiConfig::default(),
-    )?);
-    let (hub, down, _up) = CloudHub::new(pki.clone(), cfg);
-    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
-    let https_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
-    let cancel = CancellationToken::new();
-    let (h, c) = (hub.clone(), cancel.clone());
-    tokio::spawn(async move { h.serve(ws_l, https_l, c).await });
-    Ok(TestCloud {
-        pki,
-        hub,
-        down,
-        ws,
-        https,
-        cancel,
-        dir,
-    })
-}
-
-/// A config for node edge-1 joining `cloud` with a fresh token.
-fn edge_config(cloud: &TestCloud) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let edge_dir = cloud.dir.path().join("edge");
-    std::fs::create_dir_all(&edge_dir)?;
-    let token = cloud.pki.issue_token(unix_now())?.to_string();
-    let config = write_config(
-        &edge_dir,
-        &cloud.ws.to_string(),
-        &cloud.https.to_string(),
-        &token,
-    )?;
-    Ok((config, edge_dir.join("edgecore.db")))
-}
-
-fn write_config(dir: &Path, ws: &str, https: &str, token: &str) -> Result<std::path::PathBuf> {
-    let yaml = format!(
-        "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase:\n  dataSource: {db}\nmodules:\n  edgeHub:\n    heartbeat: 1\n    messageQPS: 100000\n    messageBurst: 100000\n    token: {token}\n    httpServer: https://{https}\n    tlsCaFile: {d}/ca/rootCA.crt\n    tlsCertFile: {d}/certs/server.crt\n    tlsPrivateKeyFile: {d}/certs/server.key\n    websocket:\n      server: {ws}\n  edged:\n    hostnameOverride: edge-1\n",
-        db = dir.join("edgecore.db").display(),
-        d = dir.display(),
-    );
-    let path = dir.join("edgecore.yaml");
-    std::fs::write(&path, yaml)?;
-    Ok(path)
-}
 
 /// An edgecore process, killed when dropped (a failed test never leaves one behind).
 struct Edgecore(Child);
@@ -96,19 +18,6 @@ impl Drop for Edgecore {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Edgecore {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Edgecore {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
     }
 }
 
@@ -123,24 +32,6 @@ fn spawn(config: &Path) -> Result<Edgecore> {
     ))
 }
 
-fn pod(i: usize) -> Message {
-    let content = Content::json(&serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("p{i}"), "namespace": "default", "uid": format!("u{i}"), "resourceVersion": "1"}
-    }))
-    .unwrap_or_default();
-    Message::new(
-        Route::new(
-            "edgecontroller",
-            "resource",
-            "insert",
-            format!("default/pod/p{i}"),
-        ),
-        content,
-    )
-    .with_resource_version("1")
-}
-
 fn rows(db: &Path) -> Result<usize> {
     let conn = rusqlite::Connection::open(db)?;
     Ok(
@@ -150,41 +41,41 @@ fn rows(db: &Path) -> Result<usize> {
     )
 }
 
+fn p(i: usize, op: &str) -> kubeedge_proto::Message {
+    pod(&format!("p{i}"), &format!("u{i}"), op, 0)
+}
+
+const LIMIT: Duration = Duration::from_secs(30);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acked_push_and_sigterm_is_clean() -> Result<()> {
     let mut cfg = HubConfig::default();
     cfg.keepalive_interval = Duration::from_secs(3);
     cfg.outbox.resend_after = Duration::from_millis(300);
     cfg.outbox.capacity = 2000;
-    let cloud = start_cloud(cfg).await?;
+    let cloud = TestCloud::start(cfg).await?;
     let (hub, down) = (cloud.hub.clone(), cloud.down.clone());
-    let (config, db) = edge_config(&cloud)?;
+    let (config, db) = cloud.edge_config()?;
 
     let mut child = spawn(&config)?;
-    eventually("edgecore joins", Duration::from_secs(30), || {
-        hub.connected() == 1
-    })
-    .await?;
+    wait_until("edgecore joins", LIMIT, || hub.connected() == 1).await?;
 
     const N: usize = 1000;
     let d = down.clone();
     let producer = tokio::spawn(async move {
         for i in 0..N {
-            d.send("edge-1", pod(i)).await?;
+            d.send("edge-1", p(i, "insert")).await?;
         }
         anyhow::Ok(())
     });
     // Kill -9 halfway through.
-    eventually("half acked", Duration::from_secs(30), || {
+    wait_until("half acked", LIMIT, || {
         producer.is_finished() && down.queued("edge-1") <= N / 2
     })
     .await?;
-    child.kill()?;
-    child.wait()?;
-    eventually("session gone", Duration::from_secs(10), || {
-        hub.connected() == 0
-    })
-    .await?;
+    child.0.kill()?;
+    child.0.wait()?;
+    wait_until("session gone", LIMIT, || hub.connected() == 0).await?;
     let unacked = down.queued("edge-1");
     let acked = N - unacked;
     let stored = rows(&db)?;
@@ -199,24 +90,20 @@ async fn kill_9_loses_no_acked_push_and_sigterm_is_clean() -> Result<()> {
 
     // Restart: the cloud redelivers every unacked push.
     let mut child = spawn(&config)?;
-    eventually("all acked after restart", Duration::from_secs(60), || {
+    wait_until("all acked after restart", Duration::from_secs(60), || {
         down.queued("edge-1") == 0
     })
     .await?;
     assert_eq!(rows(&db)?, N);
 
-    // SIGTERM: a clean exit.
-    let pid = child.id().to_string();
-    // The shell builtin: no procps needed.
+    // SIGTERM (the shell's builtin kill: no procps needed): a clean exit.
+    let pid = child.0.id();
     Command::new("sh")
         .args(["-c", &format!("kill -TERM {pid}")])
         .status()?;
-    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    let status = tokio::task::spawn_blocking(move || child.0.wait()).await??;
     assert!(status.success(), "{status}");
-    eventually("websocket closed", Duration::from_secs(10), || {
-        hub.connected() == 0
-    })
-    .await?;
+    wait_until("websocket closed", LIMIT, || hub.connected() == 0).await?;
     Ok(())
 }
 
@@ -238,7 +125,8 @@ async fn default_and_min_config_print_and_parse() -> Result<()> {
 async fn starts_offline_with_its_stored_pods() -> Result<()> {
     // No cloud at all: edgecore starts, opens its store and keeps running.
     let dir = tempfile::tempdir()?;
-    let store = kubeedge_edge::meta::SqliteStore::open(&dir.path().join("edgecore.db"))?.0;
+    let db_path = dir.path().join("edgecore.db");
+    let store = kubeedge_edge::meta::SqliteStore::open(&db_path)?.0;
     let db = kubeedge_edge::meta::MetaDb::spawn(store);
     db.apply(vec![kubeedge_edge::meta::MetaOp::Upsert(
         kubeedge_edge::meta::MetaRecord {
@@ -249,27 +137,25 @@ async fn starts_offline_with_its_stored_pods() -> Result<()> {
     )])
     .await?;
     drop(db);
-    let closed = TcpListener::bind("127.0.0.1:0").await?.local_addr()?; // nothing listens after drop
-    let token = format!("{}.a.b.c", "0".repeat(64));
-    let config = write_config(dir.path(), &closed.to_string(), &closed.to_string(), &token)?;
-    let mut cfg =
-        kubeedge_edge::config::EdgeCoreConfig::from_yaml(&std::fs::read_to_string(&config)?)?;
+    // An address nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?
+        .to_string();
+    let mut cfg = kubeedge_edge::config::EdgeCoreConfig::default();
+    cfg.database.data_source = db_path;
+    cfg.modules.edge_hub.token = format!("{}.a.b.c", "0".repeat(64));
+    cfg.modules.edge_hub.http_server = format!("https://{closed}");
+    cfg.modules.edge_hub.websocket.server = closed;
+    cfg.modules.edge_hub.tls_ca_file = dir.path().join("ca.crt");
+    cfg.modules.edge_hub.tls_cert_file = dir.path().join("server.crt");
+    cfg.modules.edge_hub.tls_private_key_file = dir.path().join("server.key");
     cfg.modules.edge_hub.rotate_certificates = false;
     let running = kubeedge_edge::start(cfg).await?;
     assert_eq!(running.stored_pods, 1);
     assert!(running.db.get("default/pod/p").await?.is_some());
     running.shutdown(Duration::from_secs(5)).await;
     Ok(())
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The short form of the soak (`edge-bench --soak 30` runs the 30-minute one): pods created
@@ -279,29 +165,21 @@ fn rss_kb(pid: u32) -> u64 {
 async fn churn_keeps_rss_flat() -> Result<()> {
     let mut cfg = HubConfig::default();
     cfg.outbox.capacity = 10_000;
-    let cloud = start_cloud(cfg).await?;
+    let cloud = TestCloud::start(cfg).await?;
     let (hub, down) = (cloud.hub.clone(), cloud.down.clone());
-    let (config, db) = edge_config(&cloud)?;
+    let (config, db) = cloud.edge_config()?;
     let child = spawn(&config)?;
-    let pid = child.id();
-    eventually("joins", Duration::from_secs(30), || hub.connected() == 1).await?;
-    let churn = |i: usize, op: &str| {
-        let mut m = pod(i);
-        m.route.operation = Some(op.into());
-        m
-    };
+    let pid = child.0.id();
+    wait_until("joins", LIMIT, || hub.connected() == 1).await?;
     let mut after_warmup = 0;
     for round in 0..40 {
         for i in 0..200 {
-            down.send("edge-1", churn(i, "insert")).await?;
+            down.send("edge-1", p(i, "insert")).await?;
         }
         for i in 0..200 {
-            down.send("edge-1", churn(i, "delete")).await?;
+            down.send("edge-1", p(i, "delete")).await?;
         }
-        eventually("round acked", Duration::from_secs(30), || {
-            down.queued("edge-1") == 0
-        })
-        .await?;
+        wait_until("round acked", LIMIT, || down.queued("edge-1") == 0).await?;
         if round == 14 {
             after_warmup = rss_kb(pid);
         }
