@@ -4,13 +4,26 @@
 //! implementation is [`SqliteStore`]). It serves in-process (`kube::Client::new(service, ..)`)
 //! or over HTTPS with bearer-token and client-certificate authentication ([`serve`]).
 //!
-//! Non-goals: controllers (deployments create no pods here), admission webhooks, aggregated
-//! API servers, protobuf encoding.
+//! Non-goals: controllers (a Deployment creates no pods here), admission webhooks, aggregated
+//! API servers, protobuf encoding, server-side field validation against schemas.
 
+mod body;
+mod discovery;
 mod error;
+mod objects;
+mod patch;
+mod registry;
+mod selector;
+mod serve;
+mod service;
 mod store;
+mod table;
+mod time;
 
+pub use body::ResponseBody;
 pub use error::{Error, Result, StoreError};
+pub use serve::{serve, write_kubeconfig, AuthConfig, ClientCert, Pki, UserInfo};
+pub use service::{ApiConfig, ApiService};
 pub use store::{
     Event, EventType, ListPage, ObjectKey, Scope, SqliteConfig, SqliteStore, Store, Stored,
     Subscription, WriteOp,

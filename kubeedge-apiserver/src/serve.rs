@@ -1,0 +1,316 @@
+//! Serving over HTTPS: a generated CA and serving certificate, authentication by bearer token
+//! or client certificate (CN = user, O = groups), and an admin kubeconfig.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::rustls::{
+    self,
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+};
+use tower::ServiceExt as _;
+
+use crate::body::ResponseBody;
+use crate::error::Error;
+use crate::service::{ApiError, ApiService};
+use crate::store::Store;
+
+/// Who made a request, as established by authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user name (certificate CN, or the name bound to a token).
+    pub name: String,
+    /// The groups (certificate O fields, or those bound to a token).
+    pub groups: Vec<String>,
+}
+
+/// A certificate authority with a serving certificate it signed; it also issues client
+/// certificates.
+pub struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+    server_cert: CertificateDer<'static>,
+    server_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki").finish_non_exhaustive()
+    }
+}
+
+/// A client certificate and key, PEM encoded.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (PKCS#8).
+    pub key_pem: String,
+}
+
+impl Pki {
+    /// Generates a CA and a serving certificate valid for `hosts` (DNS names or IP addresses)
+    /// plus `localhost` and `127.0.0.1`.
+    pub fn generate(hosts: &[String]) -> Result<Self, Error> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "kubeedge-rs-ca");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        names.extend(hosts.iter().cloned());
+        let mut params = CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca)?;
+        Ok(Self {
+            server_cert: cert.der().clone(),
+            server_key: key.serialize_der(),
+            ca,
+        })
+    }
+
+    /// The CA certificate, PEM encoded.
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// Issues a client certificate for `user` in `groups`.
+    pub fn issue_client_cert(&self, user: &str, groups: &[&str]) -> Result<ClientCert, Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        for g in groups {
+            params.distinguished_name.push(DnType::OrganizationName, *g);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.ca)?;
+        Ok(ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A rustls server configuration (ring provider) that presents the serving certificate and
+    /// asks for, but does not require, a client certificate signed by this CA.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .allow_unauthenticated()
+        .build()?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.server_cert.clone()], key)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// Writes a kubeconfig for `server` that trusts `ca_pem` and authenticates with a client
+/// certificate and, when given, a bearer token.
+pub fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    client: Option<&ClientCert>,
+    token: Option<&str>,
+) -> Result<(), Error> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut user = serde_json::Map::new();
+    if let Some(c) = client {
+        user.insert("client-certificate-data".into(), b64(&c.cert_pem).into());
+        user.insert("client-key-data".into(), b64(&c.key_pem).into());
+    }
+    if let Some(t) = token {
+        user.insert("token".into(), t.into());
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kubeedge-rs", "preferences": {},
+        "clusters": [{"name": "kubeedge-rs", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": "admin", "user": user}],
+        "contexts": [{"name": "kubeedge-rs", "context": {"cluster": "kubeedge-rs", "user": "admin", "namespace": "default"}}],
+    });
+    let text = serde_yaml::to_string(&doc).map_err(Error::Kubeconfig)?;
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        what: format!("write kubeconfig {}", path.display()),
+        source,
+    })
+}
+
+/// Authentication settings for [`serve`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// Bearer tokens and the users they stand for.
+    pub tokens: HashMap<String, UserInfo>,
+}
+
+impl AuthConfig {
+    /// Adds a bearer token.
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>, user: &str, groups: &[&str]) -> Self {
+        self.tokens.insert(
+            token.into(),
+            UserInfo {
+                name: user.into(),
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            },
+        );
+        self
+    }
+}
+
+fn cert_identity(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())?
+        .to_owned();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect();
+    Some(UserInfo { name, groups })
+}
+
+fn authenticate<B>(
+    auth: &AuthConfig,
+    cert_user: Option<&UserInfo>,
+    req: &Request<B>,
+) -> Result<UserInfo, ApiError> {
+    let path = req.uri().path();
+    if let Some(u) = cert_user {
+        return Ok(u.clone());
+    }
+    if let Some(h) = req.headers().get(http::header::AUTHORIZATION) {
+        let token = h
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        return auth
+            .tokens
+            .get(token)
+            .cloned()
+            .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"));
+    }
+    if matches!(path, "/healthz" | "/livez" | "/readyz" | "/version") {
+        return Ok(UserInfo {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        });
+    }
+    Err(ApiError::new(401, "Unauthorized", "Unauthorized"))
+}
+
+/// Serves `service` over HTTPS on `listener` until `shutdown` resolves. Every connection task
+/// is owned by this future and is aborted when it returns.
+pub async fn serve<S: Store>(
+    listener: TcpListener,
+    service: ApiService<S>,
+    tls: Arc<rustls::ServerConfig>,
+    auth: AuthConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let auth = Arc::new(auth);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        let auth = Arc::clone(&auth);
+        conns.spawn(serve_conn(stream, peer, acceptor, service, auth));
+    }
+    conns.shutdown().await;
+    Ok(())
+}
+
+async fn serve_conn<S: Store>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    service: ApiService<S>,
+    auth: Arc<AuthConfig>,
+) {
+    let _ = stream.set_nodelay(true);
+    let tls = match acceptor.accept(stream).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "tls handshake failed");
+            return;
+        }
+    };
+    let cert_user = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| cert_identity(c));
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let service = service.clone();
+        let auth = Arc::clone(&auth);
+        let cert_user = cert_user.clone();
+        async move {
+            let resp: Response<ResponseBody> = match authenticate(&auth, cert_user.as_ref(), &req) {
+                Ok(user) => {
+                    let mut req = req;
+                    req.extensions_mut().insert(user);
+                    match service.oneshot(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    }
+                }
+                Err(e) => e.into_response(),
+            };
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), svc)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection closed with an error");
+    }
+}

@@ -1,0 +1,2022 @@
+//! [`ApiService`]: the Kubernetes REST protocol as a `tower::Service<http::Request<B>>`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::body::{ResponseBody, WatchSource};
+use crate::error::{Error, StoreError};
+use crate::objects::{self, Cause};
+use crate::registry::{self, Registry, ResourceDef};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{Event, EventType, ObjectKey, Scope, Store, Stored, WriteOp};
+use crate::{discovery, patch, table, time};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Settings of the REST layer.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// The range ClusterIPs are allocated from, as `a.b.c.d/prefix`.
+    pub service_cidr: String,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How often a watch that asked for bookmarks receives one.
+    pub bookmark_interval: Duration,
+    /// The `gitVersion` reported by `/version`.
+    pub git_version: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            service_cidr: "10.96.0.0/12".into(),
+            max_body_bytes: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(30),
+            git_version: "v1.33.0-kubeedge-rs".into(),
+        }
+    }
+}
+
+struct Inner<S> {
+    store: S,
+    registry: Registry,
+    config: ApiConfig,
+    watches: Arc<AtomicUsize>,
+    service_ips: tokio::sync::Mutex<()>,
+}
+
+/// The Kubernetes REST API over a [`Store`]. Cheap to clone.
+///
+/// `poll_ready` is always ready: each request runs in its own future, and writes wait on the
+/// store's bounded queue inside that future.
+pub struct ApiService<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for ApiService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for ApiService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiService")
+            .field("watches", &self.inner.watches.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<S: Store> ApiService<S> {
+    /// Builds the service: creates the default namespaces if missing and serves every stored
+    /// CustomResourceDefinition.
+    pub async fn new(store: S, config: ApiConfig) -> Result<Self, Error> {
+        let svc = Self {
+            inner: Arc::new(Inner {
+                store,
+                registry: Registry::new(),
+                config,
+                watches: Arc::new(AtomicUsize::new(0)),
+                service_ips: tokio::sync::Mutex::new(()),
+            }),
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let key = ObjectKey::new("core/namespaces", "", ns);
+            if svc.inner.store.get(key.clone()).await?.is_none() {
+                let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                    "name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": time::now()}});
+                if let Some(def) = svc.inner.registry.find("", "v1", "namespaces") {
+                    objects::default(&def, &mut obj);
+                }
+                match svc
+                    .inner
+                    .store
+                    .write(WriteOp::Create { key, value: obj })
+                    .await
+                {
+                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let crds = svc
+            .inner
+            .store
+            .list(
+                Scope {
+                    resource: "apiextensions.k8s.io/customresourcedefinitions".into(),
+                    namespace: None,
+                },
+                None,
+                None,
+            )
+            .await?;
+        for crd in crds.items {
+            let v = crd.value()?;
+            svc.inner
+                .registry
+                .set_custom(&crd.key.name, registry::from_crd(&v));
+        }
+        Ok(svc)
+    }
+
+    /// The number of open watch streams (they are released when a client goes away).
+    pub fn active_watches(&self) -> usize {
+        self.inner.watches.load(Ordering::SeqCst)
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for ApiService<S>
+where
+    S: Store,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<
+        Box<dyn Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_owned();
+            let resp = match handle(inner, req).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+            tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+            Ok(resp)
+        })
+    }
+}
+
+// === errors ===
+
+/// A failure rendered as a `metav1.Status`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    code: u16,
+    reason: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    fn not_found_path() -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
+    fn details(mut self, d: Value) -> Self {
+        self.details = Some(d);
+        self
+    }
+
+    fn invalid(def: &ResourceDef, name: &str, causes: &[Cause]) -> Self {
+        let msg = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {msg}", def.kind),
+        )
+        .details(json!({
+            "name": name, "group": def.group, "kind": def.kind,
+            "causes": causes.iter().map(|c| json!({"reason": c.kind, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+        }))
+    }
+
+    fn store(def: &ResourceDef, name: &str, e: StoreError) -> Self {
+        let what = if def.group.is_empty() {
+            def.plural.clone()
+        } else {
+            format!("{}.{}", def.plural, def.group)
+        };
+        let d = json!({"name": name, "group": def.group, "kind": def.plural});
+        match e {
+            StoreError::NotFound(_) => {
+                Self::new(404, "NotFound", format!("{what} \"{name}\" not found")).details(d)
+            }
+            StoreError::AlreadyExists(_) => {
+                Self::new(409, "AlreadyExists", format!("{what} \"{name}\" already exists")).details(d)
+            }
+            StoreError::Conflict { .. } => Self::new(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            )
+            .details(d),
+            StoreError::Gone { requested, .. } => Self::new(
+                410,
+                "Expired",
+                format!("too old resource version: {requested}"),
+            ),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                Self::new(500, "InternalError", format!("storage failure: {other}"))
+            }
+        }
+    }
+
+    pub(crate) fn status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
+        json_response(self.code, &self.status())
+    }
+}
+
+fn store_internal(e: StoreError) -> ApiError {
+    ApiError::new(500, "InternalError", format!("storage failure: {e}"))
+}
+
+pub(crate) fn json_response(code: u16, v: &Value) -> Response<ResponseBody> {
+    bytes_response(
+        code,
+        Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        "application/json",
+    )
+}
+
+fn bytes_response(code: u16, b: Bytes, ctype: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(b));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = header::HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+// === routing ===
+
+struct Target {
+    def: Arc<ResourceDef>,
+    version: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+struct Ctx {
+    query: HashMap<String, String>,
+    table: bool,
+    include: String,
+    content_type: String,
+}
+
+impl Ctx {
+    fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.q(k), Some("true" | "1"))
+    }
+    fn dry_run(&self) -> bool {
+        self.q("dryRun") == Some("All")
+    }
+}
+
+type Res = Result<Response<ResponseBody>, ApiError>;
+
+async fn handle<S, B>(inner: Arc<Inner<S>>, req: Request<B>) -> Res
+where
+    S: Store,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let ctx = Ctx {
+        table: accept.contains("as=Table"),
+        include: query
+            .get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".into()),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned(),
+        query,
+    };
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > inner.config.max_body_bytes {
+            return Err(too_large());
+        }
+    }
+    let reg = &inner.registry;
+    let target = match segs.as_slice() {
+        [] => return Ok(json_response(200, &discovery::root_paths(reg))),
+        ["version"] => {
+            return Ok(json_response(
+                200,
+                &discovery::version(&inner.config.git_version),
+            ))
+        }
+        ["healthz" | "readyz" | "livez", ..] => {
+            return Ok(bytes_response(200, Bytes::from_static(b"ok"), "text/plain"))
+        }
+        ["openapi", "v2"] => return Ok(discovery::openapi_v2(&accept)),
+        ["openapi", "v3"] => return Ok(json_response(200, &discovery::openapi_v3_root(reg))),
+        ["openapi", "v3", rest @ ..] => {
+            return discovery::openapi_v3_gv(reg, &rest.join("/"))
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::not_found_path)
+        }
+        ["api"] => return Ok(json_response(200, &discovery::api_versions())),
+        ["api", "v1"] => return Ok(json_response(200, &discovery::resource_list(reg, "", "v1"))),
+        ["apis"] => return Ok(json_response(200, &discovery::group_list(reg))),
+        ["apis", g] => {
+            return discovery::group(reg, g)
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::not_found_path)
+        }
+        ["apis", g, v] => {
+            if !reg
+                .group_versions()
+                .iter()
+                .any(|(gg, vs)| gg == g && vs.iter().any(|x| x == v))
+            {
+                return Err(ApiError::not_found_path());
+            }
+            return Ok(json_response(200, &discovery::resource_list(reg, g, v)));
+        }
+        ["api", "v1", rest @ ..] => resolve(reg, "", "v1", rest)?,
+        ["apis", g, v, rest @ ..] => resolve(reg, g, v, rest)?,
+        _ => return Err(ApiError::not_found_path()),
+    };
+    let limit = inner.config.max_body_bytes;
+    let read = || async move {
+        match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    Err(too_large())
+                } else {
+                    Err(ApiError::bad_request(format!(
+                        "cannot read request body: {e}"
+                    )))
+                }
+            }
+        }
+    };
+    let m = parts.method;
+    match (&m, &target.name, target.sub.as_deref()) {
+        (&Method::GET, None, _) if ctx.flag("watch") => watch(&inner, &target, &ctx),
+        (&Method::GET, None, _) => list(&inner, &target, &ctx).await,
+        (&Method::GET, Some(_), sub) => get(&inner, &target, &ctx, sub).await,
+        (&Method::POST, None, _) => {
+            let b = read().await?;
+            create(&inner, &target, &ctx, &b).await
+        }
+        (&Method::PUT, Some(_), _) => {
+            let b = read().await?;
+            update(&inner, &target, &ctx, &b).await
+        }
+        (&Method::PATCH, Some(_), _) => {
+            let b = read().await?;
+            patch_object(&inner, &target, &ctx, &b).await
+        }
+        (&Method::DELETE, Some(_), None) => {
+            let b = read().await?;
+            delete(&inner, &target, &ctx, &b).await
+        }
+        (&Method::DELETE, None, None) => {
+            let b = read().await?;
+            delete_collection(&inner, &target, &ctx, &b).await
+        }
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {m}"),
+        )),
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        "the request body is too large",
+    )
+}
+
+fn resolve(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r, ..] if !(rest.len() == 3 && matches!(*r, "status" | "finalize")) => {
+            (Some((*ns).to_owned()), &rest[2..])
+        }
+        _ => (None, rest),
+    };
+    let (plural, name, sub) = match rest {
+        [p] => (*p, None, None),
+        [p, n] => (*p, Some((*n).to_owned()), None),
+        [p, n, s] => (*p, Some((*n).to_owned()), Some((*s).to_owned())),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    let def = reg
+        .find(group, version, plural)
+        .ok_or_else(ApiError::not_found_path)?;
+    if namespace.is_some() && !def.namespaced {
+        return Err(ApiError::not_found_path());
+    }
+    if def.namespaced && namespace.is_none() && name.is_some() {
+        return Err(ApiError::not_found_path());
+    }
+    match sub.as_deref() {
+        None => {}
+        Some("status") if def.status => {}
+        Some("scale") if def.scale.is_some() => {}
+        Some("finalize") if def.kind == "Namespace" => {}
+        Some(_) => return Err(ApiError::not_found_path()),
+    }
+    Ok(Target {
+        def,
+        version: version.to_owned(),
+        namespace,
+        name,
+        sub,
+    })
+}
+
+fn key_of(t: &Target, name: &str) -> ObjectKey {
+    ObjectKey::new(
+        t.def.store_resource(),
+        t.namespace.clone().unwrap_or_default(),
+        name,
+    )
+}
+
+fn target_name(t: &Target) -> &str {
+    t.name.as_deref().unwrap_or_default()
+}
+
+/// Sets `apiVersion` to the requested version (CRDs with several versions share one storage).
+fn present(t: &Target, mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "apiVersion".into(),
+            Value::String(t.def.api_version(&t.version)),
+        );
+        m.insert("kind".into(), Value::String(t.def.kind.clone()));
+    }
+    v
+}
+
+fn render(t: &Target, ctx: &Ctx, code: u16, v: Value) -> Response<ResponseBody> {
+    let v = present(t, v);
+    if ctx.table {
+        let rv = v
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        return json_response(code, &table::table(&t.def, &[v], &ctx.include, rv, None));
+    }
+    json_response(code, &v)
+}
+
+fn parse_body(ctx: &Ctx, b: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = if ctx.content_type.contains("yaml") {
+        serde_yaml::from_slice(b)
+            .map_err(|e| ApiError::bad_request(format!("invalid yaml body: {e}")))?
+    } else {
+        serde_json::from_slice(b)
+            .map_err(|e| ApiError::bad_request(format!("invalid json body: {e}")))?
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a json object",
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_rv(s: &str) -> Result<u64, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version {s:?}")))
+}
+
+fn meta_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get("metadata")
+        .and_then(|m| m.get(k))
+        .and_then(Value::as_str)
+}
+
+fn set_meta(v: &mut Value, k: &str, x: Value) {
+    if let Some(m) = v.as_object_mut() {
+        if !m.get("metadata").is_some_and(Value::is_object) {
+            m.insert("metadata".into(), json!({}));
+        }
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            if x.is_null() {
+                meta.remove(k);
+            } else {
+                meta.insert(k.into(), x);
+            }
+        }
+    }
+}
+
+// === read verbs ===
+
+async fn get<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, sub: Option<&str>) -> Res {
+    let name = target_name(t);
+    let stored = inner
+        .store
+        .get(key_of(t, name))
+        .await
+        .map_err(store_internal)?
+        .ok_or_else(|| ApiError::store(&t.def, name, StoreError::NotFound(key_of(t, name))))?;
+    let v = stored.value().map_err(store_internal)?;
+    if sub == Some("scale") {
+        return Ok(json_response(200, &scale_of(t, &v)));
+    }
+    Ok(render(t, ctx, 200, v))
+}
+
+struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn from(ctx: &Ctx) -> Result<Self, ApiError> {
+        Ok(Self {
+            labels: LabelSelector::parse(ctx.q("labelSelector").unwrap_or_default())
+                .map_err(ApiError::bad_request)?,
+            fields: FieldSelector::parse(ctx.q("fieldSelector").unwrap_or_default())
+                .map_err(ApiError::bad_request)?,
+        })
+    }
+    fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+    fn matches(&self, v: &Value) -> bool {
+        self.labels.matches(v) && self.fields.matches(v)
+    }
+}
+
+fn scope_of(t: &Target) -> Scope {
+    Scope {
+        resource: t.def.store_resource(),
+        namespace: t.namespace.clone(),
+    }
+}
+
+fn encode_continue(rv: u64, after: &(String, String)) -> String {
+    let v = json!({"rv": rv, "ns": after.0, "name": after.1});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+fn decode_continue(s: &str) -> Result<(String, String), ApiError> {
+    let bad = || ApiError::bad_request("invalid continue token");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok((
+        v.get("ns")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_owned(),
+        v.get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_owned(),
+    ))
+}
+
+async fn list<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx) -> Res {
+    let filter = Filter::from(ctx)?;
+    let limit = match ctx.q("limit") {
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        )
+        .filter(|l| *l > 0),
+        None => None,
+    };
+    let after = ctx.q("continue").map(decode_continue).transpose()?;
+    let page = inner
+        .store
+        .list(scope_of(t), after, limit)
+        .await
+        .map_err(store_internal)?;
+    let cont = page
+        .more_after
+        .as_ref()
+        .map(|a| encode_continue(page.rv, a));
+    let multi_version = t.def.versions.len() > 1;
+    if !ctx.table && filter.is_empty() && !multi_version {
+        // Fast path: splice the stored JSON without re-encoding it.
+        let mut meta = json!({"resourceVersion": page.rv.to_string()});
+        if let Some(c) = &cont {
+            meta["continue"] = Value::String(c.clone());
+        }
+        let mut out = BytesMut::with_capacity(
+            page.items.iter().map(|s| s.raw.len() + 1).sum::<usize>() + 256,
+        );
+        out.extend_from_slice(
+            format!(
+                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+                t.def.kind,
+                t.def.api_version(&t.version),
+                meta
+            )
+            .as_bytes(),
+        );
+        for (i, s) in page.items.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b",");
+            }
+            out.extend_from_slice(&s.raw);
+        }
+        out.extend_from_slice(b"]}");
+        return Ok(bytes_response(200, out.freeze(), "application/json"));
+    }
+    let mut items = Vec::with_capacity(page.items.len());
+    for s in &page.items {
+        let v = s.value().map_err(store_internal)?;
+        if filter.matches(&v) {
+            items.push(present(t, v));
+        }
+    }
+    if ctx.table {
+        return Ok(json_response(
+            200,
+            &table::table(&t.def, &items, &ctx.include, page.rv, cont),
+        ));
+    }
+    let mut meta = json!({"resourceVersion": page.rv.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = Value::String(c);
+    }
+    Ok(json_response(
+        200,
+        &json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(&t.version), "metadata": meta, "items": items}),
+    ))
+}
+
+// === create ===
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn check_type(t: &Target, v: &Value) -> Result<(), ApiError> {
+    if let Some(av) = v.get("apiVersion").and_then(Value::as_str) {
+        let want = t.def.api_version(&t.version);
+        if av != want {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want})"
+            )));
+        }
+    }
+    if let Some(k) = v.get("kind").and_then(Value::as_str) {
+        if k != t.def.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                t.def.kind
+            )));
+        }
+    }
+    if let (Some(ns), Some(bns)) = (&t.namespace, meta_str(v, "namespace")) {
+        if !bns.is_empty() && bns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn create<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
+    let mut v = parse_body(ctx, body)?;
+    check_type(t, &v)?;
+    let obj = create_value(inner, t, &mut v).await?;
+    Ok(render(t, ctx, 201, obj))
+}
+
+async fn create_value<S: Store>(
+    inner: &Inner<S>,
+    t: &Target,
+    v: &mut Value,
+) -> Result<Value, ApiError> {
+    let def = &t.def;
+    let mut name = meta_str(v, "name").unwrap_or_default().to_owned();
+    if name.is_empty() {
+        match meta_str(v, "generateName").filter(|g| !g.is_empty()) {
+            Some(g) => name = format!("{g}{}", random_suffix()),
+            None => {
+                return Err(ApiError::invalid(
+                    def,
+                    "",
+                    &[Cause::required("metadata.name")],
+                ));
+            }
+        }
+    }
+    if let Some(c) = objects::validate_name(def, &name) {
+        return Err(ApiError::invalid(def, &name, &[c]));
+    }
+    if let Some(ns) = &t.namespace {
+        let nskey = ObjectKey::new("core/namespaces", "", ns.clone());
+        if inner
+            .store
+            .get(nskey)
+            .await
+            .map_err(store_internal)?
+            .is_none()
+        {
+            return Err(
+                ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
+                    .details(json!({"name": ns, "kind": "namespaces"})),
+            );
+        }
+    }
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "apiVersion".into(),
+            Value::String(def.api_version(&t.version)),
+        );
+        m.insert("kind".into(), Value::String(def.kind.clone()));
+    }
+    set_meta(v, "name", Value::String(name.clone()));
+    if let Some(ns) = &t.namespace {
+        set_meta(v, "namespace", Value::String(ns.clone()));
+    }
+    set_meta(v, "uid", Value::String(uuid::Uuid::new_v4().to_string()));
+    set_meta(v, "creationTimestamp", Value::String(time::now()));
+    for k in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+    ] {
+        set_meta(v, k, Value::Null);
+    }
+    if def.has_generation() {
+        set_meta(v, "generation", json!(1));
+    }
+    objects::default(def, v);
+    let causes = objects::validate(def, v);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(def, &name, &causes));
+    }
+    let _ip_guard = if def.kind == "Service" {
+        let guard = inner.service_ips.lock().await;
+        allocate_cluster_ip(inner, v).await?;
+        Some(guard)
+    } else {
+        None
+    };
+    let key = key_of(t, &name);
+    let ev = inner
+        .store
+        .write(WriteOp::Create {
+            key,
+            value: v.clone(),
+        })
+        .await
+        .map_err(|e| ApiError::store(def, &name, e))?;
+    let out = ev.object.value().map_err(store_internal)?;
+    if def.kind == "CustomResourceDefinition" {
+        inner.registry.set_custom(&name, registry::from_crd(&out));
+    }
+    Ok(out)
+}
+
+fn parse_cidr(s: &str) -> Option<(u32, u32)> {
+    let (ip, prefix) = s.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok()?;
+    if prefix > 30 {
+        return None;
+    }
+    let size = 1u32 << (32 - prefix);
+    Some((u32::from(ip) & !(size - 1), size))
+}
+
+async fn allocate_cluster_ip<S: Store>(inner: &Inner<S>, v: &mut Value) -> Result<(), ApiError> {
+    let ty = v
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    if ty == "ExternalName" {
+        return Ok(());
+    }
+    let requested = v
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if requested == "None" {
+        if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("clusterIPs".into(), json!(["None"]));
+        }
+        return Ok(());
+    }
+    let (base, size) = parse_cidr(&inner.config.service_cidr)
+        .ok_or_else(|| ApiError::new(500, "InternalError", "invalid service cidr"))?;
+    let all = inner
+        .store
+        .list(
+            Scope {
+                resource: "core/services".into(),
+                namespace: None,
+            },
+            None,
+            None,
+        )
+        .await
+        .map_err(store_internal)?;
+    let mut used = HashSet::new();
+    for s in &all.items {
+        if let Ok(sv) = s.value() {
+            if let Some(ip) = sv.pointer("/spec/clusterIP").and_then(Value::as_str) {
+                used.insert(ip.to_owned());
+            }
+        }
+    }
+    let ip = if requested.is_empty() {
+        let mut found = None;
+        // .0 is the network and .1 is kept for the `kubernetes` service, as upstream does.
+        for off in 10..size.saturating_sub(1) {
+            let cand = Ipv4Addr::from(base + off).to_string();
+            if !used.contains(&cand) {
+                found = Some(cand);
+                break;
+            }
+        }
+        found.ok_or_else(|| {
+            ApiError::new(500, "InternalError", "the service cluster ip range is full")
+        })?
+    } else {
+        let ok = requested
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(u32::from)
+            .is_some_and(|ip| ip >= base && ip < base.saturating_add(size));
+        if !ok {
+            return Err(ApiError::new(422, "Invalid", format!("Service is invalid: spec.clusterIP: Invalid value: \"{requested}\": provided IP is not in the valid range. The range of valid IPs is {}", inner.config.service_cidr)));
+        }
+        if used.contains(&requested) {
+            return Err(ApiError::new(422, "Invalid", format!("Service is invalid: spec.clusterIP: Invalid value: \"{requested}\": provided IP is already allocated")));
+        }
+        requested
+    };
+    if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("clusterIP".into(), Value::String(ip.clone()));
+        spec.insert("clusterIPs".into(), json!([ip]));
+    }
+    Ok(())
+}
+
+// === update and patch ===
+
+/// Merges a new object over the stored one the way the API server does for updates.
+fn prepare_update(t: &Target, old: &Value, new: Value) -> Value {
+    let def = &t.def;
+    let mut new = match t.sub.as_deref() {
+        Some("status") => {
+            let mut merged = old.clone();
+            if let Some(m) = merged.as_object_mut() {
+                match new.get("status") {
+                    Some(s) => m.insert("status".into(), s.clone()),
+                    None => m.remove("status"),
+                };
+            }
+            merged
+        }
+        _ => {
+            let mut n = new;
+            if def.status {
+                if let Some(m) = n.as_object_mut() {
+                    match old.get("status") {
+                        Some(s) => m.insert("status".into(), s.clone()),
+                        None => m.remove("status"),
+                    };
+                }
+            }
+            n
+        }
+    };
+    if let Some(m) = new.as_object_mut() {
+        m.insert(
+            "apiVersion".into(),
+            Value::String(def.api_version(&t.version)),
+        );
+        m.insert("kind".into(), Value::String(def.kind.clone()));
+    }
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "name",
+        "namespace",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        set_meta(
+            &mut new,
+            k,
+            old.pointer(&format!("/metadata/{k}"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
+    }
+    if def.kind == "Service" {
+        for k in ["clusterIP", "clusterIPs"] {
+            if new.pointer(&format!("/spec/{k}")).is_none() {
+                if let (Some(old_v), Some(spec)) = (
+                    old.pointer(&format!("/spec/{k}")).cloned(),
+                    new.get_mut("spec").and_then(Value::as_object_mut),
+                ) {
+                    spec.insert(k.into(), old_v);
+                }
+            }
+        }
+    }
+    if def.has_generation() {
+        let gen = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let gen = if objects::spec_changed(old, &new) {
+            gen + 1
+        } else {
+            gen
+        };
+        set_meta(&mut new, "generation", json!(gen));
+    }
+    new
+}
+
+/// The outcome of one read-modify-write attempt.
+enum Attempt {
+    Done(Value),
+    Retry,
+}
+
+async fn write_update<S: Store>(
+    inner: &Inner<S>,
+    t: &Target,
+    old: &Stored,
+    new: Value,
+    user_rv: Option<u64>,
+    dry_run: bool,
+) -> Result<Attempt, ApiError> {
+    let def = &t.def;
+    let name = target_name(t);
+    let oldv = old.value().map_err(store_internal)?;
+    if let Some(rv) = user_rv {
+        if rv != old.rv {
+            return Err(ApiError::store(
+                def,
+                name,
+                StoreError::Conflict {
+                    key: old.key.clone(),
+                    expected: rv,
+                    actual: old.rv,
+                },
+            ));
+        }
+    }
+    let new = prepare_update(t, &oldv, new);
+    let causes = objects::validate(def, &new);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(def, name, &causes));
+    }
+    if def.kind == "CustomResourceDefinition" && t.sub.is_none() {
+        // Re-derive status conditions for the new spec.
+        let mut n = new.clone();
+        objects::default(def, &mut n);
+        return finish_update(inner, t, old, n, dry_run).await;
+    }
+    finish_update(inner, t, old, new, dry_run).await
+}
+
+async fn finish_update<S: Store>(
+    inner: &Inner<S>,
+    t: &Target,
+    old: &Stored,
+    new: Value,
+    dry_run: bool,
+) -> Result<Attempt, ApiError> {
+    let name = target_name(t);
+    if dry_run {
+        return Ok(Attempt::Done(new));
+    }
+    // The last finalizer of an object being deleted is gone: the deletion completes.
+    let finalizers_empty = new
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if new.pointer("/metadata/deletionTimestamp").is_some()
+        && finalizers_empty
+        && t.def.kind != "Pod"
+    {
+        match inner
+            .store
+            .write(WriteOp::Delete {
+                key: old.key.clone(),
+                expected_rv: Some(old.rv),
+            })
+            .await
+        {
+            Ok(ev) => return Ok(Attempt::Done(ev.object.value().map_err(store_internal)?)),
+            Err(StoreError::Conflict { .. }) => return Ok(Attempt::Retry),
+            Err(e) => return Err(ApiError::store(&t.def, name, e)),
+        }
+    }
+    match inner
+        .store
+        .write(WriteOp::Update {
+            key: old.key.clone(),
+            value: new,
+            expected_rv: Some(old.rv),
+        })
+        .await
+    {
+        Ok(ev) => {
+            let v = ev.object.value().map_err(store_internal)?;
+            if t.def.kind == "CustomResourceDefinition" {
+                inner.registry.set_custom(name, registry::from_crd(&v));
+            }
+            Ok(Attempt::Done(v))
+        }
+        Err(StoreError::Conflict { .. }) => Ok(Attempt::Retry),
+        Err(e) => Err(ApiError::store(&t.def, name, e)),
+    }
+}
+
+async fn load<S: Store>(inner: &Inner<S>, t: &Target) -> Result<Stored, ApiError> {
+    let name = target_name(t);
+    let key = key_of(t, name);
+    inner
+        .store
+        .get(key.clone())
+        .await
+        .map_err(store_internal)?
+        .ok_or_else(|| ApiError::store(&t.def, name, StoreError::NotFound(key)))
+}
+
+async fn update<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
+    let name = target_name(t);
+    let v = parse_body(ctx, body)?;
+    if t.sub.as_deref() == Some("scale") {
+        return scale_update(inner, t, ctx, |_| Ok(v.clone())).await;
+    }
+    check_type(t, &v)?;
+    if let Some(n) = meta_str(&v, "name") {
+        if n != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let user_rv = meta_str(&v, "resourceVersion")
+        .filter(|s| !s.is_empty())
+        .map(parse_rv)
+        .transpose()?;
+    for _ in 0..16 {
+        let old = load(inner, t).await?;
+        if let Attempt::Done(out) =
+            write_update(inner, t, &old, v.clone(), user_rv, ctx.dry_run()).await?
+        {
+            return Ok(render(t, ctx, 200, out));
+        }
+        if user_rv.is_some() {
+            break;
+        }
+    }
+    Err(ApiError::store(
+        &t.def,
+        name,
+        StoreError::Conflict {
+            key: key_of(t, name),
+            expected: 0,
+            actual: 0,
+        },
+    ))
+}
+
+fn apply_patch(t: &Target, ctx: &Ctx, current: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = ctx
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    match ct {
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid json patch: {e}")))?;
+            let mut out = current.clone();
+            json_patch::patch(&mut out, &p).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the json patch could not be applied: {e}"),
+                )
+            })?;
+            Ok(out)
+        }
+        "application/merge-patch+json"
+        | "application/apply-patch+yaml"
+        | "application/apply-patch+json" => {
+            let p = parse_body(ctx, body)?;
+            let mut out = current.clone();
+            json_patch::merge(&mut out, &p);
+            Ok(out)
+        }
+        "application/strategic-merge-patch+json" => {
+            if !t.def.builtin {
+                return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")));
+            }
+            let p = parse_body(ctx, body)?;
+            patch::strategic_merge(current, &p).map_err(ApiError::bad_request)
+        }
+        other => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("unsupported patch type {other:?}"),
+        )),
+    }
+}
+
+async fn patch_object<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
+    let name = target_name(t);
+    let is_apply = ctx.content_type.starts_with("application/apply-patch");
+    if t.sub.as_deref() == Some("scale") {
+        return scale_update(inner, t, ctx, |scale| apply_patch(t, ctx, scale, body)).await;
+    }
+    for _ in 0..16 {
+        let old = match load(inner, t).await {
+            Ok(o) => o,
+            Err(e) if e.code == 404 && is_apply && t.sub.is_none() => {
+                // Server-side apply of a missing object creates it.
+                let mut v = parse_body(ctx, body)?;
+                check_type(t, &v)?;
+                let obj = create_value(inner, t, &mut v).await?;
+                return Ok(render(t, ctx, 201, obj));
+            }
+            Err(e) => return Err(e),
+        };
+        let current = present(t, old.value().map_err(store_internal)?);
+        let patched = apply_patch(t, ctx, &current, body)?;
+        if !patched.is_object() {
+            return Err(ApiError::bad_request("the patch produced a non-object"));
+        }
+        let patched_rv = meta_str(&patched, "resourceVersion")
+            .filter(|s| !s.is_empty())
+            .map(parse_rv)
+            .transpose()?;
+        let user_rv = patched_rv.filter(|rv| *rv != old.rv);
+        if let Some(n) = meta_str(&patched, "name") {
+            if n != name {
+                return Err(ApiError::bad_request(
+                    "the name of the object may not be changed by a patch",
+                ));
+            }
+        }
+        if let Attempt::Done(out) =
+            write_update(inner, t, &old, patched, user_rv, ctx.dry_run()).await?
+        {
+            return Ok(render(t, ctx, 200, out));
+        }
+    }
+    Err(ApiError::store(
+        &t.def,
+        name,
+        StoreError::Conflict {
+            key: key_of(t, name),
+            expected: 0,
+            actual: 0,
+        },
+    ))
+}
+
+fn scale_of(t: &Target, v: &Value) -> Value {
+    let (spec_p, status_p, sel_p) = t.def.scale.clone().unwrap_or_default();
+    let sel = sel_p
+        .and_then(|p| v.pointer(&p).cloned())
+        .map(|s| match s {
+            Value::String(s) => s,
+            other => LabelSelector::from_object(&other).render(),
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta_str(v, "name"), "namespace": meta_str(v, "namespace"),
+            "uid": meta_str(v, "uid"), "resourceVersion": meta_str(v, "resourceVersion"),
+            "creationTimestamp": meta_str(v, "creationTimestamp"),
+        },
+        "spec": {"replicas": v.pointer(&spec_p).and_then(Value::as_i64).unwrap_or(0)},
+        "status": {"replicas": v.pointer(&status_p).and_then(Value::as_i64).unwrap_or(0), "selector": sel},
+    })
+}
+
+fn set_pointer(v: &mut Value, ptr: &str, x: Value) {
+    let mut cur = v;
+    let parts: Vec<&str> = ptr.trim_start_matches('/').split('/').collect();
+    for (i, p) in parts.iter().enumerate() {
+        let Some(m) = cur.as_object_mut() else { return };
+        if i + 1 == parts.len() {
+            m.insert((*p).to_owned(), x);
+            return;
+        }
+        cur = m.entry((*p).to_owned()).or_insert_with(|| json!({}));
+    }
+}
+
+async fn scale_update<S: Store>(
+    inner: &Inner<S>,
+    t: &Target,
+    ctx: &Ctx,
+    f: impl Fn(&Value) -> Result<Value, ApiError>,
+) -> Res {
+    let name = target_name(t);
+    let (spec_p, _, _) = t.def.scale.clone().unwrap_or_default();
+    for _ in 0..16 {
+        let old = load(inner, t).await?;
+        let oldv = old.value().map_err(store_internal)?;
+        let scale = f(&scale_of(t, &oldv))?;
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::invalid(&t.def, name, &[Cause::required("spec.replicas")]))?;
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                &t.def,
+                name,
+                &[Cause::invalid(
+                    "spec.replicas",
+                    &replicas.to_string(),
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let user_rv = meta_str(&scale, "resourceVersion")
+            .filter(|s| !s.is_empty())
+            .map(parse_rv)
+            .transpose()?;
+        let mut new = oldv.clone();
+        set_pointer(&mut new, &spec_p, json!(replicas));
+        let main = Target {
+            def: Arc::clone(&t.def),
+            version: t.version.clone(),
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            sub: None,
+        };
+        if let Attempt::Done(out) =
+            write_update(inner, &main, &old, new, user_rv, ctx.dry_run()).await?
+        {
+            return Ok(json_response(200, &scale_of(t, &out)));
+        }
+    }
+    Err(ApiError::store(
+        &t.def,
+        name,
+        StoreError::Conflict {
+            key: key_of(t, name),
+            expected: 0,
+            actual: 0,
+        },
+    ))
+}
+
+// === delete ===
+
+#[derive(Default)]
+struct DeleteOpts {
+    propagation: Option<String>,
+    grace: Option<i64>,
+    uid: Option<String>,
+    rv: Option<u64>,
+    dry_run: bool,
+}
+
+fn delete_opts(ctx: &Ctx, body: &[u8]) -> Result<DeleteOpts, ApiError> {
+    let mut o = DeleteOpts {
+        propagation: ctx.q("propagationPolicy").map(str::to_owned),
+        grace: ctx.q("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+        dry_run: ctx.dry_run(),
+        ..DeleteOpts::default()
+    };
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid delete options: {e}")))?;
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            o.propagation = Some(p.to_owned());
+        }
+        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            o.grace = Some(g);
+        }
+        o.uid = v
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        o.rv = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(parse_rv)
+            .transpose()?;
+        if v.get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x == "All"))
+        {
+            o.dry_run = true;
+        }
+    }
+    if let Some(p) = &o.propagation {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {p:?}"
+            )));
+        }
+    }
+    Ok(o)
+}
+
+async fn delete<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
+    let opts = delete_opts(ctx, body)?;
+    let out = delete_one(inner, t, target_name(t), &opts).await?;
+    Ok(render(t, ctx, 200, out))
+}
+
+fn box_delete<'a, S: Store>(
+    inner: &'a Inner<S>,
+    t: &'a Target,
+    name: &'a str,
+    opts: &'a DeleteOpts,
+) -> Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send + 'a>> {
+    Box::pin(delete_one(inner, t, name, opts))
+}
+
+async fn delete_one<S: Store>(
+    inner: &Inner<S>,
+    t: &Target,
+    name: &str,
+    opts: &DeleteOpts,
+) -> Result<Value, ApiError> {
+    let def = &t.def;
+    let tn = Target {
+        def: Arc::clone(def),
+        version: t.version.clone(),
+        namespace: t.namespace.clone(),
+        name: Some(name.to_owned()),
+        sub: None,
+    };
+    for _ in 0..16 {
+        let old = load(inner, &tn).await?;
+        let v = old.value().map_err(store_internal)?;
+        if let Some(uid) = &opts.uid {
+            if meta_str(&v, "uid") != Some(uid.as_str()) {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&v, "uid").unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = opts.rv {
+            if rv != old.rv {
+                return Err(ApiError::new(409, "Conflict", format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", old.rv)));
+            }
+        }
+        if opts.dry_run {
+            return Ok(v);
+        }
+        let has_finalizers = v
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let bound_pod = def.kind == "Pod"
+            && v.pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+        let grace = opts.grace.unwrap_or_else(|| {
+            v.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30)
+        });
+        let graceful = bound_pod && grace > 0;
+        if (has_finalizers || graceful) && !(bound_pod && grace == 0 && !has_finalizers) {
+            // Mark for deletion: finalizers (or the node's kubelet) complete it.
+            if v.pointer("/metadata/deletionTimestamp").is_some() && !graceful {
+                return Ok(v);
+            }
+            let mut new = v.clone();
+            set_meta(
+                &mut new,
+                "deletionTimestamp",
+                Value::String(time::now_plus(if graceful { grace } else { 0 })),
+            );
+            set_meta(
+                &mut new,
+                "deletionGracePeriodSeconds",
+                json!(if graceful { grace } else { 0 }),
+            );
+            match inner
+                .store
+                .write(WriteOp::Update {
+                    key: old.key.clone(),
+                    value: new,
+                    expected_rv: Some(old.rv),
+                })
+                .await
+            {
+                Ok(ev) => return ev.object.value().map_err(store_internal),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::store(def, name, e)),
+            }
+        }
+        // Contents first, so nothing is left behind in a deleted namespace or CRD.
+        if def.kind == "Namespace" {
+            delete_namespace_contents(inner, name).await?;
+        }
+        if def.kind == "CustomResourceDefinition" {
+            if let Some(crdef) = registry::from_crd(&v) {
+                let all = inner
+                    .store
+                    .list(
+                        Scope {
+                            resource: crdef.store_resource(),
+                            namespace: None,
+                        },
+                        None,
+                        None,
+                    )
+                    .await
+                    .map_err(store_internal)?;
+                for s in all.items {
+                    match inner
+                        .store
+                        .write(WriteOp::Delete {
+                            key: s.key,
+                            expected_rv: None,
+                        })
+                        .await
+                    {
+                        Ok(_) | Err(StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(store_internal(e)),
+                    }
+                }
+            }
+        }
+        let ev = match inner
+            .store
+            .write(WriteOp::Delete {
+                key: old.key.clone(),
+                expected_rv: Some(old.rv),
+            })
+            .await
+        {
+            Ok(ev) => ev,
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::store(def, name, e)),
+        };
+        if def.kind == "CustomResourceDefinition" {
+            inner.registry.set_custom(name, None);
+        }
+        if let Some(uid) = meta_str(&v, "uid") {
+            cascade(inner, uid, opts.propagation.as_deref() == Some("Orphan")).await?;
+        }
+        return ev.object.value().map_err(store_internal);
+    }
+    Err(ApiError::store(
+        def,
+        name,
+        StoreError::Conflict {
+            key: key_of(&tn, name),
+            expected: 0,
+            actual: 0,
+        },
+    ))
+}
+
+/// Deletes (or orphans) the dependents of a deleted owner, recursively.
+async fn cascade<S: Store>(inner: &Inner<S>, uid: &str, orphan: bool) -> Result<(), ApiError> {
+    let deps = inner
+        .store
+        .dependents(uid.to_owned())
+        .await
+        .map_err(store_internal)?;
+    for key in deps {
+        let Some(def) = inner
+            .registry
+            .all()
+            .into_iter()
+            .find(|d| d.store_resource() == key.resource)
+        else {
+            continue;
+        };
+        let version = def.versions.first().cloned().unwrap_or_default();
+        let t = Target {
+            def,
+            version,
+            namespace: if key.namespace.is_empty() {
+                None
+            } else {
+                Some(key.namespace.clone())
+            },
+            name: Some(key.name.clone()),
+            sub: None,
+        };
+        if orphan {
+            for _ in 0..16 {
+                let Some(s) = inner.store.get(key.clone()).await.map_err(store_internal)? else {
+                    break;
+                };
+                let mut v = s.value().map_err(store_internal)?;
+                if let Some(refs) = v
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                }
+                match inner
+                    .store
+                    .write(WriteOp::Update {
+                        key: key.clone(),
+                        value: v,
+                        expected_rv: Some(s.rv),
+                    })
+                    .await
+                {
+                    Ok(_) | Err(StoreError::NotFound(_)) => break,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_internal(e)),
+                }
+            }
+            continue;
+        }
+        let opts = DeleteOpts {
+            propagation: Some("Background".into()),
+            grace: Some(0),
+            ..DeleteOpts::default()
+        };
+        match box_delete(inner, &t, &key.name, &opts).await {
+            Ok(_) => {}
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn delete_namespace_contents<S: Store>(inner: &Inner<S>, ns: &str) -> Result<(), ApiError> {
+    for def in inner.registry.all().into_iter().filter(|d| d.namespaced) {
+        let page = inner
+            .store
+            .list(
+                Scope {
+                    resource: def.store_resource(),
+                    namespace: Some(ns.to_owned()),
+                },
+                None,
+                None,
+            )
+            .await
+            .map_err(store_internal)?;
+        for s in page.items {
+            match inner
+                .store
+                .write(WriteOp::Delete {
+                    key: s.key,
+                    expected_rv: None,
+                })
+                .await
+            {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(store_internal(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete_collection<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
+    let opts = delete_opts(ctx, body)?;
+    let filter = Filter::from(ctx)?;
+    let page = inner
+        .store
+        .list(scope_of(t), None, None)
+        .await
+        .map_err(store_internal)?;
+    let mut items = Vec::new();
+    for s in page.items {
+        let v = s.value().map_err(store_internal)?;
+        if !filter.matches(&v) {
+            continue;
+        }
+        let tn = Target {
+            def: Arc::clone(&t.def),
+            version: t.version.clone(),
+            namespace: if s.key.namespace.is_empty() {
+                None
+            } else {
+                Some(s.key.namespace.clone())
+            },
+            name: None,
+            sub: None,
+        };
+        match delete_one(inner, &tn, &s.key.name, &opts).await {
+            Ok(v) => items.push(present(t, v)),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(&t.version),
+            "metadata": {"resourceVersion": inner.store.revision().to_string()}, "items": items,
+        }),
+    ))
+}
+
+// === watch ===
+
+fn watch<S: Store>(inner: &Arc<Inner<S>>, t: &Target, ctx: &Ctx) -> Res {
+    let filter = Filter::from(ctx)?;
+    let rv = ctx
+        .q("resourceVersion")
+        .filter(|r| *r != "0")
+        .map(parse_rv)
+        .transpose()?;
+    let send_initial = ctx.flag("sendInitialEvents") || rv.is_none();
+    let timeout = ctx
+        .q("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let sub = match inner.store.subscribe(if send_initial { None } else { rv }) {
+        Ok(s) => s,
+        Err(StoreError::Gone { requested, .. }) => {
+            // Like upstream: 200, then one ERROR event carrying 410 Expired.
+            let status = ApiError::new(
+                410,
+                "Expired",
+                format!("too old resource version: {requested}"),
+            )
+            .status();
+            let line = format!("{}\n", json!({"type": "ERROR", "object": status}));
+            return Ok(bytes_response(200, Bytes::from(line), "application/json"));
+        }
+        Err(e) => return Err(store_internal(e)),
+    };
+    inner.watches.fetch_add(1, Ordering::SeqCst);
+    let guard = WatchGuard(Arc::clone(&inner.watches));
+    let state = WatchState {
+        store_list: if send_initial {
+            Some(Box::new(StoreLister {
+                inner: Arc::clone(inner),
+            }))
+        } else {
+            None
+        },
+        def: Arc::clone(&t.def),
+        version: t.version.clone(),
+        namespace: t.namespace.clone(),
+        filter,
+        table: ctx.table,
+        include: ctx.include.clone(),
+        bookmarks: ctx.flag("allowWatchBookmarks"),
+        initial_end_marker: ctx.flag("sendInitialEvents"),
+        bookmark_interval: inner.config.bookmark_interval,
+        next_bookmark: Instant::now() + inner.config.bookmark_interval,
+        deadline: Instant::now() + timeout,
+        min_rv: rv.unwrap_or(0),
+        last_rv: rv.unwrap_or(sub.rv),
+        backlog: sub.backlog.into(),
+        live: sub.live,
+        pending: VecDeque::new(),
+        done: false,
+        table_header_sent: false,
+        _guard: guard,
+    };
+    let mut r = Response::new(ResponseBody::stream(Box::new(state)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+struct WatchGuard(Arc<AtomicUsize>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        tracing::debug!("watch closed");
+    }
+}
+
+/// Lists the initial state of a watch without naming the store type inside `WatchState`.
+trait InitialLister: Send + Sync {
+    fn list(
+        &self,
+        scope: Scope,
+    ) -> Pin<Box<dyn Future<Output = Result<(u64, Vec<Stored>), StoreError>> + Send + '_>>;
+}
+
+struct StoreLister<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Store> InitialLister for StoreLister<S> {
+    fn list(
+        &self,
+        scope: Scope,
+    ) -> Pin<Box<dyn Future<Output = Result<(u64, Vec<Stored>), StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            let page = self.inner.store.list(scope, None, None).await?;
+            Ok((page.rv, page.items))
+        })
+    }
+}
+
+struct WatchState {
+    store_list: Option<Box<dyn InitialLister>>,
+    def: Arc<ResourceDef>,
+    version: String,
+    namespace: Option<String>,
+    filter: Filter,
+    table: bool,
+    include: String,
+    bookmarks: bool,
+    initial_end_marker: bool,
+    bookmark_interval: Duration,
+    next_bookmark: Instant,
+    deadline: Instant,
+    /// Events at or below this revision were already covered (by the initial list or the
+    /// client's own list).
+    min_rv: u64,
+    last_rv: u64,
+    backlog: VecDeque<Arc<Event>>,
+    live: broadcast::Receiver<Arc<Event>>,
+    pending: VecDeque<Bytes>,
+    done: bool,
+    table_header_sent: bool,
+    _guard: WatchGuard,
+}
+
+impl WatchState {
+    fn frame(&mut self, ty: &str, obj: &Stored, parsed: Option<Value>) {
+        let multi = self.def.versions.len() > 1;
+        if !self.table && !multi {
+            let mut b = BytesMut::with_capacity(obj.raw.len() + 32);
+            b.extend_from_slice(b"{\"type\":\"");
+            b.extend_from_slice(ty.as_bytes());
+            b.extend_from_slice(b"\",\"object\":");
+            b.extend_from_slice(&obj.raw);
+            b.extend_from_slice(b"}\n");
+            self.pending.push_back(b.freeze());
+            return;
+        }
+        let v = match parsed.map(Ok).unwrap_or_else(|| obj.value()) {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        let mut v = v;
+        if let Some(m) = v.as_object_mut() {
+            m.insert(
+                "apiVersion".into(),
+                Value::String(self.def.api_version(&self.version)),
+            );
+        }
+        let object = if self.table {
+            let mut t = table::table(&self.def, &[v], &self.include, obj.rv, None);
+            if self.table_header_sent {
+                t["columnDefinitions"] = json!([]);
+            }
+            self.table_header_sent = true;
+            t
+        } else {
+            v
+        };
+        let line = format!("{}\n", json!({"type": ty, "object": object}));
+        self.pending.push_back(Bytes::from(line));
+    }
+
+    fn bookmark(&mut self, initial_end: bool) {
+        let mut meta = json!({"resourceVersion": self.last_rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let object = json!({"kind": self.def.kind, "apiVersion": self.def.api_version(&self.version), "metadata": meta});
+        self.pending.push_back(Bytes::from(format!(
+            "{}\n",
+            json!({"type": "BOOKMARK", "object": object})
+        )));
+    }
+
+    fn in_scope(&self, s: &Stored) -> bool {
+        s.key.resource == self.def.store_resource()
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| *ns == s.key.namespace)
+    }
+
+    fn process(&mut self, ev: &Event) {
+        if ev.object.rv <= self.min_rv {
+            return;
+        }
+        self.last_rv = ev.object.rv;
+        if !self.in_scope(&ev.object) {
+            return;
+        }
+        if self.filter.is_empty() {
+            self.frame(ev.kind.as_str(), &ev.object, None);
+            return;
+        }
+        let Ok(now) = ev.object.value() else { return };
+        let was = ev
+            .prev
+            .as_ref()
+            .and_then(|p| p.value().ok())
+            .is_some_and(|p| self.filter.matches(&p));
+        let is = self.filter.matches(&now);
+        let ty = match (ev.kind, was, is) {
+            (EventType::Deleted, true, _) => "DELETED",
+            (EventType::Deleted, false, _) => return,
+            (_, false, true) => "ADDED",
+            (EventType::Added, _, true) | (EventType::Modified, true, true) => ev.kind.as_str(),
+            (_, true, false) => "DELETED",
+            _ => return,
+        };
+        self.frame(ty, &ev.object, Some(now));
+    }
+
+    async fn step(mut self: Box<Self>) -> Option<(Bytes, Box<dyn WatchSource>)> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Some((b, self));
+            }
+            if self.done {
+                return None;
+            }
+            if let Some(lister) = self.store_list.take() {
+                let scope = Scope {
+                    resource: self.def.store_resource(),
+                    namespace: self.namespace.clone(),
+                };
+                match lister.list(scope).await {
+                    Ok((rv, items)) => {
+                        self.min_rv = self.min_rv.max(rv);
+                        self.last_rv = self.last_rv.max(rv);
+                        for s in items {
+                            if self.filter.is_empty() {
+                                self.frame("ADDED", &s, None);
+                            } else if let Ok(v) = s.value() {
+                                if self.filter.matches(&v) {
+                                    self.frame("ADDED", &s, Some(v));
+                                }
+                            }
+                        }
+                        if self.initial_end_marker {
+                            self.bookmark(true);
+                        }
+                    }
+                    Err(e) => {
+                        let status = store_internal(e).status();
+                        self.pending.push_back(Bytes::from(format!(
+                            "{}\n",
+                            json!({"type": "ERROR", "object": status})
+                        )));
+                        self.done = true;
+                    }
+                }
+                continue;
+            }
+            if let Some(ev) = self.backlog.pop_front() {
+                self.process(&ev);
+                continue;
+            }
+            let wake_bookmark = if self.bookmarks {
+                self.next_bookmark
+            } else {
+                self.deadline
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.deadline) => return None,
+                _ = tokio::time::sleep_until(wake_bookmark), if self.bookmarks => {
+                    self.next_bookmark = Instant::now() + self.bookmark_interval;
+                    self.bookmark(false);
+                }
+                r = self.live.recv() => match r {
+                    Ok(ev) => self.process(&ev),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        tracing::warn!("watch fell behind, closing it with 410");
+                        let status = ApiError::new(410, "Expired", "the watch fell behind; resume from a newer resource version").status();
+                        self.pending.push_back(Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status}))));
+                        self.done = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+}
+
+impl WatchSource for WatchState {
+    fn next(
+        self: Box<Self>,
+    ) -> Pin<Box<dyn Future<Output = Option<(Bytes, Box<dyn WatchSource>)>> + Send>> {
+        Box::pin(self.step())
+    }
+}
