@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::{
     self,
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime},
 };
 use tower::ServiceExt as _;
 
@@ -111,25 +111,107 @@ impl Pki {
         })
     }
 
-    /// A rustls server configuration (ring provider) that presents the serving certificate and
-    /// asks for, but does not require, a client certificate signed by this CA.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
+    /// The TLS settings for [`serve`]: a rustls configuration (ring provider) that presents
+    /// the serving certificate and asks for, but does not require, a client certificate, and
+    /// the verifier that decides whether that certificate was signed by this CA.
+    pub fn server_tls(&self) -> Result<ServerTls, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone())?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            Arc::clone(&provider),
-        )
-        .allow_unauthenticated()
-        .build()?;
+        let client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::clone(&provider),
+            )
+            .allow_unauthenticated()
+            .build()?;
+        let verifier = Arc::new(DeferredVerifier {
+            inner: Arc::clone(&client_verifier),
+        });
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
             .with_single_cert(vec![self.server_cert.clone()], key)?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(cfg))
+        Ok(ServerTls {
+            config: Arc::new(cfg),
+            client_verifier,
+        })
+    }
+}
+
+/// TLS settings for [`serve`], from [`Pki::server_tls`].
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+    client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl ServerTls {
+    /// Builds settings from a rustls configuration and the verifier that authenticates client
+    /// certificates after the handshake.
+    pub fn new(
+        config: Arc<rustls::ServerConfig>,
+        client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Self {
+        Self {
+            config,
+            client_verifier,
+        }
+    }
+}
+
+/// Accepts any client certificate during the handshake (still checking that the client holds
+/// its key) and leaves the chain check to the request layer, so that an untrusted certificate
+/// gets an HTTP 401 Status instead of a TLS alert, as with upstream.
+#[derive(Debug)]
+struct DeferredVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for DeferredVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -238,11 +320,12 @@ fn authenticate<B>(
 pub async fn serve<S: Store>(
     listener: TcpListener,
     service: ApiService<S>,
-    tls: Arc<rustls::ServerConfig>,
+    tls: ServerTls,
     auth: AuthConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let verifier = tls.client_verifier;
     let auth = Arc::new(auth);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -261,7 +344,8 @@ pub async fn serve<S: Store>(
         let acceptor = acceptor.clone();
         let service = service.clone();
         let auth = Arc::clone(&auth);
-        conns.spawn(serve_conn(stream, peer, acceptor, service, auth));
+        let verifier = Arc::clone(&verifier);
+        conns.spawn(serve_conn(stream, peer, acceptor, verifier, service, auth));
     }
     conns.shutdown().await;
     Ok(())
@@ -271,6 +355,7 @@ async fn serve_conn<S: Store>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     service: ApiService<S>,
     auth: Arc<AuthConfig>,
 ) {
@@ -282,12 +367,18 @@ async fn serve_conn<S: Store>(
             return;
         }
     };
-    let cert_user = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| cert_identity(c));
+    // Checked here rather than in the handshake (see `DeferredVerifier`): an untrusted
+    // certificate authenticates nobody, and its requests get 401.
+    let cert_user = tls.get_ref().1.peer_certificates().and_then(|chain| {
+        let (leaf, rest) = chain.split_first()?;
+        match verifier.verify_client_cert(leaf, rest, UnixTime::now()) {
+            Ok(_) => cert_identity(leaf),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "untrusted client certificate");
+                None
+            }
+        }
+    });
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let service = service.clone();
         let auth = Arc::clone(&auth);

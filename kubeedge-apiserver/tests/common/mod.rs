@@ -39,7 +39,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let pki = Pki::generate(&[])?;
-        let tls = pki.server_config()?;
+        let tls = pki.server_tls()?;
         let admin = pki.issue_client_cert("admin", &["system:masters"])?;
         let server = format!("https://127.0.0.1:{}", addr.port());
         let kubeconfig = dir.path().join("admin.kubeconfig");
