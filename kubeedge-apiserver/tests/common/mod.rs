@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use kubeedge_apiserver::{
-    serve, write_kubeconfig, ApiConfig, ApiService, AuthConfig, Pki, SqliteStore,
+    serve, write_kubeconfig, ApiConfig, ApiService, AuthConfig, Pki, SqliteConfig, SqliteStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -33,8 +33,12 @@ impl TestServer {
     }
 
     pub async fn start_with(config: ApiConfig) -> anyhow::Result<Self> {
+        Self::start_full(config, SqliteConfig::default()).await
+    }
+
+    pub async fn start_full(config: ApiConfig, store_config: SqliteConfig) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path().join("state.db"))?;
+        let store = SqliteStore::open_with(dir.path().join("state.db"), store_config)?;
         let service = ApiService::new(store, config).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -187,4 +191,15 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An in-process service on a fresh store (no socket).
+pub async fn in_process(
+    store_config: SqliteConfig,
+) -> anyhow::Result<(tempfile::TempDir, ApiService<SqliteStore>, kube::Client)> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open_with(dir.path().join("state.db"), store_config)?;
+    let service = ApiService::new(store, ApiConfig::default()).await?;
+    let client = kube::Client::new(service.clone(), "default");
+    Ok((dir, service, client))
 }
