@@ -9,14 +9,15 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-type Step = Pin<Box<dyn Future<Output = Option<(Bytes, Box<dyn WatchSource>)>> + Send>>;
+/// The next chunk of a stream and the source of the rest.
+pub(crate) type Next = Option<(Bytes, Box<dyn WatchSource>)>;
+
+pub(crate) type Step = Pin<Box<dyn Future<Output = Next> + Send>>;
 
 /// Something that yields the next chunk of a streamed response.
 pub(crate) trait WatchSource: Send + 'static {
     /// The next chunk, or `None` at the end of the stream.
-    fn next(
-        self: Box<Self>,
-    ) -> Pin<Box<dyn Future<Output = Option<(Bytes, Box<dyn WatchSource>)>> + Send>>;
+    fn next(self: Box<Self>) -> Step;
 }
 
 enum Kind {

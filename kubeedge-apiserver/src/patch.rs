@@ -137,7 +137,7 @@ fn merge_map(
     Ok(Some(out))
 }
 
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
+fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
     let key = merge_key(field, list.first());
     let pos = |item: &Value| -> usize {
         order

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::body::{ResponseBody, WatchSource};
+use crate::body::{ResponseBody, Step, WatchSource};
 use crate::error::{Error, StoreError};
 use crate::objects::{self, Cause};
 use crate::registry::{self, Registry, ResourceDef};
@@ -1218,7 +1218,7 @@ fn apply_patch(t: &Target, ctx: &Ctx, current: &Value, body: &[u8]) -> Result<Va
         }
         "application/strategic-merge-patch+json" => {
             if !t.def.builtin {
-                return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")));
+                return Err(ApiError::new(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"));
             }
             let p = parse_body(ctx, body)?;
             patch::strategic_merge(current, &p).map_err(ApiError::bad_request)
@@ -1806,11 +1806,11 @@ impl Drop for WatchGuard {
 }
 
 /// Lists the initial state of a watch without naming the store type inside `WatchState`.
+type ListFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(u64, Vec<Stored>), StoreError>> + Send + 'a>>;
+
 trait InitialLister: Send + Sync {
-    fn list(
-        &self,
-        scope: Scope,
-    ) -> Pin<Box<dyn Future<Output = Result<(u64, Vec<Stored>), StoreError>> + Send + '_>>;
+    fn list(&self, scope: Scope) -> ListFuture<'_>;
 }
 
 struct StoreLister<S> {
@@ -1818,10 +1818,7 @@ struct StoreLister<S> {
 }
 
 impl<S: Store> InitialLister for StoreLister<S> {
-    fn list(
-        &self,
-        scope: Scope,
-    ) -> Pin<Box<dyn Future<Output = Result<(u64, Vec<Stored>), StoreError>> + Send + '_>> {
+    fn list(&self, scope: Scope) -> ListFuture<'_> {
         Box::pin(async move {
             let page = self.inner.store.list(scope, None, None).await?;
             Ok((page.rv, page.items))
@@ -2014,9 +2011,7 @@ impl WatchState {
 }
 
 impl WatchSource for WatchState {
-    fn next(
-        self: Box<Self>,
-    ) -> Pin<Box<dyn Future<Output = Option<(Bytes, Box<dyn WatchSource>)>> + Send>> {
+    fn next(self: Box<Self>) -> Step {
         Box::pin(self.step())
     }
 }

@@ -284,10 +284,11 @@ impl Store for SqliteStore {
         match writer.try_send((op, tx)) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(item)) => {
-                tokio::task::spawn_blocking(move || writer.send(item))
+                tokio::task::spawn_blocking(move || writer.send(item).is_ok())
                     .await
                     .map_err(|_| StoreError::Closed)?
-                    .map_err(|_| StoreError::Closed)?;
+                    .then_some(())
+                    .ok_or(StoreError::Closed)?;
             }
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
