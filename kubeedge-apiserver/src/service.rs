@@ -146,6 +146,11 @@ impl<S: Store> ApiService<S> {
     pub fn store(&self) -> &S {
         &self.inner.store
     }
+
+    /// The store's newest committed revision.
+    pub fn store_revision(&self) -> u64 {
+        self.inner.store.revision()
+    }
 }
 
 impl<S, B> tower::Service<Request<B>> for ApiService<S>
