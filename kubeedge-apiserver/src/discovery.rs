@@ -193,3 +193,105 @@ pub(crate) fn openapi_v3_gv(reg: &Registry, gv: &str) -> Option<Value> {
     });
     known.then(|| json!({"openapi": "3.0.0", "info": {"title": "kubeedge-rs", "version": "v1"}, "paths": {}, "components": {"schemas": {}}}))
 }
+
+/// The media type of aggregated discovery (`apidiscovery.k8s.io/v2`).
+pub(crate) const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// `true` when the `Accept` header lists aggregated discovery v2 (kubectl 1.30+ does; older
+/// clients get the unaggregated documents).
+pub(crate) fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
+    })
+}
+
+/// Aggregated discovery for the legacy group (`legacy = true`, served at `/api`) or for every
+/// named group (served at `/apis`).
+pub(crate) fn aggregated(reg: &Registry, legacy: bool) -> Value {
+    let mut items = Vec::new();
+    for (g, vs) in reg.group_versions() {
+        if g.is_empty() != legacy {
+            continue;
+        }
+        let versions: Vec<Value> = vs
+            .iter()
+            .map(|v| {
+                let resources: Vec<Value> = reg
+                    .all()
+                    .iter()
+                    .filter(|r| r.group == g && r.versions.contains(v))
+                    .map(|r| {
+                        let mut subs = Vec::new();
+                        if r.status {
+                            subs.push(json!({"subresource": "status", "responseKind": {"group": r.group, "version": v, "kind": r.kind}, "verbs": ["get", "patch", "update"]}));
+                        }
+                        if r.scale.is_some() {
+                            subs.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+                        }
+                        let mut res = json!({
+                            "resource": r.plural,
+                            "responseKind": {"group": r.group, "version": v, "kind": r.kind},
+                            "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                            "singularResource": r.singular,
+                            "verbs": VERBS,
+                        });
+                        if !r.short_names.is_empty() {
+                            res["shortNames"] = json!(r.short_names);
+                        }
+                        if !r.categories.is_empty() {
+                            res["categories"] = json!(r.categories);
+                        }
+                        if !subs.is_empty() {
+                            res["subresources"] = Value::Array(subs);
+                        }
+                        res
+                    })
+                    .collect();
+                json!({"version": v, "resources": resources, "freshness": "Current"})
+            })
+            .collect();
+        let mut meta = json!({"creationTimestamp": null});
+        if !legacy {
+            meta["name"] = json!(g);
+        }
+        items.push(json!({"metadata": meta, "versions": versions}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_accept_header() {
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"));
+        assert!(!wants_aggregated("application/json"));
+    }
+
+    #[test]
+    fn aggregated_lists_subresources() {
+        let reg = Registry::new();
+        let apis = aggregated(&reg, false);
+        let apps = apis["items"]
+            .as_array()
+            .and_then(|i| i.iter().find(|g| g["metadata"]["name"] == "apps"))
+            .cloned()
+            .unwrap_or_default();
+        let deploy = apps["versions"][0]["resources"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["resource"] == "deployments"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(deploy["subresources"][1]["subresource"], "scale");
+        let core = aggregated(&reg, true);
+        assert_eq!(core["items"].as_array().map(Vec::len), Some(1));
+    }
+}

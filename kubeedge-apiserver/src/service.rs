@@ -405,6 +405,14 @@ where
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::not_found_path)
         }
+        ["api" | "apis"] if discovery::wants_aggregated(&accept) => {
+            let v = discovery::aggregated(reg, segs[0] == "api");
+            return Ok(bytes_response(
+                200,
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                discovery::AGGREGATED_V2,
+            ));
+        }
         ["api"] => return Ok(json_response(200, &discovery::api_versions())),
         ["api", "v1"] => return Ok(json_response(200, &discovery::resource_list(reg, "", "v1"))),
         ["apis"] => return Ok(json_response(200, &discovery::group_list(reg))),
