@@ -263,13 +263,17 @@ pub(crate) fn columns(def: &ResourceDef) -> Vec<Value> {
             age_c,
         ]),
         Printer::Endpoints => cols.extend([col("Endpoints", "string", 0, "Endpoints of the service"), age_c]),
-        Printer::Event => cols.extend([
-            col("Last Seen", "string", 0, "Time of the last occurrence"),
-            col("Type", "string", 0, "Type of the event"),
-            col("Reason", "string", 0, "Reason of the event"),
-            col("Object", "string", 0, "The involved object"),
-            col("Message", "string", 0, "The message of the event"),
-        ]),
+        Printer::Event => {
+            // Upstream leads with LAST SEEN and shows the name only with -o wide.
+            cols = vec![
+                col("Last Seen", "string", 0, "Time of the last occurrence"),
+                col("Type", "string", 0, "Type of the event"),
+                col("Reason", "string", 0, "Reason of the event"),
+                col("Object", "string", 0, "The involved object"),
+                col("Message", "string", 0, "The message of the event"),
+                col("Name", "string", 1, "Name must be unique within a namespace."),
+            ];
+        }
         Printer::Lease => cols.extend([col("Holder", "string", 0, "The holder of the lease"), age_c]),
         Printer::Crd => cols.push(col("Created At", "date", 0, "Creation time")),
         Printer::Custom(custom) => {
@@ -453,6 +457,7 @@ pub(crate) fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
                     s(o, "/involvedObject/name")
                 )),
                 Value::String(s(o, "/message").to_owned()),
+                Value::String(s(o, "/metadata/name").to_owned()),
             ];
         }
         Printer::Lease => c.extend([or_none(s(o, "/spec/holderIdentity")), age(o)]),

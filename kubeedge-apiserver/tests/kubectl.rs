@@ -187,6 +187,16 @@ async fn apply_twice_scale_patch_yaml_jsonpath() -> anyhow::Result<()> {
         .await?;
     ensure!(img == "nginx:1.25", "{img}");
 
+    // Server-side apply is accepted too (as a merge of the applied configuration).
+    let out = srv
+        .kubectl(&["apply", "--server-side", "-f", &file])
+        .await?;
+    ensure!(out.contains("serverside-applied"), "{out}");
+    let all = srv.kubectl(&["get", "all"]).await?;
+    ensure!(
+        all.contains("service/nginx-svc") && all.contains("deployment.apps/nginx-deployment"),
+        "{all}"
+    );
     let wide = srv.kubectl(&["get", "deploy", "-o", "wide"]).await?;
     ensure!(
         wide.contains("CONTAINERS") && wide.contains("SELECTOR") && wide.contains("app=nginx"),
@@ -211,8 +221,20 @@ async fn describe_pod_and_wide_columns() -> anyhow::Result<()> {
     pods.replace_status("web-1", &PostParams::default(), &p)
         .await?;
 
+    // An event about the pod, found by describe through involvedObject field selectors.
+    let uid = p.metadata.uid.clone().context("uid")?;
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::default_namespaced(srv.client().await?);
+    events.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": {"name": "web-1.scheduled"},
+        "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "default", "uid": uid},
+        "reason": "Scheduled", "message": "Successfully assigned default/web-1 to edge-1", "type": "Normal",
+        "source": {"component": "default-scheduler"}, "count": 1,
+        "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z"}))?).await?;
     let out = srv.kubectl(&["describe", "pod", "web-1"]).await?;
     for want in [
+        "Scheduled",
+        "Successfully assigned default/web-1 to edge-1",
         "Name:",
         "web-1",
         "Node:",
@@ -226,6 +248,18 @@ async fn describe_pod_and_wide_columns() -> anyhow::Result<()> {
     ] {
         ensure!(out.contains(want), "describe lacks {want}:\n{out}");
     }
+    let ev = srv.kubectl(&["get", "events"]).await?;
+    let header: Vec<&str> = ev
+        .lines()
+        .next()
+        .context("header")?
+        .split_whitespace()
+        .collect();
+    ensure!(
+        header == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{ev}"
+    );
+    ensure!(ev.contains("pod/web-1"), "{ev}");
     let wide = srv.kubectl(&["get", "pods", "-o", "wide"]).await?;
     let header: Vec<&str> = wide
         .lines()
