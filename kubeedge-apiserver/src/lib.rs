@@ -13,6 +13,7 @@ mod error;
 mod objects;
 mod patch;
 mod registry;
+mod schema;
 mod selector;
 mod serve;
 mod service;

@@ -42,6 +42,8 @@ pub(crate) struct ResourceDef {
     pub(crate) printer: Printer,
     /// Strategic merge patch is served (built-in types only).
     pub(crate) builtin: bool,
+    /// `openAPIV3Schema` per served version (custom resources only).
+    pub(crate) schemas: Vec<(String, Value)>,
 }
 
 impl ResourceDef {
@@ -61,6 +63,13 @@ impl ResourceDef {
         } else {
             format!("{}/{version}", self.group)
         }
+    }
+
+    pub(crate) fn schema(&self, version: &str) -> Option<&Value> {
+        self.schemas
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, s)| s)
     }
 
     pub(crate) fn has_generation(&self) -> bool {
@@ -104,6 +113,7 @@ fn builtin(
         scale: None,
         printer,
         builtin: true,
+        schemas: Vec::new(),
     }
 }
 
@@ -296,6 +306,7 @@ pub(crate) fn from_crd(crd: &Value) -> Option<ResourceDef> {
     let mut status = false;
     let mut scale = None;
     let mut columns = Vec::new();
+    let mut schemas = Vec::new();
     for ver in versions_v {
         if ver.get("served").and_then(Value::as_bool) == Some(false) {
             continue;
@@ -308,6 +319,9 @@ pub(crate) fn from_crd(crd: &Value) -> Option<ResourceDef> {
             versions.insert(0, name.to_owned());
         } else {
             versions.push(name.to_owned());
+        }
+        if let Some(sch) = ver.pointer("/schema/openAPIV3Schema") {
+            schemas.push((name.to_owned(), sch.clone()));
         }
         if let Some(sub) = ver.get("subresources") {
             status |= sub.get("status").is_some();
@@ -367,6 +381,7 @@ pub(crate) fn from_crd(crd: &Value) -> Option<ResourceDef> {
             Printer::Custom(columns)
         },
         builtin: false,
+        schemas,
     })
 }
 

@@ -320,6 +320,8 @@ struct Target {
 
 struct Ctx {
     query: HashMap<String, String>,
+    /// `Warning` headers to send back (unknown fields under `fieldValidation=Warn`).
+    warnings: std::sync::Mutex<Vec<String>>,
     table: bool,
     include: String,
     content_type: String,
@@ -363,6 +365,7 @@ where
         .unwrap_or_default()
         .to_owned();
     let ctx = Ctx {
+        warnings: std::sync::Mutex::new(Vec::new()),
         table: accept.contains("as=Table"),
         include: query
             .get("includeObject")
@@ -453,29 +456,56 @@ where
         }
     };
     let m = parts.method;
-    match (&m, &target.name, target.sub.as_deref()) {
-        (&Method::GET, None, _) if ctx.flag("watch") => watch(&inner, &target, &ctx),
-        (&Method::GET, None, _) => list(&inner, &target, &ctx).await,
-        (&Method::GET, Some(_), sub) => get(&inner, &target, &ctx, sub).await,
+    let res = dispatch(&inner, &target, &ctx, &m, read).await;
+    let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    res.map(|mut r| {
+        for w in warnings {
+            if let Ok(v) =
+                header::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'")))
+            {
+                r.headers_mut().append(header::WARNING, v);
+            }
+        }
+        r
+    })
+}
+
+async fn dispatch<S, F, Fut>(
+    inner: &Arc<Inner<S>>,
+    target: &Target,
+    ctx: &Ctx,
+    m: &Method,
+    read: F,
+) -> Res
+where
+    S: Store,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Bytes, ApiError>>,
+{
+    let (inner, target, ctx) = (inner, target, ctx);
+    match (m, &target.name, target.sub.as_deref()) {
+        (&Method::GET, None, _) if ctx.flag("watch") => watch(inner, target, ctx),
+        (&Method::GET, None, _) => list(inner, target, ctx).await,
+        (&Method::GET, Some(_), sub) => get(inner, target, ctx, sub).await,
         (&Method::POST, None, _) => {
             let b = read().await?;
-            create(&inner, &target, &ctx, &b).await
+            create(inner, target, ctx, &b).await
         }
         (&Method::PUT, Some(_), _) => {
             let b = read().await?;
-            update(&inner, &target, &ctx, &b).await
+            update(inner, target, ctx, &b).await
         }
         (&Method::PATCH, Some(_), _) => {
             let b = read().await?;
-            patch_object(&inner, &target, &ctx, &b).await
+            patch_object(inner, target, ctx, &b).await
         }
         (&Method::DELETE, Some(_), None) => {
             let b = read().await?;
-            delete(&inner, &target, &ctx, &b).await
+            delete(inner, target, ctx, &b).await
         }
         (&Method::DELETE, None, None) => {
             let b = read().await?;
-            delete_collection(&inner, &target, &ctx, &b).await
+            delete_collection(inner, target, ctx, &b).await
         }
         _ => Err(ApiError::new(
             405,
@@ -792,15 +822,59 @@ fn check_type(t: &Target, v: &Value) -> Result<(), ApiError> {
 async fn create<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
     let mut v = parse_body(ctx, body)?;
     check_type(t, &v)?;
-    let obj = create_value(inner, t, &mut v).await?;
+    let obj = create_value(inner, t, ctx, &mut v).await?;
     Ok(render(t, ctx, 201, obj))
+}
+
+/// Validates a custom resource against its schema, pruning unknown fields; under
+/// `fieldValidation=Strict` unknown fields are a 400, under `Warn` (the default) a warning.
+fn check_schema(t: &Target, ctx: &Ctx, v: &mut Value) -> Result<(), ApiError> {
+    let Some(schema) = t.def.schema(&t.version) else {
+        return Ok(());
+    };
+    let name = meta_str(v, "name").unwrap_or_default().to_owned();
+    let report = crate::schema::validate(schema, v);
+    if !report.unknown.is_empty() {
+        match ctx.q("fieldValidation").unwrap_or("Warn") {
+            "Strict" => {
+                let list: Vec<String> = report
+                    .unknown
+                    .iter()
+                    .map(|u| format!("unknown field \"{u}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "{}.{} \"{name}\" is invalid: strict decoding error: {}",
+                    t.def.kind,
+                    t.def.group,
+                    list.join(", ")
+                )));
+            }
+            "Ignore" => {}
+            _ => {
+                if let Ok(mut w) = ctx.warnings.lock() {
+                    w.extend(
+                        report
+                            .unknown
+                            .iter()
+                            .map(|u| format!("unknown field \"{u}\"")),
+                    );
+                }
+            }
+        }
+    }
+    if !report.causes.is_empty() {
+        return Err(ApiError::invalid(&t.def, &name, &report.causes));
+    }
+    Ok(())
 }
 
 async fn create_value<S: Store>(
     inner: &Inner<S>,
     t: &Target,
+    ctx: &Ctx,
     v: &mut Value,
 ) -> Result<Value, ApiError> {
+    check_schema(t, ctx, v)?;
     let def = &t.def;
     let mut name = meta_str(v, "name").unwrap_or_default().to_owned();
     if name.is_empty() {
@@ -1060,11 +1134,12 @@ enum Attempt {
 async fn write_update<S: Store>(
     inner: &Inner<S>,
     t: &Target,
+    ctx: &Ctx,
     old: &Stored,
     new: Value,
     user_rv: Option<u64>,
-    dry_run: bool,
 ) -> Result<Attempt, ApiError> {
+    let dry_run = ctx.dry_run();
     let def = &t.def;
     let name = target_name(t);
     let oldv = old.value().map_err(store_internal)?;
@@ -1081,7 +1156,8 @@ async fn write_update<S: Store>(
             ));
         }
     }
-    let new = prepare_update(t, &oldv, new);
+    let mut new = prepare_update(t, &oldv, new);
+    check_schema(t, ctx, &mut new)?;
     let causes = objects::validate(def, &new);
     if !causes.is_empty() {
         return Err(ApiError::invalid(def, name, &causes));
@@ -1180,9 +1256,7 @@ async fn update<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) 
         .transpose()?;
     for _ in 0..16 {
         let old = load(inner, t).await?;
-        if let Attempt::Done(out) =
-            write_update(inner, t, &old, v.clone(), user_rv, ctx.dry_run()).await?
-        {
+        if let Attempt::Done(out) = write_update(inner, t, ctx, &old, v.clone(), user_rv).await? {
             return Ok(render(t, ctx, 200, out));
         }
         if user_rv.is_some() {
@@ -1257,7 +1331,7 @@ async fn patch_object<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &
                 // Server-side apply of a missing object creates it.
                 let mut v = parse_body(ctx, body)?;
                 check_type(t, &v)?;
-                let obj = create_value(inner, t, &mut v).await?;
+                let obj = create_value(inner, t, ctx, &mut v).await?;
                 return Ok(render(t, ctx, 201, obj));
             }
             Err(e) => return Err(e),
@@ -1279,9 +1353,7 @@ async fn patch_object<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &
                 ));
             }
         }
-        if let Attempt::Done(out) =
-            write_update(inner, t, &old, patched, user_rv, ctx.dry_run()).await?
-        {
+        if let Attempt::Done(out) = write_update(inner, t, ctx, &old, patched, user_rv).await? {
             return Ok(render(t, ctx, 200, out));
         }
     }
@@ -1370,9 +1442,7 @@ async fn scale_update<S: Store>(
             name: t.name.clone(),
             sub: None,
         };
-        if let Attempt::Done(out) =
-            write_update(inner, &main, &old, new, user_rv, ctx.dry_run()).await?
-        {
+        if let Attempt::Done(out) = write_update(inner, &main, ctx, &old, new, user_rv).await? {
             return Ok(json_response(200, &scale_of(t, &out)));
         }
     }

@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 const NGINX: &str = include_str!("manifests/nginx-deploy.yaml");
 const CRD: &str = include_str!("manifests/device-crd.yaml");
 const CR: &str = include_str!("manifests/device.yaml");
+const SYNC_CRD: &str = include_str!("manifests/clusterobjectsync-crd.yaml");
 
 fn manifest(srv: &TestServer, name: &str, text: &str) -> anyhow::Result<String> {
     let p = srv.path(name);
@@ -471,6 +472,87 @@ async fn older_and_newer_kubectl_versions() -> anyhow::Result<()> {
         );
     }
     let _ = wait_for(Duration::from_secs(1), || async { Some(()) }).await;
+    srv.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_scoped_crd_with_schema_validation() -> anyhow::Result<()> {
+    let srv = TestServer::start().await?;
+    let crd = manifest(&srv, "sync-crd.yaml", SYNC_CRD)?;
+    srv.kubectl(&["apply", "-f", &crd]).await?;
+    let good = r#"{"apiVersion":"reliablesyncs.kubeedge.io/v1alpha1","kind":"ClusterObjectSync",
+        "metadata":{"name":"edge-1.pod.web"},"spec":{"objectKind":"Pod","objectName":"web"}}"#;
+    let out = srv.kubectl_stdin(&["apply", "-f", "-"], good).await?;
+    ensure!(
+        out.contains("clusterobjectsync.reliablesyncs.kubeedge.io/edge-1.pod.web created"),
+        "{out}"
+    );
+    // kubectl validates strictly by default: an unknown field is refused by the server.
+    let unknown = good.replace(r#""objectName":"web""#, r#""objectName":"web","bogus":1"#);
+    let out = srv
+        .kubectl_raw(&["apply", "-f", "-"], Some(&unknown))
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains(r#"unknown field "spec.bogus""#),
+        "{stderr}"
+    );
+    // ... and pruned when validation is off.
+    srv.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], &unknown)
+        .await?;
+    let spec = srv
+        .kubectl(&[
+            "get",
+            "clusterobjectsync",
+            "edge-1.pod.web",
+            "-o",
+            "jsonpath={.spec}",
+        ])
+        .await?;
+    ensure!(!spec.contains("bogus"), "{spec}");
+    // A type error or a missing required field is 422 whatever the validation mode.
+    let wrong = good.replace(r#""objectKind":"Pod""#, r#""objectKind":7"#);
+    let out = srv
+        .kubectl_raw(&["apply", "--validate=false", "-f", "-"], Some(&wrong))
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && stderr.contains("spec.objectKind")
+            && stderr.contains("must be of type string"),
+        "{stderr}"
+    );
+    let missing = r#"{"apiVersion":"reliablesyncs.kubeedge.io/v1alpha1","kind":"ClusterObjectSync","metadata":{"name":"x"},"spec":{}}"#;
+    let out = srv
+        .kubectl_raw(&["create", "-f", "-"], Some(missing))
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains("spec.objectName: Required value"),
+        "{stderr}"
+    );
+    // Status subresource of a cluster-scoped custom resource.
+    srv.kubectl(&[
+        "patch",
+        "clusterobjectsync",
+        "edge-1.pod.web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"objectResourceVersion":"42"}}"#,
+    ])
+    .await?;
+    let rv = srv
+        .kubectl(&[
+            "get",
+            "clusterobjectsync",
+            "edge-1.pod.web",
+            "-o",
+            "jsonpath={.status.objectResourceVersion}",
+        ])
+        .await?;
+    ensure!(rv == "42", "{rv}");
     srv.stop().await;
     Ok(())
 }
