@@ -385,3 +385,128 @@ mod tests {
         assert!(!is_dns_label("a.b"));
     }
 }
+
+/// Decodes a built-in object into its typed form and encodes it again. `None` for kinds without
+/// a typed form here; `Err` with the decoder's message when the object does not decode.
+fn typed_roundtrip(kind: &str, v: &Value) -> Option<Result<Value, String>> {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+    fn rt<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+        let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_value(typed).map_err(|e| e.to_string())
+    }
+    Some(match kind {
+        "Pod" => rt::<core::Pod>(v),
+        "Node" => rt::<core::Node>(v),
+        "Namespace" => rt::<core::Namespace>(v),
+        "ConfigMap" => rt::<core::ConfigMap>(v),
+        "Secret" => rt::<core::Secret>(v),
+        "Service" => rt::<core::Service>(v),
+        "Endpoints" => rt::<core::Endpoints>(v),
+        "Event" => rt::<core::Event>(v),
+        "ServiceAccount" => rt::<core::ServiceAccount>(v),
+        "Lease" => rt::<coord::Lease>(v),
+        "Deployment" => rt::<apps::Deployment>(v),
+        "ReplicaSet" => rt::<apps::ReplicaSet>(v),
+        "DaemonSet" => rt::<apps::DaemonSet>(v),
+        "CustomResourceDefinition" => rt::<ext::CustomResourceDefinition>(v),
+        _ => return None,
+    })
+}
+
+/// Paths present (and not null) in `input` but absent from `known`.
+fn unknown_paths(input: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, known) {
+        (Value::Object(i), Value::Object(k)) => {
+            for (key, iv) in i {
+                if iv.is_null() {
+                    continue;
+                }
+                let p = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match k.get(key) {
+                    Some(kv) => unknown_paths(iv, kv, &p, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(k)) => {
+            for (n, (iv, kv)) in i.iter().zip(k).enumerate() {
+                unknown_paths(iv, kv, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn prune(v: &mut Value, path: &str) {
+    // Paths are dotted keys with `[n]` indexes; keys with dots (annotations) never get here
+    // because maps keep every key in the typed form.
+    let mut cur = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (key, indexes) = match part.find('[') {
+            Some(b) => (&part[..b], &part[b..]),
+            None => (*part, ""),
+        };
+        let last = i + 1 == parts.len() && indexes.is_empty();
+        let Some(m) = cur.as_object_mut() else { return };
+        if last {
+            m.remove(key);
+            return;
+        }
+        let Some(next) = m.get_mut(key) else { return };
+        cur = next;
+        for idx in indexes.split(']').filter(|s| !s.is_empty()) {
+            let Ok(n) = idx.trim_start_matches('[').parse::<usize>() else {
+                return;
+            };
+            let Some(next) = cur.get_mut(n) else { return };
+            cur = next;
+        }
+    }
+}
+
+/// Checks a built-in object against its typed form: a field of the wrong type is an error
+/// (400, like upstream's decoder), unknown fields are removed and returned.
+pub(crate) fn check_builtin(kind: &str, v: &mut Value) -> Result<Vec<String>, String> {
+    let Some(rt) = typed_roundtrip(kind, v) else {
+        return Ok(Vec::new());
+    };
+    let known = rt?;
+    let mut unknown = Vec::new();
+    unknown_paths(v, &known, "", &mut unknown);
+    for p in &unknown {
+        prune(v, p);
+    }
+    Ok(unknown)
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_builtin_fields_are_found_and_pruned() {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a.b/c": "x"}, "creationTimestamp": null},
+            "spec": {"replica": 3, "selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "Always"}]}}}});
+        let unknown = check_builtin("Deployment", &mut d).expect("decodes");
+        assert_eq!(
+            unknown,
+            vec![
+                "spec.replica".to_owned(),
+                "spec.template.spec.containers[0].imagePullPolicyy".to_owned()
+            ]
+        );
+        assert!(d["spec"].get("replica").is_none());
+        assert!(d["spec"]["template"]["spec"]["containers"][0]
+            .get("imagePullPolicyy")
+            .is_none());
+        assert_eq!(d["metadata"]["labels"]["a.b/c"], "x");
+        let mut bad = json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}});
+        assert!(check_builtin("Pod", &mut bad).is_err());
+    }
+}

@@ -829,11 +829,20 @@ async fn create<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) 
 /// Validates a custom resource against its schema, pruning unknown fields; under
 /// `fieldValidation=Strict` unknown fields are a 400, under `Warn` (the default) a warning.
 fn check_schema(t: &Target, ctx: &Ctx, v: &mut Value) -> Result<(), ApiError> {
-    let Some(schema) = t.def.schema(&t.version) else {
-        return Ok(());
-    };
     let name = meta_str(v, "name").unwrap_or_default().to_owned();
-    let report = crate::schema::validate(schema, v);
+    let report = match t.def.schema(&t.version) {
+        Some(schema) => crate::schema::validate(schema, v),
+        None if t.def.builtin => crate::schema::Report {
+            causes: Vec::new(),
+            unknown: objects::check_builtin(&t.def.kind, v).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {e}",
+                    t.def.kind, t.version, t.def.kind
+                ))
+            })?,
+        },
+        None => return Ok(()),
+    };
     if !report.unknown.is_empty() {
         match ctx.q("fieldValidation").unwrap_or("Warn") {
             "Strict" => {
@@ -843,10 +852,10 @@ fn check_schema(t: &Target, ctx: &Ctx, v: &mut Value) -> Result<(), ApiError> {
                     .map(|u| format!("unknown field \"{u}\""))
                     .collect();
                 return Err(ApiError::bad_request(format!(
-                    "{}.{} \"{name}\" is invalid: strict decoding error: {}",
-                    t.def.kind,
-                    t.def.group,
-                    list.join(", ")
+                    "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    t.version,
+                    list.join(", "),
+                    kind = t.def.kind,
                 )));
             }
             "Ignore" => {}

@@ -188,6 +188,30 @@ async fn apply_twice_scale_patch_yaml_jsonpath() -> anyhow::Result<()> {
         .await?;
     ensure!(img == "nginx:1.25", "{img}");
 
+    // Strict field validation of built-in types: a typo is refused, or dropped when
+    // validation is off.
+    let typo = NGINX.replace("replicas: 2", "replicas: 2\n  replica: 2");
+    let typo_file = manifest(&srv, "typo.yaml", &typo)?;
+    let out = srv.kubectl_raw(&["apply", "-f", &typo_file], None).await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && stderr.contains(r#"strict decoding error: unknown field "spec.replica""#),
+        "{stderr}"
+    );
+    srv.kubectl(&["apply", "--validate=false", "-f", &typo_file])
+        .await?;
+    let spec = srv
+        .kubectl(&[
+            "get",
+            "deploy",
+            "nginx-deployment",
+            "-o",
+            "jsonpath={.spec}",
+        ])
+        .await?;
+    ensure!(!spec.contains("\"replica\""), "{spec}");
+
     // Server-side apply is accepted too (as a merge of the applied configuration).
     let out = srv
         .kubectl(&["apply", "--server-side", "-f", &file])
