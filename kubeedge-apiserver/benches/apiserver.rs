@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let pki = Pki::generate(&[])?;
     let tls = pki.server_tls()?;
-    let admin = pki.issue_client_cert("admin", &["system:masters"])?;
+    let admin = pki.issue_client_cert("admin", Some("system:masters"))?;
     let kubeconfig = dir.path().join("admin.kubeconfig");
     write_kubeconfig(
         &kubeconfig,
@@ -143,7 +143,16 @@ async fn main() -> anyhow::Result<()> {
             anyhow::Ok(lat)
         });
     }
-    tokio::time::sleep(Duration::from_millis(200)).await; // let watch requests register
+    // Wait (bounded) until every watch is registered with the server.
+    let registered = Instant::now();
+    while service.active_watches() < watchers {
+        anyhow::ensure!(
+            registered.elapsed() < Duration::from_secs(30),
+            "watches did not register"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // Create.
     let start = Instant::now();

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
     let pki = Pki::generate(&[])?;
-    let admin = pki.issue_client_cert("admin", &["system:masters"])?;
+    let admin = pki.issue_client_cert("admin", Some("system:masters"))?;
     write_kubeconfig(
         std::path::Path::new(&kubeconfig),
         &format!("https://{local}"),

@@ -95,12 +95,14 @@ impl Pki {
         self.ca.pem()
     }
 
-    /// Issues a client certificate for `user` in `groups`.
-    pub fn issue_client_cert(&self, user: &str, groups: &[&str]) -> Result<ClientCert, Error> {
+    /// Issues a client certificate for `user` (the CN) in `group` (the O). rcgen encodes one
+    /// value per attribute type, so one group at most; certificates from other CAs may carry
+    /// several O values and all of them are read as groups.
+    pub fn issue_client_cert(&self, user: &str, group: Option<&str>) -> Result<ClientCert, Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, user);
-        for g in groups {
-            params.distinguished_name.push(DnType::OrganizationName, *g);
+        if let Some(g) = group {
+            params.distinguished_name.push(DnType::OrganizationName, g);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate()?;
@@ -403,5 +405,29 @@ async fn serve_conn<S: Store>(
         .await
     {
         tracing::debug!(%peer, error = %e, "connection closed with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_cert_identity_is_cn_and_o() {
+        let pki = Pki::generate(&[]).expect("pki");
+        let cert = pki
+            .issue_client_cert("system:node:edge-1", Some("system:nodes"))
+            .expect("cert");
+        let der = rustls_pki_der(&cert.cert_pem);
+        let user = cert_identity(&der).expect("identity");
+        assert_eq!(user.name, "system:node:edge-1");
+        assert_eq!(user.groups, vec!["system:nodes".to_owned()]);
+    }
+
+    fn rustls_pki_der(pem: &str) -> Vec<u8> {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("base64")
     }
 }

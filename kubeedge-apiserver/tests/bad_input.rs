@@ -307,7 +307,7 @@ async fn bad_token_or_untrusted_cert_is_401() -> anyhow::Result<()> {
         Some("wrong"),
     )?;
     let other_ca = kubeedge_apiserver::Pki::generate(&[])?;
-    let foreign = other_ca.issue_client_cert("admin", &["system:masters"])?;
+    let foreign = other_ca.issue_client_cert("admin", Some("system:masters"))?;
     let bad_cert = srv.path("bad-cert.kubeconfig");
     kubeedge_apiserver::write_kubeconfig(
         &bad_cert,

@@ -44,7 +44,7 @@ impl TestServer {
         let addr = listener.local_addr()?;
         let pki = Pki::generate(&[])?;
         let tls = pki.server_tls()?;
-        let admin = pki.issue_client_cert("admin", &["system:masters"])?;
+        let admin = pki.issue_client_cert("admin", Some("system:masters"))?;
         let server = format!("https://127.0.0.1:{}", addr.port());
         let kubeconfig = dir.path().join("admin.kubeconfig");
         write_kubeconfig(&kubeconfig, &server, &pki.ca_pem(), Some(&admin), None)?;
