@@ -414,3 +414,83 @@ async fn watch_timeout_and_bookmarks() -> anyhow::Result<()> {
     ensure!(svc.active_watches() == 0, "watch released at its timeout");
     Ok(())
 }
+
+async fn body_text(
+    resp: http::Response<kubeedge_apiserver::ResponseBody>,
+) -> anyhow::Result<String> {
+    let bytes = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .context("stream did not end")??
+        .to_bytes();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn streaming_list_sends_initial_events_then_a_marked_bookmark() -> anyhow::Result<()> {
+    let raw = Raw::new().await?;
+    for n in ["a", "b", "c"] {
+        let (code, _) = raw
+            .call(
+                Method::POST,
+                CMS,
+                JSON,
+                format!(r#"{{"metadata":{{"name":"{n}"}}}}"#),
+            )
+            .await?;
+        ensure!(code == 201);
+    }
+    let req = Request::builder()
+        .uri(format!("{CMS}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1"))
+        .body(Full::new(Bytes::new()))?;
+    let text = body_text(raw.svc.clone().oneshot(req).await?).await?;
+    let events: Vec<Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let types: Vec<&str> = events
+        .iter()
+        .take(4)
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    ensure!(types == ["ADDED", "ADDED", "ADDED", "BOOKMARK"], "{text}");
+    ensure!(
+        events[3]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true",
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_gets_410_not_unbounded_memory() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = SqliteConfig::default();
+    cfg.watch_buffer = 16;
+    let store = SqliteStore::open_with(dir.path().join("db"), cfg)?;
+    let svc = ApiService::new(store, ApiConfig::default()).await?;
+    let rv = svc.store_revision();
+    let req = Request::builder()
+        .uri(format!(
+            "{CMS}?watch=1&resourceVersion={rv}&timeoutSeconds=5"
+        ))
+        .body(Full::new(Bytes::new()))?;
+    // The response is not read while 100 writes land: its feed overflows.
+    let resp = svc.clone().oneshot(req).await?;
+    for i in 0..100 {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(CMS)
+            .header("content-type", JSON)
+            .body(Full::new(Bytes::from(format!(
+                r#"{{"metadata":{{"name":"c{i}"}}}}"#
+            ))))?;
+        ensure!(svc.clone().oneshot(req).await?.status().as_u16() == 201);
+    }
+    let text = body_text(resp).await?;
+    let last: Value = serde_json::from_str(text.lines().last().context("no event")?)?;
+    ensure!(
+        last["type"] == "ERROR" && last["object"]["code"] == 410,
+        "{text}"
+    );
+    ensure!(svc.active_watches() == 0, "released");
+    Ok(())
+}
