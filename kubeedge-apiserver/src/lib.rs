@@ -23,7 +23,9 @@ mod time;
 
 pub use body::ResponseBody;
 pub use error::{Error, Result, StoreError};
-pub use serve::{serve, write_kubeconfig, AuthConfig, ClientCert, Pki, ServerTls, UserInfo};
+pub use serve::{
+    serve, serve_insecure, write_kubeconfig, AuthConfig, ClientCert, Pki, ServerTls, UserInfo,
+};
 pub use service::{ApiConfig, ApiService};
 pub use store::{
     Event, EventType, ListPage, ObjectKey, Scope, SqliteConfig, SqliteStore, Store, Stored,

@@ -353,6 +353,46 @@ pub async fn serve<S: Store>(
     Ok(())
 }
 
+/// Serves `service` over plain HTTP without authentication until `shutdown` resolves: for a
+/// loopback-only endpoint such as the edge MetaServer (127.0.0.1:10550). Never bind it to an
+/// address other hosts can reach.
+pub async fn serve_insecure<S: Store>(
+    listener: TcpListener,
+    service: ApiService<S>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let service = service.clone();
+        conns.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                service.clone().oneshot(req)
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection closed with an error");
+            }
+        });
+    }
+    conns.shutdown().await;
+    Ok(())
+}
+
 async fn serve_conn<S: Store>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,

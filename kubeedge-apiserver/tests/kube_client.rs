@@ -340,3 +340,26 @@ async fn kube_in_process() -> anyhow::Result<()> {
     gone(&client).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_over_plain_http_on_loopback() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = kubeedge_apiserver::SqliteStore::open(dir.path().join("db"))?;
+    let service = kubeedge_apiserver::ApiService::new(store, Default::default()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kubeedge_apiserver::serve_insecure(
+        listener,
+        service,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = Client::try_from(kube::Config::new(url.parse()?))?;
+    list_and_select(&client).await?;
+    watch_and_resume(&client).await?;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), server).await???;
+    Ok(())
+}

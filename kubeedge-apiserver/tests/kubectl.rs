@@ -171,6 +171,26 @@ async fn apply_twice_scale_patch_yaml_jsonpath() -> anyhow::Result<()> {
         "{yaml}"
     );
 
+    // kubectl edit, with a scripted editor: it sends a patch of what changed.
+    let mut edit = srv.kubectl_cmd(&["edit", "deployment", "nginx-deployment"]);
+    edit.env("KUBE_EDITOR", "sed -i s/nginx:1.27/nginx:1.28/");
+    let out = tokio::time::timeout(Duration::from_secs(60), edit.output()).await??;
+    ensure!(
+        out.status.success(),
+        "edit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = srv
+        .kubectl(&[
+            "get",
+            "deploy",
+            "nginx-deployment",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await?;
+    ensure!(img == "nginx:1.28", "after edit: {img}");
+
     // Applying the file again restores what it says (2 replicas, image 1.25).
     let out = srv.kubectl(&["apply", "-f", &file]).await?;
     ensure!(
