@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use kubeedge_apiserver::{
-    serve, write_kubeconfig, ApiConfig, ApiService, AuthConfig, Pki, SqliteStore,
+    serve, write_kubeconfig, ApiConfig, ApiService, Pki, ServeConfig, SqliteStore,
 };
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         service.clone(),
         tls,
-        AuthConfig::default(),
+        ServeConfig::default(),
         async {
             let _ = stopped.await;
         },

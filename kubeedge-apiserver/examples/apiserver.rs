@@ -3,7 +3,7 @@
 //! `kubectl --kubeconfig admin.kubeconfig get ns`. Enter (or end of input) stops it.
 
 use kubeedge_apiserver::{
-    serve, write_kubeconfig, ApiConfig, ApiService, AuthConfig, Pki, SqliteStore,
+    serve, write_kubeconfig, ApiConfig, ApiService, Pki, ServeConfig, SqliteStore,
 };
 
 #[tokio::main]
@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         service,
         pki.server_tls()?,
-        AuthConfig::default(),
+        ServeConfig::default(),
         async {
             let _ = stopped.await;
         },

@@ -24,7 +24,7 @@ mod time;
 pub use body::ResponseBody;
 pub use error::{Error, Result, StoreError};
 pub use serve::{
-    serve, serve_insecure, write_kubeconfig, AuthConfig, ClientCert, Pki, ServerTls, UserInfo,
+    serve, serve_insecure, write_kubeconfig, ClientCert, Pki, ServeConfig, ServerTls, UserInfo,
 };
 pub use service::{ApiConfig, ApiService};
 pub use store::{

@@ -6,13 +6,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -39,7 +40,9 @@ pub struct UserInfo {
 /// A certificate authority with a serving certificate it signed; it also issues client
 /// certificates.
 pub struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    ca_der: CertificateDer<'static>,
+    ca_pem: String,
     server_cert: CertificateDer<'static>,
     server_key: Vec<u8>,
 }
@@ -59,10 +62,67 @@ pub struct ClientCert {
     pub key_pem: String,
 }
 
+fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+/// Writes a file readable by its owner only (it may hold a private key).
+fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let io = |source| Error::Io {
+        what: format!("write {}", path.display()),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(contents.as_bytes()).map_err(io)
+}
+
 impl Pki {
-    /// Generates a CA and a serving certificate valid for `hosts` (DNS names or IP addresses)
-    /// plus `localhost` and `127.0.0.1`.
+    /// Generates a CA (kept in memory only) and a serving certificate valid for `hosts` (DNS
+    /// names or IP addresses) plus `localhost` and `127.0.0.1`.
     pub fn generate(hosts: &[String]) -> Result<Self, Error> {
+        let (ca_pem, ca_key) = Self::new_ca()?;
+        Self::from_ca(&ca_pem, ca_key, hosts)
+    }
+
+    /// Loads the CA from `dir/ca.crt` and `dir/ca.key`, creating both on first use, so that
+    /// kubeconfigs stay valid across restarts; the serving certificate is issued afresh.
+    pub fn load_or_generate(dir: &Path, hosts: &[String]) -> Result<Self, Error> {
+        let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| Error::Io {
+                what: format!("read {}", p.display()),
+                source,
+            })
+        };
+        if crt.exists() && key.exists() {
+            let ca_key = KeyPair::from_pem(&read(&key)?)?;
+            return Self::from_ca(&read(&crt)?, ca_key, hosts);
+        }
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            what: format!("create {}", dir.display()),
+            source,
+        })?;
+        let (ca_pem, ca_key) = Self::new_ca()?;
+        write_private(&key, &ca_key.serialize_pem())?;
+        write_private(&crt, &ca_pem)?;
+        Self::from_ca(&ca_pem, ca_key, hosts)
+    }
+
+    fn new_ca() -> Result<(String, KeyPair), Error> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -73,7 +133,16 @@ impl Pki {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let cert = ca_params.self_signed(&key)?;
+        Ok((cert.pem(), key))
+    }
+
+    fn from_ca(ca_pem: &str, ca_key: KeyPair, hosts: &[String]) -> Result<Self, Error> {
+        let ca_der = CertificateDer::from(
+            pem_to_der(ca_pem).ok_or(Error::Cert(rcgen::Error::CouldNotParseCertificate))?,
+        );
+        let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key)?;
         let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         names.extend(hosts.iter().cloned());
         let mut params = CertificateParams::new(names)?;
@@ -82,17 +151,19 @@ impl Pki {
             .push(DnType::CommonName, "kube-apiserver");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca)?;
+        let cert = params.signed_by(&key, &issuer)?;
         Ok(Self {
+            issuer,
+            ca_der,
+            ca_pem: ca_pem.to_owned(),
             server_cert: cert.der().clone(),
             server_key: key.serialize_der(),
-            ca,
         })
     }
 
     /// The CA certificate, PEM encoded.
     pub fn ca_pem(&self) -> String {
-        self.ca.pem()
+        self.ca_pem.clone()
     }
 
     /// Issues a client certificate for `user` (the CN) in `group` (the O). rcgen encodes one
@@ -106,7 +177,7 @@ impl Pki {
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.ca)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(ClientCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -119,7 +190,7 @@ impl Pki {
     pub fn server_tls(&self) -> Result<ServerTls, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone())?;
+        roots.add(self.ca_der.clone())?;
         let client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
             rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
@@ -242,21 +313,32 @@ pub fn write_kubeconfig(
         "contexts": [{"name": "kubeedge-rs", "context": {"cluster": "kubeedge-rs", "user": "admin", "namespace": "default"}}],
     });
     let text = serde_yaml::to_string(&doc).map_err(Error::Kubeconfig)?;
-    std::fs::write(path, text).map_err(|source| Error::Io {
-        what: format!("write kubeconfig {}", path.display()),
-        source,
-    })
+    write_private(path, &text)
 }
 
-/// Authentication settings for [`serve`].
-#[derive(Debug, Clone, Default)]
+/// Settings of [`serve`]: bearer tokens and connection bounds.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct AuthConfig {
+pub struct ServeConfig {
     /// Bearer tokens and the users they stand for.
     pub tokens: HashMap<String, UserInfo>,
+    /// Most connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (slow clients are dropped).
+    pub header_read_timeout: Duration,
 }
 
-impl AuthConfig {
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            tokens: HashMap::new(),
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServeConfig {
     /// Adds a bearer token.
     #[must_use]
     pub fn token(mut self, token: impl Into<String>, user: &str, groups: &[&str]) -> Self {
@@ -287,7 +369,7 @@ fn cert_identity(der: &[u8]) -> Option<UserInfo> {
 }
 
 fn authenticate<B>(
-    auth: &AuthConfig,
+    auth: &ServeConfig,
     cert_user: Option<&UserInfo>,
     req: &Request<B>,
 ) -> Result<UserInfo, ApiError> {
@@ -323,7 +405,7 @@ pub async fn serve<S: Store>(
     listener: TcpListener,
     service: ApiService<S>,
     tls: ServerTls,
-    auth: AuthConfig,
+    auth: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
@@ -332,10 +414,12 @@ pub async fn serve<S: Store>(
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // At the connection bound, stop accepting until a connection ends.
+        let at_limit = conns.len() >= auth.max_connections.max(1);
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            r = listener.accept() => match r {
+            r = listener.accept(), if !at_limit => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -399,13 +483,18 @@ async fn serve_conn<S: Store>(
     acceptor: tokio_rustls::TlsAcceptor,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     service: ApiService<S>,
-    auth: Arc<AuthConfig>,
+    auth: Arc<ServeConfig>,
 ) {
     let _ = stream.set_nodelay(true);
-    let tls = match acceptor.accept(stream).await {
-        Ok(t) => t,
-        Err(e) => {
+    let header_timeout = auth.header_read_timeout;
+    let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "tls handshake timed out");
             return;
         }
     };
@@ -441,6 +530,8 @@ async fn serve_conn<S: Store>(
         }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(tls), svc)
         .await
     {

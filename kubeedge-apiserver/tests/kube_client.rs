@@ -363,3 +363,72 @@ async fn kube_over_plain_http_on_loopback() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(10), server).await???;
     Ok(())
 }
+
+async fn start_https(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    kubeedge_apiserver::Pki,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let store = kubeedge_apiserver::SqliteStore::open(dir.join("state.db"))?;
+    let service = kubeedge_apiserver::ApiService::new(store, Default::default()).await?;
+    let pki = kubeedge_apiserver::Pki::load_or_generate(&dir.join("pki"), &[])?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let tls = pki.server_tls()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = kubeedge_apiserver::serve(listener, service, tls, Default::default(), async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    Ok((addr, pki, stop, task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_ca_and_state_survive_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (addr, pki, stop, task) = start_https(dir.path()).await?;
+    let admin = pki.issue_client_cert("admin", Some("system:masters"))?;
+    let kc = dir.path().join("admin.kubeconfig");
+    kubeedge_apiserver::write_kubeconfig(
+        &kc,
+        &format!("https://{addr}"),
+        &pki.ca_pem(),
+        Some(&admin),
+        None,
+    )?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for f in [kc.clone(), dir.path().join("pki/ca.key")] {
+            let mode = std::fs::metadata(&f)?.permissions().mode() & 0o777;
+            ensure!(mode == 0o600, "{} has mode {mode:o}", f.display());
+        }
+    }
+    let cms: Api<ConfigMap> = Api::default_namespaced(common::client_from(&kc).await?);
+    cms.create(&PostParams::default(), &cm("kept", "odd")?)
+        .await?;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task).await??;
+    drop(cms);
+
+    // Same directory: same CA, so the old client certificate still authenticates.
+    let (addr2, pki2, stop2, task2) = start_https(dir.path()).await?;
+    ensure!(pki2.ca_pem() == pki.ca_pem(), "CA reloaded");
+    kubeedge_apiserver::write_kubeconfig(
+        &kc,
+        &format!("https://{addr2}"),
+        &pki2.ca_pem(),
+        Some(&admin),
+        None,
+    )?;
+    let cms: Api<ConfigMap> = Api::default_namespaced(common::client_from(&kc).await?);
+    ensure!(cms.get("kept").await?.data.is_some(), "state kept");
+    let _ = stop2.send(());
+    tokio::time::timeout(Duration::from_secs(10), task2).await??;
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use kubeedge_apiserver::{
-    serve, write_kubeconfig, ApiConfig, ApiService, AuthConfig, Pki, SqliteConfig, SqliteStore,
+    serve, write_kubeconfig, ApiConfig, ApiService, Pki, ServeConfig, SqliteConfig, SqliteStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -50,7 +50,7 @@ impl TestServer {
         write_kubeconfig(&kubeconfig, &server, &pki.ca_pem(), Some(&admin), None)?;
         let token_kubeconfig = dir.path().join("token.kubeconfig");
         write_kubeconfig(&token_kubeconfig, &server, &pki.ca_pem(), None, Some(TOKEN))?;
-        let auth = AuthConfig::default().token(TOKEN, "admin", &["system:masters"]);
+        let auth = ServeConfig::default().token(TOKEN, "admin", &["system:masters"]);
         let (stop, stopped) = oneshot::channel::<()>();
         let svc = service.clone();
         let task = tokio::spawn(async move {
