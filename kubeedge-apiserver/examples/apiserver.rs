@@ -16,7 +16,8 @@ async fn main() -> anyhow::Result<()> {
     let service = ApiService::new(store, ApiConfig::default()).await?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
-    let pki = Pki::generate(&[])?;
+    // The CA lives next to the database, so the kubeconfig stays valid across restarts.
+    let pki = Pki::load_or_generate(std::path::Path::new(&format!("{db}.pki")), &[])?;
     let admin = pki.issue_client_cert("admin", Some("system:masters"))?;
     write_kubeconfig(
         std::path::Path::new(&kubeconfig),
