@@ -83,6 +83,11 @@ async fn kill_9_loses_no_acknowledged_write() -> anyhow::Result<()> {
         })
         .await
         .context("child too slow")??;
+        ensure!(
+            acked.len() >= target,
+            "round {round}: the child stopped after {} writes",
+            acked.len()
+        );
         // SIGKILL while the other writers are mid-flight.
         child.start_kill()?;
         child.wait().await?;
@@ -93,6 +98,22 @@ async fn kill_9_loses_no_acknowledged_write() -> anyhow::Result<()> {
             }
         }
         let store = SqliteStore::open(&db)?;
+        let stored = store
+            .list(
+                kubeedge_apiserver::Scope {
+                    resource: "core/configmaps".into(),
+                    namespace: None,
+                },
+                None,
+                None,
+            )
+            .await?
+            .items
+            .len();
+        println!(
+            "round {round}: {} acknowledged, {stored} stored after kill -9",
+            acked.len()
+        );
         for name in &acked {
             let got = store
                 .get(ObjectKey::new("core/configmaps", "default", name.clone()))
