@@ -81,7 +81,7 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Value
         }
         let mut main = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-            "kind": r.kind, "verbs": VERBS,
+            "kind": r.kind, "verbs": if r.review { &["create"][..] } else { &VERBS[..] },
         });
         if !r.short_names.is_empty() {
             main["shortNames"] = json!(r.short_names);
@@ -237,7 +237,7 @@ pub(crate) fn aggregated(reg: &Registry, legacy: bool) -> Value {
                             "responseKind": {"group": r.group, "version": v, "kind": r.kind},
                             "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                             "singularResource": r.singular,
-                            "verbs": VERBS,
+                            "verbs": if r.review { &["create"][..] } else { &VERBS[..] },
                         });
                         if !r.short_names.is_empty() {
                             res["shortNames"] = json!(r.short_names);

@@ -44,6 +44,8 @@ pub(crate) struct ResourceDef {
     pub(crate) builtin: bool,
     /// `openAPIV3Schema` per served version (custom resources only).
     pub(crate) schemas: Vec<(String, Value)>,
+    /// A create-only review (SelfSubjectReview, SelfSubjectAccessReview): answered, never stored.
+    pub(crate) review: bool,
 }
 
 impl ResourceDef {
@@ -114,6 +116,7 @@ fn builtin(
         printer,
         builtin: true,
         schemas: Vec::new(),
+        review: false,
     }
 }
 
@@ -256,6 +259,31 @@ fn builtins() -> Vec<ResourceDef> {
             Printer::Crd,
         ),
     ];
+    for (group, plural, kind) in [
+        (
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+        ),
+        (
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+        ),
+    ] {
+        let mut r = builtin(
+            group,
+            "v1",
+            plural,
+            kind,
+            false,
+            &[],
+            false,
+            Printer::Default,
+        );
+        r.review = true;
+        v.push(r);
+    }
     for r in &mut v {
         if matches!(r.kind.as_str(), "Deployment" | "ReplicaSet") {
             r.scale = scale.clone();
@@ -382,6 +410,7 @@ pub(crate) fn from_crd(crd: &Value) -> Option<ResourceDef> {
         },
         builtin: false,
         schemas,
+        review: false,
     })
 }
 

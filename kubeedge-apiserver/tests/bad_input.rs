@@ -101,6 +101,19 @@ async fn malformed_json_and_yaml_are_400() -> anyhow::Result<()> {
         )
         .await?;
     ensure!(code == 400, "unsupported field selector");
+    // Protobuf is not spoken: 415.
+    let (code, v) = raw
+        .call(
+            Method::POST,
+            CMS,
+            "application/vnd.kubernetes.protobuf",
+            "k8s\0",
+        )
+        .await?;
+    ensure!(
+        code == 415 && is_status(&v, 415, "UnsupportedMediaType"),
+        "{code} {v}"
+    );
     // A valid YAML body is accepted.
     let (code, v) = raw
         .call(

@@ -600,3 +600,44 @@ async fn cluster_scoped_crd_with_schema_validation() -> anyhow::Result<()> {
     srv.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_whoami_shows_the_certificate_and_token_identities() -> anyhow::Result<()> {
+    let srv = TestServer::start().await?;
+    let out = srv.kubectl(&["auth", "whoami"]).await?;
+    ensure!(
+        out.contains("admin") && out.contains("system:masters"),
+        "client cert CN/O: {out}"
+    );
+    let node = srv
+        .pki
+        .issue_client_cert("system:node:edge-1", Some("system:nodes"))?;
+    let kc = srv.path("node.kubeconfig");
+    kubeedge_apiserver::write_kubeconfig(
+        &kc,
+        &format!("https://127.0.0.1:{}", srv.addr.port()),
+        &srv.pki.ca_pem(),
+        Some(&node),
+        None,
+    )?;
+    let kc_s = kc.display().to_string();
+    let out = srv
+        .kubectl(&["--kubeconfig", &kc_s, "auth", "whoami"])
+        .await?;
+    ensure!(
+        out.contains("system:node:edge-1") && out.contains("system:nodes"),
+        "{out}"
+    );
+    let tok = srv.token_kubeconfig.display().to_string();
+    let out = srv
+        .kubectl(&["--kubeconfig", &tok, "auth", "whoami"])
+        .await?;
+    ensure!(
+        out.contains("admin") && out.contains("system:masters"),
+        "token identity: {out}"
+    );
+    let can = srv.kubectl(&["auth", "can-i", "create", "pods"]).await?;
+    ensure!(can.trim() == "yes", "{can}");
+    srv.stop().await;
+    Ok(())
+}

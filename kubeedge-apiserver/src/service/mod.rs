@@ -327,6 +327,8 @@ struct Target {
 
 struct Ctx {
     query: HashMap<String, String>,
+    /// The authenticated user; `None` in-process, where the caller is trusted.
+    user: Option<crate::serve::UserInfo>,
     /// `Warning` headers to send back (unknown fields under `fieldValidation=Warn`).
     warnings: std::sync::Mutex<Vec<String>>,
     table: bool,
@@ -372,6 +374,7 @@ where
         .unwrap_or_default()
         .to_owned();
     let ctx = Ctx {
+        user: parts.extensions.get::<crate::serve::UserInfo>().cloned(),
         warnings: std::sync::Mutex::new(Vec::new()),
         table: accept.contains("as=Table"),
         include: query
@@ -489,6 +492,19 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Bytes, ApiError>>,
 {
+    if target.def.review {
+        return match (m, &target.name) {
+            (&Method::POST, None) => {
+                let b = read().await?;
+                review(target, ctx, &b)
+            }
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("the server does not allow this method on the requested resource: {m}"),
+            )),
+        };
+    }
     match (m, &target.name, target.sub.as_deref()) {
         (&Method::GET, None, _) if ctx.flag("watch") => watch(inner, target, ctx),
         (&Method::GET, None, _) => list(inner, target, ctx).await,
@@ -605,6 +621,13 @@ fn render(t: &Target, ctx: &Ctx, code: u16, v: Value) -> Response<ResponseBody> 
 }
 
 fn parse_body(ctx: &Ctx, b: &[u8]) -> Result<Value, ApiError> {
+    if ctx.content_type.contains("protobuf") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        ));
+    }
     let v: Value = if ctx.content_type.contains("yaml") {
         serde_yaml::from_slice(b)
             .map_err(|e| ApiError::bad_request(format!("invalid yaml body: {e}")))?
@@ -784,4 +807,39 @@ async fn list<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx) -> Res {
         200,
         &json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(&t.version), "metadata": meta, "items": items}),
     ))
+}
+
+/// Answers SelfSubjectReview (who am I) and SelfSubjectAccessReview (always allowed: there is
+/// no authorization layer).
+fn review(t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
+    // kubectl sends reviews as protobuf; the request carries nothing the answer depends on.
+    let mut v = if ctx.content_type.contains("protobuf") {
+        json!({"metadata": {}, "spec": {}})
+    } else {
+        parse_body(ctx, body)?
+    };
+    let (name, groups) = match &ctx.user {
+        Some(u) => (u.name.clone(), u.groups.clone()),
+        None => (
+            "system:apiserver".to_owned(),
+            vec!["system:masters".to_owned()],
+        ),
+    };
+    let mut all_groups = groups;
+    all_groups.push("system:authenticated".into());
+    let status = match t.def.kind.as_str() {
+        "SelfSubjectReview" => json!({"userInfo": {"username": name, "groups": all_groups}}),
+        _ => {
+            json!({"allowed": true, "reason": "no authorization is configured: every authenticated user may do everything"})
+        }
+    };
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "apiVersion".into(),
+            Value::String(t.def.api_version(&t.version)),
+        );
+        m.insert("kind".into(), Value::String(t.def.kind.clone()));
+        m.insert("status".into(), status);
+    }
+    Ok(json_response(201, &v))
 }
