@@ -197,6 +197,15 @@ async fn unknown_resource_or_object_is_404() -> anyhow::Result<()> {
         .await?;
     ensure!(code == 404 && is_status(&v, 404, "NotFound"), "{v}");
     let (code, _) = raw
+        .call(
+            Method::POST,
+            "/api/v1/configmaps",
+            JSON,
+            r#"{"metadata":{"name":"x"}}"#,
+        )
+        .await?;
+    ensure!(code == 404, "create outside a namespace");
+    let (code, _) = raw
         .call(Method::GET, "/apis/nothing.example.com/v1", JSON, "")
         .await?;
     ensure!(code == 404, "unknown group version");

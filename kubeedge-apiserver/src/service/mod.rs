@@ -492,6 +492,11 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Bytes, ApiError>>,
 {
+    // A namespaced resource is written only under its namespace; the all-namespaces path
+    // serves list and watch.
+    if target.def.namespaced && target.namespace.is_none() && m != Method::GET {
+        return Err(ApiError::not_found_path());
+    }
     if target.def.review {
         return match (m, &target.name) {
             (&Method::POST, None) => {
