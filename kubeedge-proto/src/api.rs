@@ -507,3 +507,35 @@ pub mod v1alpha2 {
     pub use device::Device;
     pub use model::DeviceModel;
 }
+
+#[cfg(all(test, feature = "kube"))]
+mod tests {
+    use super::*;
+    use kube_core::Resource;
+
+    #[test]
+    fn kube_resource_paths() {
+        assert_eq!(
+            v1beta1::Device::url_path(&(), Some("default")),
+            "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices"
+        );
+        assert_eq!(
+            v1alpha2::DeviceModel::url_path(&(), Some("ns")),
+            "/apis/devices.kubeedge.io/v1alpha2/namespaces/ns/devicemodels"
+        );
+        assert_eq!(
+            reliablesyncs::ClusterObjectSync::url_path(&(), None),
+            "/apis/reliablesyncs.kubeedge.io/v1alpha1/clusterobjectsyncs"
+        );
+        let mut d = v1beta1::Device::new("t1", v1beta1::DeviceSpec::default());
+        d.meta_mut().namespace = Some("default".into());
+        assert_eq!(d.meta().name.as_deref(), Some("t1"));
+        assert_eq!(
+            v1beta1::Device::api_version(&()),
+            "devices.kubeedge.io/v1beta1"
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["kind"], "Device");
+        assert_eq!(reliablesyncs::object_sync_name("edge-1", "u"), "edge-1.u");
+    }
+}

@@ -33,6 +33,7 @@ mod error;
 mod frame;
 mod message;
 mod names;
+mod ratelimit;
 mod resource;
 mod token;
 mod topic;
@@ -50,6 +51,7 @@ pub use error::{
 pub use frame::{FrameKind, HubCodec};
 pub use message::{now_millis, Compat, Content, Header, Message, MessageId, Route};
 pub use names::{Group, Operation, ResourceType, Source};
+pub use ratelimit::TokenBucket;
 pub use resource::{DeviceRef, ResourceKind, ResourcePath, TwinEvent};
 pub use token::{ca_hash, Claims, JoinToken, Jwt, MAX_TOKEN_LEN};
 pub use topic::{edge_subscriptions, DeviceEvent, NodeEvent, Topic};

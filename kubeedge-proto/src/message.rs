@@ -133,7 +133,6 @@ fn is_false(b: &bool) -> bool {
 
 /// `header`: members in Go's order, with Go's omitempty rules.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Header {
     /// `msg_id` (always emitted).
     #[serde(rename = "msg_id", default, deserialize_with = "null_as_default")]
@@ -188,7 +187,6 @@ impl Header {
 
 /// `route` (Go field `Router`): every member is omitted when empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Route {
     /// `source`: the sending module.
     #[serde(
@@ -439,7 +437,6 @@ pub fn now_millis() -> i64 {
 
 /// One beehive message: `{"header":…,"route":…,"content":…}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Message {
     /// `header`.
     #[serde(default, deserialize_with = "object_or_null")]

@@ -1,0 +1,71 @@
+//! Errors of the cloud crate.
+
+use kubeedge_proto::TokenError;
+
+/// Certificate authority, certificate and token failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// The certificate store could not be read or written.
+    #[error("certificate store {item} failed")]
+    Store {
+        /// Which item.
+        item: &'static str,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored certificate or key is not valid PEM/DER.
+    #[error("stored {item} is not valid")]
+    Invalid {
+        /// Which item.
+        item: &'static str,
+        /// What was wrong.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// Generating or signing a certificate failed.
+    #[error("certificate generation failed")]
+    Generate(#[source] rcgen::Error),
+    /// The CSR is not a valid, self-signed certificate request.
+    #[error("invalid certificate signing request")]
+    InvalidCsr(#[source] rcgen::Error),
+    /// The CSR names another identity than the requesting node.
+    #[error("csr subject {subject:?} is not allowed for node {node:?}")]
+    IdentityMismatch {
+        /// The CSR's common name.
+        subject: String,
+        /// The node the request is for.
+        node: String,
+    },
+    /// A bad node name.
+    #[error("invalid node name {0:?}")]
+    InvalidNodeName(String),
+    /// Issuing the join token failed.
+    #[error("token could not be issued")]
+    Token(#[source] TokenError),
+    /// TLS configuration failed.
+    #[error("tls configuration failed")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Hub server failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// Binding or accepting on a listener failed.
+    #[error("hub listener failed")]
+    Io(#[source] std::io::Error),
+    /// Certificates could not be prepared.
+    #[error("hub certificates")]
+    Cert(#[source] CertError),
+    /// The hub has shut down; nothing more can be sent.
+    #[error("hub is shut down")]
+    Closed,
+    /// `call` without a successful `poll_ready` first.
+    #[error("service called before poll_ready")]
+    NotReady,
+    /// A node id that cannot be used.
+    #[error("invalid node id {0:?}")]
+    InvalidNode(String),
+}

@@ -1,0 +1,397 @@
+//! CloudHub: the TLS websocket server edge nodes connect to (:10000), the certificate
+//! bootstrap server (:10002), and a durable-while-running outbox per node.
+//!
+//! ```text
+//! controllers --Downstream::send(node, msg)--> per-node Outbox --session task--> wss --> edge
+//! edge --wss--> session task --acks--> Outbox
+//!                            --other messages--> Upstream { node, msg } channel --> controllers
+//! ```
+
+mod bootstrap;
+mod outbox;
+mod session;
+mod tls;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use kubeedge_proto::{ack_mode, Compat, Message};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::{CancellationToken, PollSemaphore};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+pub use outbox::{Outbox, OutboxConfig, Pushed};
+
+use crate::certs::Pki;
+use crate::error::HubError;
+
+/// Hub settings (cloudcore.yaml `modules.cloudHub`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// `nodeLimit`: most nodes connected at once.
+    pub node_limit: usize,
+    /// `keepaliveInterval`: a session without a keepalive for this long is closed.
+    pub keepalive_interval: Duration,
+    /// Require the client certificate CN to be `system:node:<node_id>`. Off = upstream v1.12's
+    /// behaviour (any certificate from the CA, whatever node it claims).
+    pub enforce_node_identity: bool,
+    /// Accept upstream v1.12 CSRs and certificates (CN `kubeedge.io`).
+    pub allow_legacy_certs: bool,
+    /// Per-node outbox limits.
+    pub outbox: OutboxConfig,
+    /// Largest websocket message accepted.
+    pub max_frame_size: usize,
+    /// Bound on the TLS + websocket handshake.
+    pub handshake_timeout: Duration,
+    /// Upstream messages buffered towards the controllers.
+    pub upstream_capacity: usize,
+    /// Per-node upstream rate (messages a second) beyond which the hub reads that node's
+    /// socket more slowly, so that one flooding node cannot crowd out the others.
+    pub node_upstream_qps: u32,
+    /// Burst allowed above `node_upstream_qps`.
+    pub node_upstream_burst: u32,
+    /// Which upstream's ACK rules and error replies to follow.
+    pub compat: Compat,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            node_limit: 1000,
+            keepalive_interval: Duration::from_secs(30),
+            enforce_node_identity: true,
+            allow_legacy_certs: false,
+            outbox: OutboxConfig::default(),
+            max_frame_size: kubeedge_proto::HubCodec::DEFAULT_MAX_FRAME_SIZE,
+            handshake_timeout: Duration::from_secs(30),
+            upstream_capacity: 4096,
+            node_upstream_qps: 1000,
+            node_upstream_burst: 2000,
+            compat: Compat::Latest,
+        }
+    }
+}
+
+/// A message from an edge node, for the controllers. The resource is the edge view; use
+/// `ResourcePath::to_cloud_view(&node)` for upstream's `node/<id>/…` form.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Upstream {
+    /// The node, from the connection (never from the message).
+    pub node: String,
+    /// The message.
+    pub msg: Message,
+}
+
+struct NodeState {
+    outbox: Mutex<Outbox>,
+    wake: Notify,
+    space: Arc<Semaphore>,
+    session: tokio::sync::Mutex<Option<session::Handle>>,
+}
+
+impl NodeState {
+    fn new(cfg: &OutboxConfig) -> Self {
+        let mut unbounded = *cfg;
+        // The semaphore bounds the outbox; the outbox itself never refuses.
+        unbounded.capacity = usize::MAX;
+        Self {
+            outbox: Mutex::new(Outbox::new(unbounded)),
+            wake: Notify::new(),
+            space: Arc::new(Semaphore::new(cfg.capacity)),
+            session: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Inner {
+    pki: Arc<Pki>,
+    config: HubConfig,
+    nodes: Mutex<HashMap<String, Arc<NodeState>>>,
+    connected: AtomicUsize,
+    upstream: mpsc::Sender<Upstream>,
+    tracker: TaskTracker,
+}
+
+impl Inner {
+    fn node(&self, id: &str) -> Arc<NodeState> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(NodeState::new(&self.config.outbox)))
+            .clone()
+    }
+}
+
+/// The hub server. Cheap to clone.
+#[derive(Clone)]
+pub struct CloudHub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CloudHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudHub")
+            .field("connected", &self.inner.connected.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends messages to edge nodes. Cheap to clone.
+#[derive(Clone)]
+pub struct Downstream {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Downstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downstream").finish_non_exhaustive()
+    }
+}
+
+impl Downstream {
+    /// Queue `msg` (edge-view resource) for `node`. Waits while that node's outbox is full;
+    /// other nodes are never affected. Returns what the outbox did with it.
+    pub async fn send(&self, node: &str, msg: Message) -> Result<Pushed, HubError> {
+        if node.is_empty() || node.contains('/') {
+            return Err(HubError::InvalidNode(node.to_owned()));
+        }
+        let state = self.inner.node(node);
+        let permit = state
+            .space
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| HubError::Closed)?;
+        Ok(push_with(&state, msg, self.inner.config.compat, permit))
+    }
+
+    /// A [`tower::Service`] for one node whose `poll_ready` is ready exactly when that node's
+    /// outbox has room.
+    pub fn to_node(&self, node: &str) -> Result<NodeSender, HubError> {
+        if node.is_empty() || node.contains('/') {
+            return Err(HubError::InvalidNode(node.to_owned()));
+        }
+        let state = self.inner.node(node);
+        Ok(NodeSender {
+            permits: PollSemaphore::new(state.space.clone()),
+            state,
+            permit: None,
+            compat: self.inner.config.compat,
+        })
+    }
+
+    /// Messages held for `node` (pending, in flight, NO-ACK).
+    pub fn queued(&self, node: &str) -> usize {
+        let nodes = self
+            .inner
+            .nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        nodes.get(node).map_or(0, |n| n.outbox().len())
+    }
+}
+
+fn push_with(
+    state: &NodeState,
+    msg: Message,
+    compat: Compat,
+    permit: OwnedSemaphorePermit,
+) -> Pushed {
+    let mode = ack_mode(&msg, compat);
+    let pushed = state.outbox().push(msg, mode);
+    match pushed {
+        Pushed::Queued => {
+            // The permit now belongs to the entry; the session returns it when the entry goes.
+            permit.forget();
+            state.wake.notify_one();
+        }
+        Pushed::Replaced => state.wake.notify_one(),
+        Pushed::Stale | Pushed::Full => {}
+    }
+    pushed
+}
+
+/// Sends to one node as a `tower::Service<Message>`; see [`Downstream::to_node`].
+pub struct NodeSender {
+    state: Arc<NodeState>,
+    permits: PollSemaphore,
+    permit: Option<OwnedSemaphorePermit>,
+    compat: Compat,
+}
+
+impl std::fmt::Debug for NodeSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSender")
+            .field("reserved", &self.permit.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Message> for NodeSender {
+    type Response = Pushed;
+    type Error = HubError;
+    type Future = std::future::Ready<Result<Pushed, HubError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), HubError>> {
+        if self.permit.is_none() {
+            match self.permits.poll_acquire(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(None) => {
+                    return std::task::Poll::Ready(Err(HubError::Closed))
+                }
+                std::task::Poll::Ready(Some(p)) => self.permit = Some(p),
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, msg: Message) -> Self::Future {
+        let Some(permit) = self.permit.take() else {
+            return std::future::ready(Err(HubError::NotReady));
+        };
+        std::future::ready(Ok(push_with(&self.state, msg, self.compat, permit)))
+    }
+}
+
+impl CloudHub {
+    /// A hub with its downstream handle and the stream of upstream messages.
+    pub fn new(pki: Arc<Pki>, config: HubConfig) -> (Self, Downstream, mpsc::Receiver<Upstream>) {
+        let (tx, rx) = mpsc::channel(config.upstream_capacity.max(1));
+        let inner = Arc::new(Inner {
+            pki,
+            config,
+            nodes: Mutex::new(HashMap::new()),
+            connected: AtomicUsize::new(0),
+            upstream: tx,
+            tracker: TaskTracker::new(),
+        });
+        (
+            Self {
+                inner: inner.clone(),
+            },
+            Downstream { inner },
+            rx,
+        )
+    }
+
+    /// Nodes with a live session.
+    pub fn connected(&self) -> usize {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// Serve the websocket hub on `listener` until `cancel`.
+    pub async fn serve_websocket(
+        &self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> Result<(), HubError> {
+        let config = tls::server_config(&self.inner.pki, true).map_err(HubError::Cert)?;
+        let acceptor = TlsAcceptor::from(config);
+        info!(addr = ?listener.local_addr().ok(), "cloudhub websocket server listening");
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let inner = self.inner.clone();
+            let acceptor = acceptor.clone();
+            let cancel = cancel.child_token();
+            self.inner.tracker.spawn(
+                async move {
+                    if let Err(e) = session::accept(inner, acceptor, tcp, cancel).await {
+                        debug!(error = %e, "connection refused");
+                    }
+                }
+                .instrument(tracing::debug_span!("conn", %peer)),
+            );
+        }
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        Ok(())
+    }
+
+    /// Serve the certificate bootstrap (`/ca.crt`, `/edge.crt`) on `listener` until `cancel`.
+    pub async fn serve_https(
+        &self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> Result<(), HubError> {
+        let config = tls::server_config(&self.inner.pki, false).map_err(HubError::Cert)?;
+        let acceptor = TlsAcceptor::from(config);
+        let tracker = TaskTracker::new();
+        info!(addr = ?listener.local_addr().ok(), "cloudhub https server listening");
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+            };
+            let acceptor = acceptor.clone();
+            let pki = self.inner.pki.clone();
+            let legacy = self.inner.config.allow_legacy_certs;
+            let timeout = self.inner.config.handshake_timeout;
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "bootstrap tls handshake failed"),
+                    Err(_) => return debug!(%peer, "bootstrap tls handshake timed out"),
+                };
+                let peer_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.clone().into_owned());
+                let svc = hyper::service::service_fn(move |req| {
+                    let pki = pki.clone();
+                    let peer_cert = peer_cert.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            bootstrap::handle(req, pki, peer_cert, legacy).await,
+                        )
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(timeout)
+                    .serve_connection(TokioIo::new(tls), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => if let Err(e) = r { debug!(%peer, error = %e, "bootstrap connection error") },
+                    _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+                }
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+}

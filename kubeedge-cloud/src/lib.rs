@@ -1,0 +1,12 @@
+//! CloudCore as a library.
+//!
+//! - [`certs`]: the KubeEdge CA, the cloudcore server certificate, edge certificates and the
+//!   join token, behind a [`certs::CertStore`].
+//! - [`hub`]: CloudHub, the TLS websocket server with a per-node outbox (ACK/NO-ACK delivery,
+//!   coalescing, resend across reconnects) and the certificate bootstrap server.
+
+pub mod certs;
+mod error;
+pub mod hub;
+
+pub use error::{CertError, HubError};

@@ -1,0 +1,202 @@
+//! Shared set-up for the hub tests: a cloud on 127.0.0.1 port 0, joined edges, raw dials.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod proxy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kubeedge_cloud::certs::{unix_now, FsCertStore, Pki, PkiConfig};
+use kubeedge_cloud::hub::{CloudHub, Downstream, HubConfig, Upstream};
+use kubeedge_edge::hub::{self, CertFiles, ClientTls};
+use kubeedge_proto::{Content, Message, Route};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_util::sync::CancellationToken;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .with_context(|| format!("timed out: {what}"))
+}
+
+/// Poll `cond` until it holds or the deadline passes.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+pub struct Cloud {
+    pub _dir: tempfile::TempDir,
+    pub pki: Arc<Pki>,
+    pub hub: CloudHub,
+    pub down: Downstream,
+    pub up: mpsc::Receiver<Upstream>,
+    pub ws: SocketAddr,
+    pub https: SocketAddr,
+    pub cancel: CancellationToken,
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub async fn cloud(cfg: HubConfig) -> Result<Cloud> {
+    cloud_with(cfg, PkiConfig::default()).await
+}
+
+pub async fn cloud_with(cfg: HubConfig, pki_cfg: PkiConfig) -> Result<Cloud> {
+    let dir = tempfile::tempdir()?;
+    let store = FsCertStore::in_dir(dir.path());
+    let pki = Arc::new(Pki::load_or_create(&store, pki_cfg)?);
+    let (hub, down, up) = CloudHub::new(pki.clone(), cfg);
+    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
+    let https_l = TcpListener::bind("127.0.0.1:0").await?;
+    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let (hub, c) = (hub.clone(), cancel.clone());
+        async move { hub.serve_websocket(ws_l, c).await }
+    });
+    tokio::spawn({
+        let (hub, c) = (hub.clone(), cancel.clone());
+        async move { hub.serve_https(https_l, c).await }
+    });
+    Ok(Cloud {
+        _dir: dir,
+        pki,
+        hub,
+        down,
+        up,
+        ws,
+        https,
+        cancel,
+    })
+}
+
+pub fn fast() -> HubConfig {
+    let mut c = HubConfig::default();
+    c.keepalive_interval = Duration::from_secs(2);
+    c.handshake_timeout = Duration::from_secs(2);
+    c.outbox.resend_after = Duration::from_millis(200);
+    c
+}
+
+pub async fn join(cloud: &Cloud, node: &str, dir: &std::path::Path) -> Result<ClientTls> {
+    let token = cloud.pki.issue_token(unix_now())?;
+    let files = CertFiles::in_dir(dir);
+    Ok(hub::bootstrap(&cloud.https.to_string(), &token, node, &files, DEADLINE).await?)
+}
+
+pub struct Edge {
+    pub client: hub::Client,
+    pub inbound: hub::Inbound,
+    pub cancel: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), kubeedge_edge::HubError>>,
+}
+
+pub fn edge(cloud: &Cloud, node: &str, tls: ClientTls) -> Edge {
+    edge_via(cloud.ws, node, tls, None)
+}
+
+/// An edge that dials `server` (the cloud, or a proxy in front of it).
+pub fn edge_via(
+    server: SocketAddr,
+    node: &str,
+    tls: ClientTls,
+    rotation: Option<hub::CertRotation>,
+) -> Edge {
+    let mut cfg = hub::HubConfig::default();
+    cfg.server = server.to_string();
+    cfg.rotation = rotation;
+    cfg.node_name = node.to_owned();
+    cfg.heartbeat = Duration::from_millis(300);
+    cfg.backoff_min = Duration::from_millis(50);
+    cfg.backoff_max = Duration::from_millis(500);
+    cfg.message_qps = 10_000;
+    cfg.message_burst = 10_000;
+    let (client, inbound, driver) = hub::connect(cfg, tls);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(driver.run(cancel.clone()));
+    Edge {
+        client,
+        inbound,
+        cancel,
+        task,
+    }
+}
+
+pub fn pod(uid: &str, rv: &str, op: &str) -> Message {
+    let content = Content::json(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default", "uid": uid, "resourceVersion": rv}
+    }))
+    .expect("json");
+    Message::new(
+        Route::new("edgecontroller", "resource", op, "default/pod/p"),
+        content,
+    )
+    .with_resource_version(rv)
+}
+
+/// A raw websocket dial with chosen TLS material and headers.
+pub async fn raw_dial(
+    cloud: &Cloud,
+    tls: Option<&ClientTls>,
+    headers: &[(&str, &str)],
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+> {
+    let config = match tls {
+        Some(t) => t.client_config()?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(rustls_pki_types::CertificateDer::from(
+                cloud.pki.ca_cert_der().to_vec(),
+            ))?;
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            )
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(cloud.ws).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    let mut req = format!(
+        "wss://{}/e632aba927ea4ac2b575ec1603d56f10/x/events",
+        cloud.ws
+    )
+    .into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(http::HeaderName::from_bytes(k.as_bytes())?, v.parse()?);
+    }
+    let (ws, _) = within("raw dial", tokio_tungstenite::client_async(req, stream)).await??;
+    Ok(ws)
+}

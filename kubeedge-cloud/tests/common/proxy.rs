@@ -1,0 +1,90 @@
+//! A TCP proxy for tests that can cut every connection or blackhole traffic (a half-open link).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    blackhole: watch::Sender<bool>,
+    conns: Arc<Mutex<Vec<CancellationToken>>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.cut();
+    }
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (blackhole, rx) = watch::channel(false);
+        let conns: Arc<Mutex<Vec<CancellationToken>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (c, s) = (conns.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (inbound, _) = tokio::select! {
+                    _ = s.cancelled() => return,
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => return },
+                };
+                let Ok(outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let token = CancellationToken::new();
+                c.lock().expect("lock").push(token.clone());
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pump(ri, wo, rx.clone(), token.clone()));
+                tokio::spawn(pump(ro, wi, rx.clone(), token));
+            }
+        });
+        Ok(Self {
+            addr,
+            blackhole,
+            conns,
+            stop,
+        })
+    }
+
+    /// Close every current connection (both directions, like a broken link).
+    pub fn cut(&self) {
+        for t in self.conns.lock().expect("lock").drain(..) {
+            t.cancel();
+        }
+    }
+
+    /// Drop all bytes in both directions while keeping the sockets open.
+    pub fn blackhole(&self, on: bool) {
+        let _ = self.blackhole.send(on);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    blackhole: watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+        };
+        if *blackhole.borrow() {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

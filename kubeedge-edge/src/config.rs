@@ -1,0 +1,405 @@
+//! `edgecore.yaml` (`edgecore.config.kubeedge.io/v1alpha2`) with upstream's keys and defaults
+//! (PROTOCOL.md §9.4). Unknown keys are ignored, so an upstream file loads unchanged; the keys
+//! this implementation acts on are typed here and converted into runtime config in one place.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{CertFiles, CertRotation, HubConfig};
+
+/// The file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct EdgeCoreConfig {
+    /// `edgecore.config.kubeedge.io/v1alpha2`.
+    pub api_version: String,
+    /// `EdgeCore`.
+    pub kind: String,
+    /// `database`.
+    pub database: Database,
+    /// `modules`.
+    pub modules: Modules,
+}
+
+/// `database`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct Database {
+    /// `sqlite3`.
+    pub driver_name: String,
+    /// `default`.
+    pub alias_name: String,
+    /// `/var/lib/kubeedge/edgecore.db`.
+    pub data_source: PathBuf,
+}
+
+/// `modules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct Modules {
+    /// `edgeHub`.
+    pub edge_hub: EdgeHub,
+    /// `metaManager`.
+    pub meta_manager: MetaManager,
+    /// `edged`.
+    pub edged: Edged,
+    /// `eventBus`.
+    pub event_bus: Enable,
+    /// `deviceTwin`.
+    pub device_twin: Enable,
+    /// `serviceBus`.
+    pub service_bus: Enable,
+    /// `edgeStream`.
+    pub edge_stream: Enable,
+}
+
+/// A module with only an `enable` flag (its other keys are kept by upstream files, ignored here).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct Enable {
+    /// `enable`.
+    pub enable: bool,
+}
+
+/// `modules.edgeHub`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct EdgeHub {
+    /// `enable`.
+    pub enable: bool,
+    /// `heartbeat`, seconds.
+    pub heartbeat: u64,
+    /// `messageQPS`.
+    #[serde(rename = "messageQPS")]
+    pub message_qps: u32,
+    /// `messageBurst`.
+    pub message_burst: u32,
+    /// `projectID`.
+    #[serde(rename = "projectID")]
+    pub project_id: String,
+    /// `tlsCaFile`.
+    pub tls_ca_file: PathBuf,
+    /// `tlsCertFile`.
+    pub tls_cert_file: PathBuf,
+    /// `tlsPrivateKeyFile`.
+    pub tls_private_key_file: PathBuf,
+    /// `token`: `<caHash>.<jwt>`, used when the certificate files are missing.
+    pub token: String,
+    /// `httpServer`: `https://<cloud>:10002`.
+    pub http_server: String,
+    /// `rotateCertificates`.
+    pub rotate_certificates: bool,
+    /// `websocket`.
+    pub websocket: WebSocket,
+}
+
+/// `modules.edgeHub.websocket`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct WebSocket {
+    /// `enable`.
+    pub enable: bool,
+    /// `server`: `<cloud>:10000`.
+    pub server: String,
+    /// `handshakeTimeout`, seconds.
+    pub handshake_timeout: u64,
+    /// `readDeadline`, seconds.
+    pub read_deadline: u64,
+    /// `writeDeadline`, seconds.
+    pub write_deadline: u64,
+}
+
+/// `modules.metaManager`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct MetaManager {
+    /// `enable`.
+    pub enable: bool,
+    /// `remoteQueryTimeout`, seconds.
+    pub remote_query_timeout: u64,
+    /// `metaServer`.
+    pub meta_server: MetaServer,
+}
+
+/// `modules.metaManager.metaServer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct MetaServer {
+    /// `enable`.
+    pub enable: bool,
+    /// `server`.
+    pub server: String,
+}
+
+/// `modules.edged` (the keys this implementation reads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct Edged {
+    /// `enable`.
+    pub enable: bool,
+    /// `hostnameOverride`: the node name.
+    pub hostname_override: String,
+    /// `registerNodeNamespace`.
+    pub register_node_namespace: String,
+    /// `nodeIP`.
+    #[serde(rename = "nodeIP")]
+    pub node_ip: String,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "edge-node".to_owned())
+}
+
+impl Default for EdgeCoreConfig {
+    fn default() -> Self {
+        Self {
+            api_version: "edgecore.config.kubeedge.io/v1alpha2".into(),
+            kind: "EdgeCore".into(),
+            database: Database::default(),
+            modules: Modules::default(),
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            driver_name: "sqlite3".into(),
+            alias_name: "default".into(),
+            data_source: "/var/lib/kubeedge/edgecore.db".into(),
+        }
+    }
+}
+
+impl Default for Modules {
+    fn default() -> Self {
+        Self {
+            edge_hub: EdgeHub::default(),
+            meta_manager: MetaManager::default(),
+            edged: Edged::default(),
+            event_bus: Enable { enable: true },
+            device_twin: Enable { enable: true },
+            service_bus: Enable { enable: false },
+            edge_stream: Enable { enable: false },
+        }
+    }
+}
+
+impl Default for EdgeHub {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            heartbeat: 15,
+            message_qps: 30,
+            message_burst: 60,
+            project_id: kubeedge_proto::DEFAULT_PROJECT_ID.into(),
+            tls_ca_file: "/etc/kubeedge/ca/rootCA.crt".into(),
+            tls_cert_file: "/etc/kubeedge/certs/server.crt".into(),
+            tls_private_key_file: "/etc/kubeedge/certs/server.key".into(),
+            token: String::new(),
+            http_server: "https://127.0.0.1:10002".into(),
+            rotate_certificates: true,
+            websocket: WebSocket::default(),
+        }
+    }
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            server: "127.0.0.1:10000".into(),
+            handshake_timeout: 30,
+            read_deadline: 15,
+            write_deadline: 15,
+        }
+    }
+}
+
+impl Default for MetaManager {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            remote_query_timeout: 60,
+            meta_server: MetaServer::default(),
+        }
+    }
+}
+
+impl Default for MetaServer {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            server: "127.0.0.1:10550".into(),
+        }
+    }
+}
+
+impl Default for Edged {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            hostname_override: hostname(),
+            register_node_namespace: "default".into(),
+            node_ip: String::new(),
+        }
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not YAML of the expected shape.
+    #[error("invalid edgecore config")]
+    Parse(#[source] serde_yaml::Error),
+    /// A value is out of range or inconsistent.
+    #[error("invalid edgecore config: {0}")]
+    Invalid(String),
+}
+
+impl EdgeCoreConfig {
+    /// Parse YAML.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        serde_yaml::from_str(text).map_err(ConfigError::Parse)
+    }
+
+    /// The full default configuration as YAML (`--defaultconfig`).
+    pub fn default_yaml() -> String {
+        serde_yaml::to_string(&Self::default()).unwrap_or_default()
+    }
+
+    /// A minimal configuration (`--minconfig`): what a node needs to join.
+    pub fn min_yaml() -> String {
+        let d = Self::default();
+        format!(
+            "apiVersion: {}\nkind: EdgeCore\ndatabase:\n  dataSource: {}\nmodules:\n  edgeHub:\n    httpServer: {}\n    token: \"\"\n    websocket:\n      server: {}\n  edged:\n    hostnameOverride: {}\n",
+            d.api_version,
+            d.database.data_source.display(),
+            d.modules.edge_hub.http_server,
+            d.modules.edge_hub.websocket.server,
+            d.modules.edged.hostname_override,
+        )
+    }
+
+    /// The node name (`edged.hostnameOverride`).
+    pub fn node_name(&self) -> &str {
+        &self.modules.edged.hostname_override
+    }
+
+    /// The certificate files.
+    pub fn cert_files(&self) -> CertFiles {
+        let h = &self.modules.edge_hub;
+        let mut f = CertFiles::in_dir(std::path::Path::new("/"));
+        f.ca = h.tls_ca_file.clone();
+        f.cert = h.tls_cert_file.clone();
+        f.key = h.tls_private_key_file.clone();
+        f
+    }
+
+    /// The hub client settings, validated.
+    pub fn hub(&self) -> Result<HubConfig, ConfigError> {
+        let h = &self.modules.edge_hub;
+        if h.heartbeat == 0 {
+            return Err(ConfigError::Invalid(
+                "edgeHub.heartbeat must be at least 1 second".into(),
+            ));
+        }
+        if self.node_name().is_empty() || self.node_name().contains('/') {
+            return Err(ConfigError::Invalid(format!(
+                "invalid node name {:?}",
+                self.node_name()
+            )));
+        }
+        Ok(HubConfig {
+            server: h.websocket.server.clone(),
+            project_id: h.project_id.clone(),
+            node_name: self.node_name().to_owned(),
+            heartbeat: Duration::from_secs(h.heartbeat),
+            handshake_timeout: Duration::from_secs(h.websocket.handshake_timeout.max(1)),
+            write_timeout: Duration::from_secs(h.websocket.write_deadline.max(1)),
+            message_qps: h.message_qps,
+            message_burst: h.message_burst,
+            rotation: h
+                .rotate_certificates
+                .then(|| CertRotation::new(h.http_server.clone(), self.cert_files())),
+            ..HubConfig::default()
+        })
+    }
+
+    /// `metaManager.remoteQueryTimeout`.
+    pub fn remote_query_timeout(&self) -> Duration {
+        Duration::from_secs(self.modules.meta_manager.remote_query_timeout.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_keys_and_unknown_keys() {
+        let yaml = r#"
+apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database:
+  dataSource: /tmp/x.db
+modules:
+  edgeHub:
+    heartbeat: 10
+    messageQPS: 5
+    projectID: p
+    token: abc
+    websocket:
+      server: 10.0.0.1:10000
+      handshakeTimeout: 7
+    quic: {enable: false}
+  edged:
+    hostnameOverride: edge-9
+    tailoredKubeletConfig: {address: 127.0.0.1}
+  eventBus:
+    enable: false
+    mqttMode: 2
+"#;
+        let c = EdgeCoreConfig::from_yaml(yaml).unwrap();
+        assert_eq!(c.database.data_source, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.modules.edge_hub.message_qps, 5);
+        assert_eq!(
+            c.modules.edge_hub.message_burst, 60,
+            "defaults fill the rest"
+        );
+        assert!(!c.modules.event_bus.enable);
+        let hub = c.hub().unwrap();
+        assert_eq!(hub.server, "10.0.0.1:10000");
+        assert_eq!(hub.node_name, "edge-9");
+        assert_eq!(hub.heartbeat, Duration::from_secs(10));
+        assert_eq!(hub.handshake_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn default_and_min_configs_round_trip() {
+        let d = EdgeCoreConfig::from_yaml(&EdgeCoreConfig::default_yaml()).unwrap();
+        assert_eq!(d, EdgeCoreConfig::default());
+        let m = EdgeCoreConfig::from_yaml(&EdgeCoreConfig::min_yaml()).unwrap();
+        assert_eq!(m, EdgeCoreConfig::default());
+        assert!(EdgeCoreConfig::from_yaml("modules: [").is_err());
+        let mut bad = EdgeCoreConfig::default();
+        bad.modules.edge_hub.heartbeat = 0;
+        assert!(bad.hub().is_err());
+    }
+}

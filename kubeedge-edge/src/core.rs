@@ -1,0 +1,145 @@
+//! `EdgeCore`: the modules wired together from an [`EdgeCoreConfig`]. The store opens first, so
+//! that an edge with no cloud still has its pods; the hub connects (and bootstraps its
+//! certificates from the token) in the background, with backoff, until the link is up.
+
+use std::time::Duration;
+
+use kubeedge_proto::JoinToken;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::{ConfigError, EdgeCoreConfig};
+use crate::hub::{self, ClientTls};
+use crate::meta::{MetaDb, MetaManager, Outputs, SqliteStore, StoreError};
+use crate::router::{self, Routes};
+
+/// Why edgecore cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EdgeCoreError {
+    /// The configuration is invalid.
+    #[error("configuration")]
+    Config(#[from] ConfigError),
+    /// The metadata store cannot be opened.
+    #[error("metadata store")]
+    Store(#[from] StoreError),
+    /// No certificates and no usable token.
+    #[error("no client certificate at {path} and no valid edgeHub.token to get one")]
+    NoCredentials {
+        /// The expected certificate file.
+        path: String,
+    },
+    /// Certificate files exist but are unusable.
+    #[error("client certificate files")]
+    Tls(#[source] crate::error::HubError),
+}
+
+/// A running edgecore.
+#[derive(Debug)]
+pub struct Running {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    /// The metadata store.
+    pub db: MetaDb,
+    /// Pods found in the store at start (handed to edged when it runs).
+    pub stored_pods: usize,
+}
+
+impl Running {
+    /// Stop every module and wait for them (bounded by `grace`): the websocket is closed and
+    /// every acknowledged write is already committed.
+    pub async fn shutdown(self, grace: Duration) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(?grace, "modules did not stop in time");
+        }
+    }
+}
+
+/// Start edgecore's modules.
+pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
+    let hub_cfg = config.hub()?;
+    let (store, warning) = SqliteStore::open(&config.database.data_source)?;
+    if let Some(w) = warning {
+        error!(error = %w, "metadata store recovered");
+    }
+    let db = MetaDb::spawn(store);
+    let stored_pods = db.list("pod").await?.len();
+    info!(pods = stored_pods, db = %config.database.data_source.display(), "metadata store open");
+
+    let files = config.cert_files();
+    let tls = ClientTls::load(&files).map_err(EdgeCoreError::Tls)?;
+    let token: Option<JoinToken> = config.modules.edge_hub.token.parse().ok();
+    if tls.is_none() && token.is_none() {
+        return Err(EdgeCoreError::NoCredentials {
+            path: files.cert.display().to_string(),
+        });
+    }
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let node = config.node_name().to_owned();
+    let https = config.modules.edge_hub.http_server.clone();
+    let remote_timeout = config.remote_query_timeout();
+    let db2 = db.clone();
+    let c = cancel.clone();
+    let t2 = tracker.clone();
+    tracker.spawn(async move {
+        // Certificates: from disk, or bootstrapped with the token, retrying while the cloud
+        // is unreachable (the store keeps serving meanwhile).
+        let tls = match tls {
+            Some(t) => t,
+            None => {
+                let Some(token) = token else { return };
+                let mut delay = Duration::from_secs(1);
+                loop {
+                    let attempt = hub::bootstrap(&https, &token, &node, &files, Duration::from_secs(30));
+                    tokio::select! {
+                        _ = c.cancelled() => return,
+                        r = attempt => match r {
+                            Ok(t) => break t,
+                            Err(e) => warn!(error = %e, retry_in = ?delay, "certificate bootstrap failed"),
+                        },
+                    }
+                    tokio::select! {
+                        _ = c.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        let (client, inbound, driver) = hub::connect(hub_cfg, tls);
+        let (edged_tx, mut edged_rx) = mpsc::channel(1024);
+        let meta = MetaManager::new(db2, client.clone(), Outputs { edged: Some(edged_tx), twin: None })
+            .with_remote_timeout(remote_timeout);
+        t2.spawn(meta.clone().run_outbox(c.child_token()));
+        let routes = Routes {
+            meta: Some(meta),
+            ..Routes::default()
+        };
+        t2.spawn(driver.run(c.child_token()));
+        t2.spawn(router::run(inbound, client, routes, c.child_token()));
+        // edged arrives in a later release: until then objects are kept in the store only.
+        let c3 = c.clone();
+        t2.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = c3.cancelled() => return,
+                    m = edged_rx.recv() => if m.is_none() { return },
+                }
+            }
+        });
+    });
+    Ok(Running {
+        cancel,
+        tracker,
+        db,
+        stored_pods,
+    })
+}

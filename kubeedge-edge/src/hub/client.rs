@@ -1,0 +1,577 @@
+//! The websocket client to CloudHub (PROTOCOL.md §2): upstream's URL and headers over mTLS, a
+//! keepalive every `heartbeat`, websocket pings to notice a dead link within two heartbeats,
+//! reconnects with exponential backoff and jitter, a token-bucket rate limit, and request/reply
+//! matched by parent_msg_id.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kubeedge_proto::{
+    Content, FrameKind, HubCodec, Message, MessageId, Operation, Route, TokenBucket,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::tls::{authority_of, server_name, ClientTls};
+use crate::error::HubError;
+
+/// Hub client settings (edgecore.yaml `modules.edgeHub`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// `websocket.server`: `host:port` of CloudHub.
+    pub server: String,
+    /// `projectID`.
+    pub project_id: String,
+    /// This node's name.
+    pub node_name: String,
+    /// `heartbeat`: keepalive period (15 s). A link silent for two periods is dead.
+    pub heartbeat: Duration,
+    /// `websocket.handshakeTimeout` (30 s).
+    pub handshake_timeout: Duration,
+    /// `websocket.writeDeadline` (15 s).
+    pub write_timeout: Duration,
+    /// `messageQPS` (30).
+    pub message_qps: u32,
+    /// `messageBurst` (60).
+    pub message_burst: u32,
+    /// First reconnect delay (1 s).
+    pub backoff_min: Duration,
+    /// Longest reconnect delay (30 s).
+    pub backoff_max: Duration,
+    /// A session that lived this long resets the backoff.
+    pub stable_after: Duration,
+    /// Largest frame accepted.
+    pub max_frame_size: usize,
+    /// Outbound messages buffered while the link is down.
+    pub outbound_capacity: usize,
+    /// Inbound messages buffered towards the consumer.
+    pub inbound_capacity: usize,
+    /// Renew the client certificate at 70–90 % of its life (`rotateCertificates`).
+    pub rotation: Option<CertRotation>,
+}
+
+/// Where and how to renew the client certificate.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CertRotation {
+    /// `httpServer`: the bootstrap server, `host:port` or `https://host:port`.
+    pub https_server: String,
+    /// Where the renewed certificate and key are written.
+    pub files: super::tls::CertFiles,
+}
+
+impl CertRotation {
+    /// Renew through `https_server`, writing to `files`.
+    pub fn new(https_server: impl Into<String>, files: super::tls::CertFiles) -> Self {
+        Self {
+            https_server: https_server.into(),
+            files,
+        }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            server: "127.0.0.1:10000".into(),
+            project_id: kubeedge_proto::DEFAULT_PROJECT_ID.into(),
+            node_name: String::new(),
+            heartbeat: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(15),
+            message_qps: 30,
+            message_burst: 60,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+            max_frame_size: HubCodec::DEFAULT_MAX_FRAME_SIZE,
+            outbound_capacity: 1024,
+            inbound_capacity: 1024,
+            rotation: None,
+        }
+    }
+}
+
+/// The link state, observable through [`Client::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not connected (yet, or any more).
+    Disconnected,
+    /// Connected; the number counts sessions since start (1 for the first).
+    Connected(u64),
+}
+
+type Pending = Arc<Mutex<HashMap<MessageId, oneshot::Sender<Message>>>>;
+
+/// Sends messages to the cloud. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    tx: mpsc::Sender<Message>,
+    pending: Pending,
+    state: watch::Receiver<ConnectionState>,
+}
+
+/// Messages from the cloud that are not replies to a request. Acks are the consumer's job:
+/// persist, then `client.send(msg.ack())`.
+pub type Inbound = mpsc::Receiver<Message>;
+
+impl Client {
+    /// Queue a message for the cloud (waits while the outbound buffer is full).
+    pub async fn send(&self, msg: Message) -> Result<(), HubError> {
+        self.tx.send(msg).await.map_err(|_| HubError::Closed)
+    }
+
+    /// Send `msg` and wait for the reply whose parent_msg_id is its id.
+    pub async fn request(&self, msg: Message, timeout: Duration) -> Result<Message, HubError> {
+        let id = msg.id().clone();
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), tx);
+        let result = async {
+            self.send(msg).await?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(HubError::Closed),
+                Err(_) => Err(HubError::Timeout {
+                    msg_id: id.to_string(),
+                    timeout,
+                }),
+            }
+        }
+        .await;
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        result
+    }
+
+    /// The link state.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.clone()
+    }
+
+    /// Wait until connected (returns the session number).
+    pub async fn connected(&self) -> Result<u64, HubError> {
+        let mut rx = self.state.clone();
+        loop {
+            if let ConnectionState::Connected(n) = *rx.borrow_and_update() {
+                return Ok(n);
+            }
+            rx.changed().await.map_err(|_| HubError::Closed)?;
+        }
+    }
+}
+
+/// Keeps the link up; run it with [`Driver::run`].
+#[derive(Debug)]
+pub struct Driver {
+    config: HubConfig,
+    tls: ClientTls,
+    rx: mpsc::Receiver<Message>,
+    inbound: mpsc::Sender<Message>,
+    pending: Pending,
+    state: watch::Sender<ConnectionState>,
+}
+
+/// A client handle, the inbound stream and the driver that must be run.
+pub fn connect(config: HubConfig, tls: ClientTls) -> (Client, Inbound, Driver) {
+    let (tx, rx) = mpsc::channel(config.outbound_capacity.max(1));
+    let (in_tx, in_rx) = mpsc::channel(config.inbound_capacity.max(1));
+    let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
+    let pending: Pending = Arc::default();
+    (
+        Client {
+            tx,
+            pending: pending.clone(),
+            state: state_rx,
+        },
+        in_rx,
+        Driver {
+            config,
+            tls,
+            rx,
+            inbound: in_tx,
+            pending,
+            state: state_tx,
+        },
+    )
+}
+
+/// Recently seen inbound message ids, with the ack we sent for each, so that a resend (same
+/// msg_id, after a lost ack) is acked again instead of delivered twice.
+#[derive(Debug, Default)]
+struct Seen {
+    order: VecDeque<MessageId>,
+    acks: HashMap<MessageId, Option<Message>>,
+}
+
+impl Seen {
+    const CAP: usize = 4096;
+
+    fn insert(&mut self, id: MessageId) {
+        if self.acks.insert(id.clone(), None).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.acks.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+enum End {
+    Cancelled,
+    Closed,
+    Link(&'static str),
+    Rotate,
+}
+
+/// When to renew: NotBefore + a random 70–90 % of the lifetime (upstream's jitter).
+fn rotation_deadline(tls: &ClientTls) -> Option<Instant> {
+    let (not_before, not_after) = tls.validity()?;
+    let lifetime = (not_after - not_before).max(0) as f64;
+    let at = not_before as f64 + lifetime * (0.7 + 0.2 * fastrand::f64());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    Some(Instant::now() + Duration::from_secs_f64((at - now).max(0.0)))
+}
+
+impl Driver {
+    /// Connect, and reconnect until `cancel`. Returns when cancelled or when every [`Client`]
+    /// is dropped.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), HubError> {
+        let span = tracing::info_span!("hub", node = %self.config.node_name);
+        async move {
+            let mut tls = self.tls.client_config()?;
+            let name = server_name(&self.config.server)?;
+            let mut rotate_at = self.config.rotation.as_ref().and_then(|_| rotation_deadline(&self.tls));
+            let mut rotate_retry = Duration::from_secs(2);
+            let mut backoff = self.config.backoff_min;
+            let mut sessions = 0u64;
+            let mut seen = Seen::default();
+            let mut bucket = TokenBucket::new(self.config.message_qps, self.config.message_burst);
+            let mut held: VecDeque<Message> = VecDeque::new();
+            loop {
+                let started = Instant::now();
+                let attempt = tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    r = self.dial(tls.clone(), name.clone()) => r,
+                };
+                match attempt {
+                    Ok(ws) => {
+                        sessions += 1;
+                        info!(session = sessions, "connected to cloudhub");
+                        let _ = self.state.send(ConnectionState::Connected(sessions));
+                        let end = self
+                            .session(ws, &cancel, &mut seen, &mut bucket, &mut held, rotate_at)
+                            .await;
+                        let _ = self.state.send(ConnectionState::Disconnected);
+                        match end {
+                            End::Cancelled => return Ok(()),
+                            End::Closed => return Ok(()),
+                            End::Link(why) => warn!(reason = why, "disconnected from cloudhub"),
+                            End::Rotate => {
+                                match self.rotate().await {
+                                    Ok(new_tls) => {
+                                        info!("client certificate renewed; reconnecting with it");
+                                        tls = new_tls;
+                                        rotate_at = rotation_deadline(&self.tls);
+                                        rotate_retry = Duration::from_secs(2);
+                                    }
+                                    Err(e) => {
+                                        warn!(error = %e, retry_in = ?rotate_retry, "certificate renewal failed");
+                                        rotate_at = Some(Instant::now() + rotate_retry);
+                                        rotate_retry = (rotate_retry * 2).min(Duration::from_secs(32));
+                                    }
+                                }
+                                continue;
+                            }
+                        }
+                        if started.elapsed() >= self.config.stable_after {
+                            backoff = self.config.backoff_min;
+                        }
+                    }
+                    Err(e) => warn!(error = %e, retry_in = ?backoff, "cannot connect to cloudhub"),
+                }
+                // Full jitter between half and the whole delay.
+                let delay = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = sleep(delay) => {}
+                }
+                backoff = (backoff * 2).min(self.config.backoff_max);
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn rotate(&mut self) -> Result<Arc<rustls::ClientConfig>, HubError> {
+        let Some(rot) = self.config.rotation.clone() else {
+            return self.tls.client_config();
+        };
+        let renewed = super::bootstrap::renew(
+            &rot.https_server,
+            &self.tls,
+            &self.config.node_name,
+            &rot.files,
+            self.config.handshake_timeout,
+        )
+        .await
+        .map_err(|e| HubError::Tls(e.to_string()))?;
+        let cfg = renewed.client_config()?;
+        self.tls = renewed;
+        Ok(cfg)
+    }
+
+    async fn dial(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> Result<Ws, HubError> {
+        let cfg = &self.config;
+        let server = authority_of(&cfg.server).to_owned();
+        let fail = |reason: String| HubError::Connect {
+            server: server.clone(),
+            reason,
+        };
+        let fut = async {
+            let tcp = TcpStream::connect(&server)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            let tls = TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| fail(format!("tls: {e}")))?;
+            let url = format!("wss://{server}/{}/{}/events", cfg.project_id, cfg.node_name);
+            let mut req = url.into_client_request().map_err(|e| fail(e.to_string()))?;
+            let h = req.headers_mut();
+            for (k, v) in [
+                ("node_id", cfg.node_name.as_str()),
+                ("project_id", cfg.project_id.as_str()),
+                ("ConnectionUse", "msg"),
+            ] {
+                let v = http::HeaderValue::from_str(v).map_err(|e| fail(e.to_string()))?;
+                h.insert(k, v);
+            }
+            let mut ws_cfg = WebSocketConfig::default();
+            ws_cfg.read_buffer_size = 8192;
+            ws_cfg.write_buffer_size = 8192;
+            ws_cfg.max_write_buffer_size = cfg.max_frame_size.saturating_mul(2);
+            ws_cfg.max_message_size = Some(cfg.max_frame_size);
+            ws_cfg.max_frame_size = Some(cfg.max_frame_size);
+            let (ws, _) = tokio_tungstenite::client_async_with_config(req, tls, Some(ws_cfg))
+                .await
+                .map_err(|e| fail(format!("websocket: {e}")))?;
+            Ok(ws)
+        };
+        tokio::time::timeout(cfg.handshake_timeout, fut)
+            .await
+            .map_err(|_| fail("handshake timed out".into()))?
+    }
+
+    async fn session(
+        &mut self,
+        ws: Ws,
+        cancel: &CancellationToken,
+        seen: &mut Seen,
+        bucket: &mut TokenBucket,
+        held: &mut VecDeque<Message>,
+        rotate_at: Option<Instant>,
+    ) -> End {
+        let cfg = self.config.clone();
+        let codec = HubCodec::new(cfg.max_frame_size);
+        let (mut sink, mut stream) = ws.split();
+        let mut heartbeat = tokio::time::interval(cfg.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let dead_after = cfg.heartbeat * 2;
+        let mut throttle_until: Option<Instant> = None;
+
+        loop {
+            // Messages taken from the queue (and any left when the last link broke) go out in
+            // order, as the rate limit allows, in one flush.
+            let mut fed = false;
+            while throttle_until.is_none_or(|t| t <= Instant::now()) {
+                let Some(m) = held.front() else { break };
+                if let Some(at) = bucket
+                    .take(Instant::now().into_std())
+                    .map(Instant::from_std)
+                {
+                    throttle_until = Some(at);
+                    break;
+                }
+                throttle_until = None;
+                if let Err(why) = feed(&mut sink, &codec, m, cfg.write_timeout).await {
+                    return End::Link(why);
+                }
+                held.pop_front();
+                fed = true;
+            }
+            if fed {
+                match tokio::time::timeout(cfg.write_timeout, sink.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return End::Link("write failed"),
+                    Err(_) => return End::Link("write timed out"),
+                }
+            }
+            let throttled = throttle_until.is_some_and(|t| t > Instant::now());
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = sink.close().await;
+                    return End::Cancelled;
+                }
+                _ = sleep_until(rotate_at.unwrap_or_else(Instant::now)), if rotate_at.is_some() => {
+                    let _ = sink.close().await;
+                    return End::Rotate;
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > dead_after {
+                        return End::Link("no traffic for two heartbeats");
+                    }
+                    let keepalive = Message::new(
+                        Route::new("websocket", "resource", Operation::Keepalive, "node"),
+                        Content::string("ping"),
+                    );
+                    if let Err(why) = write(&mut sink, &codec, &keepalive, cfg.write_timeout).await {
+                        return End::Link(why);
+                    }
+                    if tokio::time::timeout(cfg.write_timeout, sink.send(WsMessage::Ping(Vec::new().into()))).await.is_err() {
+                        return End::Link("ping timed out");
+                    }
+                }
+                _ = sleep_until(throttle_until.unwrap_or_else(Instant::now)), if throttled => {
+                    throttle_until = None;
+                }
+                out = self.rx.recv(), if held.is_empty() => {
+                    let Some(first) = out else {
+                        let _ = sink.close().await;
+                        return End::Closed;
+                    };
+                    held.push_back(first);
+                    while held.len() < 64 {
+                        match self.rx.try_recv() {
+                            Ok(m) => held.push_back(m),
+                            Err(_) => break,
+                        }
+                    }
+                    for msg in held.iter() {
+                        if msg.route.is_operation(&Operation::Response) {
+                            if let Some(parent) = msg.parent_id() {
+                                if let Some(slot) = seen.acks.get_mut(parent) {
+                                    *slot = Some(msg.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                frame = stream.next() => {
+                    let (kind, payload) = match frame {
+                        None => return End::Link("connection closed"),
+                        Some(Err(e)) => {
+                            debug!(error = %e, "read failed");
+                            return End::Link("read failed");
+                        }
+                        Some(Ok(WsMessage::Text(t))) => (FrameKind::Text, t.as_bytes().to_vec()),
+                        Some(Ok(WsMessage::Binary(b))) => (FrameKind::Binary, b.to_vec()),
+                        Some(Ok(WsMessage::Close(_))) => return End::Link("closed by the cloud"),
+                        Some(Ok(_)) => {
+                            last_heard = Instant::now();
+                            continue;
+                        }
+                    };
+                    last_heard = Instant::now();
+                    let msg = match codec.decode(kind, &payload) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            warn!(error = %e, "invalid frame from cloud");
+                            continue;
+                        }
+                    };
+                    if let Some(parent) = msg.parent_id() {
+                        let waiter = self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(parent);
+                        if let Some(w) = waiter {
+                            let _ = w.send(msg);
+                            continue;
+                        }
+                    }
+                    if !msg.header.id.is_empty() {
+                        if let Some(ack) = seen.acks.get(&msg.header.id) {
+                            // A resend: the cloud missed our ack. Ack again; deliver once.
+                            debug!(msg_id = %msg.id(), "duplicate from cloud");
+                            if let Some(a) = ack.clone() {
+                                if let Err(why) = write(&mut sink, &codec, &a, cfg.write_timeout).await {
+                                    return End::Link(why);
+                                }
+                            }
+                            continue;
+                        }
+                        seen.insert(msg.header.id.clone());
+                    }
+                    tokio::select! {
+                        r = self.inbound.send(msg) => if r.is_err() { return End::Closed },
+                        _ = cancel.cancelled() => return End::Cancelled,
+                    }
+                }
+            }
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+type Sink = futures_util::stream::SplitSink<Ws, WsMessage>;
+
+/// Write one message and flush, bounded by `timeout`.
+async fn write(
+    sink: &mut Sink,
+    codec: &HubCodec,
+    msg: &Message,
+    timeout: Duration,
+) -> Result<(), &'static str> {
+    feed(sink, codec, msg, timeout).await?;
+    match tokio::time::timeout(timeout, sink.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("write failed"),
+        Err(_) => Err("write timed out"),
+    }
+}
+
+/// Queue one message in the websocket's write buffer, bounded by `timeout`. An unencodable
+/// message is logged and skipped.
+async fn feed(
+    sink: &mut Sink,
+    codec: &HubCodec,
+    msg: &Message,
+    timeout: Duration,
+) -> Result<(), &'static str> {
+    let bytes = match codec.encode(msg) {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(msg_id = %msg.id(), error = %e, "dropping unencodable message");
+            return Ok(());
+        }
+    };
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    match tokio::time::timeout(timeout, sink.feed(WsMessage::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("write failed"),
+        Err(_) => Err("write timed out"),
+    }
+}

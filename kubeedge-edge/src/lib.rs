@@ -1,0 +1,18 @@
+//! EdgeCore as a library.
+//!
+//! - [`hub`]: the edge hub client. [`hub::bootstrap`] turns a join token into a CA and a client
+//!   certificate; [`hub::connect`] gives a [`hub::Client`] handle, the inbound message stream and
+//!   a [`hub::Driver`] that keeps the mTLS websocket to CloudHub up (keepalive, dead-link
+//!   detection, reconnect with backoff and jitter, rate limit, request/reply).
+//! - [`meta`]: MetaManager, persisting pushes on SQLite (group commit) and acking after commit.
+//! - [`router`]: routes inbound messages to the modules as upstream's edgehub does.
+
+pub mod config;
+mod core;
+mod error;
+pub mod hub;
+pub mod meta;
+pub mod router;
+
+pub use core::{start, EdgeCoreError, Running};
+pub use error::{BootstrapError, HubError};
