@@ -1,0 +1,46 @@
+//! A Kubernetes-compatible REST API server on SQLite.
+//!
+//! The protocol is a tower service, [`ApiService`], over a [`Store`] (the SQLite implementation
+//! is [`SqliteStore`]: WAL, one writer thread with group commit, one monotonic revision across
+//! all objects, compare-and-swap writes, a bounded in-memory history window for resuming
+//! watches). It serves in-process (`kube::Client::new(service, "default")`, no socket), over
+//! HTTPS with bearer-token and client-certificate authentication ([`serve`], [`Pki`],
+//! [`write_kubeconfig`]), or over plain HTTP on loopback ([`serve_insecure`]).
+//!
+//! Served: discovery (aggregated v2 when asked, unaggregated otherwise), `/version`, health
+//! endpoints, minimal OpenAPI documents, get/list/watch/create/update/patch/delete/
+//! deletecollection, `status` and `scale` subresources, label and field selectors, `as=Table`,
+//! the core and apps types kubeedge needs, and CustomResourceDefinitions (validated against
+//! their structural schema).
+//!
+//! Not provided: controllers (a Deployment creates no pods here; the cloud's embedded control
+//! plane runs those), authorization (every authenticated user may do everything), admission
+//! webhooks, aggregated API servers, protobuf and HTTP/2, `kubectl explain` schemas,
+//! field-manager tracking of server-side apply (an apply patch is merged like a JSON merge
+//! patch), CRD version conversion (versions share one stored form), consistent snapshots
+//! across list pages, and watch resumption across a restart (older revisions get 410 Gone).
+
+mod body;
+mod discovery;
+mod error;
+mod objects;
+mod patch;
+mod registry;
+mod schema;
+mod selector;
+mod serve;
+mod service;
+mod store;
+mod table;
+mod time;
+
+pub use body::ResponseBody;
+pub use error::{Error, Result, StoreError};
+pub use serve::{
+    serve, serve_insecure, write_kubeconfig, ClientCert, Pki, ServeConfig, ServerTls, UserInfo,
+};
+pub use service::{ApiConfig, ApiService};
+pub use store::{
+    Event, EventType, ListPage, ObjectKey, Scope, SqliteConfig, SqliteStore, Store, Stored,
+    Subscription, WriteOp,
+};

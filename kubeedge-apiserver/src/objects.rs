@@ -1,0 +1,512 @@
+//! Per-kind behaviour: defaulting, validation (422 causes), name rules.
+
+use serde_json::{json, Map, Value};
+
+use crate::registry::ResourceDef;
+use crate::selector::LabelSelector;
+
+/// One field error of a 422 Invalid status.
+#[derive(Debug, Clone)]
+pub(crate) struct Cause {
+    pub(crate) kind: &'static str,
+    pub(crate) field: String,
+    pub(crate) message: String,
+}
+
+impl Cause {
+    pub(crate) fn required(field: &str) -> Self {
+        Self {
+            kind: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
+    }
+
+    pub(crate) fn invalid(field: &str, value: &str, why: &str) -> Self {
+        Self {
+            kind: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: \"{value}\": {why}"),
+        }
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Checks a name against the rule of its kind.
+pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Option<Cause> {
+    let label = matches!(def.kind.as_str(), "Namespace" | "Service");
+    let ok = if label {
+        is_dns_label(name)
+    } else {
+        is_dns_subdomain(name)
+    };
+    if ok {
+        return None;
+    }
+    let why = if label {
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+    } else {
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+    };
+    Some(Cause::invalid("metadata.name", name, why))
+}
+
+fn containers(spec: Option<&Value>, prefix: &str, causes: &mut Vec<Cause>) {
+    let cs = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    match cs {
+        None => causes.push(Cause::required(&format!("{prefix}.containers"))),
+        Some(cs) if cs.is_empty() => causes.push(Cause::required(&format!("{prefix}.containers"))),
+        Some(cs) => {
+            for (i, c) in cs.iter().enumerate() {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                if name.is_empty() {
+                    causes.push(Cause::required(&format!("{prefix}.containers[{i}].name")));
+                } else if !is_dns_label(name) {
+                    causes.push(Cause::invalid(
+                        &format!("{prefix}.containers[{i}].name"),
+                        name,
+                        "must be a DNS label",
+                    ));
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    causes.push(Cause::required(&format!("{prefix}.containers[{i}].image")));
+                }
+            }
+        }
+    }
+}
+
+fn workload(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(sel) = obj.pointer("/spec/selector") else {
+        causes.push(Cause::required("spec.selector"));
+        return;
+    };
+    let sel = LabelSelector::from_object(sel);
+    if sel.is_empty() {
+        causes.push(Cause::invalid(
+            "spec.selector",
+            "",
+            "empty selector is invalid for deployment",
+        ));
+    }
+    let tmpl = obj.pointer("/spec/template");
+    if !sel.matches(tmpl.unwrap_or(&Value::Null)) {
+        causes.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            &tmpl
+                .and_then(|t| t.pointer("/metadata/labels"))
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            "`selector` does not match template `labels`",
+        ));
+    }
+    containers(
+        obj.pointer("/spec/template/spec"),
+        "spec.template.spec",
+        causes,
+    );
+}
+
+/// Validates required fields of the built-in kinds.
+pub(crate) fn validate(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    match def.kind.as_str() {
+        "Pod" => containers(obj.get("spec"), "spec", &mut causes),
+        "Deployment" | "ReplicaSet" | "DaemonSet" => workload(obj, &mut causes),
+        "Service" => {
+            let ty = obj
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
+            let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+            let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+            if ty != "ExternalName" && !headless && ports.is_none_or(Vec::is_empty) {
+                causes.push(Cause::required("spec.ports"));
+            }
+            for (i, p) in ports.into_iter().flatten().enumerate() {
+                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    causes.push(Cause::invalid(
+                        &format!("spec.ports[{i}].port"),
+                        &port.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+        }
+        "CustomResourceDefinition" => {
+            for (ptr, field) in [
+                ("/spec/group", "spec.group"),
+                ("/spec/names/plural", "spec.names.plural"),
+                ("/spec/names/kind", "spec.names.kind"),
+                ("/spec/scope", "spec.scope"),
+            ] {
+                if obj
+                    .pointer(ptr)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    causes.push(Cause::required(field));
+                }
+            }
+            if obj
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
+                causes.push(Cause::required("spec.versions"));
+            }
+            let want = format!(
+                "{}.{}",
+                obj.pointer("/spec/names/plural")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                obj.pointer("/spec/group")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            );
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if causes.is_empty() && name != want {
+                causes.push(Cause::invalid(
+                    "metadata.name",
+                    name,
+                    &format!("must be spec.names.plural+\".\"+spec.group ({want})"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+fn entry<'a>(m: &'a mut Map<String, Value>, k: &str, default: Value) -> &'a mut Value {
+    m.entry(k.to_owned()).or_insert(default)
+}
+
+fn obj_mut<'a>(v: &'a mut Value, k: &str) -> Option<&'a mut Map<String, Value>> {
+    let m = v.as_object_mut()?;
+    if !m.get(k).is_some_and(Value::is_object) {
+        m.insert(k.to_owned(), json!({}));
+    }
+    m.get_mut(k).and_then(Value::as_object_mut)
+}
+
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    entry(spec, "restartPolicy", json!("Always"));
+    entry(spec, "dnsPolicy", json!("ClusterFirst"));
+    entry(spec, "schedulerName", json!("default-scheduler"));
+    entry(spec, "terminationGracePeriodSeconds", json!(30));
+    entry(spec, "securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+                let tag = image.rsplit('/').next().unwrap_or_default();
+                let policy = if !tag.contains(':') || tag.ends_with(":latest") {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                };
+                entry(c, "imagePullPolicy", json!(policy));
+                entry(c, "terminationMessagePath", json!("/dev/termination-log"));
+                entry(c, "terminationMessagePolicy", json!("File"));
+                entry(c, "resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        entry(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills in the defaults the Kubernetes API applies on create.
+pub(crate) fn default(def: &ResourceDef, obj: &mut Value) {
+    if !def.builtin {
+        return;
+    }
+    match def.kind.as_str() {
+        "Pod" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                default_pod_spec(spec);
+            }
+            if let Some(status) = obj_mut(obj, "status") {
+                entry(status, "phase", json!("Pending"));
+                entry(status, "qosClass", json!("BestEffort"));
+            }
+        }
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                match def.kind.as_str() {
+                    "Deployment" => {
+                        entry(spec, "replicas", json!(1));
+                        entry(spec, "revisionHistoryLimit", json!(10));
+                        entry(spec, "progressDeadlineSeconds", json!(600));
+                        entry(
+                            spec,
+                            "strategy",
+                            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                        );
+                    }
+                    "ReplicaSet" => {
+                        entry(spec, "replicas", json!(1));
+                    }
+                    _ => {
+                        entry(spec, "revisionHistoryLimit", json!(10));
+                        entry(
+                            spec,
+                            "updateStrategy",
+                            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+                        );
+                    }
+                }
+                if let Some(tspec) = spec.get_mut("template").and_then(|t| obj_mut(t, "spec")) {
+                    default_pod_spec(tspec);
+                }
+            }
+            obj_mut(obj, "status");
+        }
+        "Service" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                entry(spec, "type", json!("ClusterIP"));
+                entry(spec, "sessionAffinity", json!("None"));
+                if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
+                    entry(spec, "internalTrafficPolicy", json!("Cluster"));
+                    entry(spec, "ipFamilies", json!(["IPv4"]));
+                    entry(spec, "ipFamilyPolicy", json!("SingleStack"));
+                }
+                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        entry(p, "protocol", json!("TCP"));
+                        let port = p.get("port").cloned().unwrap_or(Value::Null);
+                        entry(p, "targetPort", port);
+                    }
+                }
+            }
+            if let Some(status) = obj_mut(obj, "status") {
+                entry(status, "loadBalancer", json!({}));
+            }
+        }
+        "Namespace" => {
+            let name = obj
+                .pointer("/metadata/name")
+                .cloned()
+                .unwrap_or(Value::Null);
+            if let Some(labels) = obj.get_mut("metadata").and_then(|m| obj_mut(m, "labels")) {
+                labels.insert("kubernetes.io/metadata.name".into(), name);
+            }
+            if let Some(spec) = obj_mut(obj, "spec") {
+                entry(spec, "finalizers", json!(["kubernetes"]));
+            }
+            if let Some(status) = obj_mut(obj, "status") {
+                entry(status, "phase", json!("Active"));
+            }
+        }
+        "Secret" => {
+            if let Some(m) = obj.as_object_mut() {
+                entry(m, "type", json!("Opaque"));
+            }
+        }
+        "CustomResourceDefinition" => {
+            let names = obj.pointer("/spec/names").cloned().unwrap_or(Value::Null);
+            if let Some(status) = obj_mut(obj, "status") {
+                status.insert("acceptedNames".into(), names);
+                status.insert(
+                    "conditions".into(),
+                    json!([
+                        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": crate::time::now()},
+                        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": crate::time::now()}
+                    ]),
+                );
+                let stored: Vec<Value> = obj
+                    .pointer("/spec/versions")
+                    .and_then(Value::as_array)
+                    .map(|vs| {
+                        vs.iter()
+                            .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                            .filter_map(|v| v.get("name").cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+                    status.insert("storedVersions".into(), Value::Array(stored));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `true` when the generation should move: anything but metadata and status changed.
+pub(crate) fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_dns_subdomain("a.b-c"));
+        assert!(!is_dns_subdomain("A"));
+        assert!(!is_dns_subdomain("-a"));
+        assert!(!is_dns_label("a.b"));
+    }
+}
+
+/// Decodes a built-in object into its typed form and encodes it again. `None` for kinds without
+/// a typed form here; `Err` with the decoder's message when the object does not decode.
+fn typed_roundtrip(kind: &str, v: &Value) -> Option<Result<Value, String>> {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+    fn rt<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+        let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_value(typed).map_err(|e| e.to_string())
+    }
+    Some(match kind {
+        "Pod" => rt::<core::Pod>(v),
+        "Node" => rt::<core::Node>(v),
+        "Namespace" => rt::<core::Namespace>(v),
+        "ConfigMap" => rt::<core::ConfigMap>(v),
+        "Secret" => rt::<core::Secret>(v),
+        "Service" => rt::<core::Service>(v),
+        "Endpoints" => rt::<core::Endpoints>(v),
+        "Event" => rt::<core::Event>(v),
+        "ServiceAccount" => rt::<core::ServiceAccount>(v),
+        "Lease" => rt::<coord::Lease>(v),
+        "Deployment" => rt::<apps::Deployment>(v),
+        "ReplicaSet" => rt::<apps::ReplicaSet>(v),
+        "DaemonSet" => rt::<apps::DaemonSet>(v),
+        "CustomResourceDefinition" => rt::<ext::CustomResourceDefinition>(v),
+        _ => return None,
+    })
+}
+
+/// Paths present (and not null) in `input` but absent from `known`.
+fn unknown_paths(input: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, known) {
+        (Value::Object(i), Value::Object(k)) => {
+            for (key, iv) in i {
+                if iv.is_null() {
+                    continue;
+                }
+                let p = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match k.get(key) {
+                    Some(kv) => unknown_paths(iv, kv, &p, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(k)) => {
+            for (n, (iv, kv)) in i.iter().zip(k).enumerate() {
+                unknown_paths(iv, kv, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn prune(v: &mut Value, path: &str) {
+    // Paths are dotted keys with `[n]` indexes; keys with dots (annotations) never get here
+    // because maps keep every key in the typed form.
+    let mut cur = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (key, indexes) = match part.find('[') {
+            Some(b) => (&part[..b], &part[b..]),
+            None => (*part, ""),
+        };
+        let last = i + 1 == parts.len() && indexes.is_empty();
+        let Some(m) = cur.as_object_mut() else { return };
+        if last {
+            m.remove(key);
+            return;
+        }
+        let Some(next) = m.get_mut(key) else { return };
+        cur = next;
+        for idx in indexes.split(']').filter(|s| !s.is_empty()) {
+            let Ok(n) = idx.trim_start_matches('[').parse::<usize>() else {
+                return;
+            };
+            let Some(next) = cur.get_mut(n) else { return };
+            cur = next;
+        }
+    }
+}
+
+/// Checks a built-in object against its typed form: a field of the wrong type is an error
+/// (400, like upstream's decoder), unknown fields are removed and returned.
+pub(crate) fn check_builtin(kind: &str, v: &mut Value) -> Result<Vec<String>, String> {
+    let Some(rt) = typed_roundtrip(kind, v) else {
+        return Ok(Vec::new());
+    };
+    let known = rt?;
+    let mut unknown = Vec::new();
+    unknown_paths(v, &known, "", &mut unknown);
+    for p in &unknown {
+        prune(v, p);
+    }
+    Ok(unknown)
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_builtin_fields_are_found_and_pruned() {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a.b/c": "x"}, "creationTimestamp": null},
+            "spec": {"replica": 3, "selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "Always"}]}}}});
+        let unknown = check_builtin("Deployment", &mut d).expect("decodes");
+        assert_eq!(
+            unknown,
+            vec![
+                "spec.replica".to_owned(),
+                "spec.template.spec.containers[0].imagePullPolicyy".to_owned()
+            ]
+        );
+        assert!(d["spec"].get("replica").is_none());
+        assert!(d["spec"]["template"]["spec"]["containers"][0]
+            .get("imagePullPolicyy")
+            .is_none());
+        assert_eq!(d["metadata"]["labels"]["a.b/c"], "x");
+        let mut bad = json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}});
+        assert!(check_builtin("Pod", &mut bad).is_err());
+    }
+}

@@ -1,0 +1,850 @@
+//! [`ApiService`]: the Kubernetes REST protocol as a `tower::Service<http::Request<B>>`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+
+use crate::body::ResponseBody;
+use crate::error::{Error, StoreError};
+use crate::objects::{self, Cause};
+use crate::registry::{self, Registry, ResourceDef};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{ObjectKey, Scope, Store, Stored, WriteOp};
+use crate::{discovery, patch, table, time};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Settings of the REST layer.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// The range ClusterIPs are allocated from, as `a.b.c.d/prefix`.
+    pub service_cidr: String,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How often a watch that asked for bookmarks receives one.
+    pub bookmark_interval: Duration,
+    /// The `gitVersion` reported by `/version`.
+    pub git_version: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            service_cidr: "10.96.0.0/12".into(),
+            max_body_bytes: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(30),
+            git_version: "v1.33.0-kubeedge-rs".into(),
+        }
+    }
+}
+
+struct Inner<S> {
+    store: S,
+    registry: Registry,
+    config: ApiConfig,
+    watches: Arc<AtomicUsize>,
+    service_ips: tokio::sync::Mutex<()>,
+}
+
+/// The Kubernetes REST API over a [`Store`]. Cheap to clone.
+///
+/// `poll_ready` is always ready: each request runs in its own future, and writes wait on the
+/// store's bounded queue inside that future.
+pub struct ApiService<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for ApiService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for ApiService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiService")
+            .field("watches", &self.inner.watches.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<S: Store> ApiService<S> {
+    /// Builds the service: creates the default namespaces if missing and serves every stored
+    /// CustomResourceDefinition.
+    pub async fn new(store: S, config: ApiConfig) -> Result<Self, Error> {
+        let svc = Self {
+            inner: Arc::new(Inner {
+                store,
+                registry: Registry::new(),
+                config,
+                watches: Arc::new(AtomicUsize::new(0)),
+                service_ips: tokio::sync::Mutex::new(()),
+            }),
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let key = ObjectKey::new("core/namespaces", "", ns);
+            if svc.inner.store.get(key.clone()).await?.is_none() {
+                let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                    "name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": time::now()}});
+                if let Some(def) = svc.inner.registry.find("", "v1", "namespaces") {
+                    objects::default(&def, &mut obj);
+                }
+                match svc
+                    .inner
+                    .store
+                    .write(WriteOp::Create { key, value: obj })
+                    .await
+                {
+                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let crds = svc
+            .inner
+            .store
+            .list(
+                Scope {
+                    resource: "apiextensions.k8s.io/customresourcedefinitions".into(),
+                    namespace: None,
+                },
+                None,
+                None,
+            )
+            .await?;
+        for crd in crds.items {
+            let v = crd.value()?;
+            svc.inner
+                .registry
+                .set_custom(&crd.key.name, registry::from_crd(&v));
+        }
+        Ok(svc)
+    }
+
+    /// The number of open watch streams (they are released when a client goes away).
+    pub fn active_watches(&self) -> usize {
+        self.inner.watches.load(Ordering::SeqCst)
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The store's newest committed revision.
+    pub fn store_revision(&self) -> u64 {
+        self.inner.store.revision()
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for ApiService<S>
+where
+    S: Store,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<
+        Box<dyn Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_owned();
+            let resp = match handle(inner, req).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+            tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+            Ok(resp)
+        })
+    }
+}
+
+mod create;
+mod delete;
+mod update;
+mod watch;
+
+use create::create;
+use delete::{delete, delete_collection};
+use update::{load, patch_object, scale_of, update};
+use watch::watch;
+
+// === errors ===
+
+/// A failure rendered as a `metav1.Status`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    code: u16,
+    reason: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    fn not_found_path() -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
+    fn details(mut self, d: Value) -> Self {
+        self.details = Some(d);
+        self
+    }
+
+    fn invalid(def: &ResourceDef, name: &str, causes: &[Cause]) -> Self {
+        let msg = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {msg}", def.kind),
+        )
+        .details(json!({
+            "name": name, "group": def.group, "kind": def.kind,
+            "causes": causes.iter().map(|c| json!({"reason": c.kind, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+        }))
+    }
+
+    fn store(def: &ResourceDef, name: &str, e: StoreError) -> Self {
+        let what = if def.group.is_empty() {
+            def.plural.clone()
+        } else {
+            format!("{}.{}", def.plural, def.group)
+        };
+        let d = json!({"name": name, "group": def.group, "kind": def.plural});
+        match e {
+            StoreError::NotFound(_) => {
+                Self::new(404, "NotFound", format!("{what} \"{name}\" not found")).details(d)
+            }
+            StoreError::AlreadyExists(_) => {
+                Self::new(409, "AlreadyExists", format!("{what} \"{name}\" already exists")).details(d)
+            }
+            StoreError::Conflict { .. } => Self::new(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            )
+            .details(d),
+            StoreError::Gone { requested, .. } => Self::new(
+                410,
+                "Expired",
+                format!("too old resource version: {requested}"),
+            ),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                Self::new(500, "InternalError", format!("storage failure: {other}"))
+            }
+        }
+    }
+
+    pub(crate) fn status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
+        json_response(self.code, &self.status())
+    }
+}
+
+fn store_internal(e: StoreError) -> ApiError {
+    ApiError::new(500, "InternalError", format!("storage failure: {e}"))
+}
+
+pub(crate) fn json_response(code: u16, v: &Value) -> Response<ResponseBody> {
+    bytes_response(
+        code,
+        Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        "application/json",
+    )
+}
+
+fn bytes_response(code: u16, b: Bytes, ctype: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(b));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = header::HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+// === routing ===
+
+struct Target {
+    def: Arc<ResourceDef>,
+    version: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+struct Ctx {
+    query: HashMap<String, String>,
+    /// The authenticated user; `None` in-process, where the caller is trusted.
+    user: Option<crate::serve::UserInfo>,
+    /// `Warning` headers to send back (unknown fields under `fieldValidation=Warn`).
+    warnings: std::sync::Mutex<Vec<String>>,
+    table: bool,
+    include: String,
+    content_type: String,
+}
+
+impl Ctx {
+    fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.q(k), Some("true" | "1"))
+    }
+    fn dry_run(&self) -> bool {
+        self.q("dryRun") == Some("All")
+    }
+}
+
+type Res = Result<Response<ResponseBody>, ApiError>;
+
+async fn handle<S, B>(inner: Arc<Inner<S>>, req: Request<B>) -> Res
+where
+    S: Store,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let ctx = Ctx {
+        user: parts.extensions.get::<crate::serve::UserInfo>().cloned(),
+        warnings: std::sync::Mutex::new(Vec::new()),
+        table: accept.contains("as=Table"),
+        include: query
+            .get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".into()),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned(),
+        query,
+    };
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > inner.config.max_body_bytes {
+            return Err(too_large());
+        }
+    }
+    let reg = &inner.registry;
+    let target = match segs.as_slice() {
+        [] => return Ok(json_response(200, &discovery::root_paths(reg))),
+        ["version"] => {
+            return Ok(json_response(
+                200,
+                &discovery::version(&inner.config.git_version),
+            ))
+        }
+        ["healthz" | "readyz" | "livez", ..] => {
+            return Ok(bytes_response(200, Bytes::from_static(b"ok"), "text/plain"))
+        }
+        ["openapi", "v2"] => return Ok(discovery::openapi_v2(&accept)),
+        ["openapi", "v3"] => return Ok(json_response(200, &discovery::openapi_v3_root(reg))),
+        ["openapi", "v3", rest @ ..] => {
+            return discovery::openapi_v3_gv(reg, &rest.join("/"))
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::not_found_path)
+        }
+        ["api" | "apis"] if discovery::wants_aggregated(&accept) => {
+            let v = discovery::aggregated(reg, segs[0] == "api");
+            return Ok(bytes_response(
+                200,
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                discovery::AGGREGATED_V2,
+            ));
+        }
+        ["api"] => return Ok(json_response(200, &discovery::api_versions())),
+        ["api", "v1"] => return Ok(json_response(200, &discovery::resource_list(reg, "", "v1"))),
+        ["apis"] => return Ok(json_response(200, &discovery::group_list(reg))),
+        ["apis", g] => {
+            return discovery::group(reg, g)
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::not_found_path)
+        }
+        ["apis", g, v] => {
+            if !reg
+                .group_versions()
+                .iter()
+                .any(|(gg, vs)| gg == g && vs.iter().any(|x| x == v))
+            {
+                return Err(ApiError::not_found_path());
+            }
+            return Ok(json_response(200, &discovery::resource_list(reg, g, v)));
+        }
+        ["api", "v1", rest @ ..] => resolve(reg, "", "v1", rest)?,
+        ["apis", g, v, rest @ ..] => resolve(reg, g, v, rest)?,
+        _ => return Err(ApiError::not_found_path()),
+    };
+    let limit = inner.config.max_body_bytes;
+    let read = || async move {
+        match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    Err(too_large())
+                } else {
+                    Err(ApiError::bad_request(format!(
+                        "cannot read request body: {e}"
+                    )))
+                }
+            }
+        }
+    };
+    let m = parts.method;
+    let res = dispatch(&inner, &target, &ctx, &m, read).await;
+    let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    res.map(|mut r| {
+        for w in warnings {
+            if let Ok(v) =
+                header::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'")))
+            {
+                r.headers_mut().append(header::WARNING, v);
+            }
+        }
+        r
+    })
+}
+
+async fn dispatch<S, F, Fut>(
+    inner: &Arc<Inner<S>>,
+    target: &Target,
+    ctx: &Ctx,
+    m: &Method,
+    read: F,
+) -> Res
+where
+    S: Store,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Bytes, ApiError>>,
+{
+    // A namespaced resource is written only under its namespace; the all-namespaces path
+    // serves list and watch.
+    if target.def.namespaced && target.namespace.is_none() && m != Method::GET {
+        return Err(ApiError::not_found_path());
+    }
+    if target.def.review {
+        return match (m, &target.name) {
+            (&Method::POST, None) => {
+                let b = read().await?;
+                review(target, ctx, &b)
+            }
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("the server does not allow this method on the requested resource: {m}"),
+            )),
+        };
+    }
+    match (m, &target.name, target.sub.as_deref()) {
+        (&Method::GET, None, _) if ctx.flag("watch") => watch(inner, target, ctx),
+        (&Method::GET, None, _) => list(inner, target, ctx).await,
+        (&Method::GET, Some(_), sub) => get(inner, target, ctx, sub).await,
+        (&Method::POST, None, _) => {
+            let b = read().await?;
+            create(inner, target, ctx, &b).await
+        }
+        (&Method::PUT, Some(_), _) => {
+            let b = read().await?;
+            update(inner, target, ctx, &b).await
+        }
+        (&Method::PATCH, Some(_), _) => {
+            let b = read().await?;
+            patch_object(inner, target, ctx, &b).await
+        }
+        (&Method::DELETE, Some(_), None) => {
+            let b = read().await?;
+            delete(inner, target, ctx, &b).await
+        }
+        (&Method::DELETE, None, None) => {
+            let b = read().await?;
+            delete_collection(inner, target, ctx, &b).await
+        }
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {m}"),
+        )),
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        "the request body is too large",
+    )
+}
+
+fn resolve(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r, ..] if !(rest.len() == 3 && matches!(*r, "status" | "finalize")) => {
+            (Some((*ns).to_owned()), &rest[2..])
+        }
+        _ => (None, rest),
+    };
+    let (plural, name, sub) = match rest {
+        [p] => (*p, None, None),
+        [p, n] => (*p, Some((*n).to_owned()), None),
+        [p, n, s] => (*p, Some((*n).to_owned()), Some((*s).to_owned())),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    let def = reg
+        .find(group, version, plural)
+        .ok_or_else(ApiError::not_found_path)?;
+    if namespace.is_some() && !def.namespaced {
+        return Err(ApiError::not_found_path());
+    }
+    if def.namespaced && namespace.is_none() && name.is_some() {
+        return Err(ApiError::not_found_path());
+    }
+    match sub.as_deref() {
+        None => {}
+        Some("status") if def.status => {}
+        Some("scale") if def.scale.is_some() => {}
+        Some("finalize") if def.kind == "Namespace" => {}
+        Some(_) => return Err(ApiError::not_found_path()),
+    }
+    Ok(Target {
+        def,
+        version: version.to_owned(),
+        namespace,
+        name,
+        sub,
+    })
+}
+
+fn key_of(t: &Target, name: &str) -> ObjectKey {
+    ObjectKey::new(
+        t.def.store_resource(),
+        t.namespace.clone().unwrap_or_default(),
+        name,
+    )
+}
+
+fn target_name(t: &Target) -> &str {
+    t.name.as_deref().unwrap_or_default()
+}
+
+/// Sets `apiVersion` to the requested version (CRDs with several versions share one storage).
+fn present(t: &Target, mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "apiVersion".into(),
+            Value::String(t.def.api_version(&t.version)),
+        );
+        m.insert("kind".into(), Value::String(t.def.kind.clone()));
+    }
+    v
+}
+
+fn render(t: &Target, ctx: &Ctx, code: u16, v: Value) -> Response<ResponseBody> {
+    let v = present(t, v);
+    if ctx.table {
+        let rv = v
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        return json_response(code, &table::table(&t.def, &[v], &ctx.include, rv, None));
+    }
+    json_response(code, &v)
+}
+
+fn parse_body(ctx: &Ctx, b: &[u8]) -> Result<Value, ApiError> {
+    if ctx.content_type.contains("protobuf") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        ));
+    }
+    let v: Value = if ctx.content_type.contains("yaml") {
+        serde_yaml::from_slice(b)
+            .map_err(|e| ApiError::bad_request(format!("invalid yaml body: {e}")))?
+    } else {
+        serde_json::from_slice(b)
+            .map_err(|e| ApiError::bad_request(format!("invalid json body: {e}")))?
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a json object",
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_rv(s: &str) -> Result<u64, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version {s:?}")))
+}
+
+fn meta_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get("metadata")
+        .and_then(|m| m.get(k))
+        .and_then(Value::as_str)
+}
+
+fn set_meta(v: &mut Value, k: &str, x: Value) {
+    if let Some(m) = v.as_object_mut() {
+        if !m.get("metadata").is_some_and(Value::is_object) {
+            m.insert("metadata".into(), json!({}));
+        }
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            if x.is_null() {
+                meta.remove(k);
+            } else {
+                meta.insert(k.into(), x);
+            }
+        }
+    }
+}
+
+// === read verbs ===
+
+async fn get<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, sub: Option<&str>) -> Res {
+    let name = target_name(t);
+    let stored = inner
+        .store
+        .get(key_of(t, name))
+        .await
+        .map_err(store_internal)?
+        .ok_or_else(|| ApiError::store(&t.def, name, StoreError::NotFound(key_of(t, name))))?;
+    let v = stored.value().map_err(store_internal)?;
+    if sub == Some("scale") {
+        return Ok(json_response(200, &scale_of(t, &v)));
+    }
+    Ok(render(t, ctx, 200, v))
+}
+
+struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn from(ctx: &Ctx) -> Result<Self, ApiError> {
+        Ok(Self {
+            labels: LabelSelector::parse(ctx.q("labelSelector").unwrap_or_default())
+                .map_err(ApiError::bad_request)?,
+            fields: FieldSelector::parse(ctx.q("fieldSelector").unwrap_or_default())
+                .map_err(ApiError::bad_request)?,
+        })
+    }
+    fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+    fn matches(&self, v: &Value) -> bool {
+        self.labels.matches(v) && self.fields.matches(v)
+    }
+}
+
+fn scope_of(t: &Target) -> Scope {
+    Scope {
+        resource: t.def.store_resource(),
+        namespace: t.namespace.clone(),
+    }
+}
+
+fn encode_continue(rv: u64, after: &(String, String)) -> String {
+    let v = json!({"rv": rv, "ns": after.0, "name": after.1});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+fn decode_continue(s: &str) -> Result<(String, String), ApiError> {
+    let bad = || ApiError::bad_request("invalid continue token");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok((
+        v.get("ns")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_owned(),
+        v.get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_owned(),
+    ))
+}
+
+async fn list<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx) -> Res {
+    let filter = Filter::from(ctx)?;
+    let limit = match ctx.q("limit") {
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        )
+        .filter(|l| *l > 0),
+        None => None,
+    };
+    let after = ctx.q("continue").map(decode_continue).transpose()?;
+    let page = inner
+        .store
+        .list(scope_of(t), after, limit)
+        .await
+        .map_err(store_internal)?;
+    let cont = page
+        .more_after
+        .as_ref()
+        .map(|a| encode_continue(page.rv, a));
+    let multi_version = t.def.versions.len() > 1;
+    if !ctx.table && filter.is_empty() && !multi_version {
+        // Fast path: splice the stored JSON without re-encoding it.
+        let mut meta = json!({"resourceVersion": page.rv.to_string()});
+        if let Some(c) = &cont {
+            meta["continue"] = Value::String(c.clone());
+        }
+        let mut out = BytesMut::with_capacity(
+            page.items.iter().map(|s| s.raw.len() + 1).sum::<usize>() + 256,
+        );
+        out.extend_from_slice(
+            format!(
+                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+                t.def.kind,
+                t.def.api_version(&t.version),
+                meta
+            )
+            .as_bytes(),
+        );
+        for (i, s) in page.items.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b",");
+            }
+            out.extend_from_slice(&s.raw);
+        }
+        out.extend_from_slice(b"]}");
+        return Ok(bytes_response(200, out.freeze(), "application/json"));
+    }
+    let mut items = Vec::with_capacity(page.items.len());
+    for s in &page.items {
+        let v = s.value().map_err(store_internal)?;
+        if filter.matches(&v) {
+            items.push(present(t, v));
+        }
+    }
+    if ctx.table {
+        return Ok(json_response(
+            200,
+            &table::table(&t.def, &items, &ctx.include, page.rv, cont),
+        ));
+    }
+    let mut meta = json!({"resourceVersion": page.rv.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = Value::String(c);
+    }
+    Ok(json_response(
+        200,
+        &json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(&t.version), "metadata": meta, "items": items}),
+    ))
+}
+
+/// Answers SelfSubjectReview (who am I) and SelfSubjectAccessReview (always allowed: there is
+/// no authorization layer).
+fn review(t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
+    // kubectl sends reviews as protobuf; the request carries nothing the answer depends on.
+    let mut v = if ctx.content_type.contains("protobuf") {
+        json!({"metadata": {}, "spec": {}})
+    } else {
+        parse_body(ctx, body)?
+    };
+    let (name, groups) = match &ctx.user {
+        Some(u) => (u.name.clone(), u.groups.clone()),
+        None => (
+            "system:apiserver".to_owned(),
+            vec!["system:masters".to_owned()],
+        ),
+    };
+    let mut all_groups = groups;
+    all_groups.push("system:authenticated".into());
+    let status = match t.def.kind.as_str() {
+        "SelfSubjectReview" => json!({"userInfo": {"username": name, "groups": all_groups}}),
+        _ => {
+            json!({"allowed": true, "reason": "no authorization is configured: every authenticated user may do everything"})
+        }
+    };
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "apiVersion".into(),
+            Value::String(t.def.api_version(&t.version)),
+        );
+        m.insert("kind".into(), Value::String(t.def.kind.clone()));
+        m.insert("status".into(), status);
+    }
+    Ok(json_response(201, &v))
+}

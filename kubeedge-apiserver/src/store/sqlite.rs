@@ -1,0 +1,697 @@
+//! SQLite implementation of [`Store`]: one writer thread that commits batches of writes in one
+//! transaction (group commit), a small pool of reader connections used from `spawn_blocking`,
+//! and an in-memory ring of recent events for watch resumption.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+
+use super::{Event, EventType, ListPage, ObjectKey, Scope, Store, Stored, Subscription, WriteOp};
+use crate::error::StoreError;
+
+/// Tuning for [`SqliteStore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqliteConfig {
+    /// How many recent events are kept for resuming watches; older resumes get 410 Gone.
+    pub history: usize,
+    /// Capacity of each watcher's live feed before it is considered lagging.
+    pub watch_buffer: usize,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+    /// `true`: fsync on every commit (survives power loss). `false`: survives a process kill
+    /// but not a power loss (SQLite `synchronous=NORMAL` in WAL mode).
+    pub fsync: bool,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            history: 10_000,
+            watch_buffer: 4_096,
+            max_batch: 256,
+            fsync: true,
+        }
+    }
+}
+
+struct History {
+    events: VecDeque<Arc<Event>>,
+    /// Every event after this revision is in `events` (or still to come).
+    compacted: u64,
+    capacity: usize,
+}
+
+struct Shared {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    history: Mutex<History>,
+    feed: broadcast::Sender<Arc<Event>>,
+    revision: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Arc<Event>, StoreError>>;
+
+/// A [`Store`] on a SQLite file in WAL mode.
+///
+/// Cheap to clone; the writer thread stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    writer: mpsc::SyncSender<(WriteOp, Reply)>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.shared.path)
+            .field("revision", &self.revision())
+            .finish()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    resource TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rv INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owners (
+    owner_uid TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (owner_uid, resource, namespace, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owners_by_key ON owners (resource, namespace, name);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (k, v) VALUES ('revision', 0);
+";
+
+fn open_conn(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sync = if fsync { "FULL" } else { "NORMAL" };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=10000;"
+    ))
+    .map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with default tuning.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteConfig::default())
+    }
+
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open_with(path: impl AsRef<Path>, config: SqliteConfig) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_conn(&path, config.fsync)?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let revision: i64 = conn
+            .query_row("SELECT v FROM meta WHERE k = 'revision'", [], |r| r.get(0))
+            .map_err(StoreError::Sqlite)?;
+        let revision = u64::try_from(revision).unwrap_or(0);
+        let (feed, _) = broadcast::channel(config.watch_buffer.max(16));
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            readers: Mutex::new(Vec::new()),
+            history: Mutex::new(History {
+                events: VecDeque::with_capacity(config.history.min(65_536)),
+                compacted: revision,
+                capacity: config.history.max(1),
+            }),
+            feed,
+            revision: AtomicU64::new(revision),
+        });
+        let (tx, rx) = mpsc::sync_channel(1024);
+        let writer_shared = Arc::clone(&shared);
+        let max_batch = config.max_batch.max(1);
+        thread::Builder::new()
+            .name("apiserver-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, writer_shared, revision, max_batch))
+            .map_err(StoreError::Thread)?;
+        tracing::info!(path = %path.display(), revision, "sqlite store opened");
+        Ok(Self { shared, writer: tx })
+    }
+
+    /// Runs `f` with a reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let pooled = shared
+                .readers
+                .lock()
+                .map_err(|_| StoreError::Poisoned)?
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_conn(&shared.path, false)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut pool) = shared.readers.lock() {
+                if pool.len() < 8 {
+                    pool.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn rv_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn row_to_stored(key: ObjectKey, rv: i64, value: Vec<u8>) -> Stored {
+    Stored {
+        key,
+        rv: rv_of(rv),
+        raw: Bytes::from(value),
+    }
+}
+
+impl Store for SqliteStore {
+    async fn get(&self, key: ObjectKey) -> Result<Option<Stored>, StoreError> {
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT rv, value FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+                )?
+                .query_row(params![key.resource, key.namespace, key.name], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()?;
+            Ok(row.map(|(rv, value)| row_to_stored(key, rv, value)))
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        scope: Scope,
+        after: Option<(String, String)>,
+        limit: Option<usize>,
+    ) -> Result<ListPage, StoreError> {
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let rv: i64 =
+                tx.query_row("SELECT v FROM meta WHERE k = 'revision'", [], |r| r.get(0))?;
+            // One more than asked tells whether another page follows.
+            let fetch = limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX).saturating_add(1));
+            let fetch = fetch.unwrap_or(-1);
+            let (after_ns, after_name) = after.unwrap_or_default();
+            let mut items = Vec::new();
+            {
+                let mut stmt;
+                let mut rows = match &scope.namespace {
+                    Some(ns) => {
+                        stmt = tx.prepare_cached(
+                            "SELECT namespace, name, rv, value FROM objects \
+                             WHERE resource = ?1 AND namespace = ?2 AND name > ?3 \
+                             ORDER BY namespace, name LIMIT ?4",
+                        )?;
+                        stmt.query(params![scope.resource, ns, after_name, fetch])?
+                    }
+                    None => {
+                        stmt = tx.prepare_cached(
+                            "SELECT namespace, name, rv, value FROM objects \
+                             WHERE resource = ?1 AND (namespace, name) > (?2, ?3) \
+                             ORDER BY namespace, name LIMIT ?4",
+                        )?;
+                        stmt.query(params![scope.resource, after_ns, after_name, fetch])?
+                    }
+                };
+                while let Some(r) = rows.next()? {
+                    let key = ObjectKey::new(
+                        scope.resource.clone(),
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                    );
+                    items.push(row_to_stored(key, r.get(2)?, r.get(3)?));
+                }
+            }
+            tx.finish()?;
+            let mut more_after = None;
+            if let Some(l) = limit {
+                if items.len() > l {
+                    items.truncate(l);
+                    more_after = items
+                        .last()
+                        .map(|s| (s.key.namespace.clone(), s.key.name.clone()));
+                }
+            }
+            Ok(ListPage {
+                rv: rv_of(rv),
+                items,
+                more_after,
+            })
+        })
+        .await
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<Arc<Event>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let writer = self.writer.clone();
+        // The channel is bounded: a full queue parks this blocking task, not the runtime.
+        match writer.try_send((op, tx)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(item)) => {
+                tokio::task::spawn_blocking(move || writer.send(item).is_ok())
+                    .await
+                    .map_err(|_| StoreError::Closed)?
+                    .then_some(())
+                    .ok_or(StoreError::Closed)?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn dependents(&self, uid: String) -> Result<Vec<ObjectKey>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT resource, namespace, name FROM owners WHERE owner_uid = ?1",
+            )?;
+            let rows = stmt.query_map(params![uid], |r| {
+                Ok(ObjectKey::new(
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn subscribe(&self, from: Option<u64>) -> Result<Subscription, StoreError> {
+        let history = self
+            .shared
+            .history
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?;
+        let live = self.shared.feed.subscribe();
+        let rv = self.shared.revision.load(Ordering::SeqCst);
+        let backlog = match from {
+            None => Vec::new(),
+            Some(from) if from < history.compacted => {
+                return Err(StoreError::Gone {
+                    requested: from,
+                    oldest: history.compacted,
+                })
+            }
+            Some(from) => {
+                // Events are ordered by revision: skip the prefix at or before `from`.
+                let start = history.events.partition_point(|e| e.object.rv <= from);
+                history.events.iter().skip(start).cloned().collect()
+            }
+        };
+        Ok(Subscription { backlog, live, rv })
+    }
+
+    fn revision(&self) -> u64 {
+        self.shared.revision.load(Ordering::SeqCst)
+    }
+}
+
+// === writer thread ===
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<(WriteOp, Reply)>,
+    shared: Arc<Shared>,
+    mut revision: u64,
+    max_batch: usize,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let start_rev = revision;
+        let mut outcomes: Vec<Result<Arc<Event>, StoreError>> = Vec::with_capacity(batch.len());
+        let committed = (|| -> Result<(), rusqlite::Error> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (op, _) in &batch {
+                let outcome = apply(&tx, op, revision + 1)?;
+                if outcome.is_ok() {
+                    revision += 1;
+                }
+                outcomes.push(outcome.map(Arc::new));
+            }
+            if revision != start_rev {
+                tx.execute(
+                    "UPDATE meta SET v = ?1 WHERE k = 'revision'",
+                    params![i64::try_from(revision).unwrap_or(i64::MAX)],
+                )?;
+            }
+            tx.commit()
+        })();
+        if let Err(e) = committed {
+            tracing::error!(error = %e, "sqlite commit failed");
+            revision = start_rev;
+            let msg = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::Commit(msg.clone())));
+            }
+            continue;
+        }
+        // Publish under the history lock so that subscribers see no gap and no duplicate.
+        if let Ok(mut history) = shared.history.lock() {
+            for ev in outcomes.iter().flatten() {
+                if history.events.len() >= history.capacity {
+                    if let Some(old) = history.events.pop_front() {
+                        history.compacted = old.object.rv;
+                    }
+                }
+                history.events.push_back(Arc::clone(ev));
+                let _ = shared.feed.send(Arc::clone(ev));
+            }
+            shared.revision.store(revision, Ordering::SeqCst);
+        }
+        for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+fn stamp(value: &mut Value, rv: u64) -> Result<Bytes, StoreError> {
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(StoreError::Encode)
+}
+
+fn owner_uids(value: &Value) -> Vec<String> {
+    value
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn load(tx: &rusqlite::Transaction<'_>, key: &ObjectKey) -> rusqlite::Result<Option<Stored>> {
+    let row = tx
+        .prepare_cached(
+            "SELECT rv, value FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+        )?
+        .query_row(params![key.resource, key.namespace, key.name], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?;
+    Ok(row.map(|(rv, v)| row_to_stored(key.clone(), rv, v)))
+}
+
+fn put(
+    tx: &rusqlite::Transaction<'_>,
+    key: &ObjectKey,
+    rv: u64,
+    raw: &[u8],
+    owners: &[String],
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO objects (resource, namespace, name, rv, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        key.resource,
+        key.namespace,
+        key.name,
+        i64::try_from(rv).unwrap_or(i64::MAX),
+        raw
+    ])?;
+    set_owners(tx, key, owners)
+}
+
+fn set_owners(
+    tx: &rusqlite::Transaction<'_>,
+    key: &ObjectKey,
+    owners: &[String],
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM owners WHERE resource = ?1 AND namespace = ?2 AND name = ?3")?
+        .execute(params![key.resource, key.namespace, key.name])?;
+    for uid in owners {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO owners (owner_uid, resource, namespace, name) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![uid, key.resource, key.namespace, key.name])?;
+    }
+    Ok(())
+}
+
+/// Applies one op inside the batch transaction. The outer error aborts the whole batch; the
+/// inner one rejects only this op (its checks run before any statement that writes).
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    op: &WriteOp,
+    rv: u64,
+) -> rusqlite::Result<Result<Event, StoreError>> {
+    match op {
+        WriteOp::Create { key, value } => {
+            if load(tx, key)?.is_some() {
+                return Ok(Err(StoreError::AlreadyExists(key.clone())));
+            }
+            let mut value = value.clone();
+            let raw = match stamp(&mut value, rv) {
+                Ok(raw) => raw,
+                Err(e) => return Ok(Err(e)),
+            };
+            put(tx, key, rv, &raw, &owner_uids(&value))?;
+            Ok(Ok(Event {
+                kind: EventType::Added,
+                object: Stored {
+                    key: key.clone(),
+                    rv,
+                    raw,
+                },
+                prev: None,
+            }))
+        }
+        WriteOp::Update {
+            key,
+            value,
+            expected_rv,
+        } => {
+            let Some(prev) = load(tx, key)? else {
+                return Ok(Err(StoreError::NotFound(key.clone())));
+            };
+            if let Some(expected) = expected_rv {
+                if *expected != prev.rv {
+                    return Ok(Err(StoreError::Conflict {
+                        key: key.clone(),
+                        expected: *expected,
+                        actual: prev.rv,
+                    }));
+                }
+            }
+            let mut value = value.clone();
+            let raw = match stamp(&mut value, rv) {
+                Ok(raw) => raw,
+                Err(e) => return Ok(Err(e)),
+            };
+            put(tx, key, rv, &raw, &owner_uids(&value))?;
+            Ok(Ok(Event {
+                kind: EventType::Modified,
+                object: Stored {
+                    key: key.clone(),
+                    rv,
+                    raw,
+                },
+                prev: Some(prev),
+            }))
+        }
+        WriteOp::Delete { key, expected_rv } => {
+            let Some(prev) = load(tx, key)? else {
+                return Ok(Err(StoreError::NotFound(key.clone())));
+            };
+            if let Some(expected) = expected_rv {
+                if *expected != prev.rv {
+                    return Ok(Err(StoreError::Conflict {
+                        key: key.clone(),
+                        expected: *expected,
+                        actual: prev.rv,
+                    }));
+                }
+            }
+            let mut last: Value = match serde_json::from_slice(&prev.raw) {
+                Ok(v) => v,
+                Err(source) => {
+                    return Ok(Err(StoreError::Corrupt {
+                        key: format!("{}/{}/{}", key.resource, key.namespace, key.name),
+                        source,
+                    }))
+                }
+            };
+            let raw = match stamp(&mut last, rv) {
+                Ok(raw) => raw,
+                Err(e) => return Ok(Err(e)),
+            };
+            tx.prepare_cached(
+                "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+            )?
+            .execute(params![key.resource, key.namespace, key.name])?;
+            set_owners(tx, key, &[])?;
+            Ok(Ok(Event {
+                kind: EventType::Deleted,
+                object: Stored {
+                    key: key.clone(),
+                    rv,
+                    raw,
+                },
+                prev: Some(prev),
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("core/configmaps", "default", name)
+    }
+
+    #[tokio::test]
+    async fn cas_and_revisions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("db")).expect("open");
+        let a = store
+            .write(WriteOp::Create {
+                key: key("a"),
+                value: json!({"metadata": {"name": "a"}}),
+            })
+            .await
+            .expect("create");
+        assert_eq!(a.object.rv, 1);
+        let dup = store
+            .write(WriteOp::Create {
+                key: key("a"),
+                value: json!({"metadata": {"name": "a"}}),
+            })
+            .await;
+        assert!(matches!(dup, Err(StoreError::AlreadyExists(_))));
+        let stale = store
+            .write(WriteOp::Update {
+                key: key("a"),
+                value: json!({"metadata": {"name": "a"}}),
+                expected_rv: Some(7),
+            })
+            .await;
+        assert!(matches!(stale, Err(StoreError::Conflict { .. })));
+        let b = store
+            .write(WriteOp::Update {
+                key: key("a"),
+                value: json!({"metadata": {"name": "a"}, "data": {"x": "1"}}),
+                expected_rv: Some(1),
+            })
+            .await
+            .expect("update");
+        assert_eq!(b.object.rv, 2);
+        let got = store.get(key("a")).await.expect("get").expect("present");
+        assert_eq!(
+            got.value().expect("json")["metadata"]["resourceVersion"],
+            "2"
+        );
+        assert_eq!(store.revision(), 2);
+    }
+
+    #[tokio::test]
+    async fn history_window_and_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = SqliteConfig {
+            history: 3,
+            ..SqliteConfig::default()
+        };
+        let store = SqliteStore::open_with(dir.path().join("db"), cfg).expect("open");
+        for i in 0..5 {
+            store
+                .write(WriteOp::Create {
+                    key: key(&format!("o{i}")),
+                    value: json!({"metadata": {}}),
+                })
+                .await
+                .expect("create");
+        }
+        let sub = store.subscribe(Some(3)).expect("within window");
+        let rvs: Vec<u64> = sub.backlog.iter().map(|e| e.object.rv).collect();
+        assert_eq!(rvs, vec![4, 5]);
+        assert!(matches!(
+            store.subscribe(Some(1)),
+            Err(StoreError::Gone { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn list_pages_and_dependents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("db")).expect("open");
+        for i in 0..5 {
+            store
+                .write(WriteOp::Create {
+                    key: key(&format!("o{i}")),
+                    value: json!({"metadata": {"ownerReferences": [{"uid": "u1"}]}}),
+                })
+                .await
+                .expect("create");
+        }
+        let scope = Scope {
+            resource: "core/configmaps".into(),
+            namespace: None,
+        };
+        let p1 = store
+            .list(scope.clone(), None, Some(2))
+            .await
+            .expect("list");
+        assert_eq!(p1.items.len(), 2);
+        let p2 = store
+            .list(scope.clone(), p1.more_after.clone(), Some(10))
+            .await
+            .expect("list");
+        assert_eq!(p2.items.len(), 3);
+        assert!(p2.more_after.is_none());
+        assert_eq!(store.dependents("u1".into()).await.expect("deps").len(), 5);
+    }
+}
