@@ -15,7 +15,9 @@
 //!
 //! Not provided: controllers (a Deployment creates no pods here; the cloud's embedded control
 //! plane runs those), authorization (every authenticated user may do everything), admission
-//! webhooks, aggregated API servers, protobuf and HTTP/2, `kubectl explain` schemas,
+//! webhooks, aggregated API servers, protobuf responses (protobuf request bodies are decoded
+//! for the kinds `kubectl create`/`expose` send: Namespace, ConfigMap, Secret, ServiceAccount,
+//! Service and Deployment) and HTTP/2, `kubectl explain` schemas,
 //! field-manager tracking of server-side apply (an apply patch is merged like a JSON merge
 //! patch), CRD version conversion (versions share one stored form), consistent snapshots
 //! across list pages, and watch resumption across a restart (older revisions get 410 Gone).
@@ -25,6 +27,7 @@ mod discovery;
 mod error;
 mod objects;
 mod patch;
+mod protobuf;
 mod registry;
 mod schema;
 mod selector;

@@ -641,3 +641,107 @@ async fn auth_whoami_shows_the_certificate_and_token_identities() -> anyhow::Res
     srv.stop().await;
     Ok(())
 }
+
+/// `kubectl create <kind>` and `kubectl expose` use typed clients that send protobuf bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imperative_create_commands_send_protobuf_and_work() -> anyhow::Result<()> {
+    let srv = TestServer::start().await?;
+    for args in [
+        &["create", "namespace", "n1"][..],
+        &[
+            "create",
+            "configmap",
+            "c1",
+            "--from-literal=a=b",
+            "-n",
+            "n1",
+        ],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "--from-literal=k=secret-value",
+            "-n",
+            "n1",
+        ],
+        &["create", "serviceaccount", "sa1", "-n", "n1"],
+        &[
+            "create",
+            "deployment",
+            "d1",
+            "--image=nginx",
+            "--replicas=0",
+            "--port=80",
+            "-n",
+            "n1",
+        ],
+        &[
+            "expose",
+            "deployment",
+            "d1",
+            "--port=80",
+            "--target-port=8080",
+            "-n",
+            "n1",
+        ],
+    ] {
+        srv.kubectl(args)
+            .await
+            .with_context(|| format!("kubectl {args:?}"))?;
+    }
+    let cm = srv
+        .kubectl(&["get", "cm", "c1", "-n", "n1", "-o", "jsonpath={.data.a}"])
+        .await?;
+    ensure!(cm.trim() == "b", "{cm}");
+    let secret = srv
+        .kubectl(&[
+            "get",
+            "secret",
+            "s1",
+            "-n",
+            "n1",
+            "-o",
+            "jsonpath={.data.k}",
+        ])
+        .await?;
+    ensure!(secret.trim() == "c2VjcmV0LXZhbHVl", "{secret}");
+    // A pointer field set to zero stays zero (not defaulted to 1).
+    let replicas = srv
+        .kubectl(&[
+            "get",
+            "deploy",
+            "d1",
+            "-n",
+            "n1",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .await?;
+    ensure!(replicas.trim() == "0", "{replicas}");
+    let port = srv
+        .kubectl(&[
+            "get",
+            "deploy",
+            "d1",
+            "-n",
+            "n1",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].ports[0].containerPort}",
+        ])
+        .await?;
+    ensure!(port.trim() == "80", "{port}");
+    let svc = srv
+        .kubectl(&[
+            "get",
+            "svc",
+            "d1",
+            "-n",
+            "n1",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}",
+        ])
+        .await?;
+    ensure!(svc.trim() == "8080", "{svc}");
+    Ok(())
+}

@@ -627,11 +627,14 @@ fn render(t: &Target, ctx: &Ctx, code: u16, v: Value) -> Response<ResponseBody> 
 
 fn parse_body(ctx: &Ctx, b: &[u8]) -> Result<Value, ApiError> {
     if ctx.content_type.contains("protobuf") {
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-        ));
+        // kubectl's typed clients (`kubectl create <kind>`, `expose`) send protobuf.
+        return crate::protobuf::decode(b).map_err(|e| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("{e} (accepted media types include: application/json, application/yaml)"),
+            )
+        });
     }
     let v: Value = if ctx.content_type.contains("yaml") {
         serde_yaml::from_slice(b)
