@@ -102,7 +102,7 @@ async fn half_open_link_is_detected_within_two_heartbeats_on_both_sides() -> Res
     eventually("cloud notices", || cloud.hub.connected() == 0).await?;
     let cloud_took = cut_at.elapsed();
     // Two heartbeats, plus one heartbeat tick of granularity and scheduling slack.
-    let bound = heartbeat * 3 + Duration::from_millis(300);
+    let bound = heartbeat * 3 + Duration::from_millis(600);
     assert!(edge_took <= bound, "edge took {edge_took:?}");
     assert!(cloud_took <= bound, "cloud took {cloud_took:?}");
 
