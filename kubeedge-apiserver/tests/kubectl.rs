@@ -690,58 +690,24 @@ async fn imperative_create_commands_send_protobuf_and_work() -> anyhow::Result<(
             .await
             .with_context(|| format!("kubectl {args:?}"))?;
     }
-    let cm = srv
-        .kubectl(&["get", "cm", "c1", "-n", "n1", "-o", "jsonpath={.data.a}"])
-        .await?;
-    ensure!(cm.trim() == "b", "{cm}");
-    let secret = srv
-        .kubectl(&[
-            "get",
-            "secret",
-            "s1",
-            "-n",
-            "n1",
-            "-o",
-            "jsonpath={.data.k}",
-        ])
-        .await?;
-    ensure!(secret.trim() == "c2VjcmV0LXZhbHVl", "{secret}");
-    // A pointer field set to zero stays zero (not defaulted to 1).
-    let replicas = srv
-        .kubectl(&[
-            "get",
+    for (kind, name, path, want) in [
+        ("cm", "c1", "{.data.a}", "b"),
+        ("secret", "s1", "{.data.k}", "c2VjcmV0LXZhbHVl"),
+        // A pointer field set to zero stays zero (not defaulted to 1).
+        ("deploy", "d1", "{.spec.replicas}", "0"),
+        (
             "deploy",
             "d1",
-            "-n",
-            "n1",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ])
-        .await?;
-    ensure!(replicas.trim() == "0", "{replicas}");
-    let port = srv
-        .kubectl(&[
-            "get",
-            "deploy",
-            "d1",
-            "-n",
-            "n1",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].ports[0].containerPort}",
-        ])
-        .await?;
-    ensure!(port.trim() == "80", "{port}");
-    let svc = srv
-        .kubectl(&[
-            "get",
-            "svc",
-            "d1",
-            "-n",
-            "n1",
-            "-o",
-            "jsonpath={.spec.ports[0].targetPort}",
-        ])
-        .await?;
-    ensure!(svc.trim() == "8080", "{svc}");
+            "{.spec.template.spec.containers[0].ports[0].containerPort}",
+            "80",
+        ),
+        ("svc", "d1", "{.spec.ports[0].targetPort}", "8080"),
+    ] {
+        let jsonpath = format!("jsonpath={path}");
+        let got = srv
+            .kubectl(&["get", kind, name, "-n", "n1", "-o", &jsonpath])
+            .await?;
+        ensure!(got.trim() == want, "{kind}/{name} {path}: {got}");
+    }
     Ok(())
 }

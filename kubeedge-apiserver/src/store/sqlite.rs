@@ -480,6 +480,45 @@ fn set_owners(
     Ok(())
 }
 
+/// Stamp `value` with `rv` and write it; the inner error rejects only this op.
+fn write_object(
+    tx: &rusqlite::Transaction<'_>,
+    key: &ObjectKey,
+    rv: u64,
+    value: &Value,
+) -> rusqlite::Result<Result<Stored, StoreError>> {
+    let mut value = value.clone();
+    let raw = match stamp(&mut value, rv) {
+        Ok(raw) => raw,
+        Err(e) => return Ok(Err(e)),
+    };
+    put(tx, key, rv, &raw, &owner_uids(&value))?;
+    Ok(Ok(Stored {
+        key: key.clone(),
+        rv,
+        raw,
+    }))
+}
+
+/// The stored object, or why the op must be rejected (missing, or a failed precondition).
+fn load_expected(
+    tx: &rusqlite::Transaction<'_>,
+    key: &ObjectKey,
+    expected_rv: Option<u64>,
+) -> rusqlite::Result<Result<Stored, StoreError>> {
+    let Some(prev) = load(tx, key)? else {
+        return Ok(Err(StoreError::NotFound(key.clone())));
+    };
+    match expected_rv {
+        Some(expected) if expected != prev.rv => Ok(Err(StoreError::Conflict {
+            key: key.clone(),
+            expected,
+            actual: prev.rv,
+        })),
+        _ => Ok(Ok(prev)),
+    }
+}
+
 /// Applies one op inside the batch transaction. The outer error aborts the whole batch; the
 /// inner one rejects only this op (its checks run before any statement that writes).
 fn apply(
@@ -492,19 +531,9 @@ fn apply(
             if load(tx, key)?.is_some() {
                 return Ok(Err(StoreError::AlreadyExists(key.clone())));
             }
-            let mut value = value.clone();
-            let raw = match stamp(&mut value, rv) {
-                Ok(raw) => raw,
-                Err(e) => return Ok(Err(e)),
-            };
-            put(tx, key, rv, &raw, &owner_uids(&value))?;
-            Ok(Ok(Event {
+            Ok(write_object(tx, key, rv, value)?.map(|object| Event {
                 kind: EventType::Added,
-                object: Stored {
-                    key: key.clone(),
-                    rv,
-                    raw,
-                },
+                object,
                 prev: None,
             }))
         }
@@ -513,47 +542,21 @@ fn apply(
             value,
             expected_rv,
         } => {
-            let Some(prev) = load(tx, key)? else {
-                return Ok(Err(StoreError::NotFound(key.clone())));
-            };
-            if let Some(expected) = expected_rv {
-                if *expected != prev.rv {
-                    return Ok(Err(StoreError::Conflict {
-                        key: key.clone(),
-                        expected: *expected,
-                        actual: prev.rv,
-                    }));
-                }
-            }
-            let mut value = value.clone();
-            let raw = match stamp(&mut value, rv) {
-                Ok(raw) => raw,
+            let prev = match load_expected(tx, key, *expected_rv)? {
+                Ok(prev) => prev,
                 Err(e) => return Ok(Err(e)),
             };
-            put(tx, key, rv, &raw, &owner_uids(&value))?;
-            Ok(Ok(Event {
+            Ok(write_object(tx, key, rv, value)?.map(|object| Event {
                 kind: EventType::Modified,
-                object: Stored {
-                    key: key.clone(),
-                    rv,
-                    raw,
-                },
+                object,
                 prev: Some(prev),
             }))
         }
         WriteOp::Delete { key, expected_rv } => {
-            let Some(prev) = load(tx, key)? else {
-                return Ok(Err(StoreError::NotFound(key.clone())));
+            let prev = match load_expected(tx, key, *expected_rv)? {
+                Ok(prev) => prev,
+                Err(e) => return Ok(Err(e)),
             };
-            if let Some(expected) = expected_rv {
-                if *expected != prev.rv {
-                    return Ok(Err(StoreError::Conflict {
-                        key: key.clone(),
-                        expected: *expected,
-                        actual: prev.rv,
-                    }));
-                }
-            }
             let mut last: Value = match serde_json::from_slice(&prev.raw) {
                 Ok(v) => v,
                 Err(source) => {
