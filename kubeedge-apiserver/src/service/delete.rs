@@ -175,17 +175,7 @@ async fn delete_one<S: Store>(
                     .await
                     .map_err(store_internal)?;
                 for s in all.items {
-                    match inner
-                        .store
-                        .write(WriteOp::Delete {
-                            key: s.key,
-                            expected_rv: None,
-                        })
-                        .await
-                    {
-                        Ok(_) | Err(StoreError::NotFound(_)) => {}
-                        Err(e) => return Err(store_internal(e)),
-                    }
+                    delete_if_present(&inner.store, s.key).await?;
                 }
             }
         }
@@ -305,17 +295,7 @@ async fn delete_namespace_contents<S: Store>(inner: &Inner<S>, ns: &str) -> Resu
             .await
             .map_err(store_internal)?;
         for s in page.items {
-            match inner
-                .store
-                .write(WriteOp::Delete {
-                    key: s.key,
-                    expected_rv: None,
-                })
-                .await
-            {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(store_internal(e)),
-            }
+            delete_if_present(&inner.store, s.key).await?;
         }
     }
     Ok(())
@@ -364,4 +344,18 @@ pub(super) async fn delete_collection<S: Store>(
             "metadata": {"resourceVersion": inner.store.revision().to_string()}, "items": items,
         }),
     ))
+}
+
+/// Delete one object; one that is already gone is fine.
+async fn delete_if_present<S: Store>(store: &S, key: ObjectKey) -> Result<(), ApiError> {
+    match store
+        .write(WriteOp::Delete {
+            key,
+            expected_rv: None,
+        })
+        .await
+    {
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(store_internal(e)),
+    }
 }
