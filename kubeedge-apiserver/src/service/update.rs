@@ -224,15 +224,7 @@ pub(super) async fn update<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, bo
             break;
         }
     }
-    Err(ApiError::store(
-        &t.def,
-        name,
-        StoreError::Conflict {
-            key: key_of(t, name),
-            expected: 0,
-            actual: 0,
-        },
-    ))
+    Err(retries_exhausted(t, name))
 }
 
 fn apply_patch(t: &Target, ctx: &Ctx, current: &Value, body: &[u8]) -> Result<Value, ApiError> {
@@ -323,15 +315,7 @@ pub(super) async fn patch_object<S: Store>(
             return Ok(render(t, ctx, 200, out));
         }
     }
-    Err(ApiError::store(
-        &t.def,
-        name,
-        StoreError::Conflict {
-            key: key_of(t, name),
-            expected: 0,
-            actual: 0,
-        },
-    ))
+    Err(retries_exhausted(t, name))
 }
 
 pub(super) fn scale_of(t: &Target, v: &Value) -> Value {
@@ -412,7 +396,12 @@ async fn scale_update<S: Store>(
             return Ok(json_response(200, &scale_of(t, &out)));
         }
     }
-    Err(ApiError::store(
+    Err(retries_exhausted(t, name))
+}
+
+/// The conflict reported when every compare-and-swap retry lost to a concurrent writer.
+fn retries_exhausted(t: &Target, name: &str) -> ApiError {
+    ApiError::store(
         &t.def,
         name,
         StoreError::Conflict {
@@ -420,5 +409,5 @@ async fn scale_update<S: Store>(
             expected: 0,
             actual: 0,
         },
-    ))
+    )
 }
