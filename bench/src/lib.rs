@@ -104,12 +104,14 @@ impl Drop for TestCloud {
 impl TestCloud {
     /// Start one.
     pub async fn start(config: HubConfig) -> std::io::Result<Self> {
+        Self::start_with(config, PkiConfig::default()).await
+    }
+
+    /// Start one with PKI settings (e.g. short certificate lifetimes).
+    pub async fn start_with(config: HubConfig, pki_config: PkiConfig) -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let pki = Pki::load_or_create(
-            &FsCertStore::in_dir(dir.path().join("cloud")),
-            PkiConfig::default(),
-        )
-        .map_err(std::io::Error::other)?;
+        let pki = Pki::load_or_create(&FsCertStore::in_dir(dir.path().join("cloud")), pki_config)
+            .map_err(std::io::Error::other)?;
         let pki = Arc::new(pki);
         let (hub, down, up) = CloudHub::new(pki.clone(), config);
         let ws_l = TcpListener::bind("127.0.0.1:0").await?;

@@ -139,23 +139,13 @@ async fn edges_come_back_after_a_cloud_restart() -> Result<()> {
         tokio::spawn(async move { h.serve_https(https_l, c).await });
         (hub, down, up, cancel, ws_task)
     };
-    let (hub, down, up, cancel, ws_task) = start(ws_l, https_l);
-    let helper = Cloud {
-        _dir: tempfile::tempdir()?,
-        pki: pki.clone(),
-        hub: hub.clone(),
-        down,
-        up,
-        ws,
-        https,
-        cancel: cancel.clone(),
-    };
+    let (hub, _down, _up, cancel, ws_task) = start(ws_l, https_l);
     let mut edges = Vec::new();
     let mut dirs = Vec::new();
     for i in 0..5 {
         let d = tempfile::tempdir()?;
-        let tls = join(&helper, &format!("edge-{i}"), d.path()).await?;
-        edges.push(edge(&helper, &format!("edge-{i}"), tls));
+        let tls = join_at(&pki, https, &format!("edge-{i}"), d.path()).await?;
+        edges.push(edge_via(ws, &format!("edge-{i}"), tls, None));
         dirs.push(d);
     }
     for e in &edges {
@@ -188,7 +178,6 @@ async fn edges_come_back_after_a_cloud_restart() -> Result<()> {
         restarted.elapsed()
     );
     cancel2.cancel();
-    drop(helper);
     Ok(())
 }
 

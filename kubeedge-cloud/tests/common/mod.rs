@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kubeedge_cloud::certs::{unix_now, FsCertStore, Pki, PkiConfig};
-use kubeedge_cloud::hub::{CloudHub, Downstream, HubConfig, Upstream};
+use kubeedge_cloud::certs::{unix_now, Pki, PkiConfig};
+use kubeedge_cloud::hub::HubConfig;
 use kubeedge_edge::hub::{self, CertFiles, ClientTls};
 use kubeedge_proto::{Content, Message, Route};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
@@ -43,48 +41,15 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Result<()
     .await
 }
 
-pub struct Cloud {
-    pub _dir: tempfile::TempDir,
-    pub pki: Arc<Pki>,
-    pub hub: CloudHub,
-    pub down: Downstream,
-    pub up: mpsc::Receiver<Upstream>,
-    pub ws: SocketAddr,
-    pub https: SocketAddr,
-    pub cancel: CancellationToken,
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
+/// The cloud under test: a CloudHub on 127.0.0.1, port 0 (shared with the load tools).
+pub use kubeedge_bench::TestCloud as Cloud;
 
 pub async fn cloud(cfg: HubConfig) -> Result<Cloud> {
-    cloud_with(cfg, PkiConfig::default()).await
+    Ok(Cloud::start(cfg).await?)
 }
 
 pub async fn cloud_with(cfg: HubConfig, pki_cfg: PkiConfig) -> Result<Cloud> {
-    let dir = tempfile::tempdir()?;
-    let store = FsCertStore::in_dir(dir.path());
-    let pki = Arc::new(Pki::load_or_create(&store, pki_cfg)?);
-    let (hub, down, up) = CloudHub::new(pki.clone(), cfg);
-    let ws_l = TcpListener::bind("127.0.0.1:0").await?;
-    let https_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (ws, https) = (ws_l.local_addr()?, https_l.local_addr()?);
-    let cancel = CancellationToken::new();
-    let (h, c) = (hub.clone(), cancel.clone());
-    tokio::spawn(async move { h.serve(ws_l, https_l, c).await });
-    Ok(Cloud {
-        _dir: dir,
-        pki,
-        hub,
-        down,
-        up,
-        ws,
-        https,
-        cancel,
-    })
+    Ok(Cloud::start_with(cfg, pki_cfg).await?)
 }
 
 pub fn fast() -> HubConfig {
@@ -96,9 +61,19 @@ pub fn fast() -> HubConfig {
 }
 
 pub async fn join(cloud: &Cloud, node: &str, dir: &std::path::Path) -> Result<ClientTls> {
-    let token = cloud.pki.issue_token(unix_now())?;
+    join_at(&cloud.pki, cloud.https, node, dir).await
+}
+
+/// Bootstrap `node` against the bootstrap server at `https` of the cloud owning `pki`.
+pub async fn join_at(
+    pki: &Pki,
+    https: SocketAddr,
+    node: &str,
+    dir: &std::path::Path,
+) -> Result<ClientTls> {
+    let token = pki.issue_token(unix_now())?;
     let files = CertFiles::in_dir(dir);
-    Ok(hub::bootstrap(&cloud.https.to_string(), &token, node, &files, DEADLINE).await?)
+    Ok(hub::bootstrap(&https.to_string(), &token, node, &files, DEADLINE).await?)
 }
 
 pub struct Edge {
