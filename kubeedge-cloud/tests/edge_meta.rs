@@ -272,13 +272,7 @@ async fn queries_go_to_the_cloud_when_online_and_to_the_store_when_not() -> Resu
     eventually("answer acked", || cloud.down.queued("edge-1") == 0).await?;
     // Offline: answered from the store.
     e.cancel.cancel();
-    let mut s = e.client.state();
-    within("offline", async {
-        while *s.borrow_and_update() != kubeedge_edge::hub::ConnectionState::Disconnected {
-            let _ = s.changed().await;
-        }
-    })
-    .await?;
+    until_state(&e.client, "offline", disconnected).await?;
     let local = within("local answer", meta.query("default/configmap/cm")).await??;
     assert_eq!(local, Some(got));
     assert!(within("missing", meta.query("default/secret/none"))

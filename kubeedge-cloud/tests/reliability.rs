@@ -91,13 +91,7 @@ async fn half_open_link_is_detected_within_two_heartbeats_on_both_sides() -> Res
 
     proxy.blackhole(true);
     let cut_at = Instant::now();
-    let mut state = e.client.state();
-    within("edge notices", async {
-        while *state.borrow_and_update() != ConnectionState::Disconnected {
-            let _ = state.changed().await;
-        }
-    })
-    .await?;
+    until_state(&e.client, "edge notices", disconnected).await?;
     let edge_took = cut_at.elapsed();
     eventually("cloud notices", || cloud.hub.connected() == 0).await?;
     let cloud_took = cut_at.elapsed();
@@ -107,17 +101,7 @@ async fn half_open_link_is_detected_within_two_heartbeats_on_both_sides() -> Res
     assert!(cloud_took <= bound, "cloud took {cloud_took:?}");
 
     proxy.blackhole(false);
-    within("reconnect", async {
-        loop {
-            if let ConnectionState::Connected(n) = *state.borrow_and_update() {
-                if n >= 2 {
-                    break;
-                }
-            }
-            let _ = state.changed().await;
-        }
-    })
-    .await?;
+    until_state(&e.client, "reconnect", session_at_least(2)).await?;
     Ok(())
 }
 
@@ -157,13 +141,7 @@ async fn edges_come_back_after_a_cloud_restart() -> Result<()> {
     cancel.cancel();
     within("hub stops", ws_task).await???;
     for e in &edges {
-        let mut s = e.client.state();
-        within("edge sees the loss", async {
-            while *s.borrow_and_update() != ConnectionState::Disconnected {
-                let _ = s.changed().await;
-            }
-        })
-        .await?;
+        until_state(&e.client, "edge sees the loss", disconnected).await?;
     }
     let restarted = Instant::now();
     let (hub2, _down2, _up2, cancel2, _t) = start(
@@ -194,18 +172,7 @@ async fn client_certificate_is_rotated_before_it_expires() -> Result<()> {
     let before = std::fs::read(&files.cert)?;
     let rotation = hub::CertRotation::new(cloud.https.to_string(), files.clone());
     let e = edge_via(cloud.ws, "edge-1", tls, Some(rotation));
-    let mut state = e.client.state();
-    within("rotated and reconnected", async {
-        loop {
-            if let ConnectionState::Connected(n) = *state.borrow_and_update() {
-                if n >= 2 {
-                    break;
-                }
-            }
-            let _ = state.changed().await;
-        }
-    })
-    .await?;
+    until_state(&e.client, "rotated and reconnected", session_at_least(2)).await?;
     let after = std::fs::read(&files.cert)?;
     assert_ne!(before, after, "a new certificate was written");
     let renewed = hub::ClientTls::load(&files)?.context("files")?;

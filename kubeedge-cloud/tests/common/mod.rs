@@ -52,6 +52,33 @@ pub async fn cloud_with(cfg: HubConfig, pki_cfg: PkiConfig) -> Result<Cloud> {
     Ok(Cloud::start_with(cfg, pki_cfg).await?)
 }
 
+/// Wait until `client`'s link state satisfies `cond`.
+pub async fn until_state(
+    client: &hub::Client,
+    what: &str,
+    cond: impl Fn(hub::ConnectionState) -> bool,
+) -> Result<()> {
+    let mut state = client.state();
+    within(what, async {
+        while !cond(*state.borrow_and_update()) {
+            if state.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+}
+
+/// The link is down.
+pub fn disconnected(s: hub::ConnectionState) -> bool {
+    s == hub::ConnectionState::Disconnected
+}
+
+/// The link is up in its `n`th session or a later one.
+pub fn session_at_least(n: u64) -> impl Fn(hub::ConnectionState) -> bool {
+    move |s| matches!(s, hub::ConnectionState::Connected(m) if m >= n)
+}
+
 pub fn fast() -> HubConfig {
     let mut c = HubConfig::default();
     c.keepalive_interval = Duration::from_secs(2);
