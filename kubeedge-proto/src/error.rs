@@ -222,3 +222,23 @@ pub enum ResourceError {
     #[error("invalid node id {0:?}")]
     InvalidNodeId(String),
 }
+
+/// An Application key is not `/<group|core>/<version>/<resource>/<ns|null>/<name|null>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplicationKeyError {
+    /// The key does not start with `/`.
+    #[error("application key {0:?} does not start with '/'")]
+    NoLeadingSlash(String),
+    /// Not five segments.
+    #[error("application key {key:?} has {found} segments, expected 5")]
+    SegmentCount {
+        /// The key.
+        key: String,
+        /// How many segments it has.
+        found: usize,
+    },
+    /// A segment is empty.
+    #[error("application key {0:?} has an empty segment")]
+    EmptySegment(String),
+}

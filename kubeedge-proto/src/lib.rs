@@ -9,6 +9,7 @@
 //! - [`HubCodec`]: websocket frames of the hub link. [`TunnelFrame`]: the logs/exec tunnel.
 //! - [`JoinToken`] and [`Jwt`]: the `keadm gettoken` token.
 //! - [`Topic`] and [`twin`]: device-twin MQTT topics and payloads.
+//! - [`Application`]: the MetaServer request the dynamic controller runs, and its key.
 //! - [`api`]: Device, DeviceModel, ObjectSync and ClusterObjectSync.
 //!
 //! ```
@@ -29,6 +30,7 @@
 
 mod ack;
 pub mod api;
+mod application;
 mod error;
 mod frame;
 mod message;
@@ -44,9 +46,13 @@ pub mod twin;
 pub mod test_util;
 
 pub use ack::{ack_mode, AckMode};
+pub use application::{
+    ApiStatus, Application, ApplicationKey, ApplicationStatus, ApplicationVerb, PatchInfo,
+    StatusError, APPLICATION_RESOURCE, GO_ZERO_TIME, NULL_SEGMENT,
+};
 pub use error::{
-    ContentError, FrameError, JsonError, JsonErrorKind, ResourceError, TokenError, TopicError,
-    TunnelError,
+    ApplicationKeyError, ContentError, FrameError, JsonError, JsonErrorKind, ResourceError,
+    TokenError, TopicError, TunnelError,
 };
 pub use frame::{FrameKind, HubCodec};
 pub use message::{now_millis, Compat, Content, Header, Message, MessageId, Route};

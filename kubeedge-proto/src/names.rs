@@ -84,6 +84,8 @@ macro_rules! wire_name {
     };
 }
 
+pub(crate) use wire_name;
+
 wire_name! {
     /// `route.group`: the module group a message is for on the receiving side (PROTOCOL.md §1.6).
     Group {

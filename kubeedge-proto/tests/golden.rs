@@ -541,3 +541,40 @@ fn vendored_captures_match_the_shared_spec() {
         );
     }
 }
+
+#[test]
+fn applications_round_trip_byte_exact_with_upstream_ids() {
+    use kubeedge_proto::{Application, ApplicationStatus, ApplicationVerb, PatchInfo};
+    let mut seen = HashSet::new();
+    for f in all() {
+        for m in &f.ws {
+            let msg = decode(m);
+            let is_app = msg.route.source == Some(Source::MetaServer)
+                || msg.route.operation == Some(Operation::ApplicationResponse);
+            if !is_app {
+                continue;
+            }
+            let raw = msg.content.raw_json().to_owned();
+            let app: Application = msg
+                .content
+                .decode()
+                .unwrap_or_else(|e| panic!("{}: {e}", m.file));
+            let again = serde_json::to_string(&app).expect("encode");
+            assert_eq!(again, go_compact(&raw), "{}", m.file);
+            assert_eq!(app.identifier(), app.id, "{}: upstream id", m.file);
+            app.parsed_key()
+                .unwrap_or_else(|e| panic!("{}: {e}", m.file));
+            match m.dir {
+                Dir::EdgeToCloud => assert_eq!(app.status, ApplicationStatus::InApplying),
+                Dir::CloudToEdge => assert_eq!(app.status, ApplicationStatus::Approved),
+            }
+            if app.verb == ApplicationVerb::Patch {
+                let p: PatchInfo = app.option_json().expect("patch info").expect("some");
+                assert!(p.data.is_some(), "{}", m.file);
+            }
+            seen.insert((m.version.clone(), app.timestamp.is_some()));
+        }
+    }
+    assert!(seen.contains(&("v1.12.1".to_owned(), false)), "{seen:?}");
+    assert!(seen.contains(&("v1.22.2".to_owned(), true)), "{seen:?}");
+}

@@ -106,3 +106,71 @@ proptest! {
         let _ = Message::from_json(v.raw_json().as_bytes());
     }
 }
+
+fn bytes_opt() -> impl Strategy<Value = Option<Vec<u8>>> {
+    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))
+}
+
+fn application() -> impl Strategy<Value = kubeedge_proto::Application> {
+    use kubeedge_proto::{Application, ApplicationStatus, ApplicationVerb, StatusError};
+    (
+        (
+            test_util::segment(true),
+            test_util::segment(false),
+            proptest::sample::select(ApplicationVerb::KNOWN),
+            proptest::sample::select(ApplicationStatus::KNOWN),
+            ".*",
+        ),
+        (bytes_opt(), bytes_opt(), bytes_opt()),
+        (
+            test_util::segment(true),
+            proptest::option::of((400..600i32, ".*")),
+            ".*",
+            proptest::option::of(Just(kubeedge_proto::GO_ZERO_TIME.to_owned())),
+        ),
+    )
+        .prop_map(
+            |(
+                (ns, name, verb, status, reason),
+                (option, req_body, resp_body),
+                (sub, err, token, timestamp),
+            )| {
+                let key = format!(
+                    "/core/v1/pods/{}/{name}",
+                    if ns.is_empty() { "null" } else { &ns }
+                );
+                let mut app = Application::new(key, ApplicationVerb::from(verb), "node-1");
+                app.status = ApplicationStatus::from(status);
+                app.reason = reason;
+                app.option = option;
+                app.req_body = req_body;
+                app.resp_body = resp_body;
+                app.subresource = sub;
+                app.error = err.map_or_else(StatusError::default, |(c, m)| {
+                    StatusError::failure(c, "Reason", m)
+                });
+                // The later layout only carries a token when it is set; v1.12's always does.
+                app.token = token;
+                app.timestamp = timestamp;
+                app.with_identifier()
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn application_encode_decode_is_identity(app in application()) {
+        let text = serde_json::to_string(&app).unwrap();
+        let back: kubeedge_proto::Application = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(&back, &app);
+        prop_assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        let key = app.parsed_key().unwrap();
+        prop_assert_eq!(key.to_string(), app.key.clone());
+    }
+
+    #[test]
+    fn application_decoders_never_panic(s in ".*", key in ".*") {
+        let _ = serde_json::from_str::<kubeedge_proto::Application>(&s);
+        let _ = kubeedge_proto::ApplicationKey::parse(&key);
+    }
+}
