@@ -43,7 +43,9 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
+    /// A whole body (for services that front an [`ApiService`](crate::ApiService) and answer
+    /// some requests themselves).
+    pub fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();
         Self {
             kind: Kind::Full(if b.is_empty() { None } else { Some(b) }),

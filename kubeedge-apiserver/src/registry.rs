@@ -429,6 +429,18 @@ impl Registry {
         }
     }
 
+    /// Only the built-in resources whose store names (`core/pods`) are in `only`; no CRDs.
+    pub(crate) fn only(only: &[String]) -> Self {
+        Self {
+            builtin: builtins()
+                .into_iter()
+                .filter(|d| only.contains(&d.store_resource()))
+                .map(Arc::new)
+                .collect(),
+            custom: RwLock::new(Vec::new()),
+        }
+    }
+
     pub(crate) fn all(&self) -> Vec<Arc<ResourceDef>> {
         let mut out = self.builtin.clone();
         if let Ok(c) = self.custom.read() {

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::config::{ConfigError, EdgeCoreConfig};
 use crate::hub::{self, ClientTls};
 use crate::meta::{MetaDb, MetaManager, Outputs, SqliteStore, StoreError};
+use crate::metaserver::{self, MetaServer, MetaView};
 use crate::router::{self, Routes};
 
 /// Why edgecore cannot start.
@@ -34,6 +35,18 @@ pub enum EdgeCoreError {
     /// Certificate files exist but are unusable.
     #[error("client certificate files")]
     Tls(#[source] crate::error::HubError),
+    /// MetaServer could not start.
+    #[error("metaserver")]
+    MetaServer(#[from] crate::metaserver::MetaServerError),
+    /// MetaServer's address cannot be bound.
+    #[error("cannot listen on metaServer.server {addr}")]
+    Listen {
+        /// The configured address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running edgecore.
@@ -45,6 +58,8 @@ pub struct Running {
     pub db: MetaDb,
     /// Pods found in the store at start (handed to edged when it runs).
     pub stored_pods: usize,
+    /// Where MetaServer listens, when it is enabled.
+    pub metaserver: Option<std::net::SocketAddr>,
 }
 
 impl Running {
@@ -84,6 +99,12 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let node = config.node_name().to_owned();
+    let (metaserver, metaserver_addr) = if config.modules.meta_manager.meta_server.enable {
+        let (server, addr) = start_metaserver(&config, &db, &node, &cancel, &tracker).await?;
+        (Some(server), Some(addr))
+    } else {
+        (None, None)
+    };
     let https = config.modules.edge_hub.http_server.clone();
     let remote_timeout = config.remote_query_timeout();
     let db2 = db.clone();
@@ -115,6 +136,9 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
             }
         };
         let (client, inbound, driver) = hub::connect(hub_cfg, tls);
+        if let Some(m) = &metaserver {
+            m.set_hub(client.clone());
+        }
         let (edged_tx, mut edged_rx) = mpsc::channel(1024);
         let meta = MetaManager::new(db2, client.clone(), Outputs { edged: Some(edged_tx), twin: None })
             .with_remote_timeout(remote_timeout);
@@ -141,5 +165,38 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
         tracker,
         db,
         stored_pods,
+        metaserver: metaserver_addr,
     })
+}
+
+/// MetaServer on `metaServer.server`, serving the store from the start (the cloud may be away).
+async fn start_metaserver(
+    config: &EdgeCoreConfig,
+    db: &MetaDb,
+    node: &str,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(MetaServer, std::net::SocketAddr), EdgeCoreError> {
+    let addr = config.modules.meta_manager.meta_server.server.clone();
+    let listen_err = |source| EdgeCoreError::Listen {
+        addr: addr.clone(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(listen_err)?;
+    let local = listener.local_addr().map_err(listen_err)?;
+    let view = MetaView::load(db.clone(), cancel.child_token())
+        .await
+        .map_err(crate::metaserver::MetaServerError::from)?;
+    let server = MetaServer::new(view, node).await?;
+    let c = cancel.clone();
+    let s = server.clone();
+    tracker.spawn(async move {
+        if let Err(e) = metaserver::serve(listener, s, c.cancelled()).await {
+            error!(error = %e, "metaserver stopped");
+        }
+    });
+    info!(addr = %local, "metaserver listening");
+    Ok((server, local))
 }

@@ -5,6 +5,8 @@
 //!   a [`hub::Driver`] that keeps the mTLS websocket to CloudHub up (keepalive, dead-link
 //!   detection, reconnect with backoff and jitter, rate limit, request/reply).
 //! - [`meta`]: MetaManager, persisting pushes on SQLite (group commit) and acking after commit.
+//! - [`metaserver`]: the node's local Kubernetes API (reads from the store, writes through the
+//!   cloud).
 //! - [`router`]: routes inbound messages to the modules as upstream's edgehub does.
 
 pub mod config;
@@ -12,6 +14,7 @@ mod core;
 mod error;
 pub mod hub;
 pub mod meta;
+pub mod metaserver;
 pub mod router;
 
 pub use core::{start, EdgeCoreError, Running};

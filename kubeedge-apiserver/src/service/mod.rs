@@ -36,6 +36,11 @@ pub struct ApiConfig {
     pub bookmark_interval: Duration,
     /// The `gitVersion` reported by `/version`.
     pub git_version: String,
+    /// When set, only these resources (store names such as `core/pods`) are served and
+    /// listed in discovery; every other resource path gets 404. `None` serves them all.
+    pub resources: Option<Vec<String>>,
+    /// Create the default namespaces at start when they are missing.
+    pub default_namespaces: bool,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +50,8 @@ impl Default for ApiConfig {
             max_body_bytes: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(30),
             git_version: "v1.33.0-kubeedge-rs".into(),
+            resources: None,
+            default_namespaces: true,
         }
     }
 }
@@ -85,16 +92,26 @@ impl<S: Store> ApiService<S> {
     /// Builds the service: creates the default namespaces if missing and serves every stored
     /// CustomResourceDefinition.
     pub async fn new(store: S, config: ApiConfig) -> Result<Self, Error> {
+        let registry = match &config.resources {
+            Some(only) => Registry::only(only),
+            None => Registry::new(),
+        };
+        let default_namespaces = config.default_namespaces;
         let svc = Self {
             inner: Arc::new(Inner {
                 store,
-                registry: Registry::new(),
+                registry,
                 config,
                 watches: Arc::new(AtomicUsize::new(0)),
                 service_ips: tokio::sync::Mutex::new(()),
             }),
         };
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let namespaces: &[&str] = if default_namespaces {
+            &["default", "kube-system", "kube-public", "kube-node-lease"]
+        } else {
+            &[]
+        };
+        for &ns in namespaces {
             let key = ObjectKey::new("core/namespaces", "", ns);
             if svc.inner.store.get(key.clone()).await?.is_none() {
                 let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
@@ -112,6 +129,9 @@ impl<S: Store> ApiService<S> {
                     Err(e) => return Err(e.into()),
                 }
             }
+        }
+        if svc.inner.config.resources.is_some() {
+            return Ok(svc);
         }
         let crds = svc
             .inner
@@ -271,6 +291,7 @@ impl ApiError {
                 "Expired",
                 format!("too old resource version: {requested}"),
             ),
+            StoreError::Unavailable(why) => Self::new(503, "ServiceUnavailable", why),
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::new(500, "InternalError", format!("storage failure: {other}"))

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
 pub use store::{
-    Applied, MetaDb, MetaOp, MetaRecord, MetaStore, OutboxEntry, SqliteStore, StoreError,
+    Applied, MetaChange, MetaDb, MetaOp, MetaRecord, MetaStore, OutboxEntry, SqliteStore,
+    StoreError,
 };
 
 use crate::hub;

@@ -7,7 +7,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, error, warn};
 
 /// Store failures.
@@ -345,11 +345,46 @@ enum Request {
     List(String, oneshot::Sender<Result<Vec<MetaRecord>, StoreError>>),
 }
 
+/// A committed change to an object row (outbox entries are not reported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaChange {
+    /// Edge-view resource, e.g. `default/pod/nginx`.
+    pub key: String,
+    /// Resource type token, e.g. `pod`.
+    pub resource_type: String,
+    /// The new content, `None` when the row was deleted.
+    pub value: Option<String>,
+}
+
+impl MetaChange {
+    fn of(op: &MetaOp) -> Option<Self> {
+        let type_of = |key: &str| key.split('/').nth(1).unwrap_or_default().to_owned();
+        match op {
+            MetaOp::Insert(r) | MetaOp::Upsert(r) => Some(Self {
+                key: r.key.clone(),
+                resource_type: r.resource_type.clone(),
+                value: Some(r.value.clone()),
+            }),
+            MetaOp::Delete { key } | MetaOp::DeletePod { key, .. } => Some(Self {
+                key: key.clone(),
+                resource_type: type_of(key),
+                value: None,
+            }),
+            MetaOp::OutboxPut { .. } | MetaOp::OutboxDone { .. } => None,
+        }
+    }
+}
+
+/// How many committed changes a slow [`MetaDb::changes`] subscriber may fall behind before it
+/// sees `Lagged` (and must reload).
+const CHANGE_FEED: usize = 1024;
+
 /// Async handle to a [`MetaStore`] owned by its own thread. Cheap to clone. Writes that
 /// arrive together are committed in one transaction (group commit).
 #[derive(Debug, Clone)]
 pub struct MetaDb {
     tx: std_mpsc::SyncSender<Request>,
+    changes: broadcast::Sender<MetaChange>,
 }
 
 impl std::fmt::Debug for Request {
@@ -370,13 +405,21 @@ impl MetaDb {
     /// Start the store thread.
     pub fn spawn<S: MetaStore>(store: S) -> Self {
         let (tx, rx) = std_mpsc::sync_channel::<Request>(4096);
+        let (changes, _) = broadcast::channel(CHANGE_FEED);
+        let feed = changes.clone();
         let spawned = thread::Builder::new()
             .name("meta-store".into())
-            .spawn(move || run(store, rx));
+            .spawn(move || run(store, rx, feed));
         if let Err(e) = spawned {
             error!(error = %e, "cannot start the meta store thread");
         }
-        Self { tx }
+        Self { tx, changes }
+    }
+
+    /// Every later committed change to an object row, in commit order. Subscribe before
+    /// reading what is stored, so nothing falls between the read and the feed.
+    pub fn changes(&self) -> broadcast::Receiver<MetaChange> {
+        self.changes.subscribe()
     }
 
     async fn call<T>(
@@ -423,7 +466,11 @@ impl MetaDb {
     }
 }
 
-fn run<S: MetaStore>(mut store: S, rx: std_mpsc::Receiver<Request>) {
+fn run<S: MetaStore>(
+    mut store: S,
+    rx: std_mpsc::Receiver<Request>,
+    feed: broadcast::Sender<MetaChange>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP {
@@ -438,20 +485,20 @@ fn run<S: MetaStore>(mut store: S, rx: std_mpsc::Receiver<Request>) {
             match req {
                 Request::Apply(ops, tx) => writes.push((ops, tx)),
                 Request::Get(key, tx) => {
-                    commit(&mut store, &mut writes);
+                    commit(&mut store, &mut writes, &feed);
                     let _ = tx.send(store.get(&key));
                 }
                 Request::List(t, tx) => {
-                    commit(&mut store, &mut writes);
+                    commit(&mut store, &mut writes, &feed);
                     let _ = tx.send(store.list(&t));
                 }
                 Request::Outbox(n, tx) => {
-                    commit(&mut store, &mut writes);
+                    commit(&mut store, &mut writes, &feed);
                     let _ = tx.send(store.outbox(n));
                 }
             }
         }
-        commit(&mut store, &mut writes);
+        commit(&mut store, &mut writes, &feed);
     }
     debug!("meta store thread stopped");
 }
@@ -461,16 +508,30 @@ type Pending = Vec<(
     oneshot::Sender<Result<Vec<Applied>, StoreError>>,
 )>;
 
-fn commit<S: MetaStore>(store: &mut S, writes: &mut Pending) {
+fn commit<S: MetaStore>(store: &mut S, writes: &mut Pending, feed: &broadcast::Sender<MetaChange>) {
     if writes.is_empty() {
         return;
     }
+    // Changes are announced after the commit, in order; nobody listening is fine.
+    let announce = |ops: &[MetaOp], results: &[Applied]| {
+        if feed.receiver_count() == 0 {
+            return;
+        }
+        for (op, r) in ops.iter().zip(results) {
+            if *r == Applied::Changed {
+                if let Some(c) = MetaChange::of(op) {
+                    let _ = feed.send(c);
+                }
+            }
+        }
+    };
     let all: Vec<MetaOp> = writes
         .iter()
         .flat_map(|(ops, _)| ops.iter().cloned())
         .collect();
     match store.apply(&all) {
         Ok(results) => {
+            announce(&all, &results);
             let mut it = results.into_iter();
             for (ops, tx) in writes.drain(..) {
                 let mine: Vec<Applied> = it.by_ref().take(ops.len()).collect();
@@ -480,7 +541,11 @@ fn commit<S: MetaStore>(store: &mut S, writes: &mut Pending) {
         Err(_) => {
             // One bad write must not fail the others: retry each alone.
             for (ops, tx) in writes.drain(..) {
-                let _ = tx.send(store.apply(&ops));
+                let r = store.apply(&ops);
+                if let Ok(results) = &r {
+                    announce(&ops, results);
+                }
+                let _ = tx.send(r);
             }
         }
     }
