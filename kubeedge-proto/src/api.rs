@@ -113,6 +113,11 @@ pub struct TwinProperty {
     pub metadata: std::collections::BTreeMap<String, String>,
 }
 
+/// The CustomResourceDefinitions of these types, as one multi-document YAML (Device and
+/// DeviceModel in v1alpha2 and v1beta1, ObjectSync and ClusterObjectSync), with open schemas:
+/// what cloudcore installs in its embedded control plane and `keadm init` applies to a cluster.
+pub const CRDS: &str = include_str!("../manifests/crds.yaml");
+
 /// Reliable sync ledger types (`reliablesyncs.kubeedge.io/v1alpha1`, PROTOCOL.md §4.5).
 pub mod reliablesyncs {
     use super::*;

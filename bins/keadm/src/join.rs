@@ -1,0 +1,303 @@
+//! `keadm join`: make this host an edge node of a cloudcore, in numbered steps like upstream.
+//! Nothing is downloaded (air-gapped sites work): the edgecore binary beside keadm is used.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use kubeedge_proto::JoinToken;
+use serde_yaml::Value;
+
+use crate::paths::Paths;
+use crate::process;
+
+/// The flags of `keadm join`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct JoinArgs {
+    /// The cloudcore websocket address, `IP:PORT` (usually port 10000).
+    #[arg(long = "cloudcore-ipport", alias = "cloudcore-ip-port", short = 'e')]
+    cloudcore_ipport: String,
+    /// The node name (default: this host's name).
+    #[arg(long = "edgenode-name", short = 'i')]
+    edgenode_name: Option<String>,
+    /// The join token from `keadm gettoken`.
+    #[arg(long, short = 't')]
+    token: String,
+    /// The port of cloudcore's certificate server.
+    #[arg(long = "certport", short = 's', default_value_t = 10002)]
+    certport: u16,
+    /// The container runtime (docker is what kubeedge-rs edged drives).
+    #[arg(long = "runtimetype", short = 'r', default_value = "docker")]
+    runtimetype: String,
+    /// The cgroup driver of the container runtime.
+    #[arg(long = "cgroupdriver", default_value = "cgroupfs")]
+    cgroupdriver: String,
+    /// The KubeEdge version to present as; binaries are never downloaded.
+    #[arg(long = "kubeedge-version")]
+    kubeedge_version: Option<String>,
+    /// Labels for the node, `key=value`, repeatable or comma-separated.
+    #[arg(long = "labels", short = 'l', value_delimiter = ',')]
+    labels: Vec<String>,
+}
+
+fn step(n: usize, total: usize, what: &str) {
+    println!("[{n}/{total}] {what}");
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|_| "edge-node".into())
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires of node names.
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn set(root: &mut Value, path: &[&str], value: Value) {
+    let mut cur = root;
+    for (i, key) in path.iter().enumerate() {
+        if !cur.is_mapping() {
+            *cur = Value::Mapping(serde_yaml::Mapping::new());
+        }
+        let Value::Mapping(m) = cur else { return };
+        let k = Value::String((*key).to_owned());
+        if i + 1 == path.len() {
+            m.insert(k, value);
+            return;
+        }
+        cur = m.entry(k).or_insert(Value::Null);
+    }
+}
+
+fn get_str<'a>(root: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = root;
+    for key in path {
+        cur = cur.get(*key)?;
+    }
+    cur.as_str()
+}
+
+/// The edgecore.yaml for this join: edgecore's own defaults with the join's settings.
+fn edgecore_config(
+    paths: &Paths,
+    edgecore: &Path,
+    args: &JoinArgs,
+    node: &str,
+    cloud_ip: &str,
+) -> Result<String> {
+    let out = std::process::Command::new(edgecore)
+        .arg("--defaultconfig")
+        .output()
+        .with_context(|| format!("run {} --defaultconfig", edgecore.display()))?;
+    if !out.status.success() {
+        bail!("{} --defaultconfig failed", edgecore.display());
+    }
+    let mut cfg: Value =
+        serde_yaml::from_slice(&out.stdout).context("edgecore's default config")?;
+    let s = |v: String| Value::String(v);
+    let etc = paths.etc();
+    set(
+        &mut cfg,
+        &["database", "dataSource"],
+        s(paths.var_lib().join("edgecore.db").display().to_string()),
+    );
+    fn at(k: &str) -> [&str; 3] {
+        ["modules", "edgeHub", k]
+    }
+    set(&mut cfg, &at("token"), s(args.token.clone()));
+    set(
+        &mut cfg,
+        &at("httpServer"),
+        s(format!("https://{cloud_ip}:{}", args.certport)),
+    );
+    set(
+        &mut cfg,
+        &at("tlsCaFile"),
+        s(etc.join("ca/rootCA.crt").display().to_string()),
+    );
+    set(
+        &mut cfg,
+        &at("tlsCertFile"),
+        s(etc.join("certs/server.crt").display().to_string()),
+    );
+    set(
+        &mut cfg,
+        &at("tlsPrivateKeyFile"),
+        s(etc.join("certs/server.key").display().to_string()),
+    );
+    set(
+        &mut cfg,
+        &["modules", "edgeHub", "websocket", "server"],
+        s(args.cloudcore_ipport.clone()),
+    );
+    set(
+        &mut cfg,
+        &["modules", "edged", "hostnameOverride"],
+        s(node.to_owned()),
+    );
+    set(
+        &mut cfg,
+        &["modules", "edged", "containerRuntime"],
+        s(args.runtimetype.clone()),
+    );
+    set(
+        &mut cfg,
+        &["modules", "edged", "cgroupDriver"],
+        s(args.cgroupdriver.clone()),
+    );
+    if !args.labels.is_empty() {
+        let mut m = serde_yaml::Mapping::new();
+        for l in &args.labels {
+            let Some((k, v)) = l.split_once('=') else {
+                bail!("label {l:?} is not key=value");
+            };
+            m.insert(s(k.to_owned()), s(v.to_owned()));
+        }
+        set(
+            &mut cfg,
+            &["modules", "edged", "nodeLabels"],
+            Value::Mapping(m),
+        );
+    }
+    // MetaServer on loopback, as current upstream joins set it up.
+    set(
+        &mut cfg,
+        &["modules", "metaManager", "metaServer", "enable"],
+        Value::Bool(true),
+    );
+    serde_yaml::to_string(&cfg).context("encode edgecore.yaml")
+}
+
+/// Run `keadm join`.
+pub(crate) fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
+    const TOTAL: usize = 5;
+    let node = args.edgenode_name.clone().unwrap_or_else(hostname);
+    let config_path = paths.config("edgecore");
+
+    step(1, TOTAL, "Check KubeEdge edgecore process status");
+    if config_path.exists() {
+        let text = std::fs::read_to_string(&config_path).unwrap_or_default();
+        let existing: Value = serde_yaml::from_str(&text).unwrap_or(Value::Null);
+        let joined_as = get_str(&existing, &["modules", "edged", "hostnameOverride"])
+            .unwrap_or("?")
+            .to_owned();
+        let server = get_str(&existing, &["modules", "edgeHub", "websocket", "server"])
+            .unwrap_or("?")
+            .to_owned();
+        if joined_as != node || server != args.cloudcore_ipport {
+            bail!(
+                "this host is already joined as {joined_as:?} to {server}; run `keadm reset` before joining as {node:?} to {}",
+                args.cloudcore_ipport
+            );
+        }
+        if process::is_running(paths, "edgecore") {
+            println!("edgecore is already running: this node is joined as {node:?} to {server}; nothing to do");
+            return Ok(());
+        }
+        println!(
+            "{} exists but edgecore is not running: starting it again",
+            config_path.display()
+        );
+        let bin = process::find_binary("edgecore")?;
+        let how = process::start(paths, "edgecore", &bin, &config_path)?;
+        println!("edgecore started as {how}");
+        return Ok(());
+    }
+
+    step(2, TOTAL, "Check the join parameters");
+    if !valid_node_name(&node) {
+        bail!("invalid node name {node:?}: use lower-case letters, digits, '-' and '.' (a DNS-1123 subdomain)");
+    }
+    let (cloud_ip, port) = args.cloudcore_ipport.rsplit_once(':').with_context(|| {
+        format!(
+            "--cloudcore-ipport {:?} is not IP:PORT",
+            args.cloudcore_ipport
+        )
+    })?;
+    if cloud_ip.is_empty() || port.parse::<u16>().is_err() {
+        bail!(
+            "--cloudcore-ipport {:?} is not IP:PORT",
+            args.cloudcore_ipport
+        );
+    }
+    let token: JoinToken = args.token.parse().map_err(|e| {
+        anyhow::anyhow!("invalid --token (expected `keadm gettoken`'s output): {e}")
+    })?;
+    let _ = token;
+    if !matches!(args.cgroupdriver.as_str(), "cgroupfs" | "systemd") {
+        bail!(
+            "--cgroupdriver must be cgroupfs or systemd, not {:?}",
+            args.cgroupdriver
+        );
+    }
+    if let Some(v) = &args.kubeedge_version {
+        println!("KubeEdge version {v} requested: kubeedge-rs uses its own binaries, nothing is downloaded");
+    }
+
+    step(
+        3,
+        TOTAL,
+        &format!("Check the container runtime ({})", args.runtimetype),
+    );
+    if args.runtimetype != "docker" {
+        bail!(
+            "--runtimetype {:?} is not supported by kubeedge-rs edged; use docker",
+            args.runtimetype
+        );
+    }
+    let docker_ok = std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !docker_ok {
+        println!("warning: the Docker engine does not answer; edgecore will start and report the node's runtime as not ready until it does");
+    }
+
+    step(4, TOTAL, &format!("Generate {}", config_path.display()));
+    let edgecore = process::find_binary("edgecore")?;
+    let yaml = edgecore_config(paths, &edgecore, args, &node, cloud_ip)?;
+    std::fs::create_dir_all(paths.var_lib())
+        .with_context(|| format!("create {}", paths.var_lib().display()))?;
+    process::write_file(&config_path, &yaml)?;
+
+    step(5, TOTAL, "Start edgecore");
+    let how = process::start(paths, "edgecore", &edgecore, &config_path)?;
+    println!("edgecore started as {how}");
+    println!("\nKubeEdge edgecore is running; node {node:?} joins {} (check with `kubectl get node {node}`)", args.cloudcore_ipport);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names() {
+        assert!(valid_node_name("edge-1"));
+        assert!(valid_node_name("edge.site-a"));
+        assert!(!valid_node_name("Edge"));
+        assert!(!valid_node_name("-a"));
+        assert!(!valid_node_name(""));
+        assert!(!valid_node_name("a/b"));
+    }
+
+    #[test]
+    fn set_creates_nested_keys() {
+        let mut v: Value = serde_yaml::from_str("a: {b: 1}").expect("yaml");
+        set(&mut v, &["a", "c", "d"], Value::Bool(true));
+        set(&mut v, &["a", "b"], Value::String("x".into()));
+        assert_eq!(get_str(&v, &["a", "b"]), Some("x"));
+        assert_eq!(v["a"]["c"]["d"], Value::Bool(true));
+    }
+}

@@ -1,0 +1,106 @@
+//! `keadm reset`: undo what `keadm init` and `keadm join` set up on this host. Every step runs
+//! even when an earlier one failed; failures are reported at the end. Running it again finds
+//! nothing left and succeeds.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use crate::paths::Paths;
+use crate::process;
+
+/// Run `keadm reset`.
+pub(crate) fn run(paths: &Paths) -> Result<()> {
+    let mut failures: Vec<String> = Vec::new();
+    let mut n = 0;
+    let mut step = |what: &str| {
+        n += 1;
+        println!("[{n}] {what}");
+    };
+
+    for name in ["edgecore", "cloudcore"] {
+        step(&format!("Stop {name}"));
+        match process::stop(paths, name) {
+            Ok(Some(done)) => println!("    {done}"),
+            Ok(None) => println!("    {name} is not running"),
+            Err(e) => {
+                println!("    failed: {e:#}");
+                failures.push(format!("stop {name}: {e:#}"));
+            }
+        }
+    }
+
+    step("Remove the containers edgecore started");
+    // Only for a real installation: a test root shares the Docker engine with others.
+    let removed = if paths.is_system_root() {
+        remove_pod_containers()
+    } else {
+        Ok(0)
+    };
+    match removed {
+        Ok(0) => println!("    none"),
+        Ok(k) => println!("    removed {k}"),
+        Err(e) => {
+            println!("    failed: {e:#}");
+            failures.push(format!("remove containers: {e:#}"));
+        }
+    }
+
+    let dirs: [PathBuf; 3] = [paths.etc(), paths.var_lib(), paths.logs()];
+    for dir in dirs {
+        step(&format!("Remove {}", dir.display()));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => println!("    removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("    not present"),
+            Err(e) => {
+                println!("    failed: {e}");
+                failures.push(format!("remove {}: {e}", dir.display()));
+            }
+        }
+    }
+
+    if failures.is_empty() {
+        println!("\nkeadm reset: done");
+        Ok(())
+    } else {
+        bail!(
+            "keadm reset finished with {} failure(s):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        )
+    }
+}
+
+/// Label every container of edged carries (its pod's UID).
+pub(crate) const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+
+/// Remove the containers edged created (by label), when a Docker engine answers.
+fn remove_pod_containers() -> Result<usize> {
+    let Ok(out) = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={POD_UID_LABEL}")])
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Ok(0);
+    };
+    if !out.status.success() {
+        // No engine: nothing of ours can be running there.
+        return Ok(0);
+    }
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let status = std::process::Command::new("docker")
+        .args(["rm", "-f"])
+        .args(&ids)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("docker rm -f failed: {status}");
+    }
+    Ok(ids.len())
+}
