@@ -44,6 +44,24 @@ fn stripped_size(bin: &Path) -> Option<u64> {
     size
 }
 
+/// `GET /api/v1/pods` on MetaServer; returns the body size.
+async fn metaserver_list(port: u16) -> Result<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /api/v1/pods HTTP/1.1\r\nHost: metaserver\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 200") || text.matches("\"kind\":\"Pod\"").count() < 100 {
+        bail!(
+            "metaserver list: {}",
+            text.lines().next().unwrap_or_default()
+        );
+    }
+    Ok(out.len())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let smoke = std::env::args().len() < 2 && std::env::var_os("EDGE_BENCH_FULL").is_none();
@@ -54,6 +72,15 @@ async fn main() -> Result<()> {
     let cloud = TestCloud::start(cfg).await?;
     let (hub, down) = (cloud.hub.clone(), cloud.down.clone());
     let (config, _db) = cloud.edge_config()?;
+    // MetaServer on: a free loopback port (picked here, so the bench can query it).
+    let ms_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(&format!(
+        "  metaManager:\n    metaServer:\n      enable: true\n      server: 127.0.0.1:{ms_port}\n"
+    ));
+    std::fs::write(&config, text)?;
     let mut child = Command::new(&bin)
         .arg("--config")
         .arg(&config)
@@ -66,7 +93,7 @@ async fn main() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 5 })).await;
     println!(
-        "edgecore idle RSS        {:.1} MB (hub + meta, joined, no pods)",
+        "edgecore idle RSS        {:.1} MB (hub, meta, MetaServer; joined, no pods)",
         rss_kb(pid) as f64 / 1024.0
     );
 
@@ -85,6 +112,12 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 3 })).await;
     println!(
         "edgecore RSS, 100 pods   {:.1} MB",
+        rss_kb(pid) as f64 / 1024.0
+    );
+    let listed = metaserver_list(ms_port).await?;
+    println!(
+        "edgecore RSS, 100 pods listed through MetaServer ({} KB) {:.1} MB",
+        listed / 1024,
         rss_kb(pid) as f64 / 1024.0
     );
 

@@ -354,21 +354,25 @@ pub struct MetaChange {
     pub resource_type: String,
     /// The new content, `None` when the row was deleted.
     pub value: Option<String>,
+    /// For a deletion: the content the row had before the batch that deleted it (when known).
+    pub last: Option<String>,
 }
 
 impl MetaChange {
-    fn of(op: &MetaOp) -> Option<Self> {
+    fn of(op: &MetaOp, last: Option<String>) -> Option<Self> {
         let type_of = |key: &str| key.split('/').nth(1).unwrap_or_default().to_owned();
         match op {
             MetaOp::Insert(r) | MetaOp::Upsert(r) => Some(Self {
                 key: r.key.clone(),
                 resource_type: r.resource_type.clone(),
                 value: Some(r.value.clone()),
+                last: None,
             }),
             MetaOp::Delete { key } | MetaOp::DeletePod { key, .. } => Some(Self {
                 key: key.clone(),
                 resource_type: type_of(key),
                 value: None,
+                last,
             }),
             MetaOp::OutboxPut { .. } | MetaOp::OutboxDone { .. } => None,
         }
@@ -512,14 +516,27 @@ fn commit<S: MetaStore>(store: &mut S, writes: &mut Pending, feed: &broadcast::S
     if writes.is_empty() {
         return;
     }
-    // Changes are announced after the commit, in order; nobody listening is fine.
-    let announce = |ops: &[MetaOp], results: &[Applied]| {
+    // Changes are announced after the commit, in order; nobody listening is fine. Deletions
+    // carry the row's last content, read before the commit (only when somebody listens).
+    let before = |store: &S, ops: &[MetaOp]| -> Vec<Option<String>> {
+        ops.iter()
+            .map(|op| match op {
+                MetaOp::Delete { key } | MetaOp::DeletePod { key, .. }
+                    if feed.receiver_count() > 0 =>
+                {
+                    store.get(key).ok().flatten().map(|r| r.value)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let announce = |ops: &[MetaOp], last: Vec<Option<String>>, results: &[Applied]| {
         if feed.receiver_count() == 0 {
             return;
         }
-        for (op, r) in ops.iter().zip(results) {
+        for ((op, last), r) in ops.iter().zip(last).zip(results) {
             if *r == Applied::Changed {
-                if let Some(c) = MetaChange::of(op) {
+                if let Some(c) = MetaChange::of(op, last) {
                     let _ = feed.send(c);
                 }
             }
@@ -529,9 +546,10 @@ fn commit<S: MetaStore>(store: &mut S, writes: &mut Pending, feed: &broadcast::S
         .iter()
         .flat_map(|(ops, _)| ops.iter().cloned())
         .collect();
+    let last = before(store, &all);
     match store.apply(&all) {
         Ok(results) => {
-            announce(&all, &results);
+            announce(&all, last, &results);
             let mut it = results.into_iter();
             for (ops, tx) in writes.drain(..) {
                 let mine: Vec<Applied> = it.by_ref().take(ops.len()).collect();
@@ -541,9 +559,10 @@ fn commit<S: MetaStore>(store: &mut S, writes: &mut Pending, feed: &broadcast::S
         Err(_) => {
             // One bad write must not fail the others: retry each alone.
             for (ops, tx) in writes.drain(..) {
+                let last = before(store, &ops);
                 let r = store.apply(&ops);
                 if let Ok(results) = &r {
-                    announce(&ops, results);
+                    announce(&ops, last, results);
                 }
                 let _ = tx.send(r);
             }

@@ -1,9 +1,11 @@
 //! [`MetaView`]: what this node holds in its meta store, seen as a Kubernetes API [`Store`].
 //!
-//! The objects of the served types live in memory (one node's pods, configmaps, secrets,
-//! services, endpoints, its node and lease: small), each stamped with a local revision. The
-//! view follows the meta store's change feed, so a push the cloud sends is visible on
-//! MetaServer (and to its watchers) as soon as it is committed. Revisions start from the wall
+//! Only an index lives in memory (per object: its meta key, its local revision and a hash of
+//! its content, about 100 bytes); bodies are read from SQLite when a client asks, so memory
+//! does not grow with what the node stores (upstream's MetaServer grew to 700 MB, #3527). A
+//! short window of recent events is kept for watches that resume. The view follows the meta
+//! store's change feed, so a push the cloud sends is visible on MetaServer (and to its
+//! watchers) as soon as it is committed. Revisions start from the wall
 //! clock in microseconds, so that they keep growing across restarts: a client that resumes a
 //! watch from a revision of an earlier run gets 410 and re-lists instead of missing changes.
 
@@ -76,8 +78,8 @@ fn served_by_type(meta_type: &str) -> Option<&'static Served> {
     SERVED.iter().find(|s| s.meta_type == meta_type)
 }
 
-/// Events kept for resuming watches.
-const HISTORY: usize = 1024;
+/// Events kept for resuming watches (enough for a list followed by a watch).
+const HISTORY: usize = 128;
 /// Live events a watcher may fall behind by before it is cut off (and re-lists).
 const FEED: usize = 1024;
 
@@ -85,7 +87,8 @@ struct Entry {
     rv: u64,
     /// Hash of the meta row's content, to tell a real change from a repeat.
     source: u64,
-    raw: Bytes,
+    /// The meta table key.
+    key: String,
 }
 
 struct State {
@@ -99,6 +102,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     feed: broadcast::Sender<Arc<Event>>,
+    db: Option<MetaDb>,
 }
 
 /// The meta store as a read-only Kubernetes API store. Cheap to clone.
@@ -152,16 +156,6 @@ fn stamp(value: &str, ns: &str, name: &str, rv: u64) -> Option<Bytes> {
     serde_json::to_vec(&v).ok().map(Bytes::from)
 }
 
-fn restamp(raw: &Bytes, rv: u64) -> Bytes {
-    let Ok(mut v) = serde_json::from_slice::<Value>(raw) else {
-        return raw.clone();
-    };
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.insert("resourceVersion".into(), Value::String(rv.to_string()));
-    }
-    serde_json::to_vec(&v).map_or_else(|_| raw.clone(), Bytes::from)
-}
-
 fn start_revision() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -170,7 +164,7 @@ fn start_revision() -> u64 {
 }
 
 impl MetaView {
-    fn empty() -> Self {
+    fn empty(db: Option<MetaDb>) -> Self {
         let revision = start_revision();
         let (feed, _) = broadcast::channel(FEED);
         Self {
@@ -182,6 +176,7 @@ impl MetaView {
                     history: VecDeque::new(),
                 }),
                 feed,
+                db,
             }),
         }
     }
@@ -198,7 +193,7 @@ impl MetaView {
         db: MetaDb,
         cancel: CancellationToken,
     ) -> Result<Self, crate::meta::StoreError> {
-        let view = Self::empty();
+        let view = Self::empty(Some(db.clone()));
         // Subscribe first: a change committed during the load is then applied after it.
         let changes = db.changes();
         view.resync(&db).await?;
@@ -247,6 +242,7 @@ impl MetaView {
                     key: r.key,
                     resource_type: r.resource_type,
                     value: Some(r.value),
+                    last: None,
                 });
             }
             let gone: Vec<(String, String)> = self
@@ -270,18 +266,20 @@ impl MetaView {
             return;
         };
         match &c.value {
-            Some(value) => self.put(served, ns, name, value),
-            None => self.remove(served, &ns, &name),
+            Some(value) => self.put(served, ns, name, &c.key, value),
+            None => self.remove_with(served, &ns, &name, c.last.as_deref()),
         }
     }
 
-    fn put(&self, served: &'static Served, ns: String, name: String, value: &str) {
+    fn put(&self, served: &'static Served, ns: String, name: String, meta_key: &str, value: &str) {
         let source = hash_of(value);
         let mut st = self.lock();
         let rv = st.revision + 1;
         let map = st.objects.entry(served.resource).or_default();
-        let prev = map.get(&(ns.clone(), name.clone()));
-        if prev.is_some_and(|p| p.source == source) {
+        let prev = map
+            .get(&(ns.clone(), name.clone()))
+            .map(|p| (p.rv, p.source));
+        if prev.is_some_and(|(_, s)| s == source) {
             return;
         }
         let Some(raw) = stamp(value, &ns, &name, rv) else {
@@ -289,25 +287,26 @@ impl MetaView {
             return;
         };
         let key = ObjectKey::new(served.resource, ns.clone(), name.clone());
-        let prev = prev.map(|p| Stored {
-            key: key.clone(),
-            rv: p.rv,
-            raw: p.raw.clone(),
-        });
-        let kind = if prev.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
         map.insert(
             (ns, name),
             Entry {
                 rv,
                 source,
-                raw: raw.clone(),
+                key: meta_key.to_owned(),
             },
         );
         st.revision = rv;
+        let kind = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        // The previous body is gone from the store already; watchers only need the new one.
+        let prev = prev.map(|(prv, _)| Stored {
+            key: key.clone(),
+            rv: prv,
+            raw: raw.clone(),
+        });
         let ev = Arc::new(Event {
             kind,
             object: Stored { key, rv, raw },
@@ -317,6 +316,10 @@ impl MetaView {
     }
 
     fn remove(&self, served: &'static Served, ns: &str, name: &str) {
+        self.remove_with(served, ns, name, None);
+    }
+
+    fn remove_with(&self, served: &'static Served, ns: &str, name: &str, last: Option<&str>) {
         let mut st = self.lock();
         let rv = st.revision + 1;
         let Some(old) = st
@@ -328,20 +331,43 @@ impl MetaView {
         };
         st.revision = rv;
         let key = ObjectKey::new(served.resource, ns, name);
+        // The last state when the store told us, else the object's identity alone.
+        let raw = last
+            .and_then(|v| stamp(v, ns, name, rv))
+            .or_else(|| stamp("{}", ns, name, rv))
+            .unwrap_or_default();
         let ev = Arc::new(Event {
             kind: EventType::Deleted,
             object: Stored {
                 key: key.clone(),
                 rv,
-                raw: restamp(&old.raw, rv),
+                raw: raw.clone(),
             },
             prev: Some(Stored {
                 key,
                 rv: old.rv,
-                raw: old.raw,
+                raw,
             }),
         });
         self.record(&mut st, ev);
+    }
+
+    /// The served body of an indexed object, read from the store.
+    async fn body(
+        &self,
+        meta_key: &str,
+        ns: &str,
+        name: &str,
+        rv: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let Some(db) = &self.shared.db else {
+            return Ok(None);
+        };
+        let row = db
+            .get(meta_key)
+            .await
+            .map_err(|e| StoreError::Commit(format!("meta store: {e}")))?;
+        Ok(row.and_then(|r| stamp(&r.value, ns, name, rv)))
     }
 
     fn record(&self, st: &mut State, ev: Arc<Event>) {
@@ -363,16 +389,20 @@ impl MetaView {
 
 impl Store for MetaView {
     async fn get(&self, key: ObjectKey) -> Result<Option<Stored>, StoreError> {
-        let st = self.lock();
-        Ok(st
-            .objects
-            .get(key.resource.as_str())
-            .and_then(|m| m.get(&(key.namespace.clone(), key.name.clone())))
-            .map(|e| Stored {
-                rv: e.rv,
-                raw: e.raw.clone(),
-                key,
-            }))
+        let found = {
+            let st = self.lock();
+            st.objects
+                .get(key.resource.as_str())
+                .and_then(|m| m.get(&(key.namespace.clone(), key.name.clone())))
+                .map(|e| (e.key.clone(), e.rv))
+        };
+        let Some((meta_key, rv)) = found else {
+            return Ok(None);
+        };
+        Ok(self
+            .body(&meta_key, &key.namespace, &key.name, rv)
+            .await?
+            .map(|raw| Stored { key, rv, raw }))
     }
 
     async fn list(
@@ -381,41 +411,65 @@ impl Store for MetaView {
         after: Option<(String, String)>,
         limit: Option<usize>,
     ) -> Result<ListPage, StoreError> {
-        let st = self.lock();
-        let mut items = Vec::new();
-        let mut more_after = None;
-        if let Some(map) = st.objects.get(scope.resource.as_str()) {
-            let start = match &after {
-                Some((ns, name)) => match &scope.namespace {
-                    Some(want) => (want.clone(), name.clone()),
-                    None => (ns.clone(), name.clone()),
-                },
-                None => (scope.namespace.clone().unwrap_or_default(), String::new()),
-            };
-            let iter = map
-                .range(start..)
-                .filter(|((ns, name), _)| {
-                    after
-                        .as_ref()
-                        .is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name))
-                })
-                .take_while(|((ns, _), _)| scope.namespace.as_ref().is_none_or(|w| w == ns));
-            for ((ns, name), e) in iter {
-                if limit.is_some_and(|l| items.len() >= l) {
-                    more_after = items
-                        .last()
-                        .map(|s: &Stored| (s.key.namespace.clone(), s.key.name.clone()));
-                    break;
+        let (rv, wanted, more_after) = {
+            let st = self.lock();
+            let mut wanted: Vec<(String, String, String, u64)> = Vec::new();
+            let mut more_after = None;
+            if let Some(map) = st.objects.get(scope.resource.as_str()) {
+                let start = match &after {
+                    Some((ns, name)) => match &scope.namespace {
+                        Some(want) => (want.clone(), name.clone()),
+                        None => (ns.clone(), name.clone()),
+                    },
+                    None => (scope.namespace.clone().unwrap_or_default(), String::new()),
+                };
+                let iter = map
+                    .range(start..)
+                    .filter(|((ns, name), _)| {
+                        after
+                            .as_ref()
+                            .is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name))
+                    })
+                    .take_while(|((ns, _), _)| scope.namespace.as_ref().is_none_or(|w| w == ns));
+                for ((ns, name), e) in iter {
+                    if limit.is_some_and(|l| wanted.len() >= l) {
+                        more_after = wanted.last().map(|w| (w.0.clone(), w.1.clone()));
+                        break;
+                    }
+                    wanted.push((ns.clone(), name.clone(), e.key.clone(), e.rv));
                 }
+            }
+            (st.revision, wanted, more_after)
+        };
+        let mut items = Vec::with_capacity(wanted.len());
+        let served = SERVED.iter().find(|s| s.resource == scope.resource);
+        // A large page reads the type's rows at once; a small one reads row by row.
+        let rows: Option<HashMap<String, String>> = match (served, &self.shared.db) {
+            (Some(s), Some(db)) if wanted.len() > 32 => Some(
+                db.list(s.meta_type)
+                    .await
+                    .map_err(|e| StoreError::Commit(format!("meta store: {e}")))?
+                    .into_iter()
+                    .map(|r| (r.key, r.value))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        for (ns, name, meta_key, orv) in wanted {
+            let raw = match &rows {
+                Some(rows) => rows.get(&meta_key).and_then(|v| stamp(v, &ns, &name, orv)),
+                None => self.body(&meta_key, &ns, &name, orv).await?,
+            };
+            if let Some(raw) = raw {
                 items.push(Stored {
-                    key: ObjectKey::new(scope.resource.clone(), ns.clone(), name.clone()),
-                    rv: e.rv,
-                    raw: e.raw.clone(),
+                    key: ObjectKey::new(scope.resource.clone(), ns, name),
+                    rv: orv,
+                    raw,
                 });
             }
         }
         Ok(ListPage {
-            rv: st.revision,
+            rv,
             items,
             more_after,
         })
@@ -463,36 +517,65 @@ impl Store for MetaView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::{MetaOp, MetaRecord, SqliteStore};
 
-    fn change(key: &str, t: &str, v: Option<&str>) -> MetaChange {
-        MetaChange {
-            key: key.into(),
-            resource_type: t.into(),
-            value: v.map(str::to_owned),
+    /// A view over an in-memory store, fed by hand: each change is written, then applied.
+    struct Fixture {
+        db: MetaDb,
+        view: MetaView,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let db = MetaDb::spawn(SqliteStore::in_memory().expect("store"));
+            let view = MetaView::empty(Some(db.clone()));
+            Self { db, view }
+        }
+
+        async fn put(&self, key: &str, t: &str, v: &str) {
+            let rec = MetaRecord {
+                key: key.into(),
+                resource_type: t.into(),
+                value: v.into(),
+            };
+            self.db
+                .apply(vec![MetaOp::Upsert(rec)])
+                .await
+                .expect("write");
+            self.view.apply(&MetaChange {
+                key: key.into(),
+                resource_type: t.into(),
+                value: Some(v.into()),
+                last: None,
+            });
+        }
+
+        async fn delete(&self, key: &str, t: &str, last: &str) {
+            self.db
+                .apply(vec![MetaOp::Delete { key: key.into() }])
+                .await
+                .expect("write");
+            self.view.apply(&MetaChange {
+                key: key.into(),
+                resource_type: t.into(),
+                value: None,
+                last: Some(last.into()),
+            });
         }
     }
 
     #[tokio::test]
     async fn put_modify_delete_and_resume() {
-        let view = MetaView::empty();
+        let f = Fixture::new();
+        let view = &f.view;
         let start = view.revision();
-        view.apply(&change(
-            "default/pod/a",
-            "pod",
-            Some(r#"{"metadata":{"name":"a","resourceVersion":"77"}}"#),
-        ));
-        view.apply(&change(
-            "default/pod/a",
-            "pod",
-            Some(r#"{"metadata":{"name":"a","resourceVersion":"77"}}"#),
-        ));
+        let pod = r#"{"metadata":{"name":"a","resourceVersion":"77"},"spec":{"x":1}}"#;
+        f.put("default/pod/a", "pod", pod).await;
+        f.put("default/pod/a", "pod", pod).await;
         assert_eq!(view.revision(), start + 1, "a repeat is not a change");
-        view.apply(&change(
-            "default/node/n1",
-            "node",
-            Some(r#"{"metadata":{"name":"n1"}}"#),
-        ));
-        view.apply(&change("default/pod/a", "pod", None));
+        f.put("default/node/n1", "node", r#"{"metadata":{"name":"n1"}}"#)
+            .await;
+        f.delete("default/pod/a", "pod", pod).await;
         let got = view
             .get(ObjectKey::new("core/nodes", "", "n1"))
             .await
@@ -505,6 +588,15 @@ mod tests {
         assert_eq!(
             kinds,
             [EventType::Added, EventType::Added, EventType::Deleted]
+        );
+        let deleted: Value = serde_json::from_slice(&sub.backlog[2].object.raw).expect("json");
+        assert_eq!(
+            deleted["spec"]["x"], 1,
+            "the deletion carries the last state"
+        );
+        assert_eq!(
+            deleted["metadata"]["resourceVersion"],
+            (start + 3).to_string()
         );
         assert!(matches!(
             view.subscribe(Some(start - 1)),
@@ -520,15 +612,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn list_pages_by_namespace() {
-        let view = MetaView::empty();
+    async fn list_pages_by_namespace_small_and_large() {
+        let f = Fixture::new();
         for (ns, n) in [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2"), ("c", "1")] {
-            view.apply(&change(
-                &format!("{ns}/configmap/{n}"),
-                "configmap",
-                Some("{}"),
-            ));
+            f.put(&format!("{ns}/configmap/{n}"), "configmap", "{}")
+                .await;
         }
+        let view = &f.view;
         let scope = |ns: Option<&str>| Scope {
             resource: "core/configmaps".into(),
             namespace: ns.map(str::to_owned),
@@ -554,5 +644,18 @@ mod tests {
         assert_eq!(p3.items.len(), 1);
         assert!(p3.more_after.is_none());
         assert_eq!(view.len("core/configmaps"), 5);
+        for i in 0..100 {
+            f.put(
+                &format!("d/configmap/m{i:03}"),
+                "configmap",
+                r#"{"data":{"k":"v"}}"#,
+            )
+            .await;
+        }
+        let all = view.list(scope(Some("d")), None, None).await.expect("list");
+        assert_eq!(all.items.len(), 100, "a large page reads the rows at once");
+        let v: Value = serde_json::from_slice(&all.items[5].raw).expect("json");
+        assert_eq!(v["metadata"]["name"], "m005");
+        assert_eq!(v["data"]["k"], "v");
     }
 }
