@@ -36,3 +36,8 @@ ensure_rust() {
 ensure_build_deps() {
   ensure_apt build-essential pkg-config
 }
+
+# ensure_kubectl: a kubectl client (Debian's kubernetes-client when none is installed).
+ensure_kubectl() {
+  command -v kubectl >/dev/null 2>&1 || ensure_apt kubernetes-client
+}
