@@ -209,29 +209,24 @@ impl Inner {
         let results =
             futures_util::future::join_all((0..n).map(|_| api.create(&pp, &pod))).await;
         let mut first_err = None;
-        let mut created = 0;
         for r in results {
             match r {
                 Ok(p) => {
-                    created += 1;
-                    tracing::debug!(replicaset = %key, pod = p.metadata.name.as_deref().unwrap_or_default(), "created pod");
+                    self.recorder
+                        .publish(
+                            COMPONENT,
+                            events::reference(rs),
+                            events::NORMAL,
+                            "SuccessfulCreate",
+                            format!("Created pod: {}", p.metadata.name.as_deref().unwrap_or_default()),
+                        )
+                        .await;
                 }
                 Err(e) => {
                     self.expectations.creation_observed(key);
                     first_err.get_or_insert(e);
                 }
             }
-        }
-        if created > 0 {
-            self.recorder
-                .publish(
-                    COMPONENT,
-                    events::reference(rs),
-                    events::NORMAL,
-                    "SuccessfulCreate",
-                    format!("Created {created} pod(s)"),
-                )
-                .await;
         }
         match first_err {
             None => Ok(()),
@@ -274,10 +269,19 @@ impl Inner {
             async move { (name.clone(), api.delete(&name, &dp).await) }
         }))
         .await;
-        let mut deleted = 0;
         for ((name, r), p) in results.into_iter().zip(victims) {
             match r {
-                Ok(_) => deleted += 1,
+                Ok(_) => {
+                    self.recorder
+                        .publish(
+                            COMPONENT,
+                            events::reference(rs),
+                            events::NORMAL,
+                            "SuccessfulDelete",
+                            format!("Deleted pod: {name}"),
+                        )
+                        .await;
+                }
                 Err(e) if api_code(&e) == Some(404) || api_code(&e) == Some(409) => {
                     self.expectations
                         .deletion_observed(key, p.metadata.uid.as_deref().unwrap_or_default());
@@ -288,17 +292,6 @@ impl Inner {
                     return Err(ControlPlaneError::api(format!("delete pod {name}"), e));
                 }
             }
-        }
-        if deleted > 0 {
-            self.recorder
-                .publish(
-                    COMPONENT,
-                    events::reference(rs),
-                    events::NORMAL,
-                    "SuccessfulDelete",
-                    format!("Deleted {deleted} pod(s)"),
-                )
-                .await;
         }
         Ok(())
     }
