@@ -10,9 +10,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _, Result};
 use cp::{fast_config, wait_for, Cluster, AGENT, EDGE};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{
-    Endpoints, Event, Namespace, Node, Pod, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde::Deserialize as _;
 use serde_json::json;
@@ -31,7 +29,10 @@ fn seed() -> Result<(Deployment, Service)> {
             _ => {}
         }
     }
-    Ok((deploy.context("seed deployment")?, svc.context("seed service")?))
+    Ok((
+        deploy.context("seed deployment")?,
+        svc.context("seed service")?,
+    ))
 }
 
 fn edge_labels() -> [(&'static str, &'static str); 2] {
@@ -126,16 +127,27 @@ async fn seed_deployment_binds_scales_rolls_out_and_is_collected() -> Result<()>
     ensure!(list.len() == 1, "{} replicasets", list.len());
     let rs_status = list[0].status.clone().context("rs status")?;
     ensure!(
-        rs_status.replicas == 2 && rs_status.ready_replicas == Some(2) && rs_status.available_replicas == Some(2),
+        rs_status.replicas == 2
+            && rs_status.ready_replicas == Some(2)
+            && rs_status.available_replicas == Some(2),
         "{rs_status:?}"
     );
     let annotations = d.metadata.annotations.clone().unwrap_or_default();
-    ensure!(annotations.get("deployment.kubernetes.io/revision").map(String::as_str) == Some("1"));
+    ensure!(
+        annotations
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str)
+            == Some("1")
+    );
     // Events from the scheduler.
     let events: Api<Event> = Api::default_namespaced(c.client.clone());
     wait_for("Scheduled events", || async {
         let evs = events.list(&ListParams::default()).await.ok()?.items;
-        (evs.iter().filter(|e| e.reason.as_deref() == Some("Scheduled")).count() >= 2).then_some(())
+        (evs.iter()
+            .filter(|e| e.reason.as_deref() == Some("Scheduled"))
+            .count()
+            >= 2)
+            .then_some(())
     })
     .await?;
     // The Service's endpoints are the two ready pod IPs on port 80.
@@ -149,7 +161,11 @@ async fn seed_deployment_binds_scales_rolls_out_and_is_collected() -> Result<()>
                 .iter()
                 .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
                 .collect();
-            let port_ok = subsets.iter().all(|s| s.ports.as_ref().is_some_and(|p| p.iter().all(|p| p.port == 80)));
+            let port_ok = subsets.iter().all(|s| {
+                s.ports
+                    .as_ref()
+                    .is_some_and(|p| p.iter().all(|p| p.port == 80))
+            });
             (addrs.len() == n && port_ok).then_some(addrs)
         }
     };
@@ -157,29 +173,65 @@ async fn seed_deployment_binds_scales_rolls_out_and_is_collected() -> Result<()>
 
     // Scale to 4.
     deploys
-        .patch_scale("nginx-deployment", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}})))
+        .patch_scale(
+            "nginx-deployment",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
         .await?;
     rolled_out(&c.client, 4, "nginx:1.25", &edges).await?;
     wait_for("4 endpoints", || ips(4)).await?;
 
-    // Roll out a new image: a second ReplicaSet takes over, the first keeps 0 replicas.
+    // Roll out a new image: a second ReplicaSet takes over, the first keeps 0 replicas. With
+    // 25% (1 of 4) maxSurge and maxUnavailable, there are never more than 5 pods, and never
+    // fewer than 3 ready ones.
+    let watch = tokio::spawn(rollout_bounds(c.client.clone()));
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.26"}]}}}});
     deploys
-        .patch("nginx-deployment", &PatchParams::default(), &Patch::Strategic(patch))
+        .patch(
+            "nginx-deployment",
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
         .await?;
     let d = rolled_out(&c.client, 4, "nginx:1.26", &edges).await?;
+    watch.abort();
+    let (most, fewest_ready) = *ROLLOUT.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     ensure!(
-        d.metadata.annotations.unwrap_or_default().get("deployment.kubernetes.io/revision").map(String::as_str) == Some("2"),
+        most == 5 && fewest_ready >= 3,
+        "rollout went to {most} pods, {fewest_ready} ready"
+    );
+    ensure!(
+        d.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str)
+            == Some("2"),
         "revision"
     );
     let list = rss.list(&ListParams::default()).await?.items;
-    ensure!(list.len() == 2, "{} replicasets after the rollout", list.len());
+    ensure!(
+        list.len() == 2,
+        "{} replicasets after the rollout",
+        list.len()
+    );
     let by_rev = |rev: &str| {
         list.iter()
-            .find(|rs| rs.metadata.annotations.as_ref().and_then(|a| a.get("deployment.kubernetes.io/revision")).map(String::as_str) == Some(rev))
+            .find(|rs| {
+                rs.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                    .map(String::as_str)
+                    == Some(rev)
+            })
             .and_then(|rs| rs.spec.as_ref().and_then(|s| s.replicas))
     };
-    ensure!(by_rev("1") == Some(0) && by_rev("2") == Some(4), "replicas by revision");
+    ensure!(
+        by_rev("1") == Some(0) && by_rev("2") == Some(4),
+        "replicas by revision"
+    );
     wait_for("4 endpoints after rollout", || ips(4)).await?;
 
     // Delete the Deployment: ReplicaSets and pods are collected.
@@ -199,6 +251,41 @@ async fn seed_deployment_binds_scales_rolls_out_and_is_collected() -> Result<()>
     })
     .await?;
     c.stop().await
+}
+
+/// (most active pods, fewest ready active pods) seen during the rollout.
+static ROLLOUT: std::sync::Mutex<(usize, usize)> = std::sync::Mutex::new((0, usize::MAX));
+
+/// Follows the seed's pods through a watch and records the rollout bounds in [`ROLLOUT`].
+async fn rollout_bounds(client: kube::Client) {
+    use futures_util::StreamExt as _;
+    use kube::runtime::{watcher, WatchStreamExt as _};
+    let api: Api<Pod> = Api::default_namespaced(client);
+    let mut seen: std::collections::BTreeMap<String, Pod> = Default::default();
+    let stream = watcher(api, watcher::Config::default().labels("app=nginx")).default_backoff();
+    futures_util::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                seen.insert(p.metadata.name.clone().unwrap_or_default(), p);
+            }
+            Ok(watcher::Event::Delete(p)) => {
+                seen.remove(p.metadata.name.as_deref().unwrap_or_default());
+            }
+            _ => continue,
+        }
+        let active: Vec<&Pod> = seen
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let ready_n = active.iter().filter(|p| ready(p)).count();
+        if let Ok(mut r) = ROLLOUT.lock() {
+            r.0 = r.0.max(active.len());
+            if active.len() >= 4 || r.1 != usize::MAX {
+                r.1 = r.1.min(ready_n);
+            }
+        }
+    }
 }
 
 fn daemonset(name: &str, operator: &str) -> Result<DaemonSet> {
@@ -227,8 +314,16 @@ async fn daemonset_places_one_pod_per_matching_node() -> Result<()> {
     let _c1 = c.node("cloud-1", &[]).await?;
     let dss: Api<DaemonSet> = Api::default_namespaced(c.client.clone());
     // Like the seed's edgemesh-agent (edge nodes only) and kube-proxy (kept off edge nodes).
-    dss.create(&PostParams::default(), &daemonset("edgemesh-agent", "Exists")?).await?;
-    dss.create(&PostParams::default(), &daemonset("kube-proxy", "DoesNotExist")?).await?;
+    dss.create(
+        &PostParams::default(),
+        &daemonset("edgemesh-agent", "Exists")?,
+    )
+    .await?;
+    dss.create(
+        &PostParams::default(),
+        &daemonset("kube-proxy", "DoesNotExist")?,
+    )
+    .await?;
     let placed = |name: &'static str, want: Vec<&'static str>| {
         let (client, dss) = (c.client.clone(), dss.clone());
         async move {
@@ -247,17 +342,35 @@ async fn daemonset_places_one_pod_per_matching_node() -> Result<()> {
             ok.then_some(())
         }
     };
-    wait_for("edgemesh-agent on both edge nodes", || placed("edgemesh-agent", vec!["edge-1", "edge-2"])).await?;
-    wait_for("kube-proxy on the cloud node", || placed("kube-proxy", vec!["cloud-1"])).await?;
+    wait_for("edgemesh-agent on both edge nodes", || {
+        placed("edgemesh-agent", vec!["edge-1", "edge-2"])
+    })
+    .await?;
+    wait_for("kube-proxy on the cloud node", || {
+        placed("kube-proxy", vec!["cloud-1"])
+    })
+    .await?;
     // A new edge node gets its daemon pod.
     let _e3 = c.node("edge-3", &edge_labels()).await?;
-    wait_for("edgemesh-agent on the new node", || placed("edgemesh-agent", vec!["edge-1", "edge-2", "edge-3"])).await?;
+    wait_for("edgemesh-agent on the new node", || {
+        placed("edgemesh-agent", vec!["edge-1", "edge-2", "edge-3"])
+    })
+    .await?;
     // A template change rolls through every node.
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "edgemesh-agent:1.1"}]}}}});
-    dss.patch("edgemesh-agent", &PatchParams::default(), &Patch::Strategic(patch)).await?;
+    dss.patch(
+        "edgemesh-agent",
+        &PatchParams::default(),
+        &Patch::Strategic(patch),
+    )
+    .await?;
     wait_for("edgemesh-agent updated", || async {
         let pods = pods_of(&c.client, "app=edgemesh-agent").await.ok()?;
-        (pods.len() == 3 && pods.iter().all(|p| ready(p) && image_of(p) == "edgemesh-agent:1.1")).then_some(())
+        (pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| ready(p) && image_of(p) == "edgemesh-agent:1.1"))
+        .then_some(())
     })
     .await?;
     c.stop().await
@@ -268,16 +381,30 @@ fn pod(name: &str, spec: serde_json::Value) -> Result<Pod> {
     if spec.get("containers").is_none() {
         spec["containers"] = json!([{"name": "c", "image": "busybox:1.36"}]);
     }
-    Ok(serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?)
+    Ok(serde_json::from_value(
+        json!({"metadata": {"name": name}, "spec": spec}),
+    )?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_filters_and_reports_unschedulable_pods() -> Result<()> {
     let c = Cluster::start(fast_config()).await?;
     let small = json!({"cpu": "1", "memory": "1Gi", "pods": "110"});
-    let _a = c.node_with("edge-a", &[(EDGE, ""), ("zone", "a")], json!([]), small.clone()).await?;
+    let _a = c
+        .node_with(
+            "edge-a",
+            &[(EDGE, ""), ("zone", "a")],
+            json!([]),
+            small.clone(),
+        )
+        .await?;
     let _b = c
-        .node_with("edge-b", &[(EDGE, ""), ("zone", "b")], json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]), small.clone())
+        .node_with(
+            "edge-b",
+            &[(EDGE, ""), ("zone", "b")],
+            json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+            small.clone(),
+        )
         .await?;
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
     let cpu = |m: &str| json!({"containers": [{"name": "c", "image": "busybox:1.36", "resources": {"requests": {"cpu": m}}}]});
@@ -287,17 +414,24 @@ async fn scheduler_filters_and_reports_unschedulable_pods() -> Result<()> {
     };
     // Taints: only a tolerating pod lands on edge-b.
     let mut tolerating = cpu("600m");
-    tolerating["tolerations"] = json!([{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]);
+    tolerating["tolerations"] =
+        json!([{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]);
     tolerating["nodeSelector"] = json!({"zone": "b"});
-    pods.create(&PostParams::default(), &pod("gpu", tolerating)?).await?;
+    pods.create(&PostParams::default(), &pod("gpu", tolerating)?)
+        .await?;
     ensure!(wait_for("gpu bound", || bound("gpu")).await? == "edge-b");
     // Resources: 600m fits on edge-a once; the second cannot fit anywhere.
-    pods.create(&PostParams::default(), &pod("first", cpu("600m"))?).await?;
+    pods.create(&PostParams::default(), &pod("first", cpu("600m"))?)
+        .await?;
     ensure!(wait_for("first bound", || bound("first")).await? == "edge-a");
-    pods.create(&PostParams::default(), &pod("second", cpu("600m"))?).await?;
+    pods.create(&PostParams::default(), &pod("second", cpu("600m"))?)
+        .await?;
     let cond = wait_for("second unschedulable", || async {
         let p = pods.get("second").await.ok()?;
-        p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        p.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
     })
     .await?;
     ensure!(cond.reason.as_deref() == Some("Unschedulable"), "{cond:?}");
@@ -319,19 +453,35 @@ async fn scheduler_filters_and_reports_unschedulable_pods() -> Result<()> {
     // Required node affinity with DoesNotExist keeps a pod off edge nodes: nothing fits.
     let off_edge = json!({"containers": [{"name": "c", "image": "calico:3"}], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchExpressions": [{"key": EDGE, "operator": "DoesNotExist"}]}]}}}});
-    pods.create(&PostParams::default(), &pod("calico", off_edge)?).await?;
+    pods.create(&PostParams::default(), &pod("calico", off_edge)?)
+        .await?;
     wait_for("calico unschedulable", || async {
         let p = pods.get("calico").await.ok()?;
-        p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        p.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
     })
     .await?;
     // A new node with room: the pending pods are retried and bound there.
-    let _c = c.node_with("cloud-c", &[("zone", "c")], json!([]), json!({"cpu": "2", "memory": "1Gi", "pods": "110"})).await?;
+    let _c = c
+        .node_with(
+            "cloud-c",
+            &[("zone", "c")],
+            json!([]),
+            json!({"cpu": "2", "memory": "1Gi", "pods": "110"}),
+        )
+        .await?;
     ensure!(wait_for("second bound", || bound("second")).await? == "cloud-c");
     ensure!(wait_for("calico bound", || bound("calico")).await? == "cloud-c");
     let p = pods.get("second").await?;
     let sched = p.status.and_then(|s| s.conditions).unwrap_or_default();
-    ensure!(sched.iter().any(|c| c.type_ == "PodScheduled" && c.status == "True"), "{sched:?}");
+    ensure!(
+        sched
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True"),
+        "{sched:?}"
+    );
     c.stop().await
 }
 
@@ -363,18 +513,37 @@ async fn lost_lease_marks_node_unknown_keeps_edge_pods_and_evicts_cloud_pods() -
     let edge = c.node("edge-1", &edge_labels()).await?;
     let cloud = c.node("cloud-1", &[]).await?;
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
-    pods.create(&PostParams::default(), &pod("at-edge", json!({"nodeSelector": {"kubernetes.io/hostname": "edge-1"}}))?).await?;
-    pods.create(&PostParams::default(), &pod("at-cloud", json!({"nodeSelector": {"kubernetes.io/hostname": "cloud-1"}}))?).await?;
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "at-edge",
+            json!({"nodeSelector": {"kubernetes.io/hostname": "edge-1"}}),
+        )?,
+    )
+    .await?;
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "at-cloud",
+            json!({"nodeSelector": {"kubernetes.io/hostname": "cloud-1"}}),
+        )?,
+    )
+    .await?;
     for name in ["at-edge", "at-cloud"] {
-        wait_for("pod running", || async { pods.get(name).await.ok().filter(ready) }).await?;
+        wait_for("pod running", || async {
+            pods.get(name).await.ok().filter(ready)
+        })
+        .await?;
     }
     let nodes: Api<Node> = Api::all(c.client.clone());
     // Healthy nodes (renewing their lease) stay Ready past the grace period.
     let renewed = wait_for("a second lease renewal", || async {
-        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(c.client.clone(), "kube-node-lease");
         let l = leases.get("edge-1").await.ok()?;
         let t = l.spec?.renew_time?.0;
-        (k8s_openapi::jiff::Timestamp::now().as_millisecond() - t.as_millisecond() < 500).then_some(t)
+        (k8s_openapi::jiff::Timestamp::now().as_millisecond() - t.as_millisecond() < 500)
+            .then_some(t)
     })
     .await?;
     let _ = renewed;
@@ -389,9 +558,18 @@ async fn lost_lease_marks_node_unknown_keeps_edge_pods_and_evicts_cloud_pods() -
         .await?;
     }
     // Within the grace period plus a few monitor periods.
-    ensure!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     let n = nodes.get("edge-1").await?;
-    let reason = n.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).and_then(|c| c.reason.clone());
+    let reason = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.reason.clone());
     ensure!(reason.as_deref() == Some("NodeStatusUnknown"), "{reason:?}");
     let unreachable = "node.kubernetes.io/unreachable".to_owned();
     let edge_taints = wait_for("edge NoSchedule taint", || async {
@@ -400,7 +578,10 @@ async fn lost_lease_marks_node_unknown_keeps_edge_pods_and_evicts_cloud_pods() -
         (!t.is_empty()).then_some(t)
     })
     .await?;
-    ensure!(edge_taints == [(unreachable.clone(), "NoSchedule".to_owned())].into(), "{edge_taints:?}");
+    ensure!(
+        edge_taints == [(unreachable.clone(), "NoSchedule".to_owned())].into(),
+        "{edge_taints:?}"
+    );
     let cloud_taints = wait_for("cloud taints", || async {
         let n = nodes.get("cloud-1").await.ok()?;
         let t = taint_set(&n);
@@ -408,7 +589,12 @@ async fn lost_lease_marks_node_unknown_keeps_edge_pods_and_evicts_cloud_pods() -
     })
     .await?;
     ensure!(
-        cloud_taints == [(unreachable.clone(), "NoExecute".to_owned()), (unreachable, "NoSchedule".to_owned())].into(),
+        cloud_taints
+            == [
+                (unreachable.clone(), "NoExecute".to_owned()),
+                (unreachable, "NoSchedule".to_owned())
+            ]
+            .into(),
         "{cloud_taints:?}"
     );
     // The cloud pod is evicted after its (default) toleration; by then the edge pod would have
@@ -419,7 +605,10 @@ async fn lost_lease_marks_node_unknown_keeps_edge_pods_and_evicts_cloud_pods() -
     })
     .await?;
     let p = pods.get("at-edge").await?;
-    ensure!(p.metadata.deletion_timestamp.is_none(), "edge pod marked for deletion");
+    ensure!(
+        p.metadata.deletion_timestamp.is_none(),
+        "edge pod marked for deletion"
+    );
     ensure!(ready(&p), "edge pod marked not ready");
     ensure!(node_of(&p).as_deref() == Some("edge-1"));
     // The edge node comes back: Ready again and untainted.
@@ -429,7 +618,12 @@ async fn lost_lease_marks_node_unknown_keeps_edge_pods_and_evicts_cloud_pods() -
         (ready_status(&n) == "True" && taint_set(&n).is_empty()).then_some(())
     })
     .await?;
-    ensure!(pods.get("at-edge").await?.metadata.deletion_timestamp.is_none());
+    ensure!(pods
+        .get("at-edge")
+        .await?
+        .metadata
+        .deletion_timestamp
+        .is_none());
     c.stop().await
 }
 
@@ -437,22 +631,43 @@ async fn lost_lease_marks_node_unknown_keeps_edge_pods_and_evicts_cloud_pods() -
 async fn defaults_namespaces_service_accounts_and_garbage_collection() -> Result<()> {
     let c = Cluster::start(fast_config()).await?;
     let namespaces: Api<Namespace> = Api::all(c.client.clone());
-    for ns in ["default", "kube-system", "kube-node-lease", "kube-public", "kubeedge"] {
-        namespaces.get(ns).await.with_context(|| format!("namespace {ns}"))?;
+    for ns in [
+        "default",
+        "kube-system",
+        "kube-node-lease",
+        "kube-public",
+        "kubeedge",
+    ] {
+        namespaces
+            .get(ns)
+            .await
+            .with_context(|| format!("namespace {ns}"))?;
         let sas: Api<ServiceAccount> = Api::namespaced(c.client.clone(), ns);
-        wait_for("default service account", || async { sas.get_opt("default").await.ok().flatten() }).await?;
+        wait_for("default service account", || async {
+            sas.get_opt("default").await.ok().flatten()
+        })
+        .await?;
     }
     namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team-a"}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "team-a"}}))?,
+        )
         .await?;
     let sas: Api<ServiceAccount> = Api::namespaced(c.client.clone(), "team-a");
-    wait_for("service account in a new namespace", || async { sas.get_opt("default").await.ok().flatten() }).await?;
+    wait_for("service account in a new namespace", || async {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await?;
 
     // A pod whose only owner never existed is collected; one with a live owner too keeps it.
     let _n = c.node("edge-1", &edge_labels()).await?;
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::default_namespaced(c.client.clone());
     let owner = cms
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "owner"}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}}))?,
+        )
         .await?;
     let live_uid = owner.metadata.uid.clone().context("uid")?;
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
@@ -462,7 +677,10 @@ async fn defaults_namespaces_service_accounts_and_garbage_collection() -> Result
     orphan.metadata.owner_references = Some(vec![serde_json::from_value(dangling.clone())?]);
     pods.create(&PostParams::default(), &orphan).await?;
     let mut shared = pod("shared", json!({}))?;
-    shared.metadata.owner_references = Some(vec![serde_json::from_value(dangling)?, serde_json::from_value(live)?]);
+    shared.metadata.owner_references = Some(vec![
+        serde_json::from_value(dangling)?,
+        serde_json::from_value(live)?,
+    ]);
     pods.create(&PostParams::default(), &shared).await?;
     wait_for("orphan collected", || async {
         match pods.get_opt("orphan").await {
@@ -483,6 +701,79 @@ async fn defaults_namespaces_service_accounts_and_garbage_collection() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_namespace_is_emptied_and_finalized() -> Result<()> {
+    let c = Cluster::start(fast_config()).await?;
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    // A finalizer of someone else's keeps the namespace Terminating, so each step is visible.
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "team-b", "finalizers": ["example.com/hold"]}}),
+            )?,
+        )
+        .await?;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(c.client.clone(), "team-b");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "settings"}}))?,
+    )
+    .await?;
+    let sas: Api<ServiceAccount> = Api::namespaced(c.client.clone(), "team-b");
+    wait_for("service account", || async {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await?;
+    namespaces
+        .delete("team-b", &DeleteParams::default())
+        .await?;
+    let ns = wait_for("namespace emptied and finalized", || async {
+        let ns = namespaces.get("team-b").await.ok()?;
+        let empty = cms
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            && sas
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty();
+        let phase = ns.status.as_ref().and_then(|s| s.phase.clone());
+        let spec_finalizers = ns
+            .spec
+            .as_ref()
+            .and_then(|s| s.finalizers.clone())
+            .unwrap_or_default();
+        (empty && phase.as_deref() == Some("Terminating") && spec_finalizers.is_empty())
+            .then_some(ns)
+    })
+    .await?;
+    ensure!(ns.metadata.deletion_timestamp.is_some());
+    // The other finalizer goes: the namespace is gone.
+    namespaces
+        .patch(
+            "team-b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    wait_for("namespace gone", || async {
+        namespaces
+            .get_opt("team-b")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await?;
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rollout_status_get_rs_ds_ep_and_describe_node() -> Result<()> {
     let c = Cluster::start(fast_config()).await?;
     let _e1 = c.node("edge-1", &edge_labels()).await?;
@@ -490,30 +781,85 @@ async fn kubectl_rollout_status_get_rs_ds_ep_and_describe_node() -> Result<()> {
     let file = c.write("nginx.yaml", SEED)?;
     c.kubectl(&["apply", "-f", &file]).await?;
     let out = c
-        .kubectl(&["rollout", "status", "deployment/nginx-deployment", "--timeout=60s"])
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/nginx-deployment",
+            "--timeout=60s",
+        ])
         .await?;
-    ensure!(out.contains("deployment \"nginx-deployment\" successfully rolled out"), "{out}");
+    ensure!(
+        out.contains("deployment \"nginx-deployment\" successfully rolled out"),
+        "{out}"
+    );
 
     let rs = c.kubectl(&["get", "rs"]).await?;
     let lines: Vec<Vec<&str>> = rs.lines().map(|l| l.split_whitespace().collect()).collect();
-    ensure!(lines.first().is_some_and(|h| h[..4] == ["NAME", "DESIRED", "CURRENT", "READY"]), "{rs}");
-    ensure!(lines.len() == 2 && lines[1][0].starts_with("nginx-deployment-") && lines[1][1..4] == ["2", "2", "2"], "{rs}");
+    ensure!(
+        lines
+            .first()
+            .is_some_and(|h| h[..4] == ["NAME", "DESIRED", "CURRENT", "READY"]),
+        "{rs}"
+    );
+    ensure!(
+        lines.len() == 2
+            && lines[1][0].starts_with("nginx-deployment-")
+            && lines[1][1..4] == ["2", "2", "2"],
+        "{rs}"
+    );
 
     let dss: Api<DaemonSet> = Api::default_namespaced(c.client.clone());
-    dss.create(&PostParams::default(), &daemonset("edgemesh-agent", "Exists")?).await?;
+    dss.create(
+        &PostParams::default(),
+        &daemonset("edgemesh-agent", "Exists")?,
+    )
+    .await?;
     let out = c
-        .kubectl(&["rollout", "status", "daemonset/edgemesh-agent", "--timeout=60s"])
+        .kubectl(&[
+            "rollout",
+            "status",
+            "daemonset/edgemesh-agent",
+            "--timeout=60s",
+        ])
         .await?;
-    ensure!(out.contains("daemon set \"edgemesh-agent\" successfully rolled out"), "{out}");
+    ensure!(
+        out.contains("daemon set \"edgemesh-agent\" successfully rolled out"),
+        "{out}"
+    );
     let ds = c.kubectl(&["get", "ds"]).await?;
     let lines: Vec<Vec<&str>> = ds.lines().map(|l| l.split_whitespace().collect()).collect();
-    ensure!(lines.first().is_some_and(|h| h[..6] == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE"]), "{ds}");
-    ensure!(lines.len() == 2 && lines[1][..6] == ["edgemesh-agent", "2", "2", "2", "2", "2"], "{ds}");
+    ensure!(
+        lines.first().is_some_and(|h| h[..6]
+            == [
+                "NAME",
+                "DESIRED",
+                "CURRENT",
+                "READY",
+                "UP-TO-DATE",
+                "AVAILABLE"
+            ]),
+        "{ds}"
+    );
+    ensure!(
+        lines.len() == 2 && lines[1][..6] == ["edgemesh-agent", "2", "2", "2", "2", "2"],
+        "{ds}"
+    );
 
     let ep = c.kubectl(&["get", "ep", "nginx-svc"]).await?;
     let row = ep.lines().nth(1).context("endpoints row")?;
-    let addrs: Vec<&str> = row.split_whitespace().nth(1).context("endpoints column")?.split(',').collect();
-    ensure!(addrs.len() == 2 && addrs.iter().all(|a| a.starts_with("10.244.") && a.ends_with(":80")), "{ep}");
+    let addrs: Vec<&str> = row
+        .split_whitespace()
+        .nth(1)
+        .context("endpoints column")?
+        .split(',')
+        .collect();
+    ensure!(
+        addrs.len() == 2
+            && addrs
+                .iter()
+                .all(|a| a.starts_with("10.244.") && a.ends_with(":80")),
+        "{ep}"
+    );
 
     let pods = pods_of(&c.client, "app=nginx").await?;
     let on_edge1: Vec<String> = pods
@@ -522,11 +868,27 @@ async fn kubectl_rollout_status_get_rs_ds_ep_and_describe_node() -> Result<()> {
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     let describe = c.kubectl(&["describe", "node", "edge-1"]).await?;
-    for want in ["Name:               edge-1", "Roles:              agent,edge", "Ready", "KubeletReady", "Non-terminated Pods:", "edgemesh-agent-", "Taints:             <none>", "Unschedulable:      false", "InternalIP:  192.0.2."] {
-        ensure!(describe.contains(want), "describe node lacks {want:?}:\n{describe}");
+    for want in [
+        "Name:               edge-1",
+        "Roles:              agent,edge",
+        "Ready",
+        "KubeletReady",
+        "Non-terminated Pods:",
+        "edgemesh-agent-",
+        "Taints:             <none>",
+        "Unschedulable:      false",
+        "InternalIP:  192.0.2.",
+    ] {
+        ensure!(
+            describe.contains(want),
+            "describe node lacks {want:?}:\n{describe}"
+        );
     }
     for p in &on_edge1 {
-        ensure!(describe.contains(p.as_str()), "describe node lacks pod {p}:\n{describe}");
+        ensure!(
+            describe.contains(p.as_str()),
+            "describe node lacks pod {p}:\n{describe}"
+        );
     }
     c.stop().await
 }

@@ -39,7 +39,8 @@ async fn register_node(client: &Client, i: usize) -> Result<()> {
     let node: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": {
         "node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": "", "kubernetes.io/hostname": name}}}))?;
     nodes.create(&PostParams::default(), &node).await?;
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
     let alloc = json!({"cpu": "8", "memory": "32Gi", "pods": "110"});
     let status = json!({"status": {
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now}],

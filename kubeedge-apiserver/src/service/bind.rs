@@ -35,7 +35,9 @@ pub(super) async fn bind<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body
             )));
         }
     }
-    let want_uid = meta_str(&b, "uid").filter(|u| !u.is_empty()).map(str::to_owned);
+    let want_uid = meta_str(&b, "uid")
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned);
     let main = Target {
         def: Arc::clone(&t.def),
         version: t.version.clone(),
@@ -110,7 +112,9 @@ fn set_scheduled(v: &mut Value) {
     let conds = s.entry("conditions").or_insert_with(|| json!([]));
     if let Some(list) = conds.as_array_mut() {
         list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-        list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-            "lastTransitionTime": time::now()}));
+        list.push(
+            json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+            "lastTransitionTime": time::now()}),
+        );
     }
 }

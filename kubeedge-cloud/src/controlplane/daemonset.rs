@@ -65,7 +65,8 @@ pub(crate) struct Controller {
 
 fn owner_key(p: &Pod) -> Option<Key> {
     let r = pod::controller_of(&p.metadata)?;
-    (r.kind == "DaemonSet").then(|| Key::new(p.metadata.namespace.clone().unwrap_or_default(), &r.name))
+    (r.kind == "DaemonSet")
+        .then(|| Key::new(p.metadata.namespace.clone().unwrap_or_default(), &r.name))
 }
 
 impl Controller {
@@ -93,7 +94,9 @@ impl Controller {
             if let Some(k) = owner_key(p) {
                 let uid = p.metadata.uid.as_deref().unwrap_or_default();
                 match c {
-                    Change::Applied { old: None, new } if new.metadata.deletion_timestamp.is_none() => {
+                    Change::Applied { old: None, new }
+                        if new.metadata.deletion_timestamp.is_none() =>
+                    {
                         i.expectations.creation_observed(&k);
                     }
                     Change::Applied { new, .. } if new.metadata.deletion_timestamp.is_some() => {
@@ -114,7 +117,10 @@ impl Controller {
                 )
             };
             let changed = match c {
-                Change::Applied { old: Some(old), new } => relevant(old) != relevant(new),
+                Change::Applied {
+                    old: Some(old),
+                    new,
+                } => relevant(old) != relevant(new),
                 _ => true,
             };
             if changed {
@@ -280,9 +286,7 @@ impl Inner {
             {
                 Ok(_) => {}
                 Err(e) if api_code(&e) == Some(404) => {}
-                Err(e) => {
-                    return Err(ControlPlaneError::api(format!("update status of {key}"), e))
-                }
+                Err(e) => return Err(ControlPlaneError::api(format!("update status of {key}"), e)),
             }
         }
         Ok((ready != available).then(|| std::time::Duration::from_secs(1)))
@@ -298,7 +302,11 @@ impl Inner {
         if nodes.is_empty() {
             return Ok(());
         }
-        let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let template = ds
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let mut base = pod_from_template(
             &template,
             &key.namespace,

@@ -31,7 +31,12 @@ pub(crate) async fn ensure_namespaces(
         match api.create(&PostParams::default(), &ns).await {
             Ok(_) => tracing::info!(namespace = %name, "namespace created"),
             Err(e) if api_code(&e) == Some(409) => {}
-            Err(e) => return Err(ControlPlaneError::api(format!("create namespace {name}"), e)),
+            Err(e) => {
+                return Err(ControlPlaneError::api(
+                    format!("create namespace {name}"),
+                    e,
+                ))
+            }
         }
     }
     Ok(())
@@ -91,7 +96,9 @@ impl Inner {
         let exists = api
             .get_opt("default")
             .await
-            .map_err(|e| ControlPlaneError::api(format!("get serviceaccount {}/default", key.name), e))?
+            .map_err(|e| {
+                ControlPlaneError::api(format!("get serviceaccount {}/default", key.name), e)
+            })?
             .is_some();
         if exists {
             return Ok(None);

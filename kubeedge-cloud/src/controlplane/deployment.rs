@@ -105,7 +105,8 @@ pub(crate) struct Controller {
 
 fn owner_key(rs: &ReplicaSet) -> Option<Key> {
     let r = pod::controller_of(&rs.metadata)?;
-    (r.kind == "Deployment").then(|| Key::new(rs.metadata.namespace.clone().unwrap_or_default(), &r.name))
+    (r.kind == "Deployment")
+        .then(|| Key::new(rs.metadata.namespace.clone().unwrap_or_default(), &r.name))
 }
 
 impl Controller {
@@ -221,7 +222,11 @@ impl Inner {
             Err(e) if api_code(&e) == Some(404) => return Ok(false),
             Err(e) => return Err(ControlPlaneError::api(format!("scale {ns}/{name}"), e)),
         }
-        let verb = if replicas > spec_replicas(rs) { "up" } else { "down" };
+        let verb = if replicas > spec_replicas(rs) {
+            "up"
+        } else {
+            "down"
+        };
         self.recorder
             .publish(
                 COMPONENT,
@@ -343,7 +348,11 @@ impl Inner {
             .cloned();
         let old: Vec<Arc<ReplicaSet>> = all
             .iter()
-            .filter(|rs| new_rs.as_ref().is_none_or(|n| n.metadata.uid != rs.metadata.uid))
+            .filter(|rs| {
+                new_rs
+                    .as_ref()
+                    .is_none_or(|n| n.metadata.uid != rs.metadata.uid)
+            })
             .cloned()
             .collect();
         let max_rev = all.iter().map(|rs| revision(rs)).max().unwrap_or(0);
@@ -356,7 +365,10 @@ impl Inner {
                         for rs in &old {
                             self.scale(&d, rs, 0, &plan).await?;
                         }
-                        if old.iter().any(|rs| status_of(rs).0 > 0 || spec_replicas(rs) > 0) {
+                        if old
+                            .iter()
+                            .any(|rs| status_of(rs).0 > 0 || spec_replicas(rs) > 0)
+                        {
                             // Recreate: the new pods wait until the old ones are gone.
                             return self.sync_status(&d, &all, None, &plan).await;
                         }
@@ -474,10 +486,7 @@ impl Inner {
             let cur = spec_replicas(rs);
             let unhealthy = (cur - status_of(rs).2).max(0).min(budget);
             if unhealthy > 0 {
-                scaled.insert(
-                    rs.metadata.uid.clone().unwrap_or_default(),
-                    cur - unhealthy,
-                );
+                scaled.insert(rs.metadata.uid.clone().unwrap_or_default(), cur - unhealthy);
                 budget -= unhealthy;
             }
         }
@@ -489,7 +498,10 @@ impl Inner {
                 break;
             }
             let uid = rs.metadata.uid.clone().unwrap_or_default();
-            let cur = scaled.get(&uid).copied().unwrap_or_else(|| spec_replicas(rs));
+            let cur = scaled
+                .get(&uid)
+                .copied()
+                .unwrap_or_else(|| spec_replicas(rs));
             let step = cur.min(down);
             if step > 0 {
                 scaled.insert(uid, cur - step);
@@ -531,7 +543,11 @@ impl Inner {
         for rs in idle.into_iter().take(excess) {
             let ns = rs.metadata.namespace.clone().unwrap_or_default();
             let name = rs.metadata.name.clone().unwrap_or_default();
-            match self.api(&ns).delete(&name, &DeleteParams::background()).await {
+            match self
+                .api(&ns)
+                .delete(&name, &DeleteParams::background())
+                .await
+            {
                 Ok(_) => tracing::debug!(replicaset = %name, "old revision removed"),
                 Err(e) if api_code(&e) == Some(404) => {}
                 Err(e) => return Err(ControlPlaneError::api(format!("delete {ns}/{name}"), e)),
@@ -555,47 +571,79 @@ impl Inner {
         let updated = new.map_or(0, |n| status_of(n).0);
         let current = d.status.clone().unwrap_or_default();
         let now = Time(Timestamp::now());
-        let mut conditions: Vec<DeploymentCondition> = current.conditions.clone().unwrap_or_default();
-        let mut set = |type_: &str, status: &str, reason: &str, message: String| {
-            match conditions.iter_mut().find(|c| c.type_ == type_) {
-                Some(c) => {
-                    if c.status != status {
-                        c.last_transition_time = Some(now.clone());
-                    }
-                    if c.status != status || c.reason.as_deref() != Some(reason) || c.message.as_deref() != Some(message.as_str()) {
-                        c.last_update_time = Some(now.clone());
-                    }
-                    c.status = status.into();
-                    c.reason = Some(reason.into());
-                    c.message = Some(message);
+        let mut conditions: Vec<DeploymentCondition> =
+            current.conditions.clone().unwrap_or_default();
+        let mut set = |type_: &str, status: &str, reason: &str, message: String| match conditions
+            .iter_mut()
+            .find(|c| c.type_ == type_)
+        {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = Some(now.clone());
                 }
-                None => conditions.push(DeploymentCondition {
-                    type_: type_.into(),
-                    status: status.into(),
-                    reason: Some(reason.into()),
-                    message: Some(message),
-                    last_transition_time: Some(now.clone()),
-                    last_update_time: Some(now.clone()),
-                }),
+                if c.status != status
+                    || c.reason.as_deref() != Some(reason)
+                    || c.message.as_deref() != Some(message.as_str())
+                {
+                    c.last_update_time = Some(now.clone());
+                }
+                c.status = status.into();
+                c.reason = Some(reason.into());
+                c.message = Some(message);
             }
+            None => conditions.push(DeploymentCondition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: Some(reason.into()),
+                message: Some(message),
+                last_transition_time: Some(now.clone()),
+                last_update_time: Some(now.clone()),
+            }),
         };
         if available >= plan.replicas - plan.max_unavailable {
-            set("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into());
+            set(
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".into(),
+            );
         } else {
-            set("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into());
+            set(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.".into(),
+            );
         }
         let paused = d.spec.as_ref().and_then(|s| s.paused) == Some(true);
-        let new_name = new.and_then(|n| n.metadata.name.clone()).unwrap_or_default();
+        let new_name = new
+            .and_then(|n| n.metadata.name.clone())
+            .unwrap_or_default();
         if paused {
-            set("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into());
+            set(
+                "Progressing",
+                "Unknown",
+                "DeploymentPaused",
+                "Deployment is paused".into(),
+            );
         } else if new.is_some()
             && updated == plan.replicas
             && replicas == plan.replicas
             && new.is_some_and(|n| status_of(n).2 == plan.replicas)
         {
-            set("Progressing", "True", "NewReplicaSetAvailable", format!("ReplicaSet \"{new_name}\" has successfully progressed."));
+            set(
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+            );
         } else if new.is_some() {
-            set("Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet \"{new_name}\" is progressing."));
+            set(
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{new_name}\" is progressing."),
+            );
         }
         // Upstream lists Available first.
         conditions.sort_by_key(|c| if c.type_ == "Available" { 0 } else { 1 });
@@ -619,7 +667,10 @@ impl Inner {
         {
             Ok(_) => Ok(None),
             Err(e) if api_code(&e) == Some(404) => Ok(None),
-            Err(e) => Err(ControlPlaneError::api(format!("update status of {ns}/{name}"), e)),
+            Err(e) => Err(ControlPlaneError::api(
+                format!("update status of {ns}/{name}"),
+                e,
+            )),
         }
     }
 }
@@ -643,7 +694,12 @@ mod tests {
         let a = template_hash(&json!({"spec": {"containers": [{"image": "nginx:1.25"}]}}));
         let b = template_hash(&json!({"spec": {"containers": [{"image": "nginx:1.26"}]}}));
         assert_ne!(a, b);
-        assert_eq!(a, template_hash(&json!({"spec": {"containers": [{"image": "nginx:1.25"}]}})));
-        assert!(a.bytes().all(|c| b"bcdfghjklmnpqrstvwxz2456789".contains(&c)));
+        assert_eq!(
+            a,
+            template_hash(&json!({"spec": {"containers": [{"image": "nginx:1.25"}]}}))
+        );
+        assert!(a
+            .bytes()
+            .all(|c| b"bcdfghjklmnpqrstvwxz2456789".contains(&c)));
     }
 }

@@ -129,8 +129,10 @@ fn target_port(pod: &Pod, target: Option<&IntOrString>, port: i32) -> Option<i32
 pub(crate) fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
     let spec = svc.spec.clone().unwrap_or_default();
     let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
-    let mut groups: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<
+        Vec<(String, i32, String)>,
+        (Vec<EndpointAddress>, Vec<EndpointAddress>),
+    > = BTreeMap::new();
     for p in pods {
         let Some(ip) = p
             .status
@@ -215,7 +217,9 @@ impl Inner {
                 match api.delete(&key.name, &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(e) if api_code(&e) == Some(404) => {}
-                    Err(e) => return Err(ControlPlaneError::api(format!("delete endpoints {key}"), e)),
+                    Err(e) => {
+                        return Err(ControlPlaneError::api(format!("delete endpoints {key}"), e))
+                    }
                 }
             }
             return Ok(None);
@@ -238,7 +242,9 @@ impl Inner {
                 new.subsets = want;
                 match api.replace(&key.name, &PostParams::default(), &new).await {
                     Ok(_) => Ok(None),
-                    Err(e) if api_code(&e) == Some(409) => Ok(Some(std::time::Duration::from_millis(50))),
+                    Err(e) if api_code(&e) == Some(409) => {
+                        Ok(Some(std::time::Duration::from_millis(50)))
+                    }
                     Err(e) => Err(ControlPlaneError::api(format!("update endpoints {key}"), e)),
                 }
             }
@@ -258,7 +264,9 @@ impl Inner {
                 };
                 match api.create(&PostParams::default(), &ep).await {
                     Ok(_) => Ok(None),
-                    Err(e) if api_code(&e) == Some(409) => Ok(Some(std::time::Duration::from_millis(50))),
+                    Err(e) if api_code(&e) == Some(409) => {
+                        Ok(Some(std::time::Duration::from_millis(50)))
+                    }
                     Err(e) => Err(ControlPlaneError::api(format!("create endpoints {key}"), e)),
                 }
             }

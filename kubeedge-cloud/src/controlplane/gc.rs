@@ -134,10 +134,12 @@ impl Collector {
         uids(&self.namespaces, &mut live);
         let mut verdicts: HashMap<String, bool> = HashMap::new();
         self.collect(&self.pods, &live, &mut verdicts).await?;
-        self.collect(&self.replicasets, &live, &mut verdicts).await?;
+        self.collect(&self.replicasets, &live, &mut verdicts)
+            .await?;
         self.collect(&self.endpoints, &live, &mut verdicts).await?;
         self.collect(&self.daemonsets, &live, &mut verdicts).await?;
-        self.collect(&self.deployments, &live, &mut verdicts).await?;
+        self.collect(&self.deployments, &live, &mut verdicts)
+            .await?;
         Ok(())
     }
 
@@ -153,7 +155,9 @@ impl Collector {
         };
         let gvk = GroupVersionKind::gvk(group, version, &r.kind);
         let (ar, namespaced) = match known(&r.api_version, &r.kind) {
-            Some((plural, namespaced)) => (ApiResource::from_gvk_with_plural(&gvk, plural), namespaced),
+            Some((plural, namespaced)) => {
+                (ApiResource::from_gvk_with_plural(&gvk, plural), namespaced)
+            }
             None => match kube::discovery::pinned_kind(&self.client, &gvk).await {
                 Ok((ar, caps)) => (ar, caps.scope == Scope::Namespaced),
                 // The kind is not served (any more): nothing of it can exist.
@@ -171,7 +175,10 @@ impl Collector {
         match api.get_opt(&r.name).await {
             Ok(None) => Ok(true),
             Ok(Some(o)) => Ok(o.metadata.uid.as_deref() != Some(r.uid.as_str())),
-            Err(e) => Err(ControlPlaneError::api(format!("get owner {}/{}", r.kind, r.name), e)),
+            Err(e) => Err(ControlPlaneError::api(
+                format!("get owner {}/{}", r.kind, r.name),
+                e,
+            )),
         }
     }
 
@@ -243,7 +250,9 @@ impl Collector {
                 {
                     Ok(_) => {}
                     Err(e) if matches!(api_code(&e), Some(404 | 409)) => {}
-                    Err(e) => return Err(ControlPlaneError::api(format!("drop owners of {name}"), e)),
+                    Err(e) => {
+                        return Err(ControlPlaneError::api(format!("drop owners of {name}"), e))
+                    }
                 }
             }
         }

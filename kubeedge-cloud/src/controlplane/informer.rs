@@ -185,10 +185,7 @@ impl Informers {
         Self {
             pods: Informer::new(Api::all(client.clone()), "pods"),
             nodes: Informer::new(Api::all(client.clone()), "nodes"),
-            leases: Informer::new(
-                Api::namespaced(client.clone(), "kube-node-lease"),
-                "leases",
-            ),
+            leases: Informer::new(Api::namespaced(client.clone(), "kube-node-lease"), "leases"),
             replicasets: Informer::new(Api::all(client.clone()), "replicasets"),
             deployments: Informer::new(Api::all(client.clone()), "deployments"),
             daemonsets: Informer::new(Api::all(client.clone()), "daemonsets"),

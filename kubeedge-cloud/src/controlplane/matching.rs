@@ -43,18 +43,16 @@ pub(crate) fn term_matches(t: &NodeSelectorTerm, node: &Node) -> bool {
         return false;
     }
     let labels = node.metadata.labels.as_ref();
-    exprs.iter().all(|r| {
-        requirement_matches(
-            r,
-            labels.and_then(|l| l.get(&r.key)).map(String::as_str),
-        )
-    }) && fields.iter().all(|r| {
-        let v = match r.key.as_str() {
-            "metadata.name" => node.metadata.name.as_deref(),
-            _ => None,
-        };
-        requirement_matches(r, v)
-    })
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
+        && fields.iter().all(|r| {
+            let v = match r.key.as_str() {
+                "metadata.name" => node.metadata.name.as_deref(),
+                _ => None,
+            };
+            requirement_matches(r, v)
+        })
 }
 
 /// `true` when the node satisfies the pod's `nodeSelector` and required node affinity.
@@ -69,10 +67,16 @@ pub(crate) fn node_matches(spec: &PodSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     match required {
         None => true,
-        Some(sel) => sel.node_selector_terms.iter().any(|t| term_matches(t, node)),
+        Some(sel) => sel
+            .node_selector_terms
+            .iter()
+            .any(|t| term_matches(t, node)),
     }
 }
 
@@ -81,7 +85,10 @@ pub(crate) fn preferred_score(spec: &PodSpec, node: &Node) -> i64 {
     spec.affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|na| {
+            na.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|terms| {
             terms
                 .iter()
@@ -164,8 +171,10 @@ mod tests {
     use serde_json::json;
 
     fn node(labels: serde_json::Value, taints: serde_json::Value) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}}))
-            .expect("node")
+        serde_json::from_value(
+            json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}}),
+        )
+        .expect("node")
     }
 
     #[test]

@@ -36,12 +36,18 @@
 //!   NoExecute taint too; their pods are marked not ready and evicted after their toleration
 //!   seconds, [`ControlPlaneConfig::pod_eviction_timeout`] for pods without one.
 //!
+//! The controllers share one watch cache per resource (see `informer`) and work queues with
+//! per-key backoff; each writes only through the API, so a restart resumes from what is stored.
+//!
 //! Not implemented: pod affinity and anti-affinity, topology spread constraints, host-port
-//! conflicts, preemption and priorities; proportional scaling of several active ReplicaSets
-//! during a rollout (the newest takes the whole change); adoption of orphaned pods or
-//! ReplicaSets that match a selector; ControllerRevisions (DaemonSets track revisions by a hash
-//! label); StatefulSets, Jobs, CronJobs, EndpointSlices, HPA, PodGC of pods on deleted nodes;
-//! foreground-deletion and orphan finalizers (kubeedge-apiserver cascades deletes itself).
+//! conflicts, volumes, preemption and priorities; `progressDeadlineSeconds` (a stuck rollout
+//! stays `Progressing`, never `ProgressDeadlineExceeded`); proportional scaling of several
+//! active ReplicaSets during a rollout (the newest takes the whole change); adoption of orphaned
+//! pods or ReplicaSets that match a selector; ControllerRevisions (DaemonSets track revisions by
+//! a hash label, so `kubectl rollout history/undo daemonset` has nothing to show); StatefulSets,
+//! Jobs, CronJobs, EndpointSlices, HPA, PodGC of pods on deleted nodes; foreground-deletion and
+//! orphan finalizers (kubeedge-apiserver cascades deletes itself); leader election (run one
+//! control plane per API server).
 
 mod daemonset;
 mod defaults;

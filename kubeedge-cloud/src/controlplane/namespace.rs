@@ -82,7 +82,12 @@ impl Inner {
             {
                 Ok(_) => {}
                 Err(e) if api_code(&e) == Some(404) => return Ok(None),
-                Err(e) => return Err(ControlPlaneError::api(format!("mark {name} terminating"), e)),
+                Err(e) => {
+                    return Err(ControlPlaneError::api(
+                        format!("mark {name} terminating"),
+                        e,
+                    ))
+                }
             }
         }
         let remaining = self.delete_contents(name).await?;
@@ -137,16 +142,26 @@ impl Inner {
                 let list = match api.list(&ListParams::default()).await {
                     Ok(l) => l,
                     Err(e) if matches!(api_code(&e), Some(404 | 405)) => continue,
-                    Err(e) => return Err(ControlPlaneError::api(format!("list {} in {ns}", ar.plural), e)),
+                    Err(e) => {
+                        return Err(ControlPlaneError::api(
+                            format!("list {} in {ns}", ar.plural),
+                            e,
+                        ))
+                    }
                 };
                 for o in list.items {
                     remaining += 1;
-                    let Some(name) = o.metadata.name.as_deref() else { continue };
+                    let Some(name) = o.metadata.name.as_deref() else {
+                        continue;
+                    };
                     match api.delete(name, &DeleteParams::background()).await {
                         Ok(_) => {}
                         Err(e) if matches!(api_code(&e), Some(404 | 409)) => {}
                         Err(e) => {
-                            return Err(ControlPlaneError::api(format!("delete {}/{name} in {ns}", ar.plural), e))
+                            return Err(ControlPlaneError::api(
+                                format!("delete {}/{name} in {ns}", ar.plural),
+                                e,
+                            ))
                         }
                     }
                 }

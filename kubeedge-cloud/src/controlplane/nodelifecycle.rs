@@ -86,7 +86,10 @@ pub(crate) fn eviction_time(
     let mut due: Option<Timestamp> = None;
     for taint in taints.iter().filter(|t| t.effect == "NoExecute") {
         let added = taint.time_added.as_ref().map_or(now, |t| t.0);
-        let matching: Vec<_> = tols.iter().filter(|t| matching::tolerates(t, taint)).collect();
+        let matching: Vec<_> = tols
+            .iter()
+            .filter(|t| matching::tolerates(t, taint))
+            .collect();
         let seconds = if matching.is_empty() {
             if taint.key == TAINT_NOT_READY || taint.key == TAINT_UNREACHABLE {
                 // Upstream's admission gives every pod this toleration.
@@ -168,8 +171,8 @@ impl Controller {
                 .leases
                 .get(&ObjectRef::new(&name).within("kube-node-lease"))
                 .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
-            let heartbeat = ready_condition(&node)
-                .and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
+            let heartbeat =
+                ready_condition(&node).and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
             let h = self.health.entry(name.clone()).or_insert(Health {
                 probe: now,
                 lease,
@@ -258,7 +261,10 @@ impl Controller {
                 Ok(Some(updated))
             }
             Err(e) if matches!(api_code(&e), Some(404 | 409)) => Ok(None),
-            Err(e) => Err(ControlPlaneError::api(format!("mark node {name} unknown"), e)),
+            Err(e) => Err(ControlPlaneError::api(
+                format!("mark node {name} unknown"),
+                e,
+            )),
         }
     }
 
@@ -398,15 +404,20 @@ mod tests {
             time_added: Some(Time(now)),
         };
         let pod = |tols: serde_json::Value| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tols}}))
-                .expect("pod")
+            serde_json::from_value(
+                json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tols}}),
+            )
+            .expect("pod")
         };
         let five = Duration::from_secs(5);
         let plain = eviction_time(&pod(json!([])), &[taint.clone()], five, now).expect("due");
         assert_eq!(plain.as_second() - now.as_second(), 5);
-        let forever = pod(json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]));
+        let forever =
+            pod(json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]));
         assert!(eviction_time(&forever, &[taint.clone()], five, now).is_none());
-        let short = pod(json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1}]));
+        let short = pod(
+            json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1}]),
+        );
         let at = eviction_time(&short, &[taint.clone()], five, now).expect("due");
         assert_eq!(at.as_second() - now.as_second(), 1);
         let other = Taint {

@@ -58,9 +58,7 @@ pub(crate) fn is_available(p: &Pod, min_ready_seconds: i32, now: Timestamp) -> b
         None => false,
         Some(_) if min_ready_seconds <= 0 => true,
         Some(None) => false,
-        Some(Some(since)) => {
-            now.as_second() - since.as_second() >= i64::from(min_ready_seconds)
-        }
+        Some(Some(since)) => now.as_second() - since.as_second() >= i64::from(min_ready_seconds),
     }
 }
 
@@ -203,10 +201,7 @@ pub(crate) fn pod_requests(spec: &PodSpec) -> Resources {
 pub(crate) fn allocatable(n: &Node) -> Resources {
     let mut r = Resources::new();
     if let Some(st) = &n.status {
-        add_all(
-            &mut r,
-            st.allocatable.as_ref().or(st.capacity.as_ref()),
-        );
+        add_all(&mut r, st.allocatable.as_ref().or(st.capacity.as_ref()));
     }
     r
 }

@@ -79,7 +79,8 @@ pub(crate) struct Controller {
 
 fn owner_key(p: &Pod) -> Option<Key> {
     let r = pod::controller_of(&p.metadata)?;
-    (r.kind == "ReplicaSet").then(|| Key::new(p.metadata.namespace.clone().unwrap_or_default(), &r.name))
+    (r.kind == "ReplicaSet")
+        .then(|| Key::new(p.metadata.namespace.clone().unwrap_or_default(), &r.name))
 }
 
 impl Controller {
@@ -106,7 +107,9 @@ impl Controller {
             if let Some(k) = owner_key(p) {
                 let uid = p.metadata.uid.as_deref().unwrap_or_default();
                 match c {
-                    Change::Applied { old: None, new } if new.metadata.deletion_timestamp.is_none() => {
+                    Change::Applied { old: None, new }
+                        if new.metadata.deletion_timestamp.is_none() =>
+                    {
                         i.expectations.creation_observed(&k);
                     }
                     Change::Applied { new, .. } if new.metadata.deletion_timestamp.is_some() => {
@@ -206,8 +209,7 @@ impl Inner {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         self.expectations.expect_creations(key, n);
         let pp = PostParams::default();
-        let results =
-            futures_util::future::join_all((0..n).map(|_| api.create(&pp, &pod))).await;
+        let results = futures_util::future::join_all((0..n).map(|_| api.create(&pp, &pod))).await;
         let mut first_err = None;
         for r in results {
             match r {
@@ -218,7 +220,10 @@ impl Inner {
                             events::reference(rs),
                             events::NORMAL,
                             "SuccessfulCreate",
-                            format!("Created pod: {}", p.metadata.name.as_deref().unwrap_or_default()),
+                            format!(
+                                "Created pod: {}",
+                                p.metadata.name.as_deref().unwrap_or_default()
+                            ),
                         )
                         .await;
                 }
@@ -345,4 +350,3 @@ impl Inner {
         }
     }
 }
-

@@ -175,7 +175,10 @@ impl Inner {
             )
         };
         let changed = match change {
-            Change::Applied { old: Some(old), new } => relevant(old) != relevant(new),
+            Change::Applied {
+                old: Some(old),
+                new,
+            } => relevant(old) != relevant(new),
             _ => true,
         };
         if changed {
@@ -523,7 +526,10 @@ mod tests {
     #[test]
     fn message_lists_reasons_in_order() {
         let mut r = BTreeMap::new();
-        r.insert("node(s) didn't match Pod's node affinity/selector".to_owned(), 2);
+        r.insert(
+            "node(s) didn't match Pod's node affinity/selector".to_owned(),
+            2,
+        );
         r.insert("Insufficient cpu".to_owned(), 1);
         assert_eq!(
             unschedulable_message(3, &r),

@@ -112,8 +112,13 @@ impl Cluster {
     /// Registers a Ready node with these labels (plus `kubernetes.io/hostname`) and starts its
     /// fake kubelet.
     pub async fn node(&self, name: &str, labels: &[(&str, &str)]) -> Result<FakeNode> {
-        self.node_with(name, labels, json!([]), json!({"cpu": "4", "memory": "8Gi", "pods": "110"}))
-            .await
+        self.node_with(
+            name,
+            labels,
+            json!([]),
+            json!({"cpu": "4", "memory": "8Gi", "pods": "110"}),
+        )
+        .await
     }
 
     pub async fn node_with(
