@@ -124,15 +124,16 @@ fn target_port(pod: &Pod, target: Option<&IntOrString>, port: i32) -> Option<i32
     }
 }
 
+/// A pod's resolved ports: (name, port, protocol) per service port.
+type PortList = Vec<(String, i32, String)>;
+
 /// The subsets for a service: pods grouped by their resolved port list, sorted for a stable
 /// comparison with what is stored.
 pub(crate) fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
     let spec = svc.spec.clone().unwrap_or_default();
     let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
-    let mut groups: BTreeMap<
-        Vec<(String, i32, String)>,
-        (Vec<EndpointAddress>, Vec<EndpointAddress>),
-    > = BTreeMap::new();
+    let mut groups: BTreeMap<PortList, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
     for p in pods {
         let Some(ip) = p
             .status
@@ -142,7 +143,7 @@ pub(crate) fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
         else {
             continue;
         };
-        let ports: Vec<(String, i32, String)> = spec
+        let ports: PortList = spec
             .ports
             .iter()
             .flatten()

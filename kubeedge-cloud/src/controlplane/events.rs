@@ -19,6 +19,9 @@ pub(crate) const NORMAL: &str = "Normal";
 /// Event type `Warning`.
 pub(crate) const WARNING: &str = "Warning";
 
+/// (object uid, reason, message).
+type SeriesKey = (String, String, String);
+
 #[derive(Clone)]
 struct Series {
     namespace: String,
@@ -30,7 +33,7 @@ struct Series {
 #[derive(Clone)]
 pub(crate) struct Recorder {
     client: Client,
-    series: Arc<Mutex<HashMap<(String, String, String), Series>>>,
+    series: Arc<Mutex<HashMap<SeriesKey, Series>>>,
 }
 
 impl std::fmt::Debug for Recorder {

@@ -410,15 +410,16 @@ mod tests {
             .expect("pod")
         };
         let five = Duration::from_secs(5);
-        let plain = eviction_time(&pod(json!([])), &[taint.clone()], five, now).expect("due");
+        let plain =
+            eviction_time(&pod(json!([])), std::slice::from_ref(&taint), five, now).expect("due");
         assert_eq!(plain.as_second() - now.as_second(), 5);
         let forever =
             pod(json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]));
-        assert!(eviction_time(&forever, &[taint.clone()], five, now).is_none());
+        assert!(eviction_time(&forever, std::slice::from_ref(&taint), five, now).is_none());
         let short = pod(
             json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1}]),
         );
-        let at = eviction_time(&short, &[taint.clone()], five, now).expect("due");
+        let at = eviction_time(&short, std::slice::from_ref(&taint), five, now).expect("due");
         assert_eq!(at.as_second() - now.as_second(), 1);
         let other = Taint {
             key: "dedicated".into(),
