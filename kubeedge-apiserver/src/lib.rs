@@ -9,9 +9,9 @@
 //!
 //! Served: discovery (aggregated v2 when asked, unaggregated otherwise), `/version`, health
 //! endpoints, minimal OpenAPI documents, get/list/watch/create/update/patch/delete/
-//! deletecollection, `status` and `scale` subresources, label and field selectors, `as=Table`,
-//! the core and apps types kubeedge needs, and CustomResourceDefinitions (validated against
-//! their structural schema).
+//! deletecollection, the `status`, `scale` and pod `binding` subresources, label and field
+//! selectors, `as=Table`, the core and apps types kubeedge needs, and
+//! CustomResourceDefinitions (validated against their structural schema).
 //!
 //! Not provided: controllers (a Deployment creates no pods here; the cloud's embedded control
 //! plane runs those), authorization (every authenticated user may do everything), admission

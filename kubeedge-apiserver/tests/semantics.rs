@@ -270,3 +270,77 @@ async fn deletion_semantics() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_assigns_a_pod_once() -> anyhow::Result<()> {
+    let (_dir, _svc, client) = common::in_process(SqliteConfig::default()).await?;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(pod("web", None, "Pending"))?,
+        )
+        .await?;
+    let binding = |node: &str, uid: Option<String>| {
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web", "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+    };
+    // A binding for another pod of that name is refused.
+    let r: kube::Result<Value> = pods
+        .create_subresource(
+            "binding",
+            "web",
+            &PostParams::default(),
+            &binding("edge-1", Some("not-the-uid".into())),
+        )
+        .await;
+    ensure!(
+        matches!(&r, Err(kube::Error::Api(s)) if s.code == 409),
+        "{r:?}"
+    );
+    let r: Value = pods
+        .create_subresource(
+            "binding",
+            "web",
+            &PostParams::default(),
+            &binding("edge-1", created.metadata.uid.clone()),
+        )
+        .await?;
+    ensure!(r["status"] == "Success", "{r}");
+    let p = pods.get("web").await?;
+    ensure!(p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("edge-1"));
+    let scheduled = p
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|c| c.type_ == "PodScheduled" && c.status == "True");
+    ensure!(scheduled, "no PodScheduled=True");
+    // Bound already: a second binding is a conflict.
+    let r: kube::Result<Value> = pods
+        .create_subresource(
+            "binding",
+            "web",
+            &PostParams::default(),
+            &binding("edge-2", None),
+        )
+        .await;
+    ensure!(
+        matches!(&r, Err(kube::Error::Api(s)) if s.code == 409),
+        "{r:?}"
+    );
+    // A binding without a target is invalid.
+    let r: kube::Result<Value> = pods
+        .create_subresource(
+            "binding",
+            "web",
+            &PostParams::default(),
+            &json!({"kind": "Binding", "target": {}}),
+        )
+        .await;
+    ensure!(
+        matches!(&r, Err(kube::Error::Api(s)) if s.code == 422),
+        "{r:?}"
+    );
+    Ok(())
+}

@@ -201,11 +201,13 @@ where
     }
 }
 
+mod bind;
 mod create;
 mod delete;
 mod update;
 mod watch;
 
+use bind::bind;
 use create::create;
 use delete::{delete, delete_collection};
 use update::{load, patch_object, scale_of, update};
@@ -532,6 +534,15 @@ where
         };
     }
     match (m, &target.name, target.sub.as_deref()) {
+        (&Method::POST, Some(_), Some("binding")) => {
+            let b = read().await?;
+            bind(inner, target, ctx, &b).await
+        }
+        (_, Some(_), Some("binding")) => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {m}"),
+        )),
         (&Method::GET, None, _) if ctx.flag("watch") => watch(inner, target, ctx),
         (&Method::GET, None, _) => list(inner, target, ctx).await,
         (&Method::GET, Some(_), sub) => get(inner, target, ctx, sub).await,
@@ -598,6 +609,7 @@ fn resolve(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> Result<
         Some("status") if def.status => {}
         Some("scale") if def.scale.is_some() => {}
         Some("finalize") if def.kind == "Namespace" => {}
+        Some("binding") if def.kind == "Pod" => {}
         Some(_) => return Err(ApiError::not_found_path()),
     }
     Ok(Target {
