@@ -365,9 +365,21 @@ fn api_not_found(what: &str, name: &str) -> kube::core::Status {
     kube::core::Status::failure(&format!("{what} \"{name}\" not found"), "NotFound").with_code(404)
 }
 
-/// The pod `node` may write: bound to it. `Err` carries the reply-worthy status.
-async fn bound_pod(ctx: &Ctx, node: &str, ns: &str, name: &str) -> Result<Pod, StatusError> {
-    let pod = match ctx.cached_pod(ns, name) {
+/// The pod `node` may write: bound to it. `Err` carries the reply-worthy status. `fresh`
+/// reads the API rather than the watch cache (status writes compare against it).
+async fn bound_pod(
+    ctx: &Ctx,
+    node: &str,
+    ns: &str,
+    name: &str,
+    fresh: bool,
+) -> Result<Pod, StatusError> {
+    let cached = if fresh {
+        None
+    } else {
+        ctx.cached_pod(ns, name)
+    };
+    let pod = match cached {
         Some(p) => (*p).clone(),
         None => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -473,7 +485,7 @@ async fn patch_pod(ctx: &Ctx, node: &str, msg: &Message, ns: &str, name: &str) -
         }
     };
     let sent_uid = uid_in(&patch);
-    let pod = match bound_pod(ctx, node, ns, name).await {
+    let pod = match bound_pod(ctx, node, ns, name, true).await {
         Ok(p) => p,
         Err(err) => {
             if err.err_status.code == 404 {
@@ -531,7 +543,7 @@ async fn pod_status(ctx: &Ctx, node: &str, msg: &Message, ns: &str, name: &str) 
     };
     for r in reqs {
         let pod_name = if r.name.is_empty() { name } else { &r.name };
-        let pod = match bound_pod(ctx, node, ns, pod_name).await {
+        let pod = match bound_pod(ctx, node, ns, pod_name, true).await {
             Ok(p) => p,
             Err(err) => {
                 if err.err_status.code == 404 && !r.uid.is_empty() {
@@ -585,7 +597,7 @@ async fn delete_pod(ctx: &Ctx, node: &str, msg: &Message, ns: &str, name: &str) 
             });
         }
     }
-    match bound_pod(ctx, node, ns, name).await {
+    match bound_pod(ctx, node, ns, name, false).await {
         Ok(_) => {}
         Err(e) if e.err_status.code == 404 => return reply(msg, Content::string("OK"), ""),
         Err(e) => return error_reply(ctx, msg, &e.err_status.message),

@@ -626,7 +626,8 @@ fn lookup(inner: &Inner, node: &str, t: &Tracked) -> Live {
 }
 
 async fn resync_node(inner: &Inner, node: &str) {
-    for (uid, e) in inner.ledger().rows(node) {
+    let rows = inner.ledger().rows(node);
+    for (uid, e) in rows {
         let live = match lookup(inner, node, &e.object) {
             Live::NotMine => fetch(&inner.client, &e.object).await,
             other => other,
