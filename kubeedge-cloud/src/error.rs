@@ -69,3 +69,55 @@ pub enum HubError {
     #[error("invalid node id {0:?}")]
     InvalidNode(String),
 }
+
+/// Controller failures (edge, sync and dynamic controllers, and the cloudcore assembly).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControllerError {
+    /// A Kubernetes API call failed. Retryable unless the API refused the request itself.
+    #[error("kubernetes api: {what}")]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// A watch stream ended for good.
+    #[error("watch of {what} ended")]
+    WatchEnded {
+        /// What was watched.
+        what: &'static str,
+    },
+    /// The hub refused a message or shut down.
+    #[error("hub")]
+    Hub(#[source] HubError),
+    /// A message content could not be encoded or decoded.
+    #[error("message content")]
+    Content(#[source] kubeedge_proto::ContentError),
+    /// Certificates could not be prepared.
+    #[error("certificates")]
+    Cert(#[source] CertError),
+    /// A listener could not be bound or served.
+    #[error("{what}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl ControllerError {
+    /// A Kubernetes API failure while doing `what`.
+    pub fn kube(what: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+}

@@ -126,8 +126,12 @@ pub mod reliablesyncs {
     #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct ObjectSyncSpec {
-        /// The object's apiVersion.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
+        /// The object's apiVersion (upstream's key is `objectAPIVersion`).
+        #[serde(
+            rename = "objectAPIVersion",
+            default,
+            skip_serializing_if = "String::is_empty"
+        )]
         pub object_api_version: String,
         /// The object's kind (upstream stores the lower-case resource type).
         #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use kubeedge_proto::{ack_mode, Compat, Message};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tokio_util::task::TaskTracker;
@@ -90,6 +90,34 @@ pub struct Upstream {
     pub msg: Message,
 }
 
+/// What happened on the hub, for controllers that keep state per node (the sync ledger).
+/// Delivered on a bounded broadcast: a receiver that lags misses events and should
+/// reconcile from scratch.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum HubEvent {
+    /// A session for `node` started.
+    Connected {
+        /// The node.
+        node: String,
+    },
+    /// The session for `node` ended.
+    Disconnected {
+        /// The node.
+        node: String,
+    },
+    /// `node` acked an ACK-mode message (edge-view resource); it is done.
+    Acked {
+        /// The node.
+        node: String,
+        /// The message that was acked.
+        msg: Arc<Message>,
+    },
+}
+
+/// Events buffered per receiver before it lags.
+const EVENT_CAPACITY: usize = 16 * 1024;
+
 struct NodeState {
     outbox: Mutex<Outbox>,
     wake: Notify,
@@ -121,6 +149,7 @@ struct Inner {
     nodes: Mutex<HashMap<String, Arc<NodeState>>>,
     connected: AtomicUsize,
     upstream: mpsc::Sender<Upstream>,
+    events: broadcast::Sender<HubEvent>,
     tracker: TaskTracker,
 }
 
@@ -177,6 +206,20 @@ impl Downstream {
         Ok(push_with(&state, msg, self.inner.config.compat, permit))
     }
 
+    /// Queue `msg` for `node` if its outbox has room now; otherwise hand the message back
+    /// (`Err(TrySend::Full(msg))`) without waiting.
+    pub fn try_send(&self, node: &str, msg: Message) -> Result<Pushed, TrySend> {
+        if node.is_empty() || node.contains('/') {
+            return Err(TrySend::Failed(HubError::InvalidNode(node.to_owned())));
+        }
+        let state = self.inner.node(node);
+        match state.space.clone().try_acquire_owned() {
+            Ok(permit) => Ok(push_with(&state, msg, self.inner.config.compat, permit)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Err(TrySend::Full(msg)),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(TrySend::Failed(HubError::Closed)),
+        }
+    }
+
     /// A [`tower::Service`] for one node whose `poll_ready` is ready exactly when that node's
     /// outbox has room.
     pub fn to_node(&self, node: &str) -> Result<NodeSender, HubError> {
@@ -201,6 +244,16 @@ impl Downstream {
             .unwrap_or_else(PoisonError::into_inner);
         nodes.get(node).map_or(0, |n| n.outbox().len())
     }
+}
+
+/// Why [`Downstream::try_send`] did not queue a message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrySend {
+    /// The node's outbox is full right now; here is the message back.
+    Full(Message),
+    /// The message can never be sent.
+    Failed(HubError),
 }
 
 /// The next connection, or `None` once `cancel` fires. Accept errors (such as running out of
@@ -298,6 +351,7 @@ impl CloudHub {
             nodes: Mutex::new(HashMap::new()),
             connected: AtomicUsize::new(0),
             upstream: tx,
+            events: broadcast::channel(EVENT_CAPACITY).0,
             tracker: TaskTracker::new(),
         });
         (
@@ -307,6 +361,42 @@ impl CloudHub {
             Downstream { inner },
             rx,
         )
+    }
+
+    /// Subscribe to connection and ack events from now on.
+    pub fn events(&self) -> broadcast::Receiver<HubEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// True when `node` has a live session.
+    pub fn is_connected(&self, node: &str) -> bool {
+        let state = {
+            let nodes = self
+                .inner
+                .nodes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            nodes.get(node).cloned()
+        };
+        state.is_some_and(|s| s.session.try_lock().map_or(true, |h| h.is_some()))
+    }
+
+    /// End `node`'s session, if any (upstream closes it when the Node object is deleted). The
+    /// edge may reconnect.
+    pub async fn disconnect(&self, node: &str) {
+        let state = {
+            let nodes = self
+                .inner
+                .nodes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            nodes.get(node).cloned()
+        };
+        if let Some(state) = state {
+            if let Some(h) = state.session.lock().await.as_ref() {
+                h.cancel();
+            }
+        }
     }
 
     /// Nodes with a live session.

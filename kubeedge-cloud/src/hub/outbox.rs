@@ -215,18 +215,25 @@ impl Outbox {
 
     /// The edge acked `parent`; returns true when it matched an in-flight message.
     pub fn ack(&mut self, parent: &MessageId) -> bool {
-        let Some(key) = self.inflight_ids.remove(parent) else {
-            return false;
-        };
+        self.take_acked(parent).is_some()
+    }
+
+    /// The edge acked `parent`: the in-flight message it matched, now done.
+    pub fn take_acked(&mut self, parent: &MessageId) -> Option<Message> {
+        let key = self.inflight_ids.remove(parent)?;
         self.inflight = self.inflight.saturating_sub(1);
+        let mut acked = None;
         let remove = if let Some(slot) = self.slots.get_mut(&key) {
-            if let (Some(f), Key::Uid(uid)) = (slot.inflight.take(), &key) {
-                if is_delete_msg(&f.msg) {
-                    self.acked_rv.remove(uid);
-                } else {
-                    self.acked_rv
-                        .insert(uid.clone(), f.msg.header.resource_version);
+            if let Some(f) = slot.inflight.take() {
+                if let Key::Uid(uid) = &key {
+                    if is_delete_msg(&f.msg) {
+                        self.acked_rv.remove(uid);
+                    } else {
+                        self.acked_rv
+                            .insert(uid.clone(), f.msg.header.resource_version.clone());
+                    }
                 }
+                acked = Some(f.msg);
             }
             slot.pending.is_none()
         } else {
@@ -235,7 +242,7 @@ impl Outbox {
         if remove {
             self.slots.remove(&key);
         }
-        true
+        acked
     }
 
     /// A new session starts: everything in flight is due again at once (same msg_id).

@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{Inner, NodeState, Upstream};
+use super::{HubEvent, Inner, NodeState, Upstream};
 use crate::certs::{node_common_name, LEGACY_EDGE_CN};
 use crate::hub::tls::peer_identity;
 
@@ -28,6 +28,13 @@ pub(super) struct Handle {
     id: u64,
     cancel: CancellationToken,
     done: oneshot::Receiver<()>,
+}
+
+impl Handle {
+    /// Ask the session to end.
+    pub(super) fn cancel(&self) {
+        self.cancel.cancel();
+    }
 }
 
 static SESSION_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -143,6 +150,9 @@ pub(super) async fn accept(
     }
     inner.connected.fetch_add(1, Ordering::Relaxed);
     info!(node = %node_id, "edge node connected");
+    let _ = inner.events.send(HubEvent::Connected {
+        node: node_id.clone(),
+    });
     let span = tracing::info_span!("hub", node = %node_id);
     let result = run(&inner, &state, &node_id, ws, cancel.clone())
         .instrument(span)
@@ -157,6 +167,7 @@ pub(super) async fn accept(
     }
     let _ = done_tx.send(());
     info!(node = %node_id, reason = result, "edge node disconnected");
+    let _ = inner.events.send(HubEvent::Disconnected { node: node_id });
     Ok(())
 }
 
@@ -266,9 +277,11 @@ async fn run(
                         }
                     }
                     Some(Operation::Response) if msg.parent_id().is_some() => {
-                        let matched = msg.parent_id().is_some_and(|p| state.outbox().ack(p));
-                        if matched {
+                        let acked = msg.parent_id().and_then(|p| state.outbox().take_acked(p));
+                        if let Some(acked) = acked {
                             state.space.add_permits(1);
+                            // Nobody listening is fine: the events are hints for the ledger.
+                            let _ = inner.events.send(HubEvent::Acked { node: node.to_owned(), msg: Arc::new(acked) });
                         } else {
                             debug!(parent_id = ?msg.parent_id(), "ack for an unknown message");
                         }

@@ -1,0 +1,117 @@
+//! The controllers together behind one hub: the hub's upstream messages routed as upstream's
+//! cloudhub routes them (by source: `metaserver` → dynamic controller, `twin` → device
+//! controller, everything else → edge controller).
+
+use kubeedge_proto::Source;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::dynamiccontroller::{DynamicConfig, DynamicController};
+use crate::edgecontroller::{EdgeController, EdgeControllerConfig};
+use crate::error::ControllerError;
+use crate::hub::{CloudHub, Downstream, Upstream};
+use crate::synccontroller::{ensure_crds, SyncConfig, SyncController};
+
+/// Which controllers run, and their settings (`None` = disabled).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ControllersConfig {
+    /// Edge controller.
+    pub edge: Option<EdgeControllerConfig>,
+    /// Sync controller: with `None` the ledger stays in memory only.
+    pub sync: Option<SyncConfig>,
+    /// Dynamic controller.
+    pub dynamic: Option<DynamicConfig>,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        Self {
+            edge: Some(EdgeControllerConfig::default()),
+            sync: Some(SyncConfig::default()),
+            dynamic: Some(DynamicConfig::default()),
+        }
+    }
+}
+
+/// Run the controllers against `client` on `hub` until `cancel`, taking the hub's upstream
+/// messages.
+pub async fn run_controllers(
+    client: kube::Client,
+    hub: CloudHub,
+    down: Downstream,
+    mut upstream: mpsc::Receiver<Upstream>,
+    config: ControllersConfig,
+    cancel: CancellationToken,
+) -> Result<(), ControllerError> {
+    let persist = config.sync.is_some();
+    let sync_cfg = config.sync.clone().unwrap_or_default();
+    let sync = SyncController::new(client.clone(), hub.clone(), down, sync_cfg, persist);
+    if persist {
+        ensure_crds(&client, std::time::Duration::from_secs(30)).await?;
+        sync.load().await?;
+    }
+    let handle = sync.handle();
+    let (edge_tx, edge_rx) = mpsc::channel::<Upstream>(1024);
+    let (dyn_tx, dyn_rx) = mpsc::channel::<Upstream>(1024);
+    let edge = config
+        .edge
+        .clone()
+        .map(|c| EdgeController::new(client.clone(), hub.clone(), handle.clone(), c));
+    let dynamic = config
+        .dynamic
+        .clone()
+        .map(|c| DynamicController::new(client.clone(), handle.clone(), c));
+    info!(
+        edge = edge.is_some(),
+        dynamic = dynamic.is_some(),
+        sync = persist,
+        "controllers starting"
+    );
+    let edge_task = async {
+        match edge {
+            Some(e) => e.run(edge_rx, cancel.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let dyn_task = async {
+        match dynamic {
+            Some(d) => d.run(dyn_rx, cancel.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let sync_task = sync.run(cancel.clone());
+    let has_edge = config.edge.is_some();
+    let has_dyn = config.dynamic.is_some();
+    let dispatch = async {
+        loop {
+            let up = tokio::select! {
+                _ = cancel.cancelled() => break,
+                up = upstream.recv() => match up { Some(u) => u, None => break },
+            };
+            let target = match up.msg.route.source {
+                Some(Source::MetaServer) if has_dyn => &dyn_tx,
+                Some(Source::MetaServer) => {
+                    debug!(node = %up.node, "dynamic controller disabled: application dropped");
+                    continue;
+                }
+                Some(Source::Twin) => {
+                    debug!(node = %up.node, resource = %up.msg.route.resource, "no device controller: dropped");
+                    continue;
+                }
+                _ if has_edge => &edge_tx,
+                _ => continue,
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = target.send(up) => if r.is_err() { warn!("controller stopped"); break },
+            }
+        }
+        drop(edge_tx);
+        drop(dyn_tx);
+        Ok::<(), ControllerError>(())
+    };
+    let (a, b, c, d) = tokio::join!(edge_task, dyn_task, sync_task, dispatch);
+    a.and(b).and(c).and(d)
+}
