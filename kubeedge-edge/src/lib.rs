@@ -6,9 +6,11 @@
 //!   detection, reconnect with backoff and jitter, rate limit, request/reply).
 //! - [`meta`]: MetaManager, persisting pushes on SQLite (group commit) and acking after commit.
 //! - [`router`]: routes inbound messages to the modules as upstream's edgehub does.
+//! - [`edged`]: the kubelet of the edge: pods on Docker, pod and node status, reconciliation.
 
 pub mod config;
 mod core;
+pub mod edged;
 mod error;
 pub mod hub;
 pub mod meta;
