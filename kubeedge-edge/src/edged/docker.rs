@@ -223,6 +223,10 @@ impl ContainerRuntime for DockerRuntime {
             NetworkMode::Container(id) => Some(format!("container:{id}")),
         };
         let share = c.share_with.as_ref().map(|id| format!("container:{id}"));
+        // A sandbox lends its IPC namespace to the pod's containers.
+        let ipc_mode = share.clone().or_else(|| {
+            (!matches!(c.network, NetworkMode::Container(_))).then(|| "shareable".to_owned())
+        });
         let binds: Vec<String> = c
             .mounts
             .iter()
@@ -239,7 +243,7 @@ impl ContainerRuntime for DockerRuntime {
             binds: Some(binds).filter(|b| !b.is_empty()),
             network_mode,
             port_bindings: Some(port_bindings).filter(|p| !p.is_empty()),
-            ipc_mode: share.clone(),
+            ipc_mode,
             pid_mode: share,
             memory: c.memory_limit,
             nano_cpus: c.nano_cpus,

@@ -654,9 +654,10 @@ impl PodLifecycle {
                         ));
                     }
                     _ => {
+                        // The exited instance stays until the next one exits, as kubelet
+                        // keeps it: its state is the new one's lastState.
                         t.next_start = None;
                         t.restart_count = attempt + 1;
-                        out.push(Action::Remove { id });
                         out.push(Action::Start {
                             container: name.to_owned(),
                             attempt: attempt + 1,

@@ -181,9 +181,8 @@ impl<R: ContainerRuntime> Edged<R> {
         (Self { shared, rx }, tx, EdgedHandle { statuses: st_rx })
     }
 
-    /// Stored pods, with orphan containers (no stored pod owns them) removed.
-    async fn reconcile(&self) -> Result<Vec<Pod>, EdgedError> {
-        let cfg = &self.shared.cfg;
+    /// The stored pods bound to this node.
+    async fn stored_pods(&self) -> Result<Vec<Pod>, EdgedError> {
         let mut pods = Vec::new();
         for r in self.shared.link.db().list("pod").await? {
             match serde_json::from_str::<Pod>(&r.value) {
@@ -192,10 +191,12 @@ impl<R: ContainerRuntime> Edged<R> {
                 Err(e) => warn!(pod = %r.key, error = %e, "stored pod does not decode; skipped"),
             }
         }
-        let uids: HashSet<&str> = pods
-            .iter()
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
+        Ok(pods)
+    }
+
+    /// Remove this node's containers (and pod directories) that no known pod owns.
+    async fn remove_orphans(&self, uids: &HashSet<String>) -> Result<(), EdgedError> {
+        let cfg = &self.shared.cfg;
         let containers = self
             .shared
             .runtime
@@ -211,12 +212,12 @@ impl<R: ContainerRuntime> Edged<R> {
         if let Ok(dirs) = std::fs::read_dir(cfg.root_dir.join("pods")) {
             for d in dirs.flatten() {
                 let name = d.file_name().to_string_lossy().into_owned();
-                if !uids.contains(name.as_str()) {
+                if !uids.contains(&name) {
                     let _ = std::fs::remove_dir_all(d.path());
                 }
             }
         }
-        Ok(pods)
+        Ok(())
     }
 
     fn owns(&self, pod: &Pod) -> bool {
@@ -324,10 +325,10 @@ impl<R: ContainerRuntime> Edged<R> {
         ));
         let mut retry = Duration::from_millis(200);
         let pods = loop {
-            match self.reconcile().await {
+            match self.stored_pods().await {
                 Ok(p) => break p,
                 Err(e) => {
-                    warn!(error = %e, retry_in = ?retry, "edged cannot reconcile yet");
+                    warn!(error = %e, retry_in = ?retry, "edged cannot read its pods yet");
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(retry) => {}
@@ -336,12 +337,18 @@ impl<R: ContainerRuntime> Edged<R> {
                 }
             }
         };
-        info!(pods = pods.len(), node = %self.shared.cfg.node_name, "edged reconciled");
+        info!(pods = pods.len(), node = %self.shared.cfg.node_name, "edged starting its stored pods");
         let (fin_tx, mut fin_rx) = mpsc::channel(64);
         let mut workers = HashMap::new();
         for p in pods {
             self.start_worker(p, &mut workers, &fin_tx, &cancel);
         }
+        // Orphans go once the runtime answers; the pods' workers adopt their own containers
+        // (and retry on their own while the runtime is down).
+        let mut orphans_done = false;
+        let mut orphan_retry = Duration::from_millis(100);
+        let orphan_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(orphan_timer);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -350,6 +357,20 @@ impl<R: ContainerRuntime> Edged<R> {
                     None => break,
                 },
                 Some(uid) = fin_rx.recv() => { workers.remove(&uid); }
+                _ = &mut orphan_timer, if !orphans_done => {
+                    let uids: HashSet<String> = workers.keys().cloned().collect();
+                    match self.remove_orphans(&uids).await {
+                        Ok(()) => {
+                            orphans_done = true;
+                            info!(node = %self.shared.cfg.node_name, "edged reconciled with the runtime");
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "orphan removal postponed");
+                            orphan_retry = (orphan_retry * 2).min(Duration::from_secs(5));
+                            orphan_timer.as_mut().reset(tokio::time::Instant::now() + orphan_retry);
+                        }
+                    }
+                }
             }
         }
         drop(workers);

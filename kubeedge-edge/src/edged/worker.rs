@@ -738,6 +738,19 @@ impl<R: ContainerRuntime> Worker<R> {
 
     async fn finish(&mut self) {
         self.report().await;
+        // Earlier instances kept for lastState go too.
+        let uid = self.uid().to_owned();
+        let node = self.shared.cfg.node_name.clone();
+        if let Ok(list) = self
+            .shared
+            .runtime
+            .list_containers(&[(LABEL_POD_UID, &uid), (LABEL_NODE, &node)])
+            .await
+        {
+            for c in list {
+                let _ = self.shared.runtime.remove_container(&c.id).await;
+            }
+        }
         let dir = volumes::pod_dir(&self.shared.cfg.root_dir, self.uid());
         let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
         if let Ok(Err(e)) = removed {
