@@ -193,7 +193,10 @@ async fn answer_loop(
         let object = if u.msg.content.is_string() {
             serde_json::from_slice::<serde_json::Value>(&u.msg.content.bytes()).unwrap_or_default()
         } else {
-            u.msg.content.decode::<serde_json::Value>().unwrap_or_default()
+            u.msg
+                .content
+                .decode::<serde_json::Value>()
+                .unwrap_or_default()
         };
         let body = if op == "delete" {
             Content::string("OK")
@@ -272,4 +275,3 @@ pub fn remove_node_containers(node: &str) {
         ))
         .status();
 }
-

@@ -86,11 +86,15 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
     let tracker = TaskTracker::new();
     // Edged starts now, with the stored pods, whether or not the cloud is reachable.
     let (cloud_tx, cloud_rx) = watch::channel(None);
-    let edged_tx = config
-        .modules
-        .edged
-        .enable
-        .then(|| edged::spawn(&tracker, cancel.child_token(), &config.modules.edged, db.clone(), cloud_rx));
+    let edged_tx = config.modules.edged.enable.then(|| {
+        edged::spawn(
+            &tracker,
+            cancel.child_token(),
+            &config.modules.edged,
+            db.clone(),
+            cloud_rx,
+        )
+    });
     let node = config.node_name().to_owned();
     let https = config.modules.edge_hub.http_server.clone();
     let remote_timeout = config.remote_query_timeout();

@@ -28,12 +28,20 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
     let h = Harness::start("bad").await?;
     let mut missing = container("c", "sleep 3600");
     missing["image"] = json!("kubeedge-rs-test/does-not-exist:0");
-    h.push("insert", "pod", pod("noimage", json!({"containers": [missing]})))
-        .await?;
+    h.push(
+        "insert",
+        "pod",
+        pod("noimage", json!({"containers": [missing]})),
+    )
+    .await?;
     let mut badcmd = container("c", "");
     badcmd["command"] = json!(["/no/such/binary"]);
-    h.push("insert", "pod", pod("badcmd", json!({"containers": [badcmd]})))
-        .await?;
+    h.push(
+        "insert",
+        "pod",
+        pod("badcmd", json!({"containers": [badcmd]})),
+    )
+    .await?;
     let mut badvol = container("c", "sleep 3600");
     badvol["volumeMounts"] = json!([{"name": "v", "mountPath": "/v"}]);
     h.push(
@@ -48,7 +56,10 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
     h.push(
         "insert",
         "pod",
-        pod("good", json!({"containers": [container("c", "sleep 3600")]})),
+        pod(
+            "good",
+            json!({"containers": [container("c", "sleep 3600")]}),
+        ),
     )
     .await?;
 
@@ -127,7 +138,8 @@ impl DockerProxy {
         tokio::spawn(async move {
             while let Ok((mut a, _)) = l.accept().await {
                 tokio::spawn(async move {
-                    if let Ok(mut b) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                    if let Ok(mut b) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
                     }
                 });
@@ -142,12 +154,18 @@ async fn docker_down_is_retried_not_fatal() -> Result<()> {
     // The image exists (built through the real socket).
     ensure_image(&DockerRuntime::new("unix:///var/run/docker.sock")).await?;
     let proxy = DockerProxy::new()?;
-    let rt = Arc::new(DockerRuntime::new(format!("unix://{}", proxy.path.display())));
+    let rt = Arc::new(DockerRuntime::new(format!(
+        "unix://{}",
+        proxy.path.display()
+    )));
     let h = Harness::start_on("down", rt, |_| {}).await?;
     h.push(
         "insert",
         "pod",
-        pod("survivor", json!({"containers": [container("c", "sleep 3600")]})),
+        pod(
+            "survivor",
+            json!({"containers": [container("c", "sleep 3600")]}),
+        ),
     )
     .await?;
     // No engine: edged keeps going and says why the pod does not run.

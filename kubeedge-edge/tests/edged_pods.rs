@@ -79,7 +79,9 @@ async fn web_pod_serves_its_configmap_on_a_host_port() -> Result<()> {
 
     // The status went out through the podpatch path: a JSON string with the pod's UID.
     let out = h.outbox().await?;
-    let patch = out.get("default/podpatch/web").context("podpatch in the outbox")?;
+    let patch = out
+        .get("default/podpatch/web")
+        .context("podpatch in the outbox")?;
     assert_eq!(patch.route.operation_str(), "patch");
     assert_eq!(patch.route.source_str(), "edged");
     assert_eq!(patch.route.group_str(), "meta");
@@ -117,7 +119,10 @@ async fn env_value_from_and_secret_files_follow_updates() -> Result<()> {
     h.push(
         "update",
         "secret",
-        secret("creds", json!({"password": "czNjcmV0", "token": "dG9rZW4tMQ=="})),
+        secret(
+            "creds",
+            json!({"password": "czNjcmV0", "token": "dG9rZW4tMQ=="}),
+        ),
     )
     .await?;
     let mut c = container("app", "sleep 3600");
@@ -131,6 +136,11 @@ async fn env_value_from_and_secret_files_follow_updates() -> Result<()> {
         {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]);
     c["envFrom"] = json!([{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}]);
+    c["workingDir"] = json!("/etc");
+    c["securityContext"] = json!({"runAsUser": 1234});
+    c["resources"] = json!({"limits": {"memory": "64Mi", "cpu": "500m"}});
+    let mut init = container("init", "echo init-done > /scratch/init");
+    init["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}]);
     c["volumeMounts"] = json!([
         {"name": "creds", "mountPath": "/etc/creds"},
         {"name": "info", "mountPath": "/etc/podinfo"},
@@ -138,7 +148,7 @@ async fn env_value_from_and_secret_files_follow_updates() -> Result<()> {
     ]);
     let p = pod(
         "env",
-        json!({"nodeName": h.node, "containers": [c], "volumes": [
+        json!({"nodeName": h.node, "initContainers": [init], "containers": [c], "volumes": [
             {"name": "creds", "secret": {"secretName": "creds"}},
             {"name": "info", "downwardAPI": {"items": [
                 {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
@@ -148,7 +158,9 @@ async fn env_value_from_and_secret_files_follow_updates() -> Result<()> {
     );
     h.push("insert", "pod", p).await?;
     let st = h
-        .wait_status("default/env", LIMIT, |s| s.phase.as_deref() == Some("Running") && cstatus(s, "app").is_some_and(|c| c.ready))
+        .wait_status("default/env", LIMIT, |s| {
+            s.phase.as_deref() == Some("Running") && cstatus(s, "app").is_some_and(|c| c.ready)
+        })
         .await?;
     let id = cstatus(&st, "app")
         .and_then(|c| c.container_id.clone())
@@ -161,7 +173,11 @@ async fn env_value_from_and_secret_files_follow_updates() -> Result<()> {
         let cmd = cmd.to_owned();
         async move {
             let out = rt
-                .exec_sync(&id, vec!["sh".into(), "-c".into(), cmd], Duration::from_secs(5))
+                .exec_sync(
+                    &id,
+                    vec!["sh".into(), "-c".into(), cmd],
+                    Duration::from_secs(5),
+                )
                 .await?;
             anyhow::Ok(String::from_utf8_lossy(&out.output).into_owned())
         }
@@ -184,8 +200,30 @@ async fn env_value_from_and_secret_files_follow_updates() -> Result<()> {
     assert_eq!(exec("cat /etc/creds/password").await?, "s3cret");
     assert_eq!(exec("cat /etc/creds/token").await?, "token-1");
     assert_eq!(exec("cat /etc/podinfo/name").await?, "env");
-    assert!(exec("cat /etc/podinfo/labels").await?.contains("app=\"env\""));
-    assert_eq!(exec("echo ok > /scratch/f && cat /scratch/f").await?, "ok\n");
+    assert!(exec("cat /etc/podinfo/labels")
+        .await?
+        .contains("app=\"env\""));
+    assert_eq!(
+        exec("cat /scratch/init").await?,
+        "init-done\n",
+        "init container ran first"
+    );
+    assert_eq!(condition(&st, "Initialized").as_deref(), Some("True"));
+    assert_eq!(exec("pwd").await?, "/etc\n", "workingDir");
+    assert_eq!(exec("id -u").await?, "1234\n", "runAsUser");
+    // Limits are Docker's: 64 MiB and half a CPU.
+    let out = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+            &id,
+        ])
+        .output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "67108864 500000000"
+    );
 
     // A secret update reaches the mounted files ("n3w" = bjN3).
     h.push(
@@ -210,7 +248,10 @@ async fn crashing_container_backs_off_and_counts_restarts() -> Result<()> {
     h.push(
         "insert",
         "pod",
-        pod("crash", json!({"containers": [container("c", "echo bye; exit 3")]})),
+        pod(
+            "crash",
+            json!({"containers": [container("c", "echo bye; exit 3")]}),
+        ),
     )
     .await?;
     let mut seen = Vec::new();
@@ -228,7 +269,11 @@ async fn crashing_container_backs_off_and_counts_restarts() -> Result<()> {
         if waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff") {
             backoff_seen = true;
             let last = c.last_state.as_ref().and_then(|l| l.terminated.as_ref());
-            assert_eq!(last.map(|t| t.exit_code), Some(3), "lastState holds the exit");
+            assert_eq!(
+                last.map(|t| t.exit_code),
+                Some(3),
+                "lastState holds the exit"
+            );
         }
         let n = c.restart_count as usize;
         if n > seen.len() {
@@ -291,7 +336,8 @@ async fn graceful_delete_runs_pre_stop_and_honours_the_grace_period() -> Result<
     std::fs::create_dir_all(&out)?;
     // It ignores SIGTERM: only the grace period's SIGKILL ends it.
     let mut c = container("app", "trap '' TERM; sleep 3600 & wait");
-    c["lifecycle"] = json!({"preStop": {"exec": {"command": ["sh", "-c", "date +%s > /out/prestop"]}}});
+    c["lifecycle"] =
+        json!({"preStop": {"exec": {"command": ["sh", "-c", "date +%s > /out/prestop"]}}});
     c["volumeMounts"] = json!([{"name": "out", "mountPath": "/out"}]);
     let mut p = pod(
         "grace",
@@ -315,7 +361,10 @@ async fn graceful_delete_runs_pre_stop_and_honours_the_grace_period() -> Result<
         took >= Duration::from_millis(1900),
         "stopped after {took:?}, before the grace period"
     );
-    assert!(took < Duration::from_secs(6), "grace not enforced: {took:?}");
+    assert!(
+        took < Duration::from_secs(6),
+        "grace not enforced: {took:?}"
+    );
     assert!(h.containers().await?.is_empty(), "containers removed");
     // Edged deletes the pod upstream once it is stopped.
     let outbox = h.outbox().await?;
@@ -323,5 +372,58 @@ async fn graceful_delete_runs_pre_stop_and_honours_the_grace_period() -> Result<
     assert_eq!(del.route.operation_str(), "delete");
     let v: serde_json::Value = del.content.decode()?;
     assert_eq!(v["gracePeriodSeconds"], 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pod_listens_on_the_host() -> Result<()> {
+    let h = Harness::start("hostnet").await?;
+    let port = free_port()?;
+    let mut c = container("web", &format!("exec httpd -f -p 127.0.0.1:{port} -h /etc"));
+    c["readinessProbe"] = json!({"tcpSocket": {"port": port}, "periodSeconds": 1});
+    h.push(
+        "insert",
+        "pod",
+        pod("hostnet", json!({"hostNetwork": true, "containers": [c]})),
+    )
+    .await?;
+    let st = h
+        .wait_status("default/hostnet", LIMIT, |s| {
+            condition(s, "Ready").as_deref() == Some("True")
+        })
+        .await?;
+    assert_eq!(
+        st.pod_ip, st.host_ip,
+        "a host-network pod has the node's address"
+    );
+    eventually("http on the host's loopback", LIMIT, || async {
+        http_get(port, "/").await
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_push_removes_the_pod() -> Result<()> {
+    // What the cloud sends at reconnect for a pod deleted while the edge was offline.
+    let h = Harness::start("delpush").await?;
+    let p = pod(
+        "victim",
+        json!({"terminationGracePeriodSeconds": 1, "containers": [container("c", "sleep 3600")]}),
+    );
+    h.push("insert", "pod", p.clone()).await?;
+    h.wait_status("default/victim", LIMIT, |s| {
+        condition(s, "Ready").as_deref() == Some("True")
+    })
+    .await?;
+    let minimal = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "victim", "namespace": "default", "uid": p["metadata"]["uid"]}});
+    h.push("delete", "pod", minimal).await?;
+    h.wait_gone("default/victim", LIMIT).await?;
+    assert!(h.containers().await?.is_empty());
+    assert!(
+        !h.outbox().await?.contains_key("default/pod/victim"),
+        "the cloud already deleted it: no delete is sent back"
+    );
     Ok(())
 }

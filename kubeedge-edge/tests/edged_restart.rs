@@ -41,7 +41,8 @@ async fn edged_child() -> Result<()> {
     let rt = Arc::new(DockerRuntime::new("unix:///var/run/docker.sock"));
     let (edged, _tx, _handle) = Edged::new(cfg, rt, Link::new(db, cloud_rx));
     // Bounded, so that a child never outlives a failed parent for long.
-    let _ = tokio::time::timeout(Duration::from_secs(90), edged.run(CancellationToken::new())).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(90), edged.run(CancellationToken::new())).await;
     Ok(())
 }
 
@@ -125,8 +126,14 @@ async fn kill_9_then_restart_adopts_containers_and_removes_orphans() -> Result<(
     let dir = tempfile::tempdir()?;
     let (store, _) = SqliteStore::open(&dir.path().join("edgecore.db"))?;
     let db = MetaDb::spawn(store);
-    let keep = pod("keep", json!({"containers": [container("app", "sleep 3600")]}));
-    let gone = pod("gone", json!({"containers": [container("app", "sleep 3600")]}));
+    let keep = pod(
+        "keep",
+        json!({"containers": [container("app", "sleep 3600")]}),
+    );
+    let gone = pod(
+        "gone",
+        json!({"containers": [container("app", "sleep 3600")]}),
+    );
     let crash = pod("crash", json!({"containers": [container("app", "exit 1")]}));
     for p in [&keep, &gone, &crash] {
         store_pod(&db, p).await?;

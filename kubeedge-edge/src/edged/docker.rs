@@ -18,9 +18,9 @@ use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::Mutex;
 
 use super::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary,
-    ExecOutput, ImageInfo, LogOptions, NetworkMode, RegistryAuth, Result, RuntimeError,
-    RuntimeVersion, StreamIo, StreamOptions,
+    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary, ExecOutput,
+    ImageInfo, LogOptions, NetworkMode, RegistryAuth, Result, RuntimeError, RuntimeVersion,
+    StreamIo, StreamOptions,
 };
 
 /// The Docker engine.
@@ -302,7 +302,10 @@ impl ContainerRuntime for DockerRuntime {
             v: true,
             link: false,
         };
-        match self.check(d.remove_container(id, Some(options)).await).await {
+        match self
+            .check(d.remove_container(id, Some(options)).await)
+            .await
+        {
             Err(RuntimeError::NotFound(_)) => Ok(()),
             // 409: removal already in progress.
             Err(RuntimeError::Refused { status: 409, .. }) => Ok(()),
@@ -328,10 +331,7 @@ impl ContainerRuntime for DockerRuntime {
             .map(|c| ContainerSummary {
                 id: c.id.unwrap_or_default(),
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
-                running: c
-                    .state
-                    .map(|s| s.to_string() == "running")
-                    .unwrap_or(false),
+                running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
                 created: c.created.unwrap_or(0),
             })
             .collect())
@@ -357,14 +357,11 @@ impl ContainerRuntime for DockerRuntime {
             },
             other => ContainerState::Other(other.to_owned()),
         };
-        let ip = c
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|n| {
-                n.values()
-                    .filter_map(|e| e.ip_address.clone())
-                    .find(|ip| !ip.is_empty())
-            });
+        let ip = c.network_settings.and_then(|n| n.networks).and_then(|n| {
+            n.values()
+                .filter_map(|e| e.ip_address.clone())
+                .find(|ip| !ip.is_empty())
+        });
         let labels: BTreeMap<String, String> = c
             .config
             .and_then(|cfg| cfg.labels)
@@ -404,8 +401,9 @@ impl ContainerRuntime for DockerRuntime {
                 )
                 .await?;
             let mut output = Vec::new();
-            if let StartExecResults::Attached { output: mut out, .. } =
-                self.check(d.start_exec(&exec.id, None).await).await?
+            if let StartExecResults::Attached {
+                output: mut out, ..
+            } = self.check(d.start_exec(&exec.id, None).await).await?
             {
                 while let Some(chunk) = out.next().await {
                     output.extend_from_slice(&log_bytes(chunk)?);
@@ -475,7 +473,10 @@ impl ContainerRuntime for DockerRuntime {
             tty: options.tty,
             output_capacity: None,
         };
-        match self.check(d.start_exec(&exec.id, Some(start)).await).await? {
+        match self
+            .check(d.start_exec(&exec.id, Some(start)).await)
+            .await?
+        {
             StartExecResults::Attached { output, input } => Ok(StreamIo {
                 output: output.map(log_bytes).boxed(),
                 input,

@@ -61,7 +61,11 @@ pub enum ProbeKind {
     Readiness,
 }
 
-const KINDS: [ProbeKind; 3] = [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness];
+const KINDS: [ProbeKind; 3] = [
+    ProbeKind::Startup,
+    ProbeKind::Liveness,
+    ProbeKind::Readiness,
+];
 
 /// What the lifecycle needs to know of one container of the spec.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -573,8 +577,12 @@ impl PodLifecycle {
                     }
                 }
                 if self.stage == Stage::Main {
-                    let names: Vec<String> =
-                        self.plan.containers.iter().map(|c| c.name.clone()).collect();
+                    let names: Vec<String> = self
+                        .plan
+                        .containers
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect();
                     let mut ended = Vec::new();
                     for name in &names {
                         let policy = self.plan.restart_policy;

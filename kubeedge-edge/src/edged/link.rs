@@ -62,12 +62,8 @@ impl Link {
 
     /// Whether the websocket is up.
     pub fn online(&self) -> bool {
-        self.cloud().is_some_and(|c| {
-            matches!(
-                *c.hub.state().borrow(),
-                hub::ConnectionState::Connected(_)
-            )
-        })
+        self.cloud()
+            .is_some_and(|c| matches!(*c.hub.state().borrow(), hub::ConnectionState::Connected(_)))
     }
 
     /// Wait until the link is up, returning the cloud handles.

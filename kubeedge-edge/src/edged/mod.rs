@@ -309,7 +309,9 @@ impl<R: ContainerRuntime> Edged<R> {
                     let _ = w.tx.send(PodEvent::Refresh(kind, name.clone())).await;
                 }
             }
-            _ => debug!(resource = %msg.route.resource, op = msg.route.operation_str(), "ignored by edged"),
+            _ => {
+                debug!(resource = %msg.route.resource, op = msg.route.operation_str(), "ignored by edged")
+            }
         }
     }
 

@@ -317,7 +317,8 @@ mod tests {
             reply_error(&exists).map(|e| e.0),
             Some("AlreadyExists".into())
         );
-        let zero = req.reply(Content::json(&json!({"Err": {"ErrStatus": {"metadata": {}}}})).unwrap());
+        let zero =
+            req.reply(Content::json(&json!({"Err": {"ErrStatus": {"metadata": {}}}})).unwrap());
         assert_eq!(reply_error(&zero), None, "a zero StatusError is success");
     }
 }

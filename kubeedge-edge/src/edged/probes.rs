@@ -184,9 +184,7 @@ mod tests {
                 let _ = s.read(&mut buf).await;
                 let status = if i % 2 == 0 { "200 OK" } else { "500 Oops" };
                 let _ = s
-                    .write_all(
-                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
-                    )
+                    .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
                     .await;
             }
         });

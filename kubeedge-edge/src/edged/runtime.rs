@@ -317,8 +317,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         changes: Vec<String>,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Create a container; returns its id.
-    fn create_container(&self, config: ContainerConfig)
-        -> impl Future<Output = Result<String>> + Send;
+    fn create_container(
+        &self,
+        config: ContainerConfig,
+    ) -> impl Future<Output = Result<String>> + Send;
     /// Start a created container.
     fn start_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
     /// SIGTERM, then SIGKILL after `grace`.

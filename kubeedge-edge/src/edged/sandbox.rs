@@ -16,7 +16,7 @@ fn pause_elf_x86_64() -> Vec<u8> {
     const BASE: u64 = 0x40_0000;
     const EH: u16 = 64; // ELF header size
     const PH: u16 = 56; // one program header
-    // mov eax, 34 (SYS_pause); syscall; jmp back to the mov.
+                        // mov eax, 34 (SYS_pause); syscall; jmp back to the mov.
     const CODE: [u8; 9] = [0xb8, 0x22, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7];
     let total = u64::from(EH) + u64::from(PH) + CODE.len() as u64;
     let mut f = Vec::with_capacity(total as usize);
@@ -88,7 +88,9 @@ pub(crate) async fn ensure_sandbox_image<R: ContainerRuntime>(
         match runtime.pull_image(image, None).await {
             Ok(()) => return Ok(image.to_owned()),
             Err(e) if e.is_unavailable() => return Err(e),
-            Err(e) => warn!(error = %e, image, "podSandboxImage unavailable; using the built-in sandbox"),
+            Err(e) => {
+                warn!(error = %e, image, "podSandboxImage unavailable; using the built-in sandbox")
+            }
         }
     }
     if runtime.image(BUILTIN_SANDBOX_IMAGE).await?.is_none() {

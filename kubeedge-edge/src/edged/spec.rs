@@ -133,7 +133,7 @@ pub(crate) fn plan(pod: &Pod) -> PodPlan {
         containers: spec.containers.iter().map(container_plan).collect(),
         restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
         grace: Duration::from_secs(
-            spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64,
+            spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64
         ),
     }
 }
@@ -275,12 +275,7 @@ pub(crate) async fn environment(
                     })?
                 } else {
                     let (kind, name, key, optional) = if let Some(k) = &from.config_map_key_ref {
-                        (
-                            "configmap",
-                            &k.name,
-                            &k.key,
-                            k.optional.unwrap_or(false),
-                        )
+                        ("configmap", &k.name, &k.key, k.optional.unwrap_or(false))
                     } else if let Some(k) = &from.secret_key_ref {
                         ("secret", &k.name, &k.key, k.optional.unwrap_or(false))
                     } else {
@@ -458,7 +453,9 @@ pub(crate) async fn container_config(
         });
     }
     // The termination log, as kubelet mounts it.
-    let term_dir = volumes::pod_dir(at.root, uid).join("containers").join(&c.name);
+    let term_dir = volumes::pod_dir(at.root, uid)
+        .join("containers")
+        .join(&c.name);
     if std::fs::create_dir_all(&term_dir).is_ok() {
         let file = term_dir.join(format!("termination-log-{}", at.attempt));
         if std::fs::write(&file, b"").is_ok() {
@@ -500,9 +497,11 @@ pub(crate) async fn container_config(
     Ok(ContainerConfig {
         name: container_name(pod, &c.name, at.attempt),
         image,
-        entrypoint: c.command.clone().filter(|v| !v.is_empty()).map(|v| {
-            v.iter().map(|a| expand(a, &env)).collect()
-        }),
+        entrypoint: c
+            .command
+            .clone()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.iter().map(|a| expand(a, &env)).collect()),
         args: c
             .args
             .clone()

@@ -37,7 +37,10 @@ fn safe_relative(p: &str) -> bool {
 }
 
 /// Write `files` (relative path → bytes, mode) into `dir` atomically.
-pub(crate) fn atomic_write(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std::io::Result<()> {
+pub(crate) fn atomic_write(
+    dir: &Path,
+    files: &BTreeMap<String, (Vec<u8>, u32)>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{symlink, PermissionsExt};
     std::fs::create_dir_all(dir)?;
     let stamp = format!(
@@ -59,10 +62,8 @@ pub(crate) fn atomic_write(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>)
     let _ = std::fs::remove_file(&tmp);
     symlink(&stamp, &tmp)?;
     std::fs::rename(&tmp, dir.join("..data"))?;
-    let tops: std::collections::BTreeSet<&str> = files
-        .keys()
-        .filter_map(|k| k.split('/').next())
-        .collect();
+    let tops: std::collections::BTreeSet<&str> =
+        files.keys().filter_map(|k| k.split('/').next()).collect();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -295,9 +296,8 @@ pub(crate) async fn prepare(
                     it.path
                 )));
             };
-            let value = field_ref(pod, &f.field_path, ips).ok_or_else(|| {
-                invalid(format!("unsupported fieldPath {:?}", f.field_path))
-            })?;
+            let value = field_ref(pod, &f.field_path, ips)
+                .ok_or_else(|| invalid(format!("unsupported fieldPath {:?}", f.field_path)))?;
             let m = it.mode.map(|m| m as u32).unwrap_or(mode);
             files.insert(it.path.clone(), (value.into_bytes(), m));
         }

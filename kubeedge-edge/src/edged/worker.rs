@@ -17,8 +17,7 @@ use super::link::{edged_message, Link};
 use super::probes;
 use super::runtime::{
     ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, NetworkMode, PortMapping,
-    RegistryAuth, RuntimeError, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID,
-    SANDBOX,
+    RegistryAuth, RuntimeError, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, SANDBOX,
 };
 use super::sandbox::ensure_sandbox_image;
 use super::spec::{self, Placement};
@@ -98,6 +97,7 @@ pub(crate) struct Worker<R> {
     runtime_error: Option<String>,
     /// Delete the pod upstream once stopped (a graceful delete from the cloud).
     delete_upstream: bool,
+    cancel: CancellationToken,
 }
 
 impl<R: ContainerRuntime> Worker<R> {
@@ -117,6 +117,7 @@ impl<R: ContainerRuntime> Worker<R> {
             last_fingerprint: String::new(),
             runtime_error: None,
             delete_upstream: false,
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -153,6 +154,7 @@ impl<R: ContainerRuntime> Worker<R> {
         cancel: CancellationToken,
     ) {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
+        self.cancel = cancel.clone();
         if self.pod.metadata.deletion_timestamp.is_some() {
             self.delete_upstream = true;
             let grace = self.grace_of(&self.pod);
@@ -252,11 +254,19 @@ impl<R: ContainerRuntime> Worker<R> {
         for v in spec.volumes.iter().flatten() {
             if volumes::volume_source(v) == Some((kind, name)) {
                 let ips = (ips.0.as_str(), ips.1.as_str());
-                match volumes::prepare(&self.shared.cfg.root_dir, &self.pod, v, &self.shared.link, ips)
-                    .await
+                match volumes::prepare(
+                    &self.shared.cfg.root_dir,
+                    &self.pod,
+                    v,
+                    &self.shared.link,
+                    ips,
+                )
+                .await
                 {
                     Ok(_) => debug!(pod = %self.key, volume = %v.name, "volume updated"),
-                    Err(e) => warn!(pod = %self.key, volume = %v.name, error = %e, "volume update failed"),
+                    Err(e) => {
+                        warn!(pod = %self.key, volume = %v.name, error = %e, "volume update failed")
+                    }
                 }
             }
         }
@@ -290,10 +300,11 @@ impl<R: ContainerRuntime> Worker<R> {
         let list = rt
             .list_containers(&[(LABEL_POD_UID, &uid), (LABEL_NODE, &node)])
             .await?;
-        let known: Vec<String> = spec::plan(&self.pod)
+        let plan = self.lc.plan();
+        let known: Vec<String> = plan
             .init
             .iter()
-            .chain(&spec::plan(&self.pod).containers)
+            .chain(&plan.containers)
             .map(|c| c.name.clone())
             .collect();
         let mut groups: BTreeMap<String, Vec<_>> = BTreeMap::new();
@@ -344,7 +355,11 @@ impl<R: ContainerRuntime> Worker<R> {
                 ContainerState::Running { started_at } => Run::Running {
                     since: to_instant(now, wall, *started_at),
                 },
-                ContainerState::Exited { exit_code, finished_at, .. } => Run::Exited {
+                ContainerState::Exited {
+                    exit_code,
+                    finished_at,
+                    ..
+                } => Run::Exited {
                     code: *exit_code,
                     at: finished_at.map_or(now, |t| to_instant(now, wall, t)),
                 },
@@ -374,11 +389,16 @@ impl<R: ContainerRuntime> Worker<R> {
     async fn execute(&mut self, actions: Vec<Action>, done: &mpsc::Sender<Done>) -> bool {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(a) = queue.pop_front() {
+            if self.cancel.is_cancelled() {
+                // Shutting down: leave the rest for the next start.
+                return false;
+            }
             match a {
                 Action::StartSandbox => {
                     if let Err(message) = self.start_sandbox().await {
                         warn!(pod = %self.key, error = %message, "sandbox failed");
-                        self.event("Warning", "FailedCreatePodSandBox", &message).await;
+                        self.event("Warning", "FailedCreatePodSandBox", &message)
+                            .await;
                         queue.extend(self.feed(Input::SandboxFailed {
                             message,
                             now: Instant::now(),
@@ -454,7 +474,13 @@ impl<R: ContainerRuntime> Worker<R> {
         }
     }
 
-    fn spawn_probe(&self, container: String, id: String, kind: ProbeKind, done: mpsc::Sender<Done>) {
+    fn spawn_probe(
+        &self,
+        container: String,
+        id: String,
+        kind: ProbeKind,
+        done: mpsc::Sender<Done>,
+    ) {
         let Some(c) = spec::find_container(&self.pod, &container) else {
             return;
         };
@@ -506,9 +532,8 @@ impl<R: ContainerRuntime> Worker<R> {
                         continue;
                     }
                     ports.push(PortMapping {
-                        container_port: u16::try_from(p.container_port).map_err(|_| {
-                            format!("invalid containerPort {}", p.container_port)
-                        })?,
+                        container_port: u16::try_from(p.container_port)
+                            .map_err(|_| format!("invalid containerPort {}", p.container_port))?,
                         host_port,
                         host_ip: p.host_ip.clone().unwrap_or_default(),
                         protocol: p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
@@ -568,9 +593,19 @@ impl<R: ContainerRuntime> Worker<R> {
                     .split('/')
                     .next()
                     .unwrap_or_default();
-                let host = if host == "index.docker.io" { "docker.io" } else { host };
+                let host = if host == "index.docker.io" {
+                    "docker.io"
+                } else {
+                    host
+                };
                 if host == want {
-                    let get = |k: &str| entry.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+                    let get = |k: &str| {
+                        entry
+                            .get(k)
+                            .and_then(|x| x.as_str())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
                     return Some(RegistryAuth {
                         username: get("username"),
                         password: get("password"),
@@ -583,7 +618,12 @@ impl<R: ContainerRuntime> Worker<R> {
         None
     }
 
-    async fn ensure_image(&mut self, container: &str, image: &str, policy: &str) -> Result<(), (String, String)> {
+    async fn ensure_image(
+        &mut self,
+        container: &str,
+        image: &str,
+        policy: &str,
+    ) -> Result<(), (String, String)> {
         let rt = &self.shared.runtime;
         let present = rt
             .image(image)
@@ -628,7 +668,12 @@ impl<R: ContainerRuntime> Worker<R> {
     async fn start_container(&mut self, name: &str, attempt: u32) -> Result<(), (String, String)> {
         let c = spec::find_container(&self.pod, name)
             .cloned()
-            .ok_or_else(|| ("CreateContainerError".to_owned(), "not in the spec".to_owned()))?;
+            .ok_or_else(|| {
+                (
+                    "CreateContainerError".to_owned(),
+                    "not in the spec".to_owned(),
+                )
+            })?;
         let image = c.image.clone().unwrap_or_default();
         let latest = !image.contains(':') || image.ends_with(":latest");
         let policy = c
@@ -724,7 +769,12 @@ impl<R: ContainerRuntime> Worker<R> {
         if fp == self.last_fingerprint {
             return;
         }
-        match self.shared.link.report(status::podpatch(&self.pod, &st)).await {
+        match self
+            .shared
+            .link
+            .report(status::podpatch(&self.pod, &st))
+            .await
+        {
             Ok(()) => self.last_fingerprint = fp,
             Err(e) => warn!(pod = %self.key, error = %e, "status report failed"),
         }

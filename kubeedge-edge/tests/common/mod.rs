@@ -25,7 +25,8 @@ pub const IMAGE: &str = "kubeedge-rs-test/busybox:1";
 static IMAGE_READY: OnceCell<()> = OnceCell::const_new();
 
 fn busybox_rootfs() -> Result<Vec<u8>> {
-    let busybox = std::fs::read("/bin/busybox").context("busybox-static is needed at /bin/busybox")?;
+    let busybox =
+        std::fs::read("/bin/busybox").context("busybox-static is needed at /bin/busybox")?;
     let mut b = tar::Builder::new(Vec::new());
     let mut dir = tar::Header::new_gnu();
     dir.set_entry_type(tar::EntryType::Directory);
@@ -70,7 +71,9 @@ pub async fn ensure_image(rt: &DockerRuntime) -> Result<()> {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Remove every container of node `node` (used at the end of a test, and on drop).
@@ -120,6 +123,10 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.cancel.cancel();
         docker_cleanup(&self.node);
+        // A runtime call already under way when edged was cancelled can still create a
+        // container: sweep again once it has had time to land.
+        std::thread::sleep(Duration::from_millis(300));
+        docker_cleanup(&self.node);
     }
 }
 
@@ -168,7 +175,9 @@ impl Harness {
 
     /// What MetaManager does with a push: store, then forward.
     pub async fn push(&self, op: &str, kind: &str, object: Value) -> Result<()> {
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or("default");
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
         let name = object["metadata"]["name"].as_str().context("name")?;
         let key = format!("{ns}/{kind}/{name}");
         let op_enum = if op == "delete" {
@@ -204,7 +213,10 @@ impl Harness {
                     return Ok(s.clone());
                 }
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 let last = self.handle.status(key);
                 bail!(
                     "pod {key}: condition not met within {limit:?}; last status: {}",
@@ -219,7 +231,10 @@ impl Harness {
         let mut rx = self.handle.statuses();
         let deadline = tokio::time::Instant::now() + limit;
         while rx.borrow_and_update().contains_key(key) {
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 bail!("pod {key} still there after {limit:?}");
             }
         }
@@ -283,7 +298,10 @@ pub fn cstatus<'a>(
     s: &'a PodStatus,
     name: &str,
 ) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
-    s.container_statuses.as_ref()?.iter().find(|c| c.name == name)
+    s.container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
 }
 
 /// Poll `f` until it returns Some, within `limit`.
@@ -307,7 +325,9 @@ where
 /// A plain HTTP GET to 127.0.0.1 (None on any failure).
 pub async fn http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .ok()?;

@@ -108,7 +108,11 @@ fn crash_loop_backoff_doubles_and_counts_restarts() {
     w.exit("app", 1, 0.5);
     // First crash: restart at once.
     let (lc, a) = lc.step(w.obs(0.5));
-    assert_eq!(a, vec![start("app", 1)], "the exited instance is kept for lastState");
+    assert_eq!(
+        a,
+        vec![start("app", 1)],
+        "the exited instance is kept for lastState"
+    );
     assert_eq!(lc.track("app").unwrap().restart_count, 1);
     w.containers.clear();
     w.run("app", 1, 0.6);
@@ -190,7 +194,10 @@ fn liveness_failures_kill_and_readiness_sets_ready() {
     w.run("app", 0, 0.0);
     let (lc, a) = lc.step(w.obs(0.5));
     assert!(a.is_empty(), "initial delay");
-    assert!(!lc.track("app").unwrap().ready, "not ready before a probe passes");
+    assert!(
+        !lc.track("app").unwrap().ready,
+        "not ready before a probe passes"
+    );
     let (lc, a) = lc.step(w.obs(1.0));
     assert_eq!(a.len(), 2, "liveness and readiness probes: {a:?}");
     let probe_in = |kind, success, t: f64| Input::Probe {
@@ -206,9 +213,15 @@ fn liveness_failures_kill_and_readiness_sets_ready() {
     let (lc, a) = lc.step(w.obs(2.0));
     assert_eq!(a.len(), 2);
     let (lc, _) = lc.step(probe_in(ProbeKind::Readiness, false, 2.0));
-    assert!(lc.track("app").unwrap().ready, "one failure is under the threshold");
+    assert!(
+        lc.track("app").unwrap().ready,
+        "one failure is under the threshold"
+    );
     let (lc, _) = lc.step(probe_in(ProbeKind::Readiness, false, 2.0));
-    assert!(!lc.track("app").unwrap().ready, "two failed readiness probes: not ready");
+    assert!(
+        !lc.track("app").unwrap().ready,
+        "two failed readiness probes: not ready"
+    );
     let (lc, a) = lc.step(probe_in(ProbeKind::Liveness, false, 2.0));
     assert_eq!(
         a,
@@ -277,7 +290,10 @@ fn start_failures_back_off() {
         message: "no such image".into(),
         now: w.at(0.0),
     });
-    assert_eq!(lc.track("app").unwrap().waiting.as_ref().unwrap().0, "ErrImagePull");
+    assert_eq!(
+        lc.track("app").unwrap().waiting.as_ref().unwrap().0,
+        "ErrImagePull"
+    );
     let (lc, a) = lc.step(w.obs(0.5));
     assert!(a.is_empty());
     let (_, a) = lc.step(w.obs(1.0));
