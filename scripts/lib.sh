@@ -41,3 +41,25 @@ ensure_build_deps() {
 ensure_kubectl() {
   command -v kubectl >/dev/null 2>&1 || ensure_apt kubernetes-client
 }
+
+# ensure_docker: a running Docker engine (the edged tests use it) and a static busybox (the
+# tests build their images from it). Installs docker.io and busybox-static when missing, and
+# starts dockerd in the background (log in a temp file) when `docker info` fails.
+ensure_docker() {
+  command -v dockerd >/dev/null 2>&1 || ensure_apt docker.io
+  ensure_apt busybox-static
+  docker info >/dev/null 2>&1 && return 0
+  local log
+  log="$(mktemp -t dockerd.XXXXXX.log)"
+  echo "starting dockerd (log: $log)"
+  as_root sh -c "nohup dockerd >'$log' 2>&1 &"
+  local deadline=$((SECONDS + 60))
+  until docker info >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "dockerd did not come up within 60 s; its log:" >&2
+      tail -n 50 "$log" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}

@@ -133,16 +133,28 @@ impl TestCloud {
     }
 
     /// An `edgecore.yaml` for node `edge-1` joining this cloud with a fresh token, with its
-    /// files under `dir/edge`. Returns the config path and the database path.
+    /// files under `dir/edge` and edged off (no containers). Returns the config path and the
+    /// database path.
     pub fn edge_config(&self) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
-        let edge = self.dir.path().join("edge");
+        self.edge_config_for("edge-1", "    enable: false\n")
+    }
+
+    /// An `edgecore.yaml` for node `node` joining this cloud with a fresh token, with its files
+    /// under `dir/<node>`; `edged` is extra YAML for the `modules.edged` section (indented four
+    /// spaces). Returns the config path and the database path.
+    pub fn edge_config_for(
+        &self,
+        node: &str,
+        edged: &str,
+    ) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let edge = self.dir.path().join(node);
         std::fs::create_dir_all(&edge)?;
         let token = self
             .pki
             .issue_token(unix_now())
             .map_err(std::io::Error::other)?;
         let yaml = format!(
-            "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase:\n  dataSource: {d}/edgecore.db\nmodules:\n  edgeHub:\n    heartbeat: 1\n    messageQPS: 1000000\n    messageBurst: 1000000\n    token: {token}\n    httpServer: https://{https}\n    tlsCaFile: {d}/ca/rootCA.crt\n    tlsCertFile: {d}/certs/server.crt\n    tlsPrivateKeyFile: {d}/certs/server.key\n    websocket:\n      server: {ws}\n  edged:\n    hostnameOverride: edge-1\n",
+            "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase:\n  dataSource: {d}/edgecore.db\nmodules:\n  edgeHub:\n    heartbeat: 1\n    messageQPS: 1000000\n    messageBurst: 1000000\n    token: {token}\n    httpServer: https://{https}\n    tlsCaFile: {d}/ca/rootCA.crt\n    tlsCertFile: {d}/certs/server.crt\n    tlsPrivateKeyFile: {d}/certs/server.key\n    websocket:\n      server: {ws}\n  edged:\n    hostnameOverride: {node}\n    rootDirectory: {d}/edged\n{edged}",
             d = edge.display(),
             https = self.https,
             ws = self.ws,
@@ -151,4 +163,115 @@ impl TestCloud {
         std::fs::write(&path, yaml)?;
         Ok((path, edge.join("edgecore.db")))
     }
+
+    /// Answer edged's requests as a cloud controller would (node register, node status
+    /// patch, lease, pod status patch, pod delete): `{"Object":…,"Err":null}` replies. Every
+    /// upstream message is also passed to `seen`.
+    pub fn answer_edged(
+        &mut self,
+        mut seen: impl FnMut(&Upstream) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let (tx, rx) = mpsc::channel(1);
+        let up = std::mem::replace(&mut self.up, rx);
+        drop(tx);
+        let down = self.down.clone();
+        tokio::spawn(answer_loop(up, down, move |u| seen(u)))
+    }
+}
+
+async fn answer_loop(
+    mut up: mpsc::Receiver<Upstream>,
+    down: Downstream,
+    mut seen: impl FnMut(&Upstream),
+) {
+    while let Some(u) = up.recv().await {
+        seen(&u);
+        let op = u.msg.route.operation_str().to_owned();
+        if u.msg.route.source_str() != "edged" || op == "response" {
+            continue;
+        }
+        let object = if u.msg.content.is_string() {
+            serde_json::from_slice::<serde_json::Value>(&u.msg.content.bytes()).unwrap_or_default()
+        } else {
+            u.msg
+                .content
+                .decode::<serde_json::Value>()
+                .unwrap_or_default()
+        };
+        let body = if op == "delete" {
+            Content::string("OK")
+        } else {
+            Content::json(&serde_json::json!({"Object": object, "Err": null})).unwrap_or_default()
+        };
+        // As upstream's edgecontroller answers: source edgecontroller, group resource (NO-ACK).
+        let reply = Message::new(
+            Route::new(
+                "edgecontroller",
+                "resource",
+                "response",
+                u.msg.route.resource.clone(),
+            ),
+            body,
+        )
+        .with_parent(u.msg.id().clone());
+        let _ = down.send(&u.node, reply).await;
+    }
+}
+
+/// The test and bench image: the host's static busybox with its applets, imported into the
+/// local engine once (no registry needed).
+pub const BUSYBOX_IMAGE: &str = "kubeedge-rs-test/busybox:1";
+
+fn busybox_rootfs() -> std::io::Result<Vec<u8>> {
+    let busybox = std::fs::read("/bin/busybox")?;
+    let mut b = tar::Builder::new(Vec::new());
+    for d in ["bin/", "tmp/", "etc/", "www/"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, d, std::io::empty())?;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(busybox.len() as u64);
+    h.set_mode(0o755);
+    h.set_cksum();
+    b.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
+    for applet in [
+        "sh", "httpd", "sleep", "cat", "echo", "env", "true", "false", "touch", "wget", "ls",
+        "kill", "date", "rm", "mkdir", "id",
+    ] {
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Symlink);
+        l.set_size(0);
+        l.set_mode(0o777);
+        b.append_link(&mut l, format!("bin/{applet}"), "busybox")?;
+    }
+    b.into_inner()
+}
+
+/// Make sure [`BUSYBOX_IMAGE`] exists in the engine at `/var/run/docker.sock`.
+pub async fn ensure_busybox_image() -> anyhow::Result<()> {
+    use kubeedge_edge::edged::{ContainerRuntime, DockerRuntime};
+    let rt = DockerRuntime::new("unix:///var/run/docker.sock");
+    if rt.image(BUSYBOX_IMAGE).await?.is_none() {
+        rt.import_image(
+            BUSYBOX_IMAGE,
+            busybox_rootfs()?,
+            vec![r#"CMD ["/bin/sh"]"#.into()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Remove every container edged made for node `node`.
+pub fn remove_node_containers(node: &str) {
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ids=$(docker ps -aq --filter label=io.kubeedge-rs.node={node}); [ -z \"$ids\" ] || docker rm -f $ids >/dev/null 2>&1"
+        ))
+        .status();
 }

@@ -155,6 +155,26 @@ pub struct Edged {
     /// `nodeIP`.
     #[serde(rename = "nodeIP")]
     pub node_ip: String,
+    /// `nodeLabels`.
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// `podSandboxImage`; empty = edged's built-in sandbox image (imported locally, no
+    /// registry needed). A configured image that is absent and cannot be pulled falls back
+    /// to the built-in one too.
+    pub pod_sandbox_image: String,
+    /// `nodeStatusUpdateFrequency`, seconds.
+    pub node_status_update_frequency: u64,
+    /// `rootDirectory`: pod volumes live under `<rootDirectory>/pods`.
+    pub root_directory: PathBuf,
+    /// `dockerAddress`.
+    pub docker_address: String,
+    /// `maxPods`.
+    pub max_pods: u32,
+    /// `podSyncFrequencyMs` (kubeedge-rs): how often each pod is compared with the runtime.
+    pub pod_sync_frequency_ms: u64,
+    /// `restartBackoffInitialMs` (kubeedge-rs): the first crash-loop delay (kubelet: 10 s).
+    pub restart_backoff_initial_ms: u64,
+    /// `restartBackoffMaxMs` (kubeedge-rs): the crash-loop delay cap (kubelet: 300 s).
+    pub restart_backoff_max_ms: u64,
 }
 
 fn hostname() -> String {
@@ -257,6 +277,15 @@ impl Default for Edged {
             hostname_override: hostname(),
             register_node_namespace: "default".into(),
             node_ip: String::new(),
+            node_labels: std::collections::BTreeMap::new(),
+            pod_sandbox_image: String::new(),
+            node_status_update_frequency: 10,
+            root_directory: "/var/lib/edged".into(),
+            docker_address: "unix:///var/run/docker.sock".into(),
+            max_pods: 110,
+            pod_sync_frequency_ms: 2000,
+            restart_backoff_initial_ms: 10_000,
+            restart_backoff_max_ms: 300_000,
         }
     }
 }

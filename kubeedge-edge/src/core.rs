@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use kubeedge_proto::JoinToken;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, EdgeCoreConfig};
+use crate::edged;
 use crate::hub::{self, ClientTls};
 use crate::meta::{MetaDb, MetaManager, Outputs, SqliteStore, StoreError};
 use crate::metaserver::{self, MetaServer, MetaView};
@@ -98,6 +99,17 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
     }
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // Edged starts now, with the stored pods, whether or not the cloud is reachable.
+    let (cloud_tx, cloud_rx) = watch::channel(None);
+    let edged_tx = config.modules.edged.enable.then(|| {
+        edged::spawn(
+            &tracker,
+            cancel.child_token(),
+            &config.modules.edged,
+            db.clone(),
+            cloud_rx,
+        )
+    });
     let node = config.node_name().to_owned();
     let (metaserver, metaserver_addr) = if config.modules.meta_manager.meta_server.enable {
         let (server, addr) = start_metaserver(&config, &db, &node, &cancel, &tracker).await?;
@@ -139,9 +151,9 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
         if let Some(m) = &metaserver {
             m.set_hub(client.clone());
         }
-        let (edged_tx, mut edged_rx) = mpsc::channel(1024);
-        let meta = MetaManager::new(db2, client.clone(), Outputs { edged: Some(edged_tx), twin: None })
+        let meta = MetaManager::new(db2, client.clone(), Outputs { edged: edged_tx, twin: None })
             .with_remote_timeout(remote_timeout);
+        let _ = cloud_tx.send(Some(edged::Cloud { meta: meta.clone(), hub: client.clone() }));
         t2.spawn(meta.clone().run_outbox(c.child_token()));
         let routes = Routes {
             meta: Some(meta),
@@ -149,16 +161,6 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
         };
         t2.spawn(driver.run(c.child_token()));
         t2.spawn(router::run(inbound, client, routes, c.child_token()));
-        // edged arrives in a later release: until then objects are kept in the store only.
-        let c3 = c.clone();
-        t2.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = c3.cancelled() => return,
-                    m = edged_rx.recv() => if m.is_none() { return },
-                }
-            }
-        });
     });
     Ok(Running {
         cancel,

@@ -8,9 +8,11 @@
 //! - [`metaserver`]: the node's local Kubernetes API (reads from the store, writes through the
 //!   cloud).
 //! - [`router`]: routes inbound messages to the modules as upstream's edgehub does.
+//! - [`edged`]: the kubelet of the edge: pods on Docker, pod and node status, reconciliation.
 
 pub mod config;
 mod core;
+pub mod edged;
 mod error;
 pub mod hub;
 pub mod meta;

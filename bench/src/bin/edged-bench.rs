@@ -1,0 +1,150 @@
+//! `edged-bench`: pod create → Running latency, and edgecore's RSS with running pods.
+//!
+//! ```sh
+//! cargo build --release -p edgecore && cargo run --release -p kubeedge-bench --bin edged-bench
+//! ```
+//!
+//! A real edgecore process (edged on the local Docker engine) joins a CloudHub on loopback.
+//! Pods are pushed one at a time; each latency runs from the push at the cloud to the first
+//! podpatch saying Running that reaches the cloud (so it covers the hub, MetaManager's
+//! persist-then-ack, edged, Docker and the status report). With all pods running, the edgecore
+//! process's RSS is read from /proc (Docker's own processes are not counted). The image is a
+//! local busybox import; nothing is pulled.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kubeedge_bench::{
+    ensure_busybox_image, remove_node_containers, rss_kb, wait_until, TestCloud, BUSYBOX_IMAGE,
+};
+use kubeedge_cloud::hub::HubConfig;
+use kubeedge_proto::{Content, Message, Route};
+use serde_json::{json, Value};
+
+fn edgecore_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("exe dir")?.join("edgecore");
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `cargo build --release -p edgecore` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+struct Child(std::process::Child, String);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        remove_node_containers(&self.1);
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let pods: usize = std::env::args()
+        .skip_while(|a| a != "--pods")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    ensure_busybox_image().await?;
+    let bin = edgecore_binary()?;
+    let mut cloud = TestCloud::start(HubConfig::default()).await?;
+    let node = format!("edged-bench-{}", std::process::id());
+    let (config, _db) = cloud.edge_config_for(
+        &node,
+        "    nodeIP: 127.0.0.1\n    podSyncFrequencyMs: 1000\n",
+    )?;
+    let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let registered = Arc::new(Mutex::new(false));
+    let (r2, reg2) = (running.clone(), registered.clone());
+    cloud.answer_edged(move |u| {
+        let res = &u.msg.route.resource;
+        if res.contains("/node/") {
+            *reg2.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        }
+        if let Some(name) = res.strip_prefix("default/podpatch/") {
+            let v: Value = serde_json::from_slice(&u.msg.content.bytes()).unwrap_or_default();
+            if v["status"]["phase"] == "Running" {
+                r2.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(name.to_owned())
+                    .or_insert_with(Instant::now);
+            }
+        }
+    });
+    let child = Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let _child = Child(child, node.clone());
+    wait_until("node registered", Duration::from_secs(30), || {
+        *registered.lock().unwrap_or_else(|e| e.into_inner())
+    })
+    .await?;
+
+    let mut latencies = Vec::with_capacity(pods);
+    for i in 0..pods {
+        let name = format!("bench-{i}");
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("{node}-{i}"), "resourceVersion": "1"},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "c", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                                     "command": ["sleep", "86400"]}]},
+        });
+        let msg = Message::new(
+            Route::new(
+                "edgecontroller",
+                "resource",
+                "insert",
+                format!("default/pod/{name}"),
+            ),
+            Content::json(&pod)?,
+        )
+        .with_resource_version("1");
+        let t0 = Instant::now();
+        cloud.down.send(&node, msg).await?;
+        wait_until(&format!("{name} Running"), Duration::from_secs(30), || {
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&name)
+        })
+        .await?;
+        let at = running.lock().unwrap_or_else(|e| e.into_inner())[&name];
+        latencies.push(at - t0);
+    }
+    // Let the pods settle (probes none, statuses sent) before reading memory.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = rss_kb(pid);
+    latencies.sort();
+    println!("edged-bench: {pods} pods, local image, created one at a time");
+    println!(
+        "create -> Running latency: p50 {:?}  p99 {:?}  max {:?}",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
+    println!(
+        "edgecore RSS with {pods} running pods: {:.1} MB ({} kB; Docker not counted)",
+        rss as f64 / 1024.0,
+        rss
+    );
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! The container runtime edged drives: a small trait (containers by label, images, logs,
+//! exec and attach as byte streams) with [`super::DockerRuntime`] as its implementation.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use tokio::io::AsyncWrite;
+
+/// Label: the pod's UID (kubelet's name, so `docker ps` reads the same as on a kubelet node).
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+/// Label: the pod's name.
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+/// Label: the pod's namespace.
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+/// Label: the container's name in the pod spec ([`SANDBOX`] for the sandbox).
+pub const LABEL_CONTAINER: &str = "io.kubernetes.container.name";
+/// Label: how many times this container was restarted before this instance (restartCount).
+pub const LABEL_ATTEMPT: &str = "io.kubernetes.container.restartCount";
+/// Label: the node whose edged owns the container (orphans are only looked for among these).
+pub const LABEL_NODE: &str = "io.kubeedge-rs.node";
+/// The container name used for the pod sandbox.
+pub const SANDBOX: &str = "POD";
+
+/// Runtime failures.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The runtime cannot be reached (retryable).
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(String),
+    /// No such container or exec session.
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// The image is not present and could not be pulled.
+    #[error("cannot pull image {image}: {message}")]
+    Pull {
+        /// The image reference.
+        image: String,
+        /// Why.
+        message: String,
+    },
+    /// The image is not present and the pull policy forbids pulling.
+    #[error("image {0} is not present and imagePullPolicy is Never")]
+    ImageNotPresent(String),
+    /// The runtime refused a request (e.g. a bad command or mount).
+    #[error("runtime refused the request ({status}): {message}")]
+    Refused {
+        /// HTTP status of the runtime API.
+        status: u16,
+        /// The runtime's message.
+        message: String,
+    },
+    /// The operation did not finish in time.
+    #[error("runtime operation timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl RuntimeError {
+    /// Whether the runtime itself is down (rather than the request being bad).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Result alias of this module.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// How a container joins the network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NetworkMode {
+    /// The runtime's default bridge (the sandbox of a normal pod).
+    #[default]
+    Bridge,
+    /// The host's network namespace (`hostNetwork: true`).
+    Host,
+    /// Another container's namespace (a pod's containers join its sandbox).
+    Container(String),
+}
+
+/// A bind mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Path on the host.
+    pub host_path: String,
+    /// Path in the container.
+    pub container_path: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// A published port (on the sandbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    /// Port in the container.
+    pub container_port: u16,
+    /// Port on the host.
+    pub host_port: u16,
+    /// Host address to bind ("" = all).
+    pub host_ip: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContainerConfig {
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Entrypoint override (`command`).
+    pub entrypoint: Option<Vec<String>>,
+    /// Arguments override (`args`).
+    pub args: Option<Vec<String>>,
+    /// `NAME=value` pairs, in order.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Bind mounts.
+    pub mounts: Vec<Mount>,
+    /// Network namespace.
+    pub network: NetworkMode,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Share IPC and PID with this container (the sandbox).
+    pub share_with: Option<String>,
+    /// Hostname (sandbox only).
+    pub hostname: Option<String>,
+    /// Memory limit in bytes.
+    pub memory_limit: Option<i64>,
+    /// CPU limit in units of 1e-9 CPUs.
+    pub nano_cpus: Option<i64>,
+    /// CPU shares (relative weight from requests).
+    pub cpu_shares: Option<i64>,
+    /// `runAsUser[:runAsGroup]`.
+    pub user: Option<String>,
+    /// Privileged.
+    pub privileged: bool,
+    /// Allocate a TTY.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub stdin: bool,
+}
+
+/// The state of one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Running since.
+    Running {
+        /// Start time.
+        started_at: SystemTime,
+    },
+    /// Exited.
+    Exited {
+        /// Exit code.
+        exit_code: i64,
+        /// Start time (if it ever started).
+        started_at: Option<SystemTime>,
+        /// End time.
+        finished_at: Option<SystemTime>,
+        /// Killed for exceeding its memory limit.
+        oom_killed: bool,
+        /// The runtime's error text (e.g. the command was not found).
+        error: String,
+    },
+    /// Anything else (paused, restarting, removing, dead).
+    Other(String),
+}
+
+/// One container, from a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    /// Runtime id.
+    pub id: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Whether it runs.
+    pub running: bool,
+    /// Creation time (Unix seconds).
+    pub created: i64,
+}
+
+impl ContainerSummary {
+    /// A label's value.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// One container, inspected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Runtime id.
+    pub id: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The image id (`sha256:…`).
+    pub image_id: String,
+    /// The state.
+    pub state: ContainerState,
+    /// Creation time.
+    pub created: Option<SystemTime>,
+    /// Its IP on the bridge, if it has one.
+    pub ip: Option<String>,
+}
+
+/// An image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// `sha256:…`.
+    pub id: String,
+    /// `repo@sha256:…` digests, when pulled from a registry.
+    pub digests: Vec<String>,
+}
+
+/// Registry credentials (from imagePullSecrets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// User.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// A ready-made auth token (base64 `user:password`).
+    pub auth: String,
+    /// Registry address.
+    pub server: String,
+}
+
+/// Versions, for the node's nodeInfo.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeVersion {
+    /// `docker`.
+    pub name: String,
+    /// Engine version.
+    pub version: String,
+}
+
+/// The result of a command run to completion in a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code.
+    pub exit_code: i64,
+    /// stdout and stderr, interleaved.
+    pub output: Vec<u8>,
+}
+
+/// Log options (kubectl logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogOptions {
+    /// Keep streaming.
+    pub follow: bool,
+    /// Only the last lines.
+    pub tail: Option<u64>,
+    /// Only since this Unix time (seconds).
+    pub since: Option<i64>,
+    /// Prefix each line with its RFC 3339 time.
+    pub timestamps: bool,
+}
+
+/// Exec or attach options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamOptions {
+    /// The command (exec only).
+    pub command: Vec<String>,
+    /// Connect stdin.
+    pub stdin: bool,
+    /// With a TTY.
+    pub tty: bool,
+}
+
+/// An interactive session: output bytes and, with stdin, a writer.
+pub struct StreamIo {
+    /// stdout/stderr bytes (a TTY merges them).
+    pub output: BoxStream<'static, Result<Bytes>>,
+    /// stdin.
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for StreamIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamIo").finish_non_exhaustive()
+    }
+}
+
+/// What edged needs from a container runtime. Containers are found by label; ids are the
+/// runtime's.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// The runtime's name and version (also a health check).
+    fn version(&self) -> impl Future<Output = Result<RuntimeVersion>> + Send;
+    /// The image, if present locally.
+    fn image(&self, image: &str) -> impl Future<Output = Result<Option<ImageInfo>>> + Send;
+    /// Pull an image.
+    fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<RegistryAuth>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Import a root filesystem tar as image `reference`, with Dockerfile-like `changes`
+    /// (e.g. `ENTRYPOINT ["/pause"]`).
+    fn import_image(
+        &self,
+        reference: &str,
+        rootfs_tar: Vec<u8>,
+        changes: Vec<String>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Create a container; returns its id.
+    fn create_container(
+        &self,
+        config: ContainerConfig,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// Start a created container.
+    fn start_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// SIGTERM, then SIGKILL after `grace`.
+    fn stop_container(&self, id: &str, grace: Duration) -> impl Future<Output = Result<()>> + Send;
+    /// Remove a container (killing it if needed). A missing container is not an error.
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Containers (running or not) carrying every `labels` pair.
+    fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<ContainerSummary>>> + Send;
+    /// Inspect one container.
+    fn inspect_container(&self, id: &str) -> impl Future<Output = Result<ContainerInfo>> + Send;
+    /// Run a command to completion (probes, preStop), bounded by `timeout`.
+    fn exec_sync(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ExecOutput>> + Send;
+    /// A container's logs.
+    fn logs(&self, id: &str, options: LogOptions) -> BoxStream<'static, Result<Bytes>>;
+    /// Start an interactive command.
+    fn exec(
+        &self,
+        id: &str,
+        options: StreamOptions,
+    ) -> impl Future<Output = Result<StreamIo>> + Send;
+    /// Attach to the container's main process.
+    fn attach(
+        &self,
+        id: &str,
+        options: StreamOptions,
+    ) -> impl Future<Output = Result<StreamIo>> + Send;
+}

@@ -1,0 +1,341 @@
+//! Shared set-up of the edged tests: a busybox image built locally, and an edged on the real
+//! Docker engine with its own node name (so parallel tests never see each other's
+//! containers), its store in a temp dir, and no cloud (statuses land in the durable outbox).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::PodStatus;
+use kubeedge_edge::edged::runtime::{ContainerRuntime, LABEL_NODE};
+use kubeedge_edge::edged::{Backoff, Cloud, DockerRuntime, Edged, EdgedConfig, EdgedHandle, Link};
+use kubeedge_edge::meta::{MetaDb, MetaOp, MetaRecord, SqliteStore};
+use kubeedge_proto::{Content, Message, Route};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch, OnceCell};
+use tokio_util::sync::CancellationToken;
+
+/// The test image: a static busybox with its applets.
+pub const IMAGE: &str = "kubeedge-rs-test/busybox:1";
+
+static IMAGE_READY: OnceCell<()> = OnceCell::const_new();
+
+fn busybox_rootfs() -> Result<Vec<u8>> {
+    let busybox =
+        std::fs::read("/bin/busybox").context("busybox-static is needed at /bin/busybox")?;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    for d in ["bin/", "tmp/", "etc/", "www/"] {
+        let mut h = dir.clone();
+        h.set_cksum();
+        b.append_data(&mut h, d, std::io::empty())?;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(busybox.len() as u64);
+    h.set_mode(0o755);
+    h.set_cksum();
+    b.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
+    for applet in [
+        "sh", "httpd", "sleep", "cat", "echo", "env", "true", "false", "touch", "wget", "ls",
+        "kill", "date", "rm", "mkdir", "id",
+    ] {
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Symlink);
+        l.set_size(0);
+        l.set_mode(0o777);
+        b.append_link(&mut l, format!("bin/{applet}"), "busybox")?;
+    }
+    Ok(b.into_inner()?)
+}
+
+/// Import the test image once per test binary (idempotent across binaries too).
+pub async fn ensure_image(rt: &DockerRuntime) -> Result<()> {
+    IMAGE_READY
+        .get_or_try_init(|| async {
+            if rt.image(IMAGE).await?.is_none() {
+                rt.import_image(IMAGE, busybox_rootfs()?, vec![r#"CMD ["/bin/sh"]"#.into()])
+                    .await?;
+            }
+            anyhow::Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Remove every container of node `node` (used at the end of a test, and on drop).
+pub fn docker_cleanup(node: &str) {
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ids=$(docker ps -aq --filter label={LABEL_NODE}={node}); [ -z \"$ids\" ] || docker rm -f $ids >/dev/null 2>&1"
+        ))
+        .status();
+}
+
+/// The edged settings of a test: short periods and backoffs.
+pub fn test_config(node: &str, root: &Path) -> EdgedConfig {
+    let mut c = EdgedConfig::default();
+    c.node_name = node.to_owned();
+    c.node_ip = "127.0.0.1".into();
+    c.root_dir = root.to_path_buf();
+    c.sync_frequency = Duration::from_millis(200);
+    c.node_status_update_frequency = Duration::from_secs(1);
+    c.backoff = Backoff {
+        initial: Duration::from_millis(300),
+        max: Duration::from_millis(2400),
+    };
+    c
+}
+
+/// A unique node name.
+pub fn node_name(test: &str) -> String {
+    format!("t-{test}-{:08x}", fastrand::u32(..))
+}
+
+/// An edged on Docker, offline, in a temp dir.
+pub struct Harness {
+    pub node: String,
+    pub dir: tempfile::TempDir,
+    pub db: MetaDb,
+    pub tx: mpsc::Sender<Message>,
+    pub handle: EdgedHandle,
+    pub rt: Arc<DockerRuntime>,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _cloud: watch::Sender<Option<Cloud>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        docker_cleanup(&self.node);
+        // A runtime call already under way when edged was cancelled can still create a
+        // container: sweep again once it has had time to land.
+        std::thread::sleep(Duration::from_millis(300));
+        docker_cleanup(&self.node);
+    }
+}
+
+impl Harness {
+    pub async fn start(test: &str) -> Result<Self> {
+        Self::start_with(test, |_| {}).await
+    }
+
+    pub async fn start_with(test: &str, tune: impl FnOnce(&mut EdgedConfig)) -> Result<Self> {
+        let rt = Arc::new(DockerRuntime::new("unix:///var/run/docker.sock"));
+        ensure_image(&rt).await?;
+        Self::start_on(test, rt, tune).await
+    }
+
+    pub async fn start_on(
+        test: &str,
+        rt: Arc<DockerRuntime>,
+        tune: impl FnOnce(&mut EdgedConfig),
+    ) -> Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let node = node_name(test);
+        let dir = tempfile::tempdir()?;
+        let (store, _) = SqliteStore::open(&dir.path().join("edgecore.db"))?;
+        let db = MetaDb::spawn(store);
+        let mut cfg = test_config(&node, &dir.path().join("edged"));
+        tune(&mut cfg);
+        let (cloud_tx, cloud_rx) = watch::channel(None);
+        let (edged, tx, handle) = Edged::new(cfg, rt.clone(), Link::new(db.clone(), cloud_rx));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(edged.run(cancel.clone()));
+        Ok(Self {
+            node,
+            dir,
+            db,
+            tx,
+            handle,
+            rt,
+            cancel,
+            task: Some(task),
+            _cloud: cloud_tx,
+        })
+    }
+
+    /// What MetaManager does with a push: store, then forward.
+    pub async fn push(&self, op: &str, kind: &str, object: Value) -> Result<()> {
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
+        let name = object["metadata"]["name"].as_str().context("name")?;
+        let key = format!("{ns}/{kind}/{name}");
+        let op_enum = if op == "delete" {
+            MetaOp::Delete { key: key.clone() }
+        } else {
+            MetaOp::Upsert(MetaRecord {
+                key: key.clone(),
+                resource_type: kind.into(),
+                value: object.to_string(),
+            })
+        };
+        self.db.apply(vec![op_enum]).await?;
+        let msg = Message::new(
+            Route::new("edgecontroller", "resource", op, key),
+            Content::json(&object)?,
+        );
+        self.tx.send(msg).await?;
+        Ok(())
+    }
+
+    /// Wait until pod `ns/name`'s status satisfies `pred`.
+    pub async fn wait_status(
+        &self,
+        key: &str,
+        limit: Duration,
+        mut pred: impl FnMut(&PodStatus) -> bool,
+    ) -> Result<PodStatus> {
+        let mut rx = self.handle.statuses();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(s) = rx.borrow_and_update().get(key) {
+                if pred(s) {
+                    return Ok(s.clone());
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                let last = self.handle.status(key);
+                bail!(
+                    "pod {key}: condition not met within {limit:?}; last status: {}",
+                    serde_json::to_string_pretty(&last).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// Wait until pod `ns/name` has no status any more (stopped and removed).
+    pub async fn wait_gone(&self, key: &str, limit: Duration) -> Result<()> {
+        let mut rx = self.handle.statuses();
+        let deadline = tokio::time::Instant::now() + limit;
+        while rx.borrow_and_update().contains_key(key) {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                bail!("pod {key} still there after {limit:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest upstream messages in the outbox, by resource.
+    pub async fn outbox(&self) -> Result<BTreeMap<String, Message>> {
+        let mut out = BTreeMap::new();
+        for e in self.db.outbox(10_000).await? {
+            out.insert(e.key, Message::from_json(e.message.as_bytes())?);
+        }
+        Ok(out)
+    }
+
+    /// The containers of this node.
+    pub async fn containers(&self) -> Result<Vec<kubeedge_edge::edged::runtime::ContainerSummary>> {
+        Ok(self.rt.list_containers(&[(LABEL_NODE, &self.node)]).await?)
+    }
+
+    /// Stop edged (containers stay).
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("edged")
+    }
+}
+
+/// A pod object.
+pub fn pod(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}-{:08x}", fastrand::u32(..)),
+                     "resourceVersion": "1", "labels": {"app": name}},
+        "spec": spec,
+    })
+}
+
+/// A busybox container.
+pub fn container(name: &str, script: &str) -> Value {
+    json!({"name": name, "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+           "command": ["sh", "-c", script]})
+}
+
+/// The condition `kind` of a status.
+pub fn condition(s: &PodStatus, kind: &str) -> Option<String> {
+    s.conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+/// Container status `name`.
+pub fn cstatus<'a>(
+    s: &'a PodStatus,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+    s.container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
+}
+
+/// Poll `f` until it returns Some, within `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain HTTP GET to 127.0.0.1 (None on any failure).
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.starts_with("HTTP/1.").then_some(text)
+}

@@ -1,0 +1,187 @@
+//! Bad input: a missing image, a bad command and an invalid volume give clear container
+//! statuses and events while other pods run; a Docker engine that is down is retried.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::*;
+use kubeedge_edge::edged::DockerRuntime;
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn waiting_reason(s: &k8s_openapi::api::core::v1::PodStatus, c: &str) -> Option<String> {
+    cstatus(s, c)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .reason
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
+    let h = Harness::start("bad").await?;
+    let mut missing = container("c", "sleep 3600");
+    missing["image"] = json!("kubeedge-rs-test/does-not-exist:0");
+    h.push(
+        "insert",
+        "pod",
+        pod("noimage", json!({"containers": [missing]})),
+    )
+    .await?;
+    let mut badcmd = container("c", "");
+    badcmd["command"] = json!(["/no/such/binary"]);
+    h.push(
+        "insert",
+        "pod",
+        pod("badcmd", json!({"containers": [badcmd]})),
+    )
+    .await?;
+    let mut badvol = container("c", "sleep 3600");
+    badvol["volumeMounts"] = json!([{"name": "v", "mountPath": "/v"}]);
+    h.push(
+        "insert",
+        "pod",
+        pod(
+            "badvol",
+            json!({"containers": [badvol], "volumes": [{"name": "v", "hostPath": {"path": "relative/path"}}]}),
+        ),
+    )
+    .await?;
+    h.push(
+        "insert",
+        "pod",
+        pod(
+            "good",
+            json!({"containers": [container("c", "sleep 3600")]}),
+        ),
+    )
+    .await?;
+
+    let st = h
+        .wait_status("default/noimage", LIMIT, |s| {
+            matches!(
+                waiting_reason(s, "c").as_deref(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+        })
+        .await?;
+    let msg = cstatus(&st, "c")
+        .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("does-not-exist"), "{msg}");
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+
+    let st = h
+        .wait_status("default/badcmd", LIMIT, |s| {
+            waiting_reason(s, "c").as_deref() == Some("CreateContainerError")
+        })
+        .await?;
+    let msg = cstatus(&st, "c")
+        .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("/no/such/binary"), "{msg}");
+
+    let st = h
+        .wait_status("default/badvol", LIMIT, |s| {
+            waiting_reason(s, "c").as_deref() == Some("CreateContainerError")
+        })
+        .await?;
+    let msg = cstatus(&st, "c")
+        .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("absolute"), "{msg}");
+
+    h.wait_status("default/good", LIMIT, |s| {
+        condition(s, "Ready").as_deref() == Some("True")
+    })
+    .await?;
+
+    // Each failure is also an Event (kind Pod, reason Failed) on its way upstream.
+    let out = h.outbox().await?;
+    for p in ["noimage", "badcmd", "badvol"] {
+        let ev = out
+            .get(&format!("default/event/{p}.Failed"))
+            .with_context(|| format!("event for {p}"))?;
+        assert_eq!(ev.route.operation_str(), "insert");
+        let v: serde_json::Value = ev.content.decode()?;
+        assert_eq!(v["kind"], "Event");
+        assert_eq!(v["involvedObject"]["name"], p);
+        assert_eq!(v["type"], "Warning");
+    }
+    Ok(())
+}
+
+/// A unix socket that forwards to the real engine once `up` is called: Docker "down", then
+/// "up".
+struct DockerProxy {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DockerProxy {
+    fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        Ok(Self {
+            path: dir.path().join("docker.sock"),
+            _dir: dir,
+        })
+    }
+
+    fn up(&self) -> Result<()> {
+        let l = tokio::net::UnixListener::bind(&self.path)?;
+        tokio::spawn(async move {
+            while let Ok((mut a, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut b) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_down_is_retried_not_fatal() -> Result<()> {
+    // The image exists (built through the real socket).
+    ensure_image(&DockerRuntime::new("unix:///var/run/docker.sock")).await?;
+    let proxy = DockerProxy::new()?;
+    let rt = Arc::new(DockerRuntime::new(format!(
+        "unix://{}",
+        proxy.path.display()
+    )));
+    let h = Harness::start_on("down", rt, |_| {}).await?;
+    h.push(
+        "insert",
+        "pod",
+        pod(
+            "survivor",
+            json!({"containers": [container("c", "sleep 3600")]}),
+        ),
+    )
+    .await?;
+    // No engine: edged keeps going and says why the pod does not run.
+    let st = h
+        .wait_status("default/survivor", LIMIT, |s| {
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("container runtime unavailable"))
+        })
+        .await?;
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+    // The engine comes back: the pod runs.
+    proxy.up()?;
+    h.wait_status("default/survivor", Duration::from_secs(30), |s| {
+        condition(s, "Ready").as_deref() == Some("True")
+    })
+    .await?;
+    Ok(())
+}
