@@ -288,9 +288,11 @@ impl CloudCoreFile {
     /// The typed settings.
     pub fn settings(&self) -> Result<Settings, ControllerError> {
         let hubf = &self.modules.cloud_hub;
-        let mut hub = HubConfig::default();
-        hub.node_limit = hubf.node_limit.max(1);
-        hub.keepalive_interval = Duration::from_secs(hubf.keepalive_interval.max(1));
+        let mut hub = HubConfig {
+            node_limit: hubf.node_limit.max(1),
+            keepalive_interval: Duration::from_secs(hubf.keepalive_interval.max(1)),
+            ..HubConfig::default()
+        };
         let authorization = hubf
             .authorization
             .as_ref()

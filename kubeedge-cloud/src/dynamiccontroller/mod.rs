@@ -13,6 +13,8 @@
 
 mod request;
 
+use request::Refusal;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -104,8 +106,8 @@ pub fn application_response(req: &Message, app: &Application) -> Result<Message,
     .with_parent(req.id().clone()))
 }
 
-fn internal(e: impl std::fmt::Display) -> StatusError {
-    StatusError::failure(500, "InternalError", e.to_string())
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Box::new(StatusError::failure(500, "InternalError", e.to_string()))
 }
 
 /// Go's unstructured JSON: keys sorted (what upstream puts in `RespBody`).
@@ -206,32 +208,37 @@ impl DynamicController {
                 ));
             }
         };
-        let result = if app.nodename != node && !app.nodename.is_empty() {
-            Err(StatusError::failure(
-                403,
-                "Forbidden",
-                format!("node {node:?} may not act as {:?}", app.nodename),
-            ))
-        } else {
-            match app.parsed_key() {
-                Err(e) => Err(StatusError::failure(400, "BadRequest", e.to_string())),
-                Ok(key) => {
-                    if app.status == ApplicationStatus::Completed {
-                        self.stop_watch(&app.id);
-                        Ok(None)
-                    } else if app.verb == ApplicationVerb::Watch {
-                        self.start_watch(node, &app, key, cancel).map(|()| None)
-                    } else {
-                        self.execute(node, &app, &key).await.map(Some)
+        let result: Result<Option<Vec<u8>>, Refusal> =
+            if app.nodename != node && !app.nodename.is_empty() {
+                Err(Box::new(StatusError::failure(
+                    403,
+                    "Forbidden",
+                    format!("node {node:?} may not act as {:?}", app.nodename),
+                )))
+            } else {
+                match app.parsed_key() {
+                    Err(e) => Err(Box::new(StatusError::failure(
+                        400,
+                        "BadRequest",
+                        e.to_string(),
+                    ))),
+                    Ok(key) => {
+                        if app.status == ApplicationStatus::Completed {
+                            self.stop_watch(&app.id);
+                            Ok(None)
+                        } else if app.verb == ApplicationVerb::Watch {
+                            self.start_watch(node, &app, key, cancel).map(|()| None)
+                        } else {
+                            self.execute(node, &app, &key).await.map(Some)
+                        }
                     }
                 }
-            }
-        };
+            };
         let answer = match result {
             Ok(body) => app.approved(body),
             Err(err) => {
                 debug!(%node, key = %app.key, verb = %app.verb, reason = %err.err_status.message, "application rejected");
-                app.rejected(err)
+                app.rejected(*err)
             }
         };
         match application_response(msg, &answer) {
@@ -263,7 +270,7 @@ impl DynamicController {
         node: &str,
         app: &Application,
         key: &ApplicationKey,
-    ) -> Result<Vec<u8>, StatusError> {
+    ) -> Result<Vec<u8>, Refusal> {
         let call = request::call(app, key)?;
         let mut b = http::Request::builder()
             .method(call.method.clone())
@@ -311,7 +318,7 @@ impl DynamicController {
                 String::from_utf8_lossy(&body).into_owned(),
             ),
         };
-        Err(err)
+        Err(Box::new(err))
     }
 
     fn stop_watch(&self, id: &str) {
@@ -332,7 +339,7 @@ impl DynamicController {
         app: &Application,
         key: ApplicationKey,
         cancel: CancellationToken,
-    ) -> Result<(), StatusError> {
+    ) -> Result<(), Refusal> {
         let seq = self
             .inner
             .seq

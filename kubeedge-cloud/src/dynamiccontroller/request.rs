@@ -13,8 +13,11 @@ pub(crate) struct Call {
     pub(crate) body: Vec<u8>,
 }
 
-fn bad(msg: impl Into<String>) -> StatusError {
-    StatusError::failure(400, "BadRequest", msg)
+/// A refusal (boxed: a `StatusError` is large).
+pub(crate) type Refusal = Box<StatusError>;
+
+fn bad(msg: impl Into<String>) -> Refusal {
+    Box::new(StatusError::failure(400, "BadRequest", msg))
 }
 
 fn seg(s: &str) -> String {
@@ -101,7 +104,7 @@ pub(crate) fn selectors(app: &Application) -> (Option<String>, Option<String>) {
 }
 
 /// The call for `app` (any verb but `watch`).
-pub(crate) fn call(app: &Application, key: &ApplicationKey) -> Result<Call, StatusError> {
+pub(crate) fn call(app: &Application, key: &ApplicationKey) -> Result<Call, Refusal> {
     let options: Option<Value> = app
         .option_json()
         .map_err(|e| bad(format!("invalid options: {e}")))?;

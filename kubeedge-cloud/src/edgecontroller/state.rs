@@ -485,7 +485,7 @@ impl State {
                             Some(push) => Live::Found {
                                 uid: e.uid.clone(),
                                 resource_version: e.rv.clone(),
-                                push,
+                                push: Box::new(push),
                             },
                             None => Live::NotReady,
                         }
@@ -527,7 +527,7 @@ impl State {
                     Some(push) => Live::Found {
                         uid: meta.uid.unwrap_or_default(),
                         resource_version: meta.resource_version.unwrap_or_default(),
-                        push,
+                        push: Box::new(push),
                     },
                     None => Live::NotReady,
                 }

@@ -215,7 +215,7 @@ impl Downstream {
         let state = self.inner.node(node);
         match state.space.clone().try_acquire_owned() {
             Ok(permit) => Ok(push_with(&state, msg, self.inner.config.compat, permit)),
-            Err(tokio::sync::TryAcquireError::NoPermits) => Err(TrySend::Full(msg)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Err(TrySend::Full(Box::new(msg))),
             Err(tokio::sync::TryAcquireError::Closed) => Err(TrySend::Failed(HubError::Closed)),
         }
     }
@@ -251,7 +251,7 @@ impl Downstream {
 #[non_exhaustive]
 pub enum TrySend {
     /// The node's outbox is full right now; here is the message back.
-    Full(Message),
+    Full(Box<Message>),
     /// The message can never be sent.
     Failed(HubError),
 }

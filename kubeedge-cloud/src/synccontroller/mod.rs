@@ -81,7 +81,7 @@ pub enum Live {
         /// Its resourceVersion.
         resource_version: String,
         /// The message that re-sends it.
-        push: Message,
+        push: Box<Message>,
     },
     /// The object no longer exists.
     Gone,
@@ -190,7 +190,7 @@ impl SyncHandle {
                 let down = self.inner.down.clone();
                 let node = node.to_owned();
                 self.inner.tracker.spawn(async move {
-                    if let Err(e) = down.send(&node, msg).await {
+                    if let Err(e) = down.send(&node, *msg).await {
                         debug!(%node, error = %e, "queued send failed");
                     }
                     drop(permit);
@@ -644,7 +644,7 @@ async fn resync_node(inner: &Inner, node: &str) {
                 if !newer(&resource_version, &e.acked_rv) {
                     continue;
                 }
-                Some(push)
+                Some(*push)
             }
         };
         let Some(msg) = msg else { continue };
@@ -739,7 +739,7 @@ async fn fetch(client: &kube::Client, t: &Tracked) -> Live {
                 Ok(push) => Live::Found {
                     uid,
                     resource_version: rv,
-                    push,
+                    push: Box::new(push),
                 },
                 Err(_) => Live::NotReady,
             }
