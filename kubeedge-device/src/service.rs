@@ -109,7 +109,8 @@ pub struct TwinDriver<S> {
     out: TwinOutputs,
     config: TwinConfig,
     limits: HashMap<String, TokenBucket>,
-    flooding: BTreeSet<String>,
+    /// When each throttled device was last logged.
+    flooding: HashMap<String, std::time::Instant>,
 }
 
 /// Load the twin from `store` and build its handle and driver.
@@ -129,7 +130,7 @@ pub fn twin_service<S: TwinStore>(
             out,
             config,
             limits: HashMap::new(),
-            flooding: BTreeSet::new(),
+            flooding: HashMap::new(),
         },
     ))
 }
@@ -186,6 +187,9 @@ fn now_text(ms: i64) -> String {
         rem % 60
     )
 }
+
+/// How often a flooding device is logged.
+const FLOOD_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a message means to the twin.
 enum Classified {
@@ -353,14 +357,18 @@ impl<S: TwinStore> TwinDriver<S> {
             let bucket = self.limits.entry(device.clone()).or_insert_with(|| {
                 TokenBucket::new(self.config.device_qps, self.config.device_burst)
             });
-            if bucket.take(std::time::Instant::now()).is_some() {
-                if self.flooding.insert(device.clone()) {
-                    warn!(device = %device, qps = self.config.device_qps, "device is flooding the twin: dropping its updates until it slows down");
+            let now = std::time::Instant::now();
+            if bucket.take(now).is_some() {
+                // One line per flood (at most one a minute per device), not one per message.
+                let quiet = self
+                    .flooding
+                    .get(&device)
+                    .is_none_or(|t| now.duration_since(*t) > FLOOD_LOG_EVERY);
+                if quiet {
+                    warn!(device = %device, qps = self.config.device_qps, "device is flooding the twin: dropping its updates over the rate limit");
+                    self.flooding.insert(device.clone(), now);
                 }
                 return;
-            }
-            if self.flooding.remove(&device) {
-                info!(device = %device, "device no longer throttled");
             }
         }
         let device = device_of(&input).map(str::to_owned);
