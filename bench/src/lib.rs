@@ -1,6 +1,8 @@
 //! Shared pieces of the load tools and process tests: a CloudHub on loopback, pod messages,
 //! process RSS, and waiting on a condition with a deadline.
 
+pub mod devices;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,7 +156,7 @@ impl TestCloud {
             .issue_token(unix_now())
             .map_err(std::io::Error::other)?;
         let yaml = format!(
-            "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase:\n  dataSource: {d}/edgecore.db\nmodules:\n  edgeHub:\n    heartbeat: 1\n    messageQPS: 1000000\n    messageBurst: 1000000\n    token: {token}\n    httpServer: https://{https}\n    tlsCaFile: {d}/ca/rootCA.crt\n    tlsCertFile: {d}/certs/server.crt\n    tlsPrivateKeyFile: {d}/certs/server.key\n    websocket:\n      server: {ws}\n  edged:\n    hostnameOverride: {node}\n    rootDirectory: {d}/edged\n{edged}",
+            "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase:\n  dataSource: {d}/edgecore.db\nmodules:\n  edgeHub:\n    heartbeat: 1\n    messageQPS: 1000000\n    messageBurst: 1000000\n    token: {token}\n    httpServer: https://{https}\n    tlsCaFile: {d}/ca/rootCA.crt\n    tlsCertFile: {d}/certs/server.crt\n    tlsPrivateKeyFile: {d}/certs/server.key\n    websocket:\n      server: {ws}\n  edged:\n    hostnameOverride: {node}\n    rootDirectory: {d}/edged\n{edged}  eventBus:\n    enable: false\n",
             d = edge.display(),
             https = self.https,
             ws = self.ws,

@@ -3,6 +3,8 @@
 //! - [`certs`]: the KubeEdge CA, the cloudcore server certificate, edge certificates and the
 //!   join token, behind a [`certs::CertStore`]; [`secrets`] keeps them in the `kubeedge`
 //!   namespace secrets as upstream does.
+//! - [`devicecontroller`]: Device/DeviceModel watches to membership and desired-twin pushes,
+//!   edge reports to the Device status.
 //! - [`hub`]: CloudHub, the TLS websocket server with a per-node outbox (ACK/NO-ACK delivery,
 //!   coalescing, resend across reconnects) and the certificate bootstrap server.
 //! - [`edgecontroller`]: nodes, pods and the configmaps/secrets they use, down to the edge
@@ -21,6 +23,7 @@ pub mod certs;
 pub mod config;
 mod controllers;
 pub mod controlplane;
+pub mod devicecontroller;
 pub mod dynamiccontroller;
 pub mod edgecontroller;
 mod error;

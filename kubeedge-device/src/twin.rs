@@ -67,6 +67,18 @@ pub enum Input {
         /// Now, ms.
         now_ms: i64,
     },
+    /// The cloud's answer to `membership/detail`: every device bound to this node. Devices
+    /// not in it are removed.
+    MembershipDetail(Vec<Device>),
+    /// A publish on `$hw/events/node/<node>/membership/get`.
+    MembershipGet {
+        /// The node name.
+        node: String,
+        /// The MQTT payload.
+        payload: Vec<u8>,
+        /// Now, ms.
+        now_ms: i64,
+    },
     /// A publish on `$hw/events/device/<id>/state/update`.
     StateUpdate {
         /// Device id.
@@ -105,6 +117,9 @@ pub struct TwinState {
     devices: BTreeMap<String, DeviceTwin>,
 }
 
+/// The largest MQTT payload the twin parses; bigger ones get an error result.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
 const STATES: [&str; 5] = ["online", "offline", "ok", "unknown", "disconnected"];
 
 fn topic(device: &str, event: DeviceEvent) -> Topic {
@@ -135,6 +150,49 @@ fn error_result(
             reason,
         }),
     }
+}
+
+/// A request payload over [`MAX_PAYLOAD`]: refused with upstream's 400 result.
+fn too_large(input: &Input) -> Option<Vec<Effect>> {
+    let (device, event, len, now_ms) = match input {
+        Input::EdgeUpdate {
+            device,
+            payload,
+            now_ms,
+        } => (
+            device,
+            DeviceEvent::TwinUpdateResult,
+            payload.len(),
+            *now_ms,
+        ),
+        Input::Get {
+            device,
+            payload,
+            now_ms,
+        } => (device, DeviceEvent::TwinGetResult, payload.len(), *now_ms),
+        Input::StateUpdate {
+            device,
+            payload,
+            now_ms,
+            ..
+        } => (
+            device,
+            DeviceEvent::StateUpdateResult,
+            payload.len(),
+            *now_ms,
+        ),
+        _ => return None,
+    };
+    (len > MAX_PAYLOAD).then(|| {
+        vec![error_result(
+            device,
+            event,
+            String::new(),
+            now_ms,
+            400,
+            format!("payload of {len} bytes is over the limit of {MAX_PAYLOAD}"),
+        )]
+    })
 }
 
 /// The 404 result upstream publishes for a device this node does not have.
@@ -207,7 +265,16 @@ impl TwinState {
 
     /// Apply one input; returns what to do.
     pub fn apply(&mut self, input: Input) -> Vec<Effect> {
+        if let Some(fx) = too_large(&input) {
+            return fx;
+        }
         match input {
+            Input::MembershipDetail(devices) => self.membership_detail(devices),
+            Input::MembershipGet {
+                node,
+                payload,
+                now_ms,
+            } => self.membership_get(&node, &payload, now_ms),
             Input::Membership(m) => self.membership(m),
             Input::CloudUpdated { device, update } => {
                 let mut out = Vec::new();
@@ -236,6 +303,63 @@ impl TwinState {
                 now_text,
             } => self.state_update(&device, &payload, now_ms, now_text),
         }
+    }
+
+    fn membership_detail(&mut self, devices: Vec<Device>) -> Vec<Effect> {
+        let keep: std::collections::BTreeSet<String> = devices
+            .iter()
+            .map(|d| {
+                if d.id.is_empty() {
+                    d.name.clone()
+                } else {
+                    d.id.clone()
+                }
+            })
+            .collect();
+        let removed: Vec<Device> = self
+            .devices
+            .keys()
+            .filter(|id| !keep.contains(*id))
+            .map(|id| Device {
+                id: id.clone(),
+                ..Device::default()
+            })
+            .collect();
+        self.membership(MembershipUpdate {
+            added_devices: Some(devices),
+            removed_devices: Some(removed),
+            ..MembershipUpdate::default()
+        })
+    }
+
+    fn membership_get(&self, node: &str, payload: &[u8], now_ms: i64) -> Vec<Effect> {
+        let result = Topic::Node {
+            node: node.to_owned(),
+            event: kubeedge_proto::NodeEvent::MembershipGetResult,
+        };
+        let req: BaseMessage = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                return vec![Effect::Publish {
+                    topic: result,
+                    payload: json(&ErrorResult {
+                        event_id: String::new(),
+                        timestamp: now_ms,
+                        code: 400,
+                        reason: format!("invalid payload: {e}"),
+                    }),
+                }]
+            }
+        };
+        let body = kubeedge_proto::twin::MembershipGetResult {
+            event_id: req.event_id,
+            timestamp: now_ms,
+            devices: self.membership_devices(),
+        };
+        vec![Effect::Publish {
+            topic: result,
+            payload: json(&body),
+        }]
     }
 
     fn membership(&mut self, m: MembershipUpdate) -> Vec<Effect> {
@@ -402,7 +526,7 @@ impl TwinState {
                 }
             }
         }
-        let mut reported: BTreeMap<String, Option<MsgTwin>> = BTreeMap::new();
+        let mut changed = false;
         for (name, t) in twins {
             let Some(t) = t else { continue };
             if t.expected.is_some() {
@@ -432,24 +556,34 @@ impl TwinState {
             if stored.optional.is_none() {
                 stored.optional = Some(false);
             }
-            reported.insert(
-                name,
-                Some(MsgTwin {
-                    actual: stored.actual.clone(),
-                    optional: stored.optional,
-                    metadata: stored.metadata.clone(),
-                    actual_version: stored.actual_version,
-                    ..MsgTwin::default()
-                }),
-            );
+            changed = true;
         }
         let mut out = vec![Effect::Publish {
             topic: topic(device, result),
             payload: payload.to_vec(),
         }];
-        if reported.is_empty() {
+        if !changed {
             return out;
         }
+        // Every reported value of the device, not only the changed ones: the upstream outbox
+        // coalesces by resource while offline, and a full snapshot loses nothing when it does.
+        let reported: BTreeMap<String, Option<MsgTwin>> = dev
+            .twins
+            .iter()
+            .filter(|(_, t)| t.actual.is_some())
+            .map(|(name, t)| {
+                (
+                    name.clone(),
+                    Some(MsgTwin {
+                        actual: t.actual.clone(),
+                        optional: t.optional,
+                        metadata: t.metadata.clone(),
+                        actual_version: t.actual_version,
+                        ..MsgTwin::default()
+                    }),
+                )
+            })
+            .collect();
         out.push(Effect::Persist(device.to_owned()));
         let content = TwinUpdate {
             event_id: uuid::Uuid::new_v4().to_string(),

@@ -49,7 +49,7 @@ pub struct Modules {
     /// `edged`.
     pub edged: Edged,
     /// `eventBus`.
-    pub event_bus: Enable,
+    pub event_bus: EventBus,
     /// `deviceTwin`.
     pub device_twin: Enable,
     /// `serviceBus`.
@@ -65,6 +65,59 @@ pub struct Modules {
 pub struct Enable {
     /// `enable`.
     pub enable: bool,
+}
+
+/// `modules.eventBus`, with upstream's keys. Two defaults differ from upstream so that an edge
+/// works with no separate broker: `mqttMode` is 0 (the embedded broker) and
+/// `mqttServerInternal` is `tcp://127.0.0.1:1883`, where mappers look for a broker. A file that
+/// sets `mqttMode: 2` (as keadm writes it) uses the external broker exactly as upstream does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct EventBus {
+    /// `enable`.
+    pub enable: bool,
+    /// `mqttQOS`.
+    #[serde(rename = "mqttQOS")]
+    pub mqtt_qos: u8,
+    /// `mqttRetain`.
+    pub mqtt_retain: bool,
+    /// `mqttSessionQueueSize`.
+    pub mqtt_session_queue_size: usize,
+    /// `mqttServerExternal`.
+    pub mqtt_server_external: String,
+    /// `mqttServerInternal`.
+    pub mqtt_server_internal: String,
+    /// `mqttSubClientID`.
+    #[serde(rename = "mqttSubClientID")]
+    pub mqtt_sub_client_id: String,
+    /// `mqttPubClientID`.
+    #[serde(rename = "mqttPubClientID")]
+    pub mqtt_pub_client_id: String,
+    /// `mqttUsername`.
+    pub mqtt_username: String,
+    /// `mqttPassword`.
+    pub mqtt_password: String,
+    /// `mqttMode`: 0 internal, 1 both, 2 external.
+    pub mqtt_mode: u8,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            mqtt_qos: 0,
+            mqtt_retain: false,
+            mqtt_session_queue_size: 100,
+            mqtt_server_external: "tcp://127.0.0.1:1883".into(),
+            mqtt_server_internal: "tcp://127.0.0.1:1883".into(),
+            mqtt_sub_client_id: String::new(),
+            mqtt_pub_client_id: String::new(),
+            mqtt_username: String::new(),
+            mqtt_password: String::new(),
+            mqtt_mode: 0,
+        }
+    }
 }
 
 /// `modules.edgeHub`.
@@ -212,7 +265,7 @@ impl Default for Modules {
             edge_hub: EdgeHub::default(),
             meta_manager: MetaManager::default(),
             edged: Edged::default(),
-            event_bus: Enable { enable: true },
+            event_bus: EventBus::default(),
             device_twin: Enable { enable: true },
             service_bus: Enable { enable: false },
             edge_stream: Enable { enable: false },
@@ -371,6 +424,52 @@ impl EdgeCoreConfig {
         })
     }
 
+    /// The event bus settings, validated; `None` when `eventBus.enable` is false.
+    pub fn event_bus(&self) -> Result<Option<crate::eventbus::EventBusConfig>, ConfigError> {
+        use crate::eventbus::{BrokerAddr, EventBusConfig, MqttMode};
+        let e = &self.modules.event_bus;
+        if !e.enable {
+            return Ok(None);
+        }
+        let addr = |key: &str, v: &str| {
+            BrokerAddr::parse(v).ok_or_else(|| {
+                ConfigError::Invalid(format!("eventBus.{key} {v:?} is not tcp://host:port"))
+            })
+        };
+        let mut c = EventBusConfig::new(self.node_name());
+        c.mode = match e.mqtt_mode {
+            0 => MqttMode::Internal,
+            1 => MqttMode::Both,
+            2 => MqttMode::External,
+            n => {
+                return Err(ConfigError::Invalid(format!(
+                    "eventBus.mqttMode must be 0, 1 or 2, not {n}"
+                )))
+            }
+        };
+        c.internal = addr("mqttServerInternal", &e.mqtt_server_internal)?;
+        c.external = addr("mqttServerExternal", &e.mqtt_server_external)?;
+        if c.mode == MqttMode::Both && c.internal == c.external {
+            return Err(ConfigError::Invalid(
+                "eventBus.mqttMode 1 needs different mqttServerInternal and mqttServerExternal"
+                    .into(),
+            ));
+        }
+        if e.mqtt_qos > 2 {
+            return Err(ConfigError::Invalid(
+                "eventBus.mqttQOS must be 0, 1 or 2".into(),
+            ));
+        }
+        c.qos = e.mqtt_qos;
+        c.retain = e.mqtt_retain;
+        c.queue = e.mqtt_session_queue_size.max(1);
+        c.client_id = e.mqtt_sub_client_id.clone();
+        if !e.mqtt_username.is_empty() {
+            c.credentials = Some((e.mqtt_username.clone(), e.mqtt_password.clone()));
+        }
+        Ok(Some(c))
+    }
+
     /// `metaManager.remoteQueryTimeout`.
     pub fn remote_query_timeout(&self) -> Duration {
         Duration::from_secs(self.modules.meta_manager.remote_query_timeout.max(1))
@@ -413,6 +512,8 @@ modules:
             "defaults fill the rest"
         );
         assert!(!c.modules.event_bus.enable);
+        assert_eq!(c.modules.event_bus.mqtt_mode, 2);
+        assert!(c.event_bus().unwrap().is_none());
         let hub = c.hub().unwrap();
         assert_eq!(hub.server, "10.0.0.1:10000");
         assert_eq!(hub.node_name, "edge-9");

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use kubeedge_proto::JoinToken;
-use tokio::sync::watch;
+use kubeedge_proto::{JoinToken, Message};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -39,6 +39,9 @@ pub enum EdgeCoreError {
     /// MetaServer could not start.
     #[error("metaserver")]
     MetaServer(#[from] crate::metaserver::MetaServerError),
+    /// The event bus cannot start.
+    #[error("event bus")]
+    EventBus(#[from] crate::eventbus::EventBusError),
     /// MetaServer's address cannot be bound.
     #[error("cannot listen on metaServer.server {addr}")]
     Listen {
@@ -78,9 +81,48 @@ impl Running {
     }
 }
 
+/// Modules that live in crates this one does not depend on (the device twin), plugged in by
+/// the binary as message channels.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Plugins {
+    /// The twin's inbound channel: router group `twin`, the event bus's device topics, device
+    /// objects from MetaManager, and a `connect` event each time the cloud link comes up.
+    pub twin: Option<mpsc::Sender<Message>>,
+    /// The twin's cloud-bound messages. Reports (`…/twin/edge_updated`) are sent as requests
+    /// and kept in the durable upstream outbox while the cloud is away or does not answer.
+    pub twin_cloud: Option<mpsc::Receiver<Message>>,
+    /// The twin's MQTT publishes, for the event bus.
+    pub twin_bus: Option<mpsc::Receiver<Message>>,
+}
+
+impl Plugins {
+    /// The device twin's three channels.
+    pub fn twin(
+        twin: mpsc::Sender<Message>,
+        cloud: mpsc::Receiver<Message>,
+        bus: mpsc::Receiver<Message>,
+    ) -> Self {
+        Self {
+            twin: Some(twin),
+            twin_cloud: Some(cloud),
+            twin_bus: Some(bus),
+        }
+    }
+}
+
 /// Start edgecore's modules.
 pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
+    start_with(config, Plugins::default()).await
+}
+
+/// Start edgecore's modules with plugged-in modules.
+pub async fn start_with(
+    config: EdgeCoreConfig,
+    plugins: Plugins,
+) -> Result<Running, EdgeCoreError> {
     let hub_cfg = config.hub()?;
+    let bus_cfg = config.event_bus()?;
     let (store, warning) = SqliteStore::open(&config.database.data_source)?;
     if let Some(w) = warning {
         error!(error = %w, "metadata store recovered");
@@ -117,6 +159,26 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
     } else {
         (None, None)
     };
+    let bus = match bus_cfg {
+        Some(b) => Some(
+            start_eventbus(
+                b,
+                &config,
+                plugins.twin.clone(),
+                plugins.twin_bus,
+                &cancel,
+                &tracker,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let (bus_tx, bus_cloud) = match bus {
+        Some((tx, rx)) => (Some(tx), Some(rx)),
+        None => (None, None),
+    };
+    let twin_tx = plugins.twin;
+    let twin_cloud = plugins.twin_cloud;
     let https = config.modules.edge_hub.http_server.clone();
     let remote_timeout = config.remote_query_timeout();
     let db2 = db.clone();
@@ -151,12 +213,23 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
         if let Some(m) = &metaserver {
             m.set_hub(client.clone());
         }
-        let meta = MetaManager::new(db2, client.clone(), Outputs { edged: edged_tx, twin: None })
+        let meta = MetaManager::new(db2, client.clone(), Outputs { edged: edged_tx, twin: twin_tx.clone() })
             .with_remote_timeout(remote_timeout);
         let _ = cloud_tx.send(Some(edged::Cloud { meta: meta.clone(), hub: client.clone() }));
         t2.spawn(meta.clone().run_outbox(c.child_token()));
+        if let Some(rx) = bus_cloud {
+            t2.spawn(crate::eventbus::uplink::uploads(rx, client.clone(), c.child_token()));
+        }
+        if let Some(tx) = &twin_tx {
+            t2.spawn(crate::eventbus::uplink::connect_events(client.clone(), tx.clone(), c.child_token()));
+        }
+        if let Some(rx) = twin_cloud {
+            t2.spawn(crate::eventbus::uplink::twin_reports(rx, client.clone(), meta.clone(), t2.clone(), c.child_token()));
+        }
         let routes = Routes {
             meta: Some(meta),
+            twin: twin_tx,
+            eventbus: bus_tx,
             ..Routes::default()
         };
         t2.spawn(driver.run(c.child_token()));
@@ -169,6 +242,64 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
         stored_pods,
         metaserver: metaserver_addr,
     })
+}
+
+/// The embedded broker (modes 0 and 1) and the event bus, which runs whether or not the cloud
+/// is reachable. Returns its inbound channel and its cloud-bound uploads.
+async fn start_eventbus(
+    cfg: crate::eventbus::EventBusConfig,
+    config: &EdgeCoreConfig,
+    twin: Option<mpsc::Sender<Message>>,
+    twin_bus: Option<mpsc::Receiver<Message>>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(mpsc::Sender<Message>, mpsc::Receiver<Message>), EdgeCoreError> {
+    use crate::eventbus::{
+        self, BrokerConfig, EventBusError, EventBusOutputs, MqttMode, SubTopics,
+    };
+    if cfg.mode != MqttMode::External {
+        let addr = tokio::net::lookup_host((cfg.internal.host.as_str(), cfg.internal.port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| EventBusError::Listen {
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], cfg.internal.port)),
+                source: std::io::Error::other(format!("cannot resolve {}", cfg.internal.host)),
+            })?;
+        let mut b = BrokerConfig::new(addr);
+        b.max_payload = cfg.max_payload;
+        tokio::task::spawn_blocking(move || eventbus::broker::start(&b))
+            .await
+            .map_err(|e| EventBusError::Listen {
+                addr,
+                source: std::io::Error::other(e.to_string()),
+            })??;
+    }
+    let store = SubTopics::open(&config.database.data_source)?;
+    let (up_tx, up_rx) = mpsc::channel(1024);
+    let (bus, driver) = eventbus::eventbus(cfg, store, EventBusOutputs::new(twin, up_tx))?;
+    let c = cancel.child_token();
+    tracker.spawn(async move {
+        if let Err(e) = driver.run(c).await {
+            error!(error = %e, "event bus stopped");
+        }
+    });
+    if let Some(mut rx) = twin_bus {
+        let tx = bus.sender();
+        let c = cancel.child_token();
+        tracker.spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    _ = c.cancelled() => return,
+                    m = rx.recv() => match m { Some(m) => m, None => return },
+                };
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok((bus.sender(), up_rx))
 }
 
 /// MetaServer on `metaServer.server`, serving the store from the start (the cloud may be away).

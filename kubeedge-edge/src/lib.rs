@@ -7,6 +7,8 @@
 //! - [`meta`]: MetaManager, persisting pushes on SQLite (group commit) and acking after commit.
 //! - [`metaserver`]: the node's local Kubernetes API (reads from the store, writes through the
 //!   cloud).
+//! - [`eventbus`]: MQTT (an embedded rumqttd broker by default, or an external one) bridged to
+//!   the device twin and the cloud.
 //! - [`router`]: routes inbound messages to the modules as upstream's edgehub does.
 //! - [`edged`]: the kubelet of the edge: pods on Docker, pod and node status, reconciliation.
 
@@ -14,10 +16,11 @@ pub mod config;
 mod core;
 pub mod edged;
 mod error;
+pub mod eventbus;
 pub mod hub;
 pub mod meta;
 pub mod metaserver;
 pub mod router;
 
-pub use core::{start, EdgeCoreError, Running};
+pub use core::{start, start_with, EdgeCoreError, Plugins, Running};
 pub use error::{BootstrapError, HubError};

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use kubeedge_device::store::SqliteTwinStore;
+use kubeedge_device::{twin_service, TwinConfig, TwinOutputs};
 use kubeedge_edge::config::EdgeCoreConfig;
+use kubeedge_edge::Plugins;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(name = "edgecore", version, about = "KubeEdge edge core (kubeedge-rs)")]
@@ -41,14 +46,53 @@ async fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let config = EdgeCoreConfig::from_yaml(&text)?;
-    let running = kubeedge_edge::start(config).await?;
+    let (plugins, twin) = device_twin(&config)?;
+    let running = kubeedge_edge::start_with(config, plugins).await?;
     tracing::info!(stored_pods = running.stored_pods, "edgecore started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
+    if let Some((cancel, task)) = twin {
+        cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     running.shutdown(Duration::from_secs(10)).await;
     tracing::info!("edgecore stopped");
     Ok(())
+}
+
+type TwinTask = (CancellationToken, tokio::task::JoinHandle<()>);
+
+/// The device twin (kubeedge-device) plugged into the edge's router and event bus, when
+/// `modules.deviceTwin.enable` is set. It shares edgecore's database file.
+fn device_twin(config: &EdgeCoreConfig) -> anyhow::Result<(Plugins, Option<TwinTask>)> {
+    if !config.modules.device_twin.enable {
+        return Ok((Plugins::default(), None));
+    }
+    let store = SqliteTwinStore::open(&config.database.data_source).with_context(|| {
+        format!(
+            "cannot open the device twin tables in {}",
+            config.database.data_source.display()
+        )
+    })?;
+    let (cloud_tx, cloud_rx) = mpsc::channel(1024);
+    let (bus_tx, bus_rx) = mpsc::channel(1024);
+    let (twin, driver) = twin_service(
+        store,
+        TwinConfig::new(config.node_name()),
+        TwinOutputs::new(cloud_tx, bus_tx),
+    )?;
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = driver.run(c).await {
+            tracing::error!(error = %e, "device twin stopped");
+        }
+    });
+    Ok((
+        Plugins::twin(twin.sender(), cloud_rx, bus_rx),
+        Some((cancel, task)),
+    ))
 }

@@ -151,6 +151,8 @@ async fn starts_offline_with_its_stored_pods() -> Result<()> {
     cfg.modules.edge_hub.tls_cert_file = dir.path().join("server.crt");
     cfg.modules.edge_hub.tls_private_key_file = dir.path().join("server.key");
     cfg.modules.edge_hub.rotate_certificates = false;
+    // No MQTT broker on the fixed default port in tests.
+    cfg.modules.event_bus.enable = false;
     let running = kubeedge_edge::start(cfg).await?;
     assert_eq!(running.stored_pods, 1);
     assert!(running.db.get("default/pod/p").await?.is_some());

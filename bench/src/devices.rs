@@ -1,0 +1,298 @@
+//! A cloud for device tests and the device benchmark: an in-process Kubernetes API with the
+//! Device and DeviceModel CRDs, a CloudHub on loopback, and the DeviceController between them.
+
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kubeedge_apiserver::{ApiConfig, ApiService, SqliteStore};
+use kubeedge_cloud::devicecontroller::{
+    is_device_message, DeviceController, DeviceControllerConfig,
+};
+use kubeedge_cloud::hub::HubConfig;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::TestCloud;
+
+/// The cloud side of a device test.
+pub struct DeviceCloud {
+    /// The hub and its scratch directory.
+    pub cloud: TestCloud,
+    /// A client of the in-process API.
+    pub client: kube::Client,
+    _api_dir: tempfile::TempDir,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for DeviceCloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCloud")
+            .field("cloud", &self.cloud)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DeviceCloud {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn crd(plural: &str, kind: &str) -> serde_json::Value {
+    let version = |name: &str, storage: bool| {
+        json!({
+            "name": name, "served": true, "storage": storage,
+            "subresources": {"status": {}},
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+        })
+    };
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.devices.kubeedge.io")},
+        "spec": {
+            "group": "devices.kubeedge.io",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
+            "scope": "Namespaced",
+            "versions": [version("v1beta1", true), version("v1alpha2", false)]
+        }
+    })
+}
+
+/// Create the Device and DeviceModel CRDs (v1beta1 stored, v1alpha2 served).
+pub async fn create_device_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let ar = ApiResource {
+        group: "apiextensions.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        plural: "customresourcedefinitions".into(),
+    };
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    for (plural, kind) in [("devices", "Device"), ("devicemodels", "DeviceModel")] {
+        let obj: DynamicObject = serde_json::from_value(crd(plural, kind))?;
+        api.create(&PostParams::default(), &obj).await?;
+    }
+    Ok(())
+}
+
+impl DeviceCloud {
+    /// Start the API, the hub and the controller.
+    pub async fn start(hub: HubConfig, controller: DeviceControllerConfig) -> anyhow::Result<Self> {
+        let api_dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(api_dir.path().join("state.db"))?;
+        let service = ApiService::new(store, ApiConfig::default()).await?;
+        let client = kube::Client::new(service, "default");
+        create_device_crds(&client).await?;
+        let mut cloud = TestCloud::start(hub).await?;
+        let (_, dummy) = mpsc::channel(1);
+        let mut up = std::mem::replace(&mut cloud.up, dummy);
+        let (tx, rx) = mpsc::channel(4096);
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let u = tokio::select! {
+                    _ = c.cancelled() => return,
+                    u = up.recv() => match u { Some(u) => u, None => return },
+                };
+                if is_device_message(&u) && tx.send(u).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let dc = DeviceController::new(client.clone(), cloud.down.clone(), controller);
+        tokio::spawn(dc.run(rx, cancel.child_token()));
+        Ok(Self {
+            cloud,
+            client,
+            _api_dir: api_dir,
+            cancel,
+        })
+    }
+
+    /// An `edgecore.yaml` for node `edge-1` with the event bus in `mode` on `broker`
+    /// (`tcp://127.0.0.1:<port>`). Returns the config path and the database path.
+    pub fn edge_config(
+        &self,
+        mode: u8,
+        broker: &str,
+    ) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let (path, db) = self.cloud.edge_config()?;
+        let text = std::fs::read_to_string(&path)?;
+        let bus = format!(
+            "  eventBus:\n    enable: true\n    mqttMode: {mode}\n    mqttServerInternal: {broker}\n    mqttServerExternal: {broker}\n  deviceTwin:\n    enable: true\n"
+        );
+        std::fs::write(
+            &path,
+            text.replace("  eventBus:\n    enable: false\n", &bus),
+        )?;
+        Ok((path, db))
+    }
+}
+
+/// A loopback port that was free a moment ago (for servers that cannot take a listener).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// How long device tests wait for a condition.
+pub const DEVICE_LIMIT: Duration = Duration::from_secs(20);
+
+/// A pymodbus TCP server (from PyPI, not ours) on a free loopback port, driven through its
+/// stdin/stdout line protocol (`testdata/modbus/server.py`). Killed when dropped.
+#[derive(Debug)]
+pub struct Pymodbus {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// The port.
+    pub port: u16,
+}
+
+impl Pymodbus {
+    /// Start it and wait (bounded) until it answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt as _;
+        let port = free_port()?;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/modbus/server.py");
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg("300")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+        match ready {
+            Ok(Ok(Some(l))) if l == "READY" => {}
+            other => anyhow::bail!("pymodbus did not start (is pymodbus installed?): {other:?}"),
+        }
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+            port,
+        })
+    }
+
+    /// One command (`set hr 2 55`, `get co 1`); returns the answer line.
+    pub async fn cmd(&mut self, line: &str) -> anyhow::Result<String> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        let l = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("pymodbus exited"))?;
+        anyhow::ensure!(!l.starts_with("ERR"), "pymodbus: {l}");
+        Ok(l)
+    }
+
+    /// Stop it.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Debian's mosquitto on a loopback port, killed when dropped.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    /// The port.
+    pub port: u16,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Mosquitto {
+    /// Start it on `port` and wait (bounded) until it accepts connections.
+    pub fn start(port: u16) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 262144\n"),
+        )?;
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let m = Self {
+            child,
+            _dir: dir,
+            port,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(m)
+    }
+}
+
+/// A TCP proxy on loopback whose link can be cut and restored (a dead network in between).
+#[derive(Debug, Clone)]
+pub struct CutProxy {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CutProxy {
+    /// Forward to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (cut, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *rx.borrow() {
+                    continue; // refused while cut
+                }
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, cut })
+    }
+
+    /// Cut (`true`) or restore (`false`) the link.
+    pub fn set_cut(&self, cut: bool) {
+        let _ = self.cut.send(cut);
+    }
+}
