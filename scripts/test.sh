@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
 ensure_rust
+ensure_device_test_deps
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
