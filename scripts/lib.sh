@@ -63,3 +63,14 @@ ensure_docker() {
     sleep 0.5
   done
 }
+
+# ensure_device_test_deps: what the device tests run against: Debian's mosquitto (external
+# broker mode) and pymodbus from PyPI (a Modbus TCP server we did not write), pinned.
+PYMODBUS_VERSION=3.16.1
+ensure_device_test_deps() {
+  ensure_apt mosquitto python3 python3-pip
+  if ! python3 -c "import pymodbus, sys; sys.exit(pymodbus.__version__ != '$PYMODBUS_VERSION')" 2>/dev/null; then
+    python3 -m pip install -q "pymodbus==$PYMODBUS_VERSION" 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages "pymodbus==$PYMODBUS_VERSION"
+  fi
+}

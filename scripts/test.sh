@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 ensure_build_deps
 ensure_rust
 ensure_docker
+ensure_device_test_deps
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked

@@ -268,12 +268,8 @@ async fn start_eventbus(
             })?;
         let mut b = BrokerConfig::new(addr);
         b.max_payload = cfg.max_payload;
-        tokio::task::spawn_blocking(move || eventbus::broker::start(&b))
-            .await
-            .map_err(|e| EventBusError::Listen {
-                addr,
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        let listener = eventbus::broker::bind(&b).await?;
+        tracker.spawn(eventbus::broker::Broker::new(b).serve(listener, cancel.child_token()));
     }
     let store = SubTopics::open(&config.database.data_source)?;
     let (up_tx, up_rx) = mpsc::channel(1024);

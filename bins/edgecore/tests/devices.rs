@@ -40,8 +40,8 @@ fn spawn(config: &Path, log: &Path) -> Result<Edgecore> {
             .arg(config)
             .env("RUST_LOG", "warn,kubeedge_edge::eventbus=info")
             .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(err)
+            .stdout(err)
+            .stderr(Stdio::null())
             .spawn()?,
     ))
 }
@@ -520,7 +520,8 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
         ),
         (
             t1,
-            format!(r#"{{"event_id":"w1","twin":{{"level":{{"actual":{{"value":"abc"}}}}}}}}"#)
+            r#"{"event_id":"w1","twin":{"level":{"actual":{"value":"abc"}}}}"#
+                .to_string()
                 .into_bytes(),
             400,
         ),
@@ -570,7 +571,8 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
             .map(|l| l.matches("flooding").count() == 1)
             .unwrap_or(false)
     })
-    .await?;
+    .await
+    .with_context(|| std::fs::read_to_string(&s.log).unwrap_or_default())?;
     let text = std::fs::read_to_string(&s.log)?;
     assert_eq!(text.matches("flooding").count(), 1, "{text}");
     for what in [

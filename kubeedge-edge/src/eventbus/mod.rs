@@ -1,7 +1,7 @@
 //! EventBus: the edge's MQTT side (PROTOCOL.md §6.1).
 //!
-//! - `mqttMode` keeps upstream's meaning: 0 = the embedded broker only (the default here, on
-//!   `127.0.0.1:1883`), 1 = both the embedded and an external broker, 2 = an external broker
+//! - `mqttMode` keeps upstream's meaning: 0 = the embedded broker ([`broker`]) only (the
+//!   default here, on `127.0.0.1:1883`), 1 = both the embedded and an external broker, 2 = an external broker
 //!   (`mqttServerExternal`, e.g. mosquitto) only.
 //! - It subscribes to upstream's topics in both the v1.12 and the v1.17+ namespaced forms, plus
 //!   every topic in `sub_topics`. Device and node topics go to the device twin as
@@ -201,7 +201,7 @@ pub struct EventBusDriver {
     topics: Arc<Mutex<BTreeSet<String>>>,
 }
 
-/// Build the event bus. Start the embedded broker first ([`broker::start`]) in modes 0 and 1.
+/// Build the event bus. Start the embedded broker first ([`broker::Broker`]) in modes 0 and 1.
 pub fn eventbus(
     config: EventBusConfig,
     store: SubTopics,
