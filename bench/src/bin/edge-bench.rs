@@ -76,7 +76,14 @@ async fn main() -> Result<()> {
     let ms_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut text = std::fs::read_to_string(&config)?;
+    // EventBus (embedded broker on a free port) and DeviceTwin on too.
+    let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut text = std::fs::read_to_string(&config)?.replace(
+        "  eventBus:\n    enable: false\n",
+        &format!("  eventBus:\n    enable: true\n    mqttMode: 0\n    mqttServerInternal: tcp://127.0.0.1:{mqtt_port}\n  deviceTwin:\n    enable: true\n"),
+    );
     text.push_str(&format!(
         "  metaManager:\n    metaServer:\n      enable: true\n      server: 127.0.0.1:{ms_port}\n"
     ));
@@ -93,7 +100,7 @@ async fn main() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 5 })).await;
     println!(
-        "edgecore idle RSS        {:.1} MB (hub, meta, MetaServer; joined, no pods)",
+        "edgecore idle RSS        {:.1} MB (hub, meta, MetaServer, eventbus + broker, twin; joined, no pods)",
         rss_kb(pid) as f64 / 1024.0
     );
 

@@ -37,6 +37,9 @@ pub(crate) struct InitArgs {
     /// How long to wait for the embedded cloudcore to serve.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Where the embedded Kubernetes API listens (HTTPS).
+    #[arg(long = "apiserver-listen", default_value = "0.0.0.0:6443")]
+    apiserver_listen: String,
 }
 
 /// Where the embedded control plane's admin kubeconfig is written.
@@ -135,7 +138,15 @@ async fn init_embedded(paths: &Paths, args: &InitArgs) -> Result<()> {
         process::write_file(&config, &yaml)?;
     }
     println!("[3/{TOTAL}] Start cloudcore with its embedded control plane");
-    let how = process::start(paths, "cloudcore", &cloudcore, &config)?;
+    let extra = [
+        "--data-dir".to_owned(),
+        paths.var_lib().join("cloudcore").display().to_string(),
+        "--kubeconfig-out".to_owned(),
+        kubeconfig.display().to_string(),
+        "--apiserver-listen".to_owned(),
+        args.apiserver_listen.clone(),
+    ];
+    let how = process::start(paths, "cloudcore", &cloudcore, &config, &extra)?;
     println!("cloudcore started as {how}");
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let token = loop {
@@ -222,6 +233,7 @@ async fn init_cluster(args: &InitArgs, kubeconfig: &Path) -> Result<()> {
         dry_run: args.dry_run,
         kubeedge_version: args.kubeedge_version.clone(),
         timeout: args.timeout,
+        apiserver_listen: args.apiserver_listen.clone(),
     };
     let yaml = cloudcore_config(&Paths::for_image(), &cloudcore, &in_cluster)?;
     let docs = cluster_manifests(args, &yaml)?;

@@ -208,7 +208,7 @@ pub(crate) fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
             config_path.display()
         );
         let bin = process::find_binary("edgecore")?;
-        let how = process::start(paths, "edgecore", &bin, &config_path)?;
+        let how = process::start(paths, "edgecore", &bin, &config_path, &[])?;
         println!("edgecore started as {how}");
         return Ok(());
     }
@@ -272,7 +272,7 @@ pub(crate) fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
     process::write_file(&config_path, &yaml)?;
 
     step(5, TOTAL, "Start edgecore");
-    let how = process::start(paths, "edgecore", &edgecore, &config_path)?;
+    let how = process::start(paths, "edgecore", &edgecore, &config_path, &[])?;
     println!("edgecore started as {how}");
     println!("\nKubeEdge edgecore is running; node {node:?} joins {} (check with `kubectl get node {node}`)", args.cloudcore_ipport);
     Ok(())

@@ -62,13 +62,20 @@ pub(crate) fn is_running(paths: &Paths, name: &str) -> bool {
     running_pid(&paths.pid_file(name)).is_some()
 }
 
-/// Start `binary --config <config>` as `name` and return how it runs.
-pub(crate) fn start(paths: &Paths, name: &str, binary: &Path, config: &Path) -> Result<String> {
+/// Start `binary --config <config> <extra...>` as `name` and return how it runs.
+pub(crate) fn start(
+    paths: &Paths,
+    name: &str,
+    binary: &Path,
+    config: &Path,
+    extra: &[String],
+) -> Result<String> {
     if paths.use_systemd() {
         let unit = format!(
-            "[Unit]\nDescription={name} (kubeedge-rs)\nAfter=network-online.target\n\n[Service]\nExecStart={} --config {}\nRestart=always\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
+            "[Unit]\nDescription={name} (kubeedge-rs)\nAfter=network-online.target\n\n[Service]\nExecStart={} --config {} {}\nRestart=always\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
             binary.display(),
-            config.display()
+            config.display(),
+            extra.join(" ")
         );
         let file = paths.unit_file(name);
         write_file(&file, &unit)?;
@@ -89,6 +96,7 @@ pub(crate) fn start(paths: &Paths, name: &str, binary: &Path, config: &Path) -> 
     let mut cmd = Command::new(binary);
     cmd.arg("--config")
         .arg(config)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);

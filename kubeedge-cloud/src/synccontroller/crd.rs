@@ -1,5 +1,4 @@
-//! The `reliablesyncs.kubeedge.io` CustomResourceDefinitions (as upstream's
-//! `objectsync_v1alpha1.yaml` and `cluster_objectsync_v1alpha1.yaml` define them).
+//! KubeEdge's CustomResourceDefinitions (`kubeedge_proto::api::CRDS`): installed when missing.
 
 use std::time::Duration;
 
@@ -10,67 +9,38 @@ use tracing::{info, warn};
 
 use crate::error::ControllerError;
 
-fn definition(plural: &str, kind: &str, scope: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.reliablesyncs.kubeedge.io")},
-        "spec": {
-            "group": "reliablesyncs.kubeedge.io",
-            "names": {
-                "kind": kind,
-                "listKind": format!("{kind}List"),
-                "plural": plural,
-                "singular": kind.to_ascii_lowercase(),
-            },
-            "scope": scope,
-            "versions": [{
-                "name": "v1alpha1",
-                "served": true,
-                "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": {
-                            "type": "object",
-                            "properties": {
-                                "objectAPIVersion": {"type": "string"},
-                                "objectKind": {"type": "string"},
-                                "objectName": {"type": "string"},
-                            },
-                        },
-                        "status": {
-                            "type": "object",
-                            "properties": {"objectResourceVersion": {"type": "string"}},
-                        },
-                    },
-                }},
-            }],
-        },
-    })
+/// Every CRD of `kubeedge_proto::api::CRDS` (Device, DeviceModel, ObjectSync,
+/// ClusterObjectSync), parsed.
+fn definitions() -> Result<Vec<CustomResourceDefinition>, ControllerError> {
+    use serde::Deserialize as _;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(kubeedge_proto::api::CRDS) {
+        let v = serde_json::Value::deserialize(doc)
+            .map_err(|e| ControllerError::Config(format!("crd manifest: {e}")))?;
+        if v.is_null() {
+            continue;
+        }
+        out.push(
+            serde_json::from_value(v)
+                .map_err(|e| ControllerError::Config(format!("crd manifest: {e}")))?,
+        );
+    }
+    Ok(out)
 }
 
-/// Create the ObjectSync and ClusterObjectSync CRDs when they are missing, and wait (up to
-/// `wait`) until they are served. A cluster where cloudcore may not create CRDs (`keadm init`
+/// Create KubeEdge's CRDs (ObjectSync, ClusterObjectSync, Device, DeviceModel) when they are
+/// missing, and wait (up to `wait`) until the ObjectSync ones are served. A cluster where cloudcore may not create CRDs (`keadm init`
 /// applied them) is fine: a refusal is logged, not an error.
 pub async fn ensure_crds(client: &kube::Client, wait: Duration) -> Result<(), ControllerError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (plural, kind, scope) in [
-        ("objectsyncs", "ObjectSync", "Namespaced"),
-        ("clusterobjectsyncs", "ClusterObjectSync", "Cluster"),
-    ] {
-        let crd: CustomResourceDefinition = serde_json::from_value(definition(plural, kind, scope))
-            .map_err(|e| ControllerError::Config(format!("crd {plural}: {e}")))?;
+    for crd in definitions()? {
+        let plural = crd.spec.names.plural.clone();
         match crds.create(&PostParams::default(), &crd).await {
-            Ok(_) => info!(crd = plural, "created reliablesyncs crd"),
+            Ok(_) => info!(crd = %plural, "created kubeedge crd"),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(kube::Error::Api(s)) if s.code == 403 => {
                 warn!(
-                    crd = plural,
+                    crd = %plural,
                     "not allowed to create the crd; expecting it to exist"
                 );
             }
