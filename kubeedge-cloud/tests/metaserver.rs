@@ -88,6 +88,33 @@ async fn edgecore(cloud: &Cloud) -> Result<(kubeedge_edge::Running, String)> {
     Ok((running, addr))
 }
 
+/// The next Application the edge sends to the cloud.
+async fn next_application(cloud: &mut Cloud) -> Result<Message> {
+    within("application", async {
+        loop {
+            let up = cloud.up.recv().await.context("hub closed")?;
+            if up.msg.route.group_str() == "dynamiccontroller" {
+                return anyhow::Ok(up.msg);
+            }
+        }
+    })
+    .await?
+}
+
+/// The cloud's answer to `request`.
+fn application_reply(request: &Message, app: &Application) -> Result<Message> {
+    Ok(Message::new(
+        Route::new(
+            "dynamiccontroller",
+            "resource",
+            "applicationResponse",
+            "ignore/Application/ignore",
+        ),
+        Content::json(app)?,
+    )
+    .with_parent(request.id().clone()))
+}
+
 /// Wait until the edge has committed each of `keys`.
 async fn stored(running: &kubeedge_edge::Running, keys: &[&str]) -> Result<()> {
     within("pushes stored", async {
@@ -210,15 +237,7 @@ async fn kubectl_reads_what_the_node_holds_and_writes_go_to_the_cloud() -> Resul
         let home = home.path().to_owned();
         async move { kubectl(&addr, &home, &["label", "pod", "web", "tier=edge"]).await }
     });
-    let app_msg = within("application", async {
-        loop {
-            let up = cloud.up.recv().await.context("hub closed")?;
-            if up.msg.route.group_str() == "dynamiccontroller" {
-                return anyhow::Ok(up.msg);
-            }
-        }
-    })
-    .await??;
+    let app_msg = next_application(&mut cloud).await?;
     assert_eq!(app_msg.route.source_str(), "metaserver");
     assert_eq!(app_msg.route.resource, "null");
     let app: Application = app_msg.content.decode()?;
@@ -228,16 +247,7 @@ async fn kubectl_reads_what_the_node_holds_and_writes_go_to_the_cloud() -> Resul
     let mut labelled = pod("web");
     labelled["metadata"]["labels"] = serde_json::json!({"tier": "edge"});
     let reply_app = app.approved(Some(serde_json::to_vec(&labelled)?));
-    let reply = Message::new(
-        Route::new(
-            "dynamiccontroller",
-            "resource",
-            "applicationResponse",
-            "ignore/Application/ignore",
-        ),
-        Content::json(&reply_app)?,
-    )
-    .with_parent(app_msg.id().clone());
+    let reply = application_reply(&app_msg, &reply_app)?;
     cloud.down.send("edge-1", reply).await?;
     let out = within("kubectl label", label).await???;
     assert!(
@@ -253,15 +263,7 @@ async fn kubectl_reads_what_the_node_holds_and_writes_go_to_the_cloud() -> Resul
         let home = home.path().to_owned();
         async move { kubectl(&addr, &home, &["delete", "configmap", "cfg"]).await }
     });
-    let app_msg = within("application", async {
-        loop {
-            let up = cloud.up.recv().await.context("hub closed")?;
-            if up.msg.route.group_str() == "dynamiccontroller" {
-                return anyhow::Ok(up.msg);
-            }
-        }
-    })
-    .await??;
+    let app_msg = next_application(&mut cloud).await?;
     let app: Application = app_msg.content.decode()?;
     assert!(matches!(app.verb, ApplicationVerb::Delete));
     let rejected = app.rejected(kubeedge_proto::StatusError::failure(
@@ -269,16 +271,7 @@ async fn kubectl_reads_what_the_node_holds_and_writes_go_to_the_cloud() -> Resul
         "Forbidden",
         "configmaps \"cfg\" is forbidden: node edge-1 may not delete it",
     ));
-    let reply = Message::new(
-        Route::new(
-            "dynamiccontroller",
-            "resource",
-            "applicationResponse",
-            "ignore/Application/ignore",
-        ),
-        Content::json(&rejected)?,
-    )
-    .with_parent(app_msg.id().clone());
+    let reply = application_reply(&app_msg, &rejected)?;
     cloud.down.send("edge-1", reply).await?;
     let out = within("kubectl delete", del).await???;
     assert!(!out.status.success());

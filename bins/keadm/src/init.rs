@@ -17,6 +17,7 @@ use serde_yaml::Value;
 
 use crate::paths::Paths;
 use crate::process;
+use crate::yaml::set;
 
 /// The flags of `keadm init`.
 #[derive(clap::Args, Debug)]
@@ -45,22 +46,6 @@ pub(crate) struct InitArgs {
 /// Where the embedded control plane's admin kubeconfig is written.
 pub(crate) fn admin_kubeconfig(paths: &Paths) -> PathBuf {
     paths.etc().join("admin.kubeconfig")
-}
-
-fn set(root: &mut Value, path: &[&str], value: Value) {
-    let mut cur = root;
-    for (i, key) in path.iter().enumerate() {
-        if !cur.is_mapping() {
-            *cur = Value::Mapping(serde_yaml::Mapping::new());
-        }
-        let Value::Mapping(m) = cur else { return };
-        let k = Value::String((*key).to_owned());
-        if i + 1 == path.len() {
-            m.insert(k, value);
-            return;
-        }
-        cur = m.entry(k).or_insert(Value::Null);
-    }
 }
 
 /// cloudcore.yaml: cloudcore's own defaults with this host's settings.

@@ -9,6 +9,7 @@ use serde_yaml::Value;
 
 use crate::paths::Paths;
 use crate::process;
+use crate::yaml::{get_str, set};
 
 /// The flags of `keadm join`.
 #[derive(clap::Args, Debug)]
@@ -60,30 +61,6 @@ fn valid_node_name(name: &str) -> bool {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
-}
-
-fn set(root: &mut Value, path: &[&str], value: Value) {
-    let mut cur = root;
-    for (i, key) in path.iter().enumerate() {
-        if !cur.is_mapping() {
-            *cur = Value::Mapping(serde_yaml::Mapping::new());
-        }
-        let Value::Mapping(m) = cur else { return };
-        let k = Value::String((*key).to_owned());
-        if i + 1 == path.len() {
-            m.insert(k, value);
-            return;
-        }
-        cur = m.entry(k).or_insert(Value::Null);
-    }
-}
-
-fn get_str<'a>(root: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = root;
-    for key in path {
-        cur = cur.get(*key)?;
-    }
-    cur.as_str()
 }
 
 /// The edgecore.yaml for this join: edgecore's own defaults with the join's settings.
@@ -290,14 +267,5 @@ mod tests {
         assert!(!valid_node_name("-a"));
         assert!(!valid_node_name(""));
         assert!(!valid_node_name("a/b"));
-    }
-
-    #[test]
-    fn set_creates_nested_keys() {
-        let mut v: Value = serde_yaml::from_str("a: {b: 1}").expect("yaml");
-        set(&mut v, &["a", "c", "d"], Value::Bool(true));
-        set(&mut v, &["a", "b"], Value::String("x".into()));
-        assert_eq!(get_str(&v, &["a", "b"]), Some("x"));
-        assert_eq!(v["a"]["c"]["d"], Value::Bool(true));
     }
 }

@@ -12,6 +12,7 @@ mod join;
 mod paths;
 mod process;
 mod reset;
+mod yaml;
 
 use std::path::PathBuf;
 

@@ -11,6 +11,13 @@ use crate::process;
 
 /// Run `keadm reset`.
 pub(crate) fn run(paths: &Paths) -> Result<()> {
+    // The node this host joined as (its containers carry that name), read before removal.
+    let node = std::fs::read_to_string(paths.config("edgecore"))
+        .ok()
+        .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
+        .and_then(|v| {
+            crate::yaml::get_str(&v, &["modules", "edged", "hostnameOverride"]).map(str::to_owned)
+        });
     let mut failures: Vec<String> = Vec::new();
     let mut n = 0;
     let mut step = |what: &str| {
@@ -31,11 +38,9 @@ pub(crate) fn run(paths: &Paths) -> Result<()> {
     }
 
     step("Remove the containers edgecore started");
-    // Only for a real installation: a test root shares the Docker engine with others.
-    let removed = if paths.is_system_root() {
-        remove_pod_containers()
-    } else {
-        Ok(0)
+    let removed = match &node {
+        Some(node) => remove_pod_containers(node),
+        None => Ok(0),
     };
     match removed {
         Ok(0) => println!("    none"),
@@ -71,13 +76,18 @@ pub(crate) fn run(paths: &Paths) -> Result<()> {
     }
 }
 
-/// Label every container of edged carries (its pod's UID).
-pub(crate) const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+/// Label every container of edged carries: the node it runs for.
+pub(crate) const NODE_LABEL: &str = "io.kubeedge-rs.node";
 
-/// Remove the containers edged created (by label), when a Docker engine answers.
-fn remove_pod_containers() -> Result<usize> {
+/// Remove the containers edged created for `node` (by label), when a Docker engine answers.
+fn remove_pod_containers(node: &str) -> Result<usize> {
     let Ok(out) = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={POD_UID_LABEL}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={NODE_LABEL}={node}"),
+        ])
         .stderr(std::process::Stdio::null())
         .output()
     else {
