@@ -124,14 +124,19 @@ impl DeviceCloud {
         let bus = format!(
             "  eventBus:\n    enable: true\n    mqttMode: {mode}\n    mqttServerInternal: {broker}\n    mqttServerExternal: {broker}\n  deviceTwin:\n    enable: true\n"
         );
-        std::fs::write(&path, text.replace("  eventBus:\n    enable: false\n", &bus))?;
+        std::fs::write(
+            &path,
+            text.replace("  eventBus:\n    enable: false\n", &bus),
+        )?;
         Ok((path, db))
     }
 }
 
 /// A loopback port that was free a moment ago (for servers that cannot take a listener).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// How long device tests wait for a condition.
@@ -164,7 +169,10 @@ impl Pymodbus {
             .kill_on_drop(true)
             .spawn()?;
         let stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("stdout"))?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
         match ready {

@@ -40,8 +40,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let device: Device = serde_yaml::from_str(&std::fs::read_to_string(&args.device)?)
-        .context("device yaml")?;
+    let device: Device =
+        serde_yaml::from_str(&std::fs::read_to_string(&args.device)?).context("device yaml")?;
     let model: Option<DeviceModel> = match &args.model {
         Some(p) => Some(serde_yaml::from_str(&std::fs::read_to_string(p)?).context("model yaml")?),
         None => None,

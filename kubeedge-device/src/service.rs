@@ -302,7 +302,10 @@ impl<S: TwinStore> TwinDriver<S> {
 
     /// Process messages until `cancel` fires or every sender is gone.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), TwinError> {
-        info!(devices = self.state.devices().count(), "device twin running");
+        info!(
+            devices = self.state.devices().count(),
+            "device twin running"
+        );
         let mut batch = Vec::with_capacity(256);
         loop {
             tokio::select! {

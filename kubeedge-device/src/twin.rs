@@ -159,7 +159,12 @@ fn too_large(input: &Input) -> Option<Vec<Effect>> {
             device,
             payload,
             now_ms,
-        } => (device, DeviceEvent::TwinUpdateResult, payload.len(), *now_ms),
+        } => (
+            device,
+            DeviceEvent::TwinUpdateResult,
+            payload.len(),
+            *now_ms,
+        ),
         Input::Get {
             device,
             payload,
@@ -170,7 +175,12 @@ fn too_large(input: &Input) -> Option<Vec<Effect>> {
             payload,
             now_ms,
             ..
-        } => (device, DeviceEvent::StateUpdateResult, payload.len(), *now_ms),
+        } => (
+            device,
+            DeviceEvent::StateUpdateResult,
+            payload.len(),
+            *now_ms,
+        ),
         _ => return None,
     };
     (len > MAX_PAYLOAD).then(|| {
@@ -298,7 +308,13 @@ impl TwinState {
     fn membership_detail(&mut self, devices: Vec<Device>) -> Vec<Effect> {
         let keep: std::collections::BTreeSet<String> = devices
             .iter()
-            .map(|d| if d.id.is_empty() { d.name.clone() } else { d.id.clone() })
+            .map(|d| {
+                if d.id.is_empty() {
+                    d.name.clone()
+                } else {
+                    d.id.clone()
+                }
+            })
             .collect();
         let removed: Vec<Device> = self
             .devices

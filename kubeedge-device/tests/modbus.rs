@@ -22,7 +22,9 @@ struct Pymodbus {
 
 impl Pymodbus {
     async fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/modbus/server.py");
         let mut child = Command::new("python3")
             .args([script, &port.to_string(), "120"])
@@ -60,8 +62,9 @@ fn prop(name: &str, t: ValueType, visitor: serde_json::Value) -> PropertyConfig 
 #[tokio::test]
 async fn every_table_scale_and_refusals() -> Result<()> {
     let mut srv = Pymodbus::start().await?;
-    let mut d = ModbusTcp::from_config(&json!({"ip": "127.0.0.1", "port": srv.port, "slaveID": 1}))?
-        .with_timeout(Duration::from_secs(2));
+    let mut d =
+        ModbusTcp::from_config(&json!({"ip": "127.0.0.1", "port": srv.port, "slaveID": 1}))?
+            .with_timeout(Duration::from_secs(2));
     d.connect().await?;
     assert_eq!(d.health().await, DeviceHealth::Online);
 
@@ -88,7 +91,11 @@ async fn every_table_scale_and_refusals() -> Result<()> {
     assert_eq!(d.read(&wide).await?, "70000");
 
     // Coils.
-    let coil = prop("switch", ValueType::Boolean, json!({"register": "CoilRegister", "offset": 3}));
+    let coil = prop(
+        "switch",
+        ValueType::Boolean,
+        json!({"register": "CoilRegister", "offset": 3}),
+    );
     d.write(&coil, "true").await?;
     assert_eq!(srv.cmd("get co 3").await?, "1");
     assert_eq!(d.read(&coil).await?, "true");
@@ -96,30 +103,63 @@ async fn every_table_scale_and_refusals() -> Result<()> {
     assert_eq!(d.read(&coil).await?, "false");
 
     // Input registers and discrete inputs: readable, never writable.
-    let ir = prop("level", ValueType::Int, json!({"register": "InputRegister", "offset": 3}));
+    let ir = prop(
+        "level",
+        ValueType::Int,
+        json!({"register": "InputRegister", "offset": 3}),
+    );
     assert_eq!(d.read(&ir).await?, srv.cmd("get ir 3").await?);
-    let di = prop("door", ValueType::Boolean, json!({"register": "DiscreteInputRegister", "offset": 0}));
+    let di = prop(
+        "door",
+        ValueType::Boolean,
+        json!({"register": "DiscreteInputRegister", "offset": 0}),
+    );
     assert_eq!(d.read(&di).await?, "true");
-    assert!(matches!(d.write(&ir, "1").await, Err(DriverError::ReadOnly(_))));
-    assert!(matches!(d.write(&di, "true").await, Err(DriverError::ReadOnly(_))));
+    assert!(matches!(
+        d.write(&ir, "1").await,
+        Err(DriverError::ReadOnly(_))
+    ));
+    assert!(matches!(
+        d.write(&di, "true").await,
+        Err(DriverError::ReadOnly(_))
+    ));
 
     // Bad values and visitors are refused without touching the device.
-    assert!(matches!(d.write(&hr, "hot").await, Err(DriverError::Value { .. })));
-    assert!(matches!(d.write(&hr, "1e9").await, Err(DriverError::Value { .. })));
-    let bad = prop("x", ValueType::Int, json!({"register": "Nope", "offset": 1}));
-    assert!(matches!(d.read(&bad).await, Err(DriverError::Visitor { .. })));
+    assert!(matches!(
+        d.write(&hr, "hot").await,
+        Err(DriverError::Value { .. })
+    ));
+    assert!(matches!(
+        d.write(&hr, "1e9").await,
+        Err(DriverError::Value { .. })
+    ));
+    let bad = prop(
+        "x",
+        ValueType::Int,
+        json!({"register": "Nope", "offset": 1}),
+    );
+    assert!(matches!(
+        d.read(&bad).await,
+        Err(DriverError::Visitor { .. })
+    ));
     assert_eq!(srv.cmd("get hr 4").await?, "300");
     Ok(())
 }
 
 #[tokio::test]
 async fn unreachable_then_reconnects() -> Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut d = ModbusTcp::from_config(&json!({"ip": "127.0.0.1", "port": port}))?
         .with_timeout(Duration::from_millis(500));
     assert!(d.connect().await.is_err());
     assert_eq!(d.health().await, DeviceHealth::Offline);
-    let hr = prop("v", ValueType::Int, json!({"register": "HoldingRegister", "offset": 1}));
+    let hr = prop(
+        "v",
+        ValueType::Int,
+        json!({"register": "HoldingRegister", "offset": 1}),
+    );
     assert!(matches!(d.read(&hr).await, Err(DriverError::NotConnected)));
     let srv = Pymodbus::start().await?;
     let mut d = ModbusTcp::from_config(&json!({"ip": "127.0.0.1", "port": srv.port}))?;

@@ -403,8 +403,9 @@ impl EdgeCoreConfig {
             return Ok(None);
         }
         let addr = |key: &str, v: &str| {
-            BrokerAddr::parse(v)
-                .ok_or_else(|| ConfigError::Invalid(format!("eventBus.{key} {v:?} is not tcp://host:port")))
+            BrokerAddr::parse(v).ok_or_else(|| {
+                ConfigError::Invalid(format!("eventBus.{key} {v:?} is not tcp://host:port"))
+            })
         };
         let mut c = EventBusConfig::new(self.node_name());
         c.mode = match e.mqtt_mode {
@@ -421,11 +422,14 @@ impl EdgeCoreConfig {
         c.external = addr("mqttServerExternal", &e.mqtt_server_external)?;
         if c.mode == MqttMode::Both && c.internal == c.external {
             return Err(ConfigError::Invalid(
-                "eventBus.mqttMode 1 needs different mqttServerInternal and mqttServerExternal".into(),
+                "eventBus.mqttMode 1 needs different mqttServerInternal and mqttServerExternal"
+                    .into(),
             ));
         }
         if e.mqtt_qos > 2 {
-            return Err(ConfigError::Invalid("eventBus.mqttQOS must be 0, 1 or 2".into()));
+            return Err(ConfigError::Invalid(
+                "eventBus.mqttQOS must be 0, 1 or 2".into(),
+            ));
         }
         c.qos = e.mqtt_qos;
         c.retain = e.mqtt_retain;

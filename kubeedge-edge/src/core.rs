@@ -116,7 +116,10 @@ pub async fn start(config: EdgeCoreConfig) -> Result<Running, EdgeCoreError> {
 }
 
 /// Start edgecore's modules with plugged-in modules.
-pub async fn start_with(config: EdgeCoreConfig, plugins: Plugins) -> Result<Running, EdgeCoreError> {
+pub async fn start_with(
+    config: EdgeCoreConfig,
+    plugins: Plugins,
+) -> Result<Running, EdgeCoreError> {
     let hub_cfg = config.hub()?;
     let bus_cfg = config.event_bus()?;
     let (store, warning) = SqliteStore::open(&config.database.data_source)?;
@@ -249,7 +252,9 @@ async fn start_eventbus(
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(mpsc::Sender<Message>, mpsc::Receiver<Message>), EdgeCoreError> {
-    use crate::eventbus::{self, BrokerConfig, EventBusError, EventBusOutputs, MqttMode, SubTopics};
+    use crate::eventbus::{
+        self, BrokerConfig, EventBusError, EventBusOutputs, MqttMode, SubTopics,
+    };
     if cfg.mode != MqttMode::External {
         let addr = tokio::net::lookup_host((cfg.internal.host.as_str(), cfg.internal.port))
             .await

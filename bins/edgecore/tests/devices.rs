@@ -144,10 +144,7 @@ async fn wait_register(modbus: &mut Pymodbus, cmd: &str, want: &str) -> Result<(
         if got == want {
             return Ok(());
         }
-        anyhow::ensure!(
-            start.elapsed() < LIMIT,
-            "{cmd}: {got}, never {want}"
-        );
+        anyhow::ensure!(start.elapsed() < LIMIT, "{cmd}: {got}, never {want}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -224,8 +221,7 @@ async fn round_trip(mode: u8) -> Result<()> {
     let driver = ModbusTcp::from_config(&md.protocol)?;
     let cancel = CancellationToken::new();
     let mapper = tokio::spawn(
-        Mapper::new(md, driver, MapperConfig::new("127.0.0.1", s.broker_port))
-            .run(cancel.clone()),
+        Mapper::new(md, driver, MapperConfig::new("127.0.0.1", s.broker_port)).run(cancel.clone()),
     );
 
     // Desired values land on the pymodbus server.
@@ -237,7 +233,10 @@ async fn round_trip(mode: u8) -> Result<()> {
     let t0 = Instant::now();
     wait_reported(&devices, "thermo-1", "temperature", "20.5").await?;
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(2), "register -> status took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "register -> status took {took:?}"
+    );
 
     // A new desired value in the CR is written to the register.
     let patch = json!({"spec": {"properties": dev.spec.properties.iter().map(|p| {
@@ -298,8 +297,7 @@ async fn offline_reports_arrive_after_reconnect() -> Result<()> {
     let driver = ModbusTcp::from_config(&md.protocol)?;
     let cancel = CancellationToken::new();
     let mapper = tokio::spawn(
-        Mapper::new(md, driver, MapperConfig::new("127.0.0.1", s.broker_port))
-            .run(cancel.clone()),
+        Mapper::new(md, driver, MapperConfig::new("127.0.0.1", s.broker_port)).run(cancel.clone()),
     );
     modbus.cmd("set hr 5 2").await?;
     wait_reported(&devices, "thermo-2", "temperature", "1").await?;
@@ -326,7 +324,9 @@ async fn offline_reports_arrive_after_reconnect() -> Result<()> {
     })
     .await?;
     assert_eq!(
-        reported(&devices, "thermo-2", "temperature").await.as_deref(),
+        reported(&devices, "thermo-2", "temperature")
+            .await
+            .as_deref(),
         Some("1"),
         "nothing reached the cloud while cut"
     );
@@ -451,8 +451,11 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
     .await?;
 
     // twin/get as upstream mappers send it.
-    m.publish(&format!("{t1}/twin/get"), r#"{"event_id":"g1","timestamp":1795617300000}"#)
-        .await?;
+    m.publish(
+        &format!("{t1}/twin/get"),
+        r#"{"event_id":"g1","timestamp":1795617300000}"#,
+    )
+    .await?;
     let got = m.next_on(&format!("{t1}/twin/get/result")).await?;
     assert_eq!(got["event_id"], "g1");
     assert_eq!(got["twin"]["switch"]["expected"]["value"], "OFF");
@@ -462,7 +465,8 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
     let report = format!(
         r#"{{"event_id":"e1","timestamp":{now},"twin":{{"switch":{{"actual":{{"value":"ON","metadata":{{"timestamp":{now}}}}},"metadata":{{"type":"string"}}}}}}}}"#
     );
-    m.publish(&format!("{t1}/twin/update"), report.clone()).await?;
+    m.publish(&format!("{t1}/twin/update"), report.clone())
+        .await?;
     let echo = m.next_on(&format!("{t1}/twin/update/result")).await?;
     assert_eq!(echo["event_id"], "e1", "the result echoes the request");
     wait_reported(&devices, "thermometer-1", "switch", "ON").await?;
@@ -476,15 +480,27 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
     let st = m.next_on(&format!("{t1}/state/update/result")).await?;
     assert_eq!(st["device"]["state"], "online");
     let start = Instant::now();
-    while devices.get("thermometer-1").await?.status.unwrap_or_default().state != "online" {
+    while devices
+        .get("thermometer-1")
+        .await?
+        .status
+        .unwrap_or_default()
+        .state
+        != "online"
+    {
         anyhow::ensure!(start.elapsed() < LIMIT, "state never reached the status");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     // Membership get.
-    m.publish("$hw/events/node/edge-1/membership/get", r#"{"event_id":"m1"}"#)
+    m.publish(
+        "$hw/events/node/edge-1/membership/get",
+        r#"{"event_id":"m1"}"#,
+    )
+    .await?;
+    let mem = m
+        .next_on("$hw/events/node/edge-1/membership/get/result")
         .await?;
-    let mem = m.next_on("$hw/events/node/edge-1/membership/get/result").await?;
     let ids: Vec<&str> = mem["devices"]
         .as_array()
         .context("devices")?
@@ -497,7 +513,11 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
     let before = edge_actuals(&db, "thermometer-1");
     let cases: Vec<(&str, Vec<u8>, i64)> = vec![
         (t1, b"{not json".to_vec(), 400),
-        ("$hw/events/device/no-such-device", report.clone().into_bytes(), 404),
+        (
+            "$hw/events/device/no-such-device",
+            report.clone().into_bytes(),
+            404,
+        ),
         (
             t1,
             format!(r#"{{"event_id":"w1","twin":{{"level":{{"actual":{{"value":"abc"}}}}}}}}"#)
@@ -519,17 +539,22 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
         let r = m.next_on(&format!("{prefix}/twin/update/result")).await?;
         assert_eq!(r["code"], code, "{r}");
     }
-    assert_eq!(edge_actuals(&db, "thermometer-1"), before, "store unchanged");
     assert_eq!(
-        reported(&devices, "thermometer-1", "switch").await.as_deref(),
+        edge_actuals(&db, "thermometer-1"),
+        before,
+        "store unchanged"
+    );
+    assert_eq!(
+        reported(&devices, "thermometer-1", "switch")
+            .await
+            .as_deref(),
         Some("ON")
     );
 
     // A flood from one device: throttled with one log line, the other device unaffected.
     for i in 0..600 {
-        let p = format!(
-            r#"{{"event_id":"f{i}","twin":{{"level":{{"actual":{{"value":"{i}"}}}}}}}}"#
-        );
+        let p =
+            format!(r#"{{"event_id":"f{i}","twin":{{"level":{{"actual":{{"value":"{i}"}}}}}}}}"#);
         m.publish(&format!("{t1}/twin/update"), p).await?;
     }
     let t2 = "$hw/events/device/thermometer-2";
@@ -549,7 +574,12 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
     .with_context(|| std::fs::read_to_string(&s.log).unwrap_or_default())?;
     let text = std::fs::read_to_string(&s.log)?;
     assert_eq!(text.matches("flooding").count(), 1, "{text}");
-    for what in ["invalid payload", "unknown device", "invalid value", "over the limit"] {
+    for what in [
+        "invalid payload",
+        "unknown device",
+        "invalid value",
+        "over the limit",
+    ] {
         assert_eq!(
             text.matches(what).count(),
             1,

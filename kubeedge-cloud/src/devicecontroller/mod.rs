@@ -28,9 +28,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt as _;
 use kubeedge_proto::api::{v1alpha2, v1beta1};
-use kubeedge_proto::twin::{
-    DeviceStateResult, MembershipGetResult, MembershipUpdate, TwinUpdate,
-};
+use kubeedge_proto::twin::{DeviceStateResult, MembershipGetResult, MembershipUpdate, TwinUpdate};
 use kubeedge_proto::{
     now_millis, Content, Group, Message, Operation, ResourceKind, ResourcePath, Route, Source,
     TwinEvent,
@@ -197,9 +195,8 @@ impl DeviceController {
                         pump(s, tx, move |d| view::from_v1beta1(d, ids)).await
                     }
                     DeviceApi::V1alpha2 => {
-                        let s =
-                            watcher::watcher(Api::<v1alpha2::Device>::all(client), cfg.clone())
-                                .default_backoff();
+                        let s = watcher::watcher(Api::<v1alpha2::Device>::all(client), cfg.clone())
+                            .default_backoff();
                         pump(s, tx, move |d| view::from_v1alpha2(d, ids)).await
                     }
                 }
@@ -284,8 +281,11 @@ impl DeviceController {
             let joined = old_node.as_ref() != Some(node);
             if joined {
                 info!(device = %v.id, node = %node, "device bound to node");
-                self.push(node, view::membership(std::slice::from_ref(&v), &[], &types))
-                    .await;
+                self.push(
+                    node,
+                    view::membership(std::slice::from_ref(&v), &[], &types),
+                )
+                .await;
             } else if old.as_ref().map(|t| &t.view.desired) != Some(&v.desired) {
                 self.push(node, view::cloud_updated(&v, &types)).await;
             }
@@ -316,8 +316,11 @@ impl DeviceController {
         if let Some(node) = &t.view.node {
             info!(device = %t.view.id, node = %node, "device removed from node");
             let types = BTreeMap::new();
-            self.push(node, view::membership(&[], std::slice::from_ref(&t.view), &types))
-                .await;
+            self.push(
+                node,
+                view::membership(&[], std::slice::from_ref(&t.view), &types),
+            )
+            .await;
             if self.config.push_objects {
                 if let Some(obj) = t.view.object_message("delete") {
                     self.push(node, obj).await;
@@ -493,11 +496,8 @@ async fn write_status(
     }
 }
 
-async fn pump<K, S>(
-    stream: S,
-    tx: mpsc::Sender<Input>,
-    to_view: impl Fn(&K) -> DeviceView,
-) where
+async fn pump<K, S>(stream: S, tx: mpsc::Sender<Input>, to_view: impl Fn(&K) -> DeviceView)
+where
     K: kube::Resource,
     S: futures_util::Stream<Item = Result<Event<K>, watcher::Error>>,
 {

@@ -69,7 +69,9 @@ impl Reported {
         Some(Self {
             value,
             timestamp: field("timestamp").and_then(|t| t.parse().ok()).unwrap_or(0),
-            edge_version: field("edgeVersion").and_then(|t| t.parse().ok()).unwrap_or(0),
+            edge_version: field("edgeVersion")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
             value_type: field("type").unwrap_or("string").to_owned(),
         })
     }
@@ -228,10 +230,7 @@ fn description(meta: &ObjectMeta) -> String {
         .unwrap_or_default()
 }
 
-fn object<T: serde::Serialize>(
-    d: &T,
-    meta: &ObjectMeta,
-) -> Option<(Value, String)> {
+fn object<T: serde::Serialize>(d: &T, meta: &ObjectMeta) -> Option<(Value, String)> {
     let v = serde_json::to_value(d).ok()?;
     Some((v, meta.resource_version.clone().unwrap_or_default()))
 }
@@ -411,7 +410,11 @@ pub(super) fn status_patch(
     let mut seen = std::collections::BTreeSet::new();
     for t in &v.status_twins {
         let mut t = t.clone();
-        if let Some(name) = t.get("propertyName").and_then(Value::as_str).map(str::to_owned) {
+        if let Some(name) = t
+            .get("propertyName")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        {
             if let (Some(r), Some(obj)) = (reported.get(&name), t.as_object_mut()) {
                 obj.insert("reported".into(), r.to_status());
             }

@@ -71,7 +71,10 @@ impl ModbusVisitor {
                 property: p.name.clone(),
                 reason: e.to_string(),
             })?;
-        let words = matches!(v.register, Register::HoldingRegister | Register::InputRegister);
+        let words = matches!(
+            v.register,
+            Register::HoldingRegister | Register::InputRegister
+        );
         if (words && !(1..=2).contains(&v.limit)) || (!words && v.limit != 1) || v.scale == 0.0 {
             return Err(DriverError::Visitor {
                 property: p.name.clone(),

@@ -316,7 +316,8 @@ impl<D: DeviceDriver> Mapper<D> {
         if st.health == Some(h) {
             return;
         }
-        let body = serde_json::json!({"event_id": "", "timestamp": now_millis(), "state": h.as_str()});
+        let body =
+            serde_json::json!({"event_id": "", "timestamp": now_millis(), "state": h.as_str()});
         if client
             .try_publish(
                 topic(&self.device.id, DeviceEvent::StateUpdate),

@@ -78,7 +78,8 @@ fn valid_filter(filter: &str) -> bool {
     }
     let levels: Vec<&str> = filter.split('/').collect();
     levels.iter().enumerate().all(|(i, l)| {
-        (!l.contains('#') || (*l == "#" && i == levels.len() - 1)) && (!l.contains('+') || *l == "+")
+        (!l.contains('#') || (*l == "#" && i == levels.len() - 1))
+            && (!l.contains('+') || *l == "+")
     })
 }
 
@@ -202,7 +203,11 @@ impl Broker {
         }
     }
 
-    async fn connection(&self, mut stream: TcpStream, cancel: CancellationToken) -> Result<(), ConnError> {
+    async fn connection(
+        &self,
+        mut stream: TcpStream,
+        cancel: CancellationToken,
+    ) -> Result<(), ConnError> {
         let _ = stream.set_nodelay(true);
         let max = self.config.max_payload + 64 * 1024;
         let mut buf = BytesMut::with_capacity(4096);
@@ -224,7 +229,13 @@ impl Broker {
         .map_err(|_| ConnError::Protocol("no CONNECT in time"))??;
         let mut out = BytesMut::new();
         if self.connections.load(Ordering::Relaxed) > self.config.max_connections {
-            write(&mut stream, &mut out, Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)), max).await?;
+            write(
+                &mut stream,
+                &mut out,
+                Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)),
+                max,
+            )
+            .await?;
             return Err(ConnError::Protocol("too many connections"));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +267,13 @@ impl Broker {
         let will = connect.last_will.clone();
         let keep_alive = Duration::from_secs(u64::from(connect.keep_alive).max(1)) * 3 / 2;
         let result = async {
-            write(&mut stream, &mut out, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)), max).await?;
+            write(
+                &mut stream,
+                &mut out,
+                Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
+                max,
+            )
+            .await?;
             let mut pkid: u16 = 0;
             loop {
                 // Whole packets already buffered first.
@@ -424,10 +441,22 @@ mod tests {
 
     #[test]
     fn filters() {
-        assert!(filter_matches("$hw/events/device/+/twin/+", "$hw/events/device/d/twin/update"));
-        assert!(!filter_matches("$hw/events/device/+/twin/+", "$hw/events/device/d/twin/update/result"));
-        assert!(filter_matches("$hw/events/upload/#", "$hw/events/upload/a/b"));
-        assert!(!filter_matches("+/user/#", "$hw/user/x"), "wildcards skip $ topics");
+        assert!(filter_matches(
+            "$hw/events/device/+/twin/+",
+            "$hw/events/device/d/twin/update"
+        ));
+        assert!(!filter_matches(
+            "$hw/events/device/+/twin/+",
+            "$hw/events/device/d/twin/update/result"
+        ));
+        assert!(filter_matches(
+            "$hw/events/upload/#",
+            "$hw/events/upload/a/b"
+        ));
+        assert!(
+            !filter_matches("+/user/#", "$hw/user/x"),
+            "wildcards skip $ topics"
+        );
         assert!(!filter_matches("#", "$SYS/x"));
         assert!(filter_matches("+/user/#", "a/user/b/c"));
         assert!(filter_matches("a/#", "a"));

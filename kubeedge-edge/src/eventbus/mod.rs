@@ -22,7 +22,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kubeedge_proto::{edge_subscriptions, Content, Group, Message, Operation, Route, Source, Topic};
+use kubeedge_proto::{
+    edge_subscriptions, Content, Group, Message, Operation, Route, Source, Topic,
+};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -84,7 +86,10 @@ impl BrokerAddr {
         let (host, port) = rest.rsplit_once(':')?;
         let port = port.trim_end_matches('/').parse().ok()?;
         (!host.is_empty()).then(|| Self {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
         })
     }
@@ -321,7 +326,11 @@ impl EventBusDriver {
 
     fn publish(&self, clients: &[AsyncClient], topic: &str, payload: Vec<u8>) {
         if payload.len() > self.config.max_payload {
-            warn!(topic, size = payload.len(), "publish over the payload limit dropped");
+            warn!(
+                topic,
+                size = payload.len(),
+                "publish over the payload limit dropped"
+            );
             return;
         }
         for c in clients {
@@ -415,7 +424,7 @@ async fn run_link(
     max_backoff: Duration,
     cancel: CancellationToken,
 ) {
-    let base = Duration::from_millis(500);
+    let base = Duration::from_millis(500).min(max_backoff);
     let mut backoff = base;
     let mut down = false;
     let mut ever_up = false;
