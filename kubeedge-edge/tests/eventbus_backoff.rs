@@ -10,8 +10,6 @@ use kubeedge_edge::eventbus::broker::{self, Broker, BrokerConfig};
 use kubeedge_edge::eventbus::{
     eventbus, BrokerAddr, EventBusConfig, EventBusOutputs, MqttMode, SubTopics,
 };
-use kubeedge_proto::{Content, Message, Route, Topic};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -20,13 +18,16 @@ struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 }
 
 impl Write for Logs {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
