@@ -520,9 +520,7 @@ async fn upstream_mapper_traffic_and_bad_input() -> Result<()> {
         ),
         (
             t1,
-            r#"{"event_id":"w1","twin":{"level":{"actual":{"value":"abc"}}}}"#
-                .to_string()
-                .into_bytes(),
+            br#"{"event_id":"w1","twin":{"level":{"actual":{"value":"abc"}}}}"#.to_vec(),
             400,
         ),
         (

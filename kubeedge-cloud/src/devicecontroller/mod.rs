@@ -106,8 +106,9 @@ impl std::fmt::Debug for DeviceController {
 }
 
 enum Input {
-    Device(Option<DeviceView>, DeviceKey),
+    Device(Option<Box<DeviceView>>, DeviceKey),
     Resync,
+    Synced,
     Model(view::ModelTypes),
     Up(Upstream),
     Written(DeviceKey, bool),
@@ -126,6 +127,10 @@ struct State {
     models: HashMap<(String, String), BTreeMap<String, String>>,
     dirty: HashSet<DeviceKey>,
     in_flight: HashSet<DeviceKey>,
+    /// The device list is complete (the watch's first list is done).
+    synced: bool,
+    /// Nodes that asked for their membership before the list was complete.
+    pending_detail: HashSet<String>,
 }
 
 impl DeviceController {
@@ -162,9 +167,16 @@ impl DeviceController {
                 },
             };
             match input {
-                Input::Device(Some(v), key) => self.device_changed(&mut st, key, v).await,
+                Input::Device(Some(v), key) => self.device_changed(&mut st, key, *v).await,
                 Input::Device(None, key) => self.device_deleted(&mut st, key).await,
                 Input::Resync => {}
+                Input::Synced => {
+                    st.synced = true;
+                    // Answered only now: an early, partial answer would remove devices.
+                    for node in std::mem::take(&mut st.pending_detail) {
+                        self.membership_detail(&st, &node).await;
+                    }
+                }
                 Input::Model(m) => {
                     st.models.insert(m.key.clone(), m.types);
                 }
@@ -406,35 +418,43 @@ impl DeviceController {
                 }
             }
             ResourceKind::MembershipDetail => {
-                let mut devices: Vec<&DeviceView> = st
-                    .devices
-                    .values()
-                    .filter(|t| t.view.node.as_deref() == Some(node.as_str()))
-                    .map(|t| &t.view)
-                    .collect();
-                devices.sort_by(|a, b| a.id.cmp(&b.id));
-                let body = MembershipGetResult {
-                    event_id: uuid::Uuid::new_v4().to_string(),
-                    timestamp: now_millis(),
-                    devices: devices
-                        .iter()
-                        .map(|v| view::edge_device(v, &self.types_for(st, v)))
-                        .collect(),
-                };
-                debug!(node = %node, devices = body.devices.len(), "membership detail");
-                let msg = Message::new(
-                    Route::new(
-                        Source::DeviceController,
-                        Group::Twin,
-                        Operation::Update,
-                        "membership/detail",
-                    ),
-                    Content::json(&body).unwrap_or_default(),
-                );
-                self.push(&node, msg).await;
+                if st.synced {
+                    self.membership_detail(st, &node).await;
+                } else {
+                    st.pending_detail.insert(node);
+                }
             }
             _ => debug!(node = %node, resource = %msg.route.resource, "not a device message"),
         }
+    }
+
+    async fn membership_detail(&self, st: &State, node: &str) {
+        let mut devices: Vec<&DeviceView> = st
+            .devices
+            .values()
+            .filter(|t| t.view.node.as_deref() == Some(node))
+            .map(|t| &t.view)
+            .collect();
+        devices.sort_by(|a, b| a.id.cmp(&b.id));
+        let body = MembershipGetResult {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            timestamp: now_millis(),
+            devices: devices
+                .iter()
+                .map(|v| view::edge_device(v, &self.types_for(st, v)))
+                .collect(),
+        };
+        debug!(node = %node, devices = body.devices.len(), "membership detail");
+        let msg = Message::new(
+            Route::new(
+                Source::DeviceController,
+                Group::Twin,
+                Operation::Update,
+                "membership/detail",
+            ),
+            Content::json(&body).unwrap_or_default(),
+        );
+        self.push(node, msg).await;
     }
 
     fn write_dirty(&self, st: &mut State, writers: &Arc<Semaphore>, tx: &mpsc::Sender<Input>) {
@@ -506,13 +526,15 @@ where
         let input = match ev {
             Ok(Event::Apply(d) | Event::InitApply(d)) => {
                 let v = to_view(&d);
-                Input::Device(Some(v.clone()), v.key)
+                let key = v.key.clone();
+                Input::Device(Some(Box::new(v)), key)
             }
             Ok(Event::Delete(d)) => {
                 let v = to_view(&d);
                 Input::Device(None, v.key)
             }
-            Ok(Event::Init | Event::InitDone) => Input::Resync,
+            Ok(Event::Init) => Input::Resync,
+            Ok(Event::InitDone) => Input::Synced,
             Err(e) => {
                 debug!(error = %e, "device watch error; retrying");
                 continue;

@@ -424,7 +424,7 @@ async fn run_link(
     max_backoff: Duration,
     cancel: CancellationToken,
 ) {
-    let base = Duration::from_millis(500);
+    let base = Duration::from_millis(500).min(max_backoff);
     let mut backoff = base;
     let mut down = false;
     let mut ever_up = false;
