@@ -23,6 +23,8 @@ pub struct ControllersConfig {
     pub sync: Option<SyncConfig>,
     /// Dynamic controller.
     pub dynamic: Option<DynamicConfig>,
+    /// Device controller.
+    pub device: Option<crate::devicecontroller::DeviceControllerConfig>,
 }
 
 impl Default for ControllersConfig {
@@ -31,6 +33,7 @@ impl Default for ControllersConfig {
             edge: Some(EdgeControllerConfig::default()),
             sync: Some(SyncConfig::default()),
             dynamic: Some(DynamicConfig::default()),
+            device: Some(crate::devicecontroller::DeviceControllerConfig::default()),
         }
     }
 }
@@ -47,6 +50,10 @@ pub async fn run_controllers(
 ) -> Result<(), ControllerError> {
     let persist = config.sync.is_some();
     let sync_cfg = config.sync.clone().unwrap_or_default();
+    let device = config
+        .device
+        .clone()
+        .map(|c| crate::devicecontroller::DeviceController::new(client.clone(), down.clone(), c));
     let sync = SyncController::new(client.clone(), hub.clone(), down, sync_cfg, persist);
     if persist {
         ensure_crds(&client, std::time::Duration::from_secs(30)).await?;
@@ -55,6 +62,7 @@ pub async fn run_controllers(
     let handle = sync.handle();
     let (edge_tx, edge_rx) = mpsc::channel::<Upstream>(1024);
     let (dyn_tx, dyn_rx) = mpsc::channel::<Upstream>(1024);
+    let (dev_tx, dev_rx) = mpsc::channel::<Upstream>(1024);
     let edge = config
         .edge
         .clone()
@@ -81,8 +89,17 @@ pub async fn run_controllers(
             None => Ok(()),
         }
     };
+    let dev_task = async {
+        if let Some(d) = device {
+            if let Err(e) = d.run(dev_rx, cancel.clone()).await {
+                warn!(error = %e, "device controller stopped");
+            }
+        }
+        Ok::<(), ControllerError>(())
+    };
     let sync_task = sync.run(cancel.clone());
     let has_edge = config.edge.is_some();
+    let has_dev = config.device.is_some();
     let has_dyn = config.dynamic.is_some();
     let dispatch = async {
         loop {
@@ -96,6 +113,7 @@ pub async fn run_controllers(
                     debug!(node = %up.node, "dynamic controller disabled: application dropped");
                     continue;
                 }
+                Some(Source::Twin) if has_dev => &dev_tx,
                 Some(Source::Twin) => {
                     debug!(node = %up.node, resource = %up.msg.route.resource, "no device controller: dropped");
                     continue;
@@ -110,8 +128,9 @@ pub async fn run_controllers(
         }
         drop(edge_tx);
         drop(dyn_tx);
+        drop(dev_tx);
         Ok::<(), ControllerError>(())
     };
-    let (a, b, c, d) = tokio::join!(edge_task, dyn_task, sync_task, dispatch);
-    a.and(b).and(c).and(d)
+    let (a, b, c, d, e) = tokio::join!(edge_task, dyn_task, sync_task, dispatch, dev_task);
+    a.and(b).and(c).and(d).and(e)
 }
