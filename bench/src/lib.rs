@@ -273,7 +273,8 @@ pub fn remove_node_containers(node: &str) {
     let _ = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ids=$(docker ps -aq --filter label=io.kubeedge-rs.node={node}); [ -z \"$ids\" ] || docker rm -f $ids >/dev/null 2>&1"
+            "ids=$(docker ps -aq --filter label={label}={node}); [ -z \"$ids\" ] || docker rm -f $ids >/dev/null 2>&1",
+            label = kubeedge_edge::edged::runtime::LABEL_NODE
         ))
         .status();
 }

@@ -72,7 +72,7 @@ impl MetaServer {
         let mut config = ApiConfig::default();
         config.resources = Some(SERVED.iter().map(|s| s.resource.to_owned()).collect());
         config.default_namespaces = false;
-        config.git_version = format!("v1.29.0-kubeedge-rs-{}", env!("CARGO_PKG_VERSION"));
+        config.git_version = crate::edged::KUBELET_VERSION.to_owned();
         let api = ApiService::new(view.clone(), config).await?;
         Ok(Self {
             api,

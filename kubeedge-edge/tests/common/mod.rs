@@ -20,51 +20,14 @@ use tokio::sync::{mpsc, watch, OnceCell};
 use tokio_util::sync::CancellationToken;
 
 /// The test image: a static busybox with its applets.
-pub const IMAGE: &str = "kubeedge-rs-test/busybox:1";
+pub const IMAGE: &str = kubeedge_bench::BUSYBOX_IMAGE;
 
 static IMAGE_READY: OnceCell<()> = OnceCell::const_new();
 
-fn busybox_rootfs() -> Result<Vec<u8>> {
-    let busybox =
-        std::fs::read("/bin/busybox").context("busybox-static is needed at /bin/busybox")?;
-    let mut b = tar::Builder::new(Vec::new());
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o755);
-    dir.set_size(0);
-    for d in ["bin/", "tmp/", "etc/", "www/"] {
-        let mut h = dir.clone();
-        h.set_cksum();
-        b.append_data(&mut h, d, std::io::empty())?;
-    }
-    let mut h = tar::Header::new_gnu();
-    h.set_size(busybox.len() as u64);
-    h.set_mode(0o755);
-    h.set_cksum();
-    b.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
-    for applet in [
-        "sh", "httpd", "sleep", "cat", "echo", "env", "true", "false", "touch", "wget", "ls",
-        "kill", "date", "rm", "mkdir", "id",
-    ] {
-        let mut l = tar::Header::new_gnu();
-        l.set_entry_type(tar::EntryType::Symlink);
-        l.set_size(0);
-        l.set_mode(0o777);
-        b.append_link(&mut l, format!("bin/{applet}"), "busybox")?;
-    }
-    Ok(b.into_inner()?)
-}
-
 /// Import the test image once per test binary (idempotent across binaries too).
-pub async fn ensure_image(rt: &DockerRuntime) -> Result<()> {
+pub async fn ensure_image(_rt: &DockerRuntime) -> Result<()> {
     IMAGE_READY
-        .get_or_try_init(|| async {
-            if rt.image(IMAGE).await?.is_none() {
-                rt.import_image(IMAGE, busybox_rootfs()?, vec![r#"CMD ["/bin/sh"]"#.into()])
-                    .await?;
-            }
-            anyhow::Ok(())
-        })
+        .get_or_try_init(|| async { kubeedge_bench::ensure_busybox_image().await })
         .await?;
     Ok(())
 }
@@ -78,12 +41,7 @@ pub fn free_port() -> Result<u16> {
 
 /// Remove every container of node `node` (used at the end of a test, and on drop).
 pub fn docker_cleanup(node: &str) {
-    let _ = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ids=$(docker ps -aq --filter label={LABEL_NODE}={node}); [ -z \"$ids\" ] || docker rm -f $ids >/dev/null 2>&1"
-        ))
-        .status();
+    kubeedge_bench::remove_node_containers(node);
 }
 
 /// The edged settings of a test: short periods and backoffs.
