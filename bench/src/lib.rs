@@ -1,6 +1,7 @@
 //! Shared pieces of the load tools and process tests: a CloudHub on loopback, pod messages,
 //! process RSS, and waiting on a condition with a deadline.
 
+pub mod cluster;
 pub mod devices;
 
 use std::net::SocketAddr;

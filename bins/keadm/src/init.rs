@@ -41,6 +41,9 @@ pub(crate) struct InitArgs {
     /// Where the embedded Kubernetes API listens (HTTPS).
     #[arg(long = "apiserver-listen", default_value = "0.0.0.0:6443")]
     apiserver_listen: String,
+    /// Set cloudcore.yaml keys: `--set modules.cloudHub.websocket.port=10000,modules.dynamicController.enable=true`.
+    #[arg(long = "set", value_delimiter = ',')]
+    set: Vec<String>,
 }
 
 /// Where the embedded control plane's admin kubeconfig is written.
@@ -70,8 +73,10 @@ fn cloudcore_config(paths: &Paths, cloudcore: &Path, args: &InitArgs) -> Result<
     for (key, file) in [
         ("tlsCAFile", "ca/rootCA.crt"),
         ("tlsCAKeyFile", "ca/rootCA.key"),
-        ("tlsCertFile", "certs/server.crt"),
-        ("tlsPrivateKeyFile", "certs/server.key"),
+        // Not upstream's certs/server.*: an edge node joined on the same host writes its own
+        // certificate there, and cloudcore must not take it for its server certificate.
+        ("tlsCertFile", "certs/cloudcore.crt"),
+        ("tlsPrivateKeyFile", "certs/cloudcore.key"),
     ] {
         set(
             &mut cfg,
@@ -85,6 +90,7 @@ fn cloudcore_config(paths: &Paths, cloudcore: &Path, args: &InitArgs) -> Result<
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     set(&mut cfg, &["kubeAPIConfig", "kubeConfig"], s(kc));
+    crate::yaml::apply_sets(&mut cfg, &args.set)?;
     serde_yaml::to_string(&cfg).context("encode cloudcore.yaml")
 }
 
@@ -158,11 +164,16 @@ async fn init_embedded(paths: &Paths, args: &InitArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let addr = &args.advertise_address[0];
+    let port = std::fs::read_to_string(&config)
+        .ok()
+        .and_then(|t| serde_yaml::from_str::<Value>(&t).ok())
+        .and_then(|v| v["modules"]["cloudHub"]["websocket"]["port"].as_u64())
+        .unwrap_or(10000);
     println!("\nKubeEdge cloudcore is running.");
     println!("  admin kubeconfig: {}", kubeconfig.display());
     println!("  kubectl --kubeconfig {} get nodes", kubeconfig.display());
     println!("Join an edge node with:");
-    println!("  keadm join --cloudcore-ipport={addr}:10000 --token={token}");
+    println!("  keadm join --cloudcore-ipport={addr}:{port} --token={token}");
     Ok(())
 }
 
@@ -219,6 +230,7 @@ async fn init_cluster(args: &InitArgs, kubeconfig: &Path) -> Result<()> {
         kubeedge_version: args.kubeedge_version.clone(),
         timeout: args.timeout,
         apiserver_listen: args.apiserver_listen.clone(),
+        set: args.set.clone(),
     };
     let yaml = cloudcore_config(&Paths::for_image(), &cloudcore, &in_cluster)?;
     let docs = cluster_manifests(args, &yaml)?;

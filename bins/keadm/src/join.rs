@@ -36,6 +36,9 @@ pub(crate) struct JoinArgs {
     #[arg(long = "kubeedge-version")]
     kubeedge_version: Option<String>,
     /// Labels for the node, `key=value`, repeatable or comma-separated.
+    /// Set edgecore.yaml keys: `--set modules.edgeStream.enable=true,modules.eventBus.enable=false`.
+    #[arg(long = "set", value_delimiter = ',')]
+    pub(crate) set: Vec<String>,
     #[arg(long = "labels", short = 'l', value_delimiter = ',')]
     labels: Vec<String>,
 }
@@ -123,6 +126,11 @@ fn edgecore_config(
     );
     set(
         &mut cfg,
+        &["modules", "edged", "rootDirectory"],
+        s(paths.edged_root().display().to_string()),
+    );
+    set(
+        &mut cfg,
         &["modules", "edged", "containerRuntime"],
         s(args.runtimetype.clone()),
     );
@@ -151,6 +159,7 @@ fn edgecore_config(
         &["modules", "metaManager", "metaServer", "enable"],
         Value::Bool(true),
     );
+    crate::yaml::apply_sets(&mut cfg, &args.set)?;
     serde_yaml::to_string(&cfg).context("encode edgecore.yaml")
 }
 

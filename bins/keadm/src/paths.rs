@@ -46,6 +46,11 @@ impl Paths {
         self.at("/var/lib/kubeedge")
     }
 
+    /// `/var/lib/edged`: edged's root directory (pod volumes).
+    pub(crate) fn edged_root(&self) -> PathBuf {
+        self.at("/var/lib/edged")
+    }
+
     /// `/var/log/kubeedge`.
     pub(crate) fn logs(&self) -> PathBuf {
         self.at("/var/log/kubeedge")

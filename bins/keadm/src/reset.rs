@@ -51,7 +51,12 @@ pub(crate) fn run(paths: &Paths) -> Result<()> {
         }
     }
 
-    let dirs: [PathBuf; 3] = [paths.etc(), paths.var_lib(), paths.logs()];
+    let dirs: [PathBuf; 4] = [
+        paths.etc(),
+        paths.var_lib(),
+        paths.edged_root(),
+        paths.logs(),
+    ];
     for dir in dirs {
         step(&format!("Remove {}", dir.display()));
         match std::fs::remove_dir_all(&dir) {

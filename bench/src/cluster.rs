@@ -1,0 +1,469 @@
+//! A single-machine KubeEdge as a user runs it, for the end-to-end tests and `e2e-bench`:
+//! `keadm init` (cloudcore with its embedded control plane), `keadm gettoken`, `keadm join`
+//! (edgecore with edged on the real Docker engine), the stock `kubectl`, and `docker`.
+//!
+//! Each [`Cluster`] lives under its own `KUBEEDGE_ROOT` (a temp dir) with free loopback ports,
+//! so tests run side by side; dropping it runs `keadm reset`, which stops both processes and
+//! removes the node's containers. The binaries are the workspace's own, found next to the
+//! running test or bench executable (`cargo test --workspace` builds them).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// The directory holding `cloudcore`, `edgecore` and `keadm`: the running executable's
+/// profile directory (`target/<profile>`, also from `target/<profile>/deps`).
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("current executable")?;
+    let mut dir = exe.parent().context("executable directory")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    for name in ["cloudcore", "edgecore", "keadm"] {
+        ensure!(
+            dir.join(name).exists(),
+            "{} is missing: build the workspace first (`cargo test --workspace` or `cargo build -p cloudcore -p keadm` and `-p edgecore`)",
+            dir.join(name).display()
+        );
+    }
+    Ok(dir)
+}
+
+/// A loopback port that was free a moment ago (for a child process to bind).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Poll `cond` every 100 ms until it returns true, or fail after `limit` (the last error, if
+/// any, is in the message).
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        match cond() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = format!(" (last error: {e:#})"),
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?}: {what}{last}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One container edged made, as the Docker engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// Container ID.
+    pub id: String,
+    /// `running`, `exited`, ...
+    pub state: String,
+    /// The pod's UID.
+    pub pod_uid: String,
+    /// The container's name in the pod spec (empty for the sandbox).
+    pub name: String,
+}
+
+/// The containers edged made for `node` (by label), sandboxes included.
+pub fn containers(node: &str) -> Result<Vec<Container>> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            &format!("label={}={node}", kubeedge_edge::edged::runtime::LABEL_NODE),
+            "--format",
+            "{{.ID}}|{{.State}}|{{.Label \"io.kubernetes.pod.uid\"}}|{{.Label \"io.kubernetes.container.name\"}}",
+        ])
+        .output()
+        .context("run docker ps")?;
+    ensure!(out.status.success(), "docker ps: {}", text(&out));
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('|');
+            Some(Container {
+                id: f.next()?.to_owned(),
+                state: f.next()?.to_owned(),
+                pod_uid: f.next()?.to_owned(),
+                name: f.next().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect())
+}
+
+/// The running application containers (not sandboxes) for `node`.
+pub fn app_containers(node: &str) -> Result<Vec<Container>> {
+    Ok(containers(node)?
+        .into_iter()
+        .filter(|c| c.state == "running" && !c.name.is_empty() && c.name != "POD")
+        .collect())
+}
+
+/// A pod as `kubectl get po -o json` shows it.
+#[derive(Debug, Clone)]
+pub struct PodRow {
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// `status.phase`.
+    pub phase: String,
+    /// Sum of the containers' restart counts.
+    pub restarts: u64,
+    /// The Ready condition is True.
+    pub ready: bool,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+}
+
+/// cloudcore + one edge node on this machine, under one `KUBEEDGE_ROOT`.
+#[derive(Debug)]
+pub struct Cluster {
+    root: tempfile::TempDir,
+    bins: PathBuf,
+    /// The admin kubeconfig `keadm init` wrote.
+    pub kubeconfig: PathBuf,
+    /// cloudcore's websocket address.
+    pub ws: SocketAddr,
+    /// cloudcore's bootstrap (HTTPS) port.
+    pub https_port: u16,
+    api_port: u16,
+    join_args: Vec<String>,
+    /// The joined node's name, once joined.
+    pub node: Option<String>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.keadm(&["reset", "--force"]);
+        if let Some(node) = &self.node {
+            crate::remove_node_containers(node);
+        }
+    }
+}
+
+impl Cluster {
+    /// `keadm init --advertise-address=127.0.0.1` on free ports; returns once cloudcore serves.
+    pub fn init() -> Result<Self> {
+        let bins = bin_dir()?;
+        let root = tempfile::Builder::new().prefix("kubeedge-e2e").tempdir()?;
+        let (ws, https_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let mut c = Self {
+            kubeconfig: root.path().join("etc/kubeedge/admin.kubeconfig"),
+            root,
+            bins,
+            ws: SocketAddr::from(([127, 0, 0, 1], ws)),
+            https_port,
+            api_port,
+            join_args: Vec::new(),
+            node: None,
+        };
+        c.start_cloudcore()?;
+        Ok(c)
+    }
+
+    /// The `KUBEEDGE_ROOT` of this cluster.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Run `keadm` with `args`; its output, or an error with that output when it fails.
+    pub fn keadm(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.bins.join("keadm"))
+            .args(args)
+            .env("KUBEEDGE_ROOT", self.root.path())
+            .env("KEADM_NO_SYSTEMD", "1")
+            .env("PATH", self.path_env())
+            .env("RUST_LOG", "info")
+            .output()
+            .context("run keadm")?;
+        ensure!(out.status.success(), "keadm {args:?}: {}", text(&out));
+        Ok(text(&out))
+    }
+
+    fn path_env(&self) -> String {
+        format!(
+            "{}:{}",
+            self.bins.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// `keadm init` (again): starts cloudcore when it is not running.
+    pub fn start_cloudcore(&mut self) -> Result<String> {
+        self.keadm(&[
+            "init",
+            "--advertise-address=127.0.0.1",
+            &format!("--apiserver-listen=127.0.0.1:{}", self.api_port),
+            &format!(
+                "--set=modules.cloudHub.websocket.port={},modules.cloudHub.https.port={},modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1",
+                self.ws.port(),
+                self.https_port
+            ),
+        ])
+    }
+
+    /// The stock kubectl with the admin kubeconfig; its stdout, or an error with its output.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .context("run kubectl")?;
+        ensure!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) -> Result<String> {
+        use std::io::Write as _;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("run kubectl apply")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(yaml.as_bytes())?;
+        let out = child.wait_with_output()?;
+        ensure!(out.status.success(), "kubectl apply: {}", text(&out));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `keadm gettoken`.
+    pub fn token(&self) -> Result<String> {
+        let kc = format!("--kube-config={}", self.kubeconfig.display());
+        Ok(self.keadm(&["gettoken", &kc])?.trim().to_owned())
+    }
+
+    /// `keadm join` of this host as `node`, reaching cloudcore's websocket at `ws` (cloudcore
+    /// itself, or a proxy in front of it). MetaServer and the embedded MQTT broker get free
+    /// ports. Returns keadm's output.
+    pub fn join(&mut self, node: &str, ws: SocketAddr) -> Result<String> {
+        let token = self.token()?;
+        self.join_args = vec![
+            "join".into(),
+            format!("--cloudcore-ipport={ws}"),
+            format!("--certport={}", self.https_port),
+            format!("--edgenode-name={node}"),
+            format!("--token={token}"),
+            format!(
+                "--set=modules.metaManager.metaServer.server=127.0.0.1:{},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{}",
+                free_port()?,
+                free_port()?,
+                free_port()?
+            ),
+        ];
+        self.node = Some(node.to_owned());
+        self.rejoin()
+    }
+
+    /// `keadm join` again with the same flags (starts edgecore when it is not running).
+    pub fn rejoin(&self) -> Result<String> {
+        let args: Vec<&str> = self.join_args.iter().map(String::as_str).collect();
+        self.keadm(&args)
+    }
+
+    /// The pid of `cloudcore` or `edgecore`, from keadm's pid file, when it is alive.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(
+            self.root
+                .path()
+                .join(format!("var/lib/kubeedge/{name}.pid")),
+        )
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit_once(") ")?.1.chars().next()?;
+        (state != 'Z' && state != 'X').then_some(pid)
+    }
+
+    /// `kill -9` of `cloudcore` or `edgecore`; returns once it is gone.
+    pub fn kill9(&self, name: &str) -> Result<()> {
+        let pid = self
+            .pid(name)
+            .with_context(|| format!("{name} is not running"))?;
+        let status = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -9 {pid}");
+        wait_for(&format!("{name} gone"), Duration::from_secs(10), || {
+            Ok(self.pid(name).is_none())
+        })
+    }
+
+    /// The log keadm started `name` with.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(
+            self.root
+                .path()
+                .join(format!("var/log/kubeedge/{name}.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The last `n` lines of both logs, for failure messages.
+    pub fn logs_tail(&self, n: usize) -> String {
+        let mut s = String::new();
+        for name in ["cloudcore", "edgecore"] {
+            let log = self.log(name);
+            let lines: Vec<&str> = log.lines().collect();
+            s.push_str(&format!("--- {name} (last {n} lines)\n"));
+            for l in &lines[lines.len().saturating_sub(n)..] {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    /// The node's Ready condition is True.
+    pub fn node_ready(&self, node: &str) -> Result<bool> {
+        let out = self.kubectl(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])?;
+        Ok(out.trim() == "True")
+    }
+
+    /// The pods in `namespace`.
+    pub fn pods(&self, namespace: &str) -> Result<Vec<PodRow>> {
+        let out = self.kubectl(&["-n", namespace, "get", "pods", "-o", "json"])?;
+        let v: Value = serde_json::from_str(&out).context("kubectl get pods -o json")?;
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        Ok(v["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| PodRow {
+                name: s(&p["metadata"]["name"]),
+                uid: s(&p["metadata"]["uid"]),
+                node: s(&p["spec"]["nodeName"]),
+                phase: s(&p["status"]["phase"]),
+                restarts: p["status"]["containerStatuses"]
+                    .as_array()
+                    .map(|cs| {
+                        cs.iter()
+                            .map(|c| c["restartCount"].as_u64().unwrap_or(0))
+                            .sum()
+                    })
+                    .unwrap_or(0),
+                ready: p["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                }),
+                deleting: !p["metadata"]["deletionTimestamp"].is_null(),
+            })
+            .collect())
+    }
+
+    /// Wait until exactly `n` pods in `namespace` are Running and Ready, none being deleted,
+    /// and the node runs exactly one application container for each of them (no others).
+    pub fn wait_running(&self, namespace: &str, n: usize, limit: Duration) -> Result<Vec<PodRow>> {
+        let node = self.node.clone().context("not joined")?;
+        let mut rows = Vec::new();
+        wait_for(
+            &format!("{n} pods Running with one container each on {node}"),
+            limit,
+            || {
+                rows = self.pods(namespace)?;
+                let running = rows
+                    .iter()
+                    .filter(|p| p.phase == "Running" && p.ready && !p.deleting && p.node == node)
+                    .count();
+                if running != n || rows.len() != n {
+                    return Ok(false);
+                }
+                let cs = app_containers(&node)?;
+                Ok(cs.len() == n && rows.iter().all(|p| cs.iter().any(|c| c.pod_uid == p.uid)))
+            },
+        )
+        .with_context(|| self.logs_tail(30))?;
+        Ok(rows)
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `target` whose link can be cut as a network goes
+/// away: while cut, no byte passes either way and nothing is closed (open connections and
+/// new ones hang, so the peers find out by their own keepalives); when the link returns, the
+/// connections that lived through the cut are dropped and new ones go through.
+#[derive(Debug)]
+pub struct LinkProxy {
+    /// Where to connect instead of the target.
+    pub addr: SocketAddr,
+    cut: watch::Sender<bool>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl LinkProxy {
+    /// Start one.
+    pub fn start(target: SocketAddr) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let (cut, rx) = watch::channel(false);
+        rt.spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let cut_now = *rx.borrow();
+                    if cut_now {
+                        // Accepted during the cut: it hangs until the link returns.
+                        let _ = rx.wait_for(|cut| !*cut).await;
+                        return;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let cut = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        r = rx.wait_for(|cut| *cut) => r.is_ok(),
+                    };
+                    if cut {
+                        let _ = rx.wait_for(|cut| !*cut).await;
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, cut, _rt: rt })
+    }
+
+    /// Cut (`true`) or restore (`false`) the link.
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
