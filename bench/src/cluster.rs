@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
-use tokio::sync::watch;
 
 /// The directory holding `cloudcore`, `edgecore` and `keadm`: the running executable's
 /// profile directory (`target/<profile>`, also from `target/<profile>/deps`).
@@ -266,6 +265,11 @@ impl Cluster {
     /// ports. Returns keadm's output.
     pub fn join(&mut self, node: &str, ws: SocketAddr) -> Result<String> {
         let token = self.token()?;
+        self.join_with_token(node, ws, &token)
+    }
+
+    /// [`Cluster::join`] with a token already in hand.
+    pub fn join_with_token(&mut self, node: &str, ws: SocketAddr, token: &str) -> Result<String> {
         self.join_args = vec![
             "join".into(),
             format!("--cloudcore-ipport={ws}"),
@@ -414,56 +418,40 @@ impl Cluster {
     }
 }
 
-/// A TCP proxy on 127.0.0.1 in front of `target` whose link can be cut as a network goes
-/// away: while cut, no byte passes either way and nothing is closed (open connections and
-/// new ones hang, so the peers find out by their own keepalives); when the link returns, the
-/// connections that lived through the cut are dropped and new ones go through.
+/// [`Proxy`](crate::proxy::Proxy) for synchronous tests, with a link that can be cut as a
+/// network goes away: while cut, no byte passes either way and nothing is closed (the peers
+/// find out by their own keepalives); when the link returns, the connections that lived
+/// through the cut are dropped and new ones go through.
 #[derive(Debug)]
 pub struct LinkProxy {
     /// Where to connect instead of the target.
     pub addr: SocketAddr,
-    cut: watch::Sender<bool>,
+    proxy: crate::proxy::Proxy,
     _rt: tokio::runtime::Runtime,
 }
 
 impl LinkProxy {
-    /// Start one.
+    /// Start one in front of `target`.
     pub fn start(target: SocketAddr) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let addr = listener.local_addr()?;
-        let (cut, rx) = watch::channel(false);
-        rt.spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let cut_now = *rx.borrow();
-                    if cut_now {
-                        // Accepted during the cut: it hangs until the link returns.
-                        let _ = rx.wait_for(|cut| !*cut).await;
-                        return;
-                    }
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let cut = tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
-                        r = rx.wait_for(|cut| *cut) => r.is_ok(),
-                    };
-                    if cut {
-                        let _ = rx.wait_for(|cut| !*cut).await;
-                    }
-                });
-            }
-        });
-        Ok(Self { addr, cut, _rt: rt })
+        let proxy = rt.block_on(crate::proxy::Proxy::start(target))?;
+        Ok(Self {
+            addr: proxy.addr,
+            proxy,
+            _rt: rt,
+        })
     }
 
     /// Cut (`true`) or restore (`false`) the link.
     pub fn set_cut(&self, cut: bool) {
-        self.cut.send_replace(cut);
+        if cut {
+            self.proxy.blackhole(true);
+        } else {
+            self.proxy.cut();
+            self.proxy.blackhole(false);
+        }
     }
 }

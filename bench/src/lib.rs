@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod devices;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

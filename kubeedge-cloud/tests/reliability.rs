@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::proxy::Proxy;
 use common::*;
+use kubeedge_bench::proxy::Proxy;
 use kubeedge_cloud::certs::{FsCertStore, Pki, PkiConfig};
 use kubeedge_cloud::hub::CloudHub;
 use kubeedge_edge::hub::{self, CertFiles, ConnectionState};

@@ -103,6 +103,39 @@ async fn main() -> Result<()> {
         "edgecore idle RSS        {:.1} MB (hub, meta, MetaServer, eventbus + broker, twin; joined, no pods)",
         rss_kb(pid) as f64 / 1024.0
     );
+    if std::env::var_os("EDGE_BENCH_SMAPS").is_some() {
+        // Where the idle RSS lives: file-backed (the binary's pages) versus anonymous (heap,
+        // stacks), and the largest mappings.
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+        for l in rollup.lines().filter(|l| {
+            [
+                "Rss",
+                "Anonymous",
+                "Shared_Clean",
+                "Private_Clean",
+                "Private_Dirty",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        }) {
+            println!("  {l}");
+        }
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+        let mut maps: Vec<(u64, String)> = Vec::new();
+        let mut name = String::new();
+        for l in smaps.lines() {
+            if l.split_whitespace().next().is_some_and(|f| f.contains('-')) {
+                name = l.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+            } else if let Some(v) = l.strip_prefix("Rss:") {
+                let kb: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                maps.push((kb, name.clone()));
+            }
+        }
+        maps.sort_by(|a, b| b.0.cmp(&a.0));
+        for (kb, n) in maps.iter().take(12) {
+            println!("  {kb:>6} kB {n}");
+        }
+    }
 
     // 100 cached pods.
     for i in 0..100 {

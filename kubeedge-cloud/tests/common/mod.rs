@@ -1,8 +1,6 @@
 //! Shared set-up for the hub tests: a cloud on 127.0.0.1 port 0, joined edges, raw dials.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod proxy;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,7 +8,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+#[derive(Debug)]
 pub struct Proxy {
+    /// Where to connect instead of the target.
     pub addr: SocketAddr,
     blackhole: watch::Sender<bool>,
     conns: Arc<Mutex<Vec<CancellationToken>>>,
@@ -23,6 +25,7 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
+    /// Start one in front of `target`.
     pub async fn start(target: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -40,7 +43,9 @@ impl Proxy {
                     continue;
                 };
                 let token = CancellationToken::new();
-                c.lock().expect("lock").push(token.clone());
+                c.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(token.clone());
                 let (ri, wi) = inbound.into_split();
                 let (ro, wo) = outbound.into_split();
                 tokio::spawn(pump(ri, wo, rx.clone(), token.clone()));
@@ -57,7 +62,12 @@ impl Proxy {
 
     /// Close every current connection (both directions, like a broken link).
     pub fn cut(&self) {
-        for t in self.conns.lock().expect("lock").drain(..) {
+        for t in self
+            .conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
             t.cancel();
         }
     }
