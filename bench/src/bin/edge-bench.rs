@@ -131,7 +131,7 @@ async fn main() -> Result<()> {
                 maps.push((kb, name.clone()));
             }
         }
-        maps.sort_by(|a, b| b.0.cmp(&a.0));
+        maps.sort_by_key(|m| std::cmp::Reverse(m.0));
         for (kb, n) in maps.iter().take(12) {
             println!("  {kb:>6} kB {n}");
         }
