@@ -148,6 +148,7 @@ pub struct Cluster {
     join_args: Vec<String>,
     /// The joined node's name, once joined.
     pub node: Option<String>,
+    init_sets: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -162,6 +163,11 @@ impl Drop for Cluster {
 impl Cluster {
     /// `keadm init --advertise-address=127.0.0.1` on free ports; returns once cloudcore serves.
     pub fn init() -> Result<Self> {
+        Self::init_with(&[])
+    }
+
+    /// [`Cluster::init`] with extra `--set` keys for cloudcore.yaml (`key.path=value`).
+    pub fn init_with(sets: &[&str]) -> Result<Self> {
         let bins = bin_dir()?;
         let root = tempfile::Builder::new().prefix("kubeedge-e2e").tempdir()?;
         let (ws, https_port, api_port) = (free_port()?, free_port()?, free_port()?);
@@ -174,6 +180,7 @@ impl Cluster {
             api_port,
             join_args: Vec::new(),
             node: None,
+            init_sets: sets.iter().map(|s| (*s).to_owned()).collect(),
         };
         c.start_cloudcore()?;
         Ok(c)
@@ -217,6 +224,7 @@ impl Cluster {
                 self.ws.port(),
                 self.https_port
             ),
+            &format!("--set={}", self.init_sets.join(",")),
         ])
     }
 

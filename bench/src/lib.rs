@@ -79,6 +79,35 @@ pub fn pod(name: &str, uid: &str, op: &str, padding: usize) -> Message {
     .with_resource_version("1")
 }
 
+/// A websocket over TLS to a CloudHub, dialled by hand (no edge client in between).
+pub type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Dial the hub at `addr` with `config` (client certificate or none), on upstream's path
+/// `/e632aba927ea4ac2b575ec1603d56f10/<node>/events`, with extra handshake `headers`.
+pub async fn ws_dial(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    node: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<RawWs> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    let mut req = format!("wss://{addr}/e632aba927ea4ac2b575ec1603d56f10/{node}/events")
+        .into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(http::HeaderName::from_bytes(k.as_bytes())?, v.parse()?);
+    }
+    let dial = tokio_tungstenite::client_async(req, stream);
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(20), dial).await??;
+    Ok(ws)
+}
+
 /// A CloudHub serving both ports on 127.0.0.1 (port 0) until dropped.
 #[derive(Debug)]
 pub struct TestCloud {

@@ -372,7 +372,35 @@ impl CloudCoreFile {
                 .dynamic_controller
                 .enable
                 .then(DynamicConfig::default),
+            device: self.device_settings()?,
         })
+    }
+
+    /// `deviceController`: `enable` (default on) and, as a kubeedge-rs extension,
+    /// `apiVersion: devices.kubeedge.io/v1alpha2` for clusters that hold v1.12-era Devices
+    /// (twin ids are then the bare device names, as v1.12–v1.16 edges use).
+    fn device_settings(
+        &self,
+    ) -> Result<Option<crate::devicecontroller::DeviceControllerConfig>, ControllerError> {
+        use crate::devicecontroller::{DeviceApi, DeviceControllerConfig};
+        let d = &self.modules.device_controller;
+        if d.get("enable").and_then(serde_yaml::Value::as_bool) == Some(false) {
+            return Ok(None);
+        }
+        let mut cfg = DeviceControllerConfig::default();
+        match d.get("apiVersion").and_then(serde_yaml::Value::as_str) {
+            None | Some("devices.kubeedge.io/v1beta1") => {}
+            Some("devices.kubeedge.io/v1alpha2") => {
+                cfg.api = DeviceApi::V1alpha2;
+                cfg.namespaced_ids = false;
+            }
+            Some(other) => {
+                return Err(ControllerError::Config(format!(
+                    "deviceController.apiVersion {other:?}: use devices.kubeedge.io/v1beta1 or devices.kubeedge.io/v1alpha2"
+                )))
+            }
+        }
+        Ok(Some(cfg))
     }
 }
 
@@ -398,6 +426,8 @@ pub struct Settings {
     pub sync: Option<SyncConfig>,
     /// Dynamic controller (`None`: disabled).
     pub dynamic: Option<DynamicConfig>,
+    /// Device controller (`None`: disabled).
+    pub device: Option<crate::devicecontroller::DeviceControllerConfig>,
 }
 
 #[cfg(test)]

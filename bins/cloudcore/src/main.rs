@@ -262,6 +262,7 @@ async fn run(
     let mut controllers = ControllersConfig::default();
     controllers.edge = settings.edge_controller.clone();
     controllers.sync = settings.sync.clone();
+    controllers.device = settings.device.clone();
     controllers.dynamic = settings.dynamic.clone().map(|mut d| {
         // Embedded: the API is ours, so requests run as the node. On a real cluster, as
         // upstream, as cloudcore (impersonation would need extra RBAC).

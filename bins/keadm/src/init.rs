@@ -90,6 +90,13 @@ fn cloudcore_config(paths: &Paths, cloudcore: &Path, args: &InitArgs) -> Result<
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     set(&mut cfg, &["kubeAPIConfig", "kubeConfig"], s(kc));
+    // keadm join turns on the edge's MetaServer; its list/watch and writes go through the
+    // dynamic controller.
+    set(
+        &mut cfg,
+        &["modules", "dynamicController", "enable"],
+        Value::Bool(true),
+    );
     crate::yaml::apply_sets(&mut cfg, &args.set)?;
     serde_yaml::to_string(&cfg).context("encode cloudcore.yaml")
 }

@@ -22,7 +22,7 @@ pub(crate) fn set(root: &mut Value, path: &[&str], value: Value) {
 /// Apply `--set key.path=value` overrides (upstream keadm's flag): each value is read as a
 /// YAML scalar, so `true`, `0` and `1883` keep their types.
 pub(crate) fn apply_sets(root: &mut Value, sets: &[String]) -> anyhow::Result<()> {
-    for item in sets {
+    for item in sets.iter().filter(|s| !s.is_empty()) {
         let Some((key, value)) = item.split_once('=') else {
             anyhow::bail!("--set {item:?} is not key.path=value");
         };

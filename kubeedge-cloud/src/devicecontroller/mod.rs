@@ -342,10 +342,25 @@ impl DeviceController {
     }
 
     /// The device `id` if `node` owns it.
+    ///
+    /// v1.12–v1.16 edges name devices without their namespace: a bare `id` also finds the
+    /// one device of that name bound to `node` when twin ids are namespaced.
     fn owned(&self, st: &State, node: &str, id: &str) -> Option<DeviceKey> {
-        let key = st.by_id.get(id)?;
-        let t = st.devices.get(key)?;
-        (t.view.node.as_deref() == Some(node)).then(|| key.clone())
+        if let Some(key) = st.by_id.get(id) {
+            let t = st.devices.get(key)?;
+            return (t.view.node.as_deref() == Some(node)).then(|| key.clone());
+        }
+        if id.contains('/') {
+            return None;
+        }
+        let mut found = st
+            .devices
+            .iter()
+            .filter(|(k, t)| k.name == id && t.view.node.as_deref() == Some(node));
+        match (found.next(), found.next()) {
+            (Some((k, _)), None) => Some(k.clone()),
+            _ => None,
+        }
     }
 
     async fn upstream(&self, st: &mut State, up: Upstream) {

@@ -11,7 +11,6 @@ use kubeedge_cloud::certs::{unix_now, Pki, PkiConfig};
 use kubeedge_cloud::hub::HubConfig;
 use kubeedge_edge::hub::{self, CertFiles, ClientTls};
 use kubeedge_proto::{Content, Message, Route};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -157,9 +156,7 @@ pub async fn raw_dial(
     cloud: &Cloud,
     tls: Option<&ClientTls>,
     headers: &[(&str, &str)],
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-> {
+) -> Result<kubeedge_bench::RawWs> {
     let config = match tls {
         Some(t) => t.client_config()?,
         None => {
@@ -177,20 +174,5 @@ pub async fn raw_dial(
             )
         }
     };
-    let tcp = tokio::net::TcpStream::connect(cloud.ws).await?;
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
-    let stream = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await?;
-    let mut req = format!(
-        "wss://{}/e632aba927ea4ac2b575ec1603d56f10/x/events",
-        cloud.ws
-    )
-    .into_client_request()?;
-    for (k, v) in headers {
-        req.headers_mut()
-            .insert(http::HeaderName::from_bytes(k.as_bytes())?, v.parse()?);
-    }
-    let (ws, _) = within("raw dial", tokio_tungstenite::client_async(req, stream)).await??;
-    Ok(ws)
+    kubeedge_bench::ws_dial(cloud.ws, config, "x", headers).await
 }
