@@ -7,12 +7,14 @@
 //! removes the node's containers. The binaries are the workspace's own, found next to the
 //! running test or bench executable (`cargo test --workspace` builds them).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
+
+pub use crate::free_port;
 use serde_json::Value;
 
 /// The directory holding `cloudcore`, `edgecore` and `keadm`: the running executable's
@@ -31,11 +33,6 @@ pub fn bin_dir() -> Result<PathBuf> {
         );
     }
     Ok(dir)
-}
-
-/// A loopback port that was free a moment ago (for a child process to bind).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn text(o: &Output) -> String {
@@ -148,6 +145,8 @@ pub struct Cluster {
     join_args: Vec<String>,
     /// The joined node's name, once joined.
     pub node: Option<String>,
+    /// The joined edgecore's embedded MQTT broker port.
+    pub mqtt_port: u16,
     init_sets: Vec<String>,
 }
 
@@ -180,6 +179,7 @@ impl Cluster {
             api_port,
             join_args: Vec::new(),
             node: None,
+            mqtt_port: 0,
             init_sets: sets.iter().map(|s| (*s).to_owned()).collect(),
         };
         c.start_cloudcore()?;
@@ -226,6 +226,13 @@ impl Cluster {
             ),
             &format!("--set={}", self.init_sets.join(",")),
         ])
+    }
+
+    /// A kube-rs client with the admin kubeconfig.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(kube::Client::try_from(config)?)
     }
 
     /// The stock kubectl with the admin kubeconfig; its stdout, or an error with its output.
@@ -278,6 +285,7 @@ impl Cluster {
 
     /// [`Cluster::join`] with a token already in hand.
     pub fn join_with_token(&mut self, node: &str, ws: SocketAddr, token: &str) -> Result<String> {
+        self.mqtt_port = free_port()?;
         self.join_args = vec![
             "join".into(),
             format!("--cloudcore-ipport={ws}"),
@@ -285,10 +293,9 @@ impl Cluster {
             format!("--edgenode-name={node}"),
             format!("--token={token}"),
             format!(
-                "--set=modules.metaManager.metaServer.server=127.0.0.1:{},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{}",
+                "--set=modules.metaManager.metaServer.server=127.0.0.1:{},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt}",
                 free_port()?,
-                free_port()?,
-                free_port()?
+                mqtt = self.mqtt_port,
             ),
         ];
         self.node = Some(node.to_owned());

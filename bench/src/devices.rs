@@ -1,7 +1,11 @@
 //! A cloud for device tests and the device benchmark: an in-process Kubernetes API with the
 //! Device and DeviceModel CRDs, a CloudHub on loopback, and the DeviceController between them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use kubeedge_proto::api::v1beta1::{Device, DeviceModel};
+use serde_json::Value;
 
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kubeedge_apiserver::{ApiConfig, ApiService, SqliteStore};
@@ -132,15 +136,10 @@ impl DeviceCloud {
     }
 }
 
-/// A loopback port that was free a moment ago (for servers that cannot take a listener).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+pub use crate::free_port;
 
 /// How long device tests wait for a condition.
-pub const DEVICE_LIMIT: Duration = Duration::from_secs(20);
+pub const DEVICE_LIMIT: Duration = Duration::from_secs(30);
 
 /// A pymodbus TCP server (from PyPI, not ours) on a free loopback port, driven through its
 /// stdin/stdout line protocol (`testdata/modbus/server.py`). Killed when dropped.
@@ -257,42 +256,85 @@ impl Mosquitto {
     }
 }
 
-/// A TCP proxy on loopback whose link can be cut and restored (a dead network in between).
-#[derive(Debug, Clone)]
-pub struct CutProxy {
-    /// Where it listens.
-    pub addr: std::net::SocketAddr,
-    cut: tokio::sync::watch::Sender<bool>,
+/// The test DeviceModel `thermo-model` (modbus): setpoint, temperature, humidity, switch.
+pub fn model() -> Result<DeviceModel> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
+        "metadata": {"name": "thermo-model", "namespace": "default"},
+        "spec": {"protocol": "modbus", "properties": [
+            {"name": "setpoint", "type": "INT", "accessMode": "ReadWrite"},
+            {"name": "temperature", "type": "FLOAT", "accessMode": "ReadOnly"},
+            {"name": "humidity", "type": "INT", "accessMode": "ReadOnly"},
+            {"name": "switch", "type": "BOOLEAN", "accessMode": "ReadWrite"},
+        ]}
+    }))?)
 }
 
-impl CutProxy {
-    /// Forward to `target`.
-    pub async fn start(target: std::net::SocketAddr) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (cut, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if *rx.borrow() {
-                    continue; // refused while cut
-                }
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = rx.wait_for(|c| *c) => {}
-                    }
-                });
-            }
-        });
-        Ok(Self { addr, cut })
-    }
+/// Device `name` of [`model`] on `node`, reading the pymodbus server at `modbus_port`, with
+/// desired `setpoint` (holding register 2) and switch on (coil 1); temperature is holding
+/// register 5 scaled by 0.5, humidity register 6.
+pub fn device_on(node: &str, name: &str, modbus_port: u16, setpoint: &str) -> Result<Device> {
+    let visitor = |cfg: Value| json!({"protocolName": "modbus", "configData": cfg});
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "deviceModelRef": {"name": "thermo-model"},
+            "nodeName": node,
+            "protocol": {"protocolName": "modbus",
+                         "configData": {"ip": "127.0.0.1", "port": modbus_port, "slaveID": 1}},
+            "properties": [
+                {"name": "setpoint", "collectCycle": 100,
+                 "desired": {"value": setpoint, "metadata": {"type": "int"}},
+                 "visitors": visitor(json!({"register": "HoldingRegister", "offset": 2}))},
+                {"name": "temperature", "collectCycle": 100,
+                 "visitors": visitor(json!({"register": "HoldingRegister", "offset": 5, "scale": 0.5}))},
+                {"name": "humidity", "collectCycle": 100,
+                 "visitors": visitor(json!({"register": "HoldingRegister", "offset": 6}))},
+                {"name": "switch", "collectCycle": 100,
+                 "desired": {"value": "true", "metadata": {"type": "boolean"}},
+                 "visitors": visitor(json!({"register": "CoilRegister", "offset": 1}))},
+            ]
+        }
+    }))?)
+}
 
-    /// Cut (`true`) or restore (`false`) the link.
-    pub fn set_cut(&self, cut: bool) {
-        let _ = self.cut.send(cut);
+/// The reported value of `prop` in the Device status.
+pub async fn reported(api: &Api<Device>, name: &str, prop: &str) -> Option<String> {
+    let d = api.get(name).await.ok()?;
+    d.status?
+        .twins
+        .into_iter()
+        .find(|t| t.property_name == prop)?
+        .reported
+        .map(|r| r.value)
+}
+
+/// Wait until the Device status reports `want` for `prop`.
+pub async fn wait_reported(api: &Api<Device>, name: &str, prop: &str, want: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if reported(api, name, prop).await.as_deref() == Some(want) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < DEVICE_LIMIT,
+            "{name}.{prop} never reported {want:?} (last {:?})",
+            reported(api, name, prop).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait until the pymodbus command `cmd` (e.g. `get hr 2`) answers `want`.
+pub async fn wait_register(modbus: &mut Pymodbus, cmd: &str, want: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let got = modbus.cmd(cmd).await?;
+        if got == want {
+            return Ok(());
+        }
+        anyhow::ensure!(start.elapsed() < DEVICE_LIMIT, "{cmd}: {got}, never {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -45,6 +45,14 @@ pub async fn wait_until(
     Ok(())
 }
 
+/// A loopback port that was free a moment ago (for servers and child processes that cannot
+/// take a listener).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A process's resident set size in kB (0 when unknown).
 pub fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

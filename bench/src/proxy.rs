@@ -13,6 +13,7 @@ pub struct Proxy {
     /// Where to connect instead of the target.
     pub addr: SocketAddr,
     blackhole: watch::Sender<bool>,
+    down: watch::Sender<bool>,
     conns: Arc<Mutex<Vec<CancellationToken>>>,
     stop: CancellationToken,
 }
@@ -30,6 +31,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (blackhole, rx) = watch::channel(false);
+        let (down, down_rx) = watch::channel(false);
         let conns: Arc<Mutex<Vec<CancellationToken>>> = Arc::default();
         let stop = CancellationToken::new();
         let (c, s) = (conns.clone(), stop.clone());
@@ -39,6 +41,9 @@ impl Proxy {
                     _ = s.cancelled() => return,
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => return },
                 };
+                if *down_rx.borrow() {
+                    continue; // the link is down: closed at once
+                }
                 let Ok(outbound) = TcpStream::connect(target).await else {
                     continue;
                 };
@@ -55,6 +60,7 @@ impl Proxy {
         Ok(Self {
             addr,
             blackhole,
+            down,
             conns,
             stop,
         })
@@ -69,6 +75,15 @@ impl Proxy {
             .drain(..)
         {
             t.cancel();
+        }
+    }
+
+    /// Take the link down (`true`: every connection is closed, new ones are closed at once)
+    /// or bring it back (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+        if down {
+            self.cut();
         }
     }
 

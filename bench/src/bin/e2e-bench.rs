@@ -44,12 +44,6 @@ fn pod_running(p: &Pod) -> bool {
     })
 }
 
-async fn client(cluster: &Cluster) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(&cluster.kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
-}
-
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -64,7 +58,7 @@ fn ms(d: Duration) -> String {
 
 async fn round(pods: usize) -> Result<(Duration, Vec<Duration>)> {
     let mut cluster = Cluster::init()?;
-    let client = client(&cluster).await?;
+    let client = cluster.client().await?;
     let node = format!("bench-{}", std::process::id());
 
     // Join: a watch on the node is running before keadm starts.

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kubeedge_bench::devices::{free_port, CutProxy, DeviceCloud, Mosquitto, Pymodbus};
+use kubeedge_bench::devices::{
+    device_on, free_port, model, reported, wait_register, wait_reported, DeviceCloud, Mosquitto,
+    Pymodbus,
+};
+use kubeedge_bench::proxy::Proxy;
 use kubeedge_bench::wait_until;
 use kubeedge_cloud::devicecontroller::DeviceControllerConfig;
 use kubeedge_cloud::hub::HubConfig;
@@ -72,83 +76,6 @@ fn edge_has_device(db: &Path, device: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn model() -> Result<DeviceModel> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
-        "metadata": {"name": "thermo-model", "namespace": "default"},
-        "spec": {"protocol": "modbus", "properties": [
-            {"name": "setpoint", "type": "INT", "accessMode": "ReadWrite"},
-            {"name": "temperature", "type": "FLOAT", "accessMode": "ReadOnly"},
-            {"name": "humidity", "type": "INT", "accessMode": "ReadOnly"},
-            {"name": "switch", "type": "BOOLEAN", "accessMode": "ReadWrite"},
-        ]}
-    }))?)
-}
-
-fn device(name: &str, modbus_port: u16, setpoint: &str) -> Result<Device> {
-    let visitor = |cfg: Value| json!({"protocolName": "modbus", "configData": cfg});
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "deviceModelRef": {"name": "thermo-model"},
-            "nodeName": "edge-1",
-            "protocol": {"protocolName": "modbus",
-                         "configData": {"ip": "127.0.0.1", "port": modbus_port, "slaveID": 1}},
-            "properties": [
-                {"name": "setpoint", "collectCycle": 100,
-                 "desired": {"value": setpoint, "metadata": {"type": "int"}},
-                 "visitors": visitor(json!({"register": "HoldingRegister", "offset": 2}))},
-                {"name": "temperature", "collectCycle": 100,
-                 "visitors": visitor(json!({"register": "HoldingRegister", "offset": 5, "scale": 0.5}))},
-                {"name": "humidity", "collectCycle": 100,
-                 "visitors": visitor(json!({"register": "HoldingRegister", "offset": 6}))},
-                {"name": "switch", "collectCycle": 100,
-                 "desired": {"value": "true", "metadata": {"type": "boolean"}},
-                 "visitors": visitor(json!({"register": "CoilRegister", "offset": 1}))},
-            ]
-        }
-    }))?)
-}
-
-/// The reported value of `prop` in the Device status.
-async fn reported(api: &Api<Device>, name: &str, prop: &str) -> Option<String> {
-    let d = api.get(name).await.ok()?;
-    d.status?
-        .twins
-        .into_iter()
-        .find(|t| t.property_name == prop)?
-        .reported
-        .map(|r| r.value)
-}
-
-async fn wait_reported(api: &Api<Device>, name: &str, prop: &str, want: &str) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        if reported(api, name, prop).await.as_deref() == Some(want) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            start.elapsed() < LIMIT,
-            "{name}.{prop} never reported {want:?} (last {:?})",
-            reported(api, name, prop).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_register(modbus: &mut Pymodbus, cmd: &str, want: &str) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let got = modbus.cmd(cmd).await?;
-        if got == want {
-            return Ok(());
-        }
-        anyhow::ensure!(start.elapsed() < LIMIT, "{cmd}: {got}, never {want}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 struct Setup {
     dc: DeviceCloud,
     db: std::path::PathBuf,
@@ -156,7 +83,7 @@ struct Setup {
     broker_port: u16,
     _edge: Edgecore,
     _mosquitto: Option<Mosquitto>,
-    proxy: Option<CutProxy>,
+    proxy: Option<Proxy>,
 }
 
 async fn setup(mode: u8, namespaced: bool, proxy: bool) -> Result<Setup> {
@@ -173,7 +100,7 @@ async fn setup(mode: u8, namespaced: bool, proxy: bool) -> Result<Setup> {
     };
     let (config, db) = dc.edge_config(mode, &format!("tcp://127.0.0.1:{broker_port}"))?;
     let proxy = if proxy {
-        let p = CutProxy::start(dc.cloud.ws).await?;
+        let p = Proxy::start(dc.cloud.ws).await?;
         let text = std::fs::read_to_string(&config)?;
         std::fs::write(
             &config,
@@ -209,7 +136,7 @@ async fn round_trip(mode: u8) -> Result<()> {
     let models: Api<DeviceModel> = Api::namespaced(s.dc.client.clone(), "default");
     let devices: Api<Device> = Api::namespaced(s.dc.client.clone(), "default");
     models.create(&PostParams::default(), &model()?).await?;
-    let dev = device("thermo-1", modbus.port, "42")?;
+    let dev = device_on("edge-1", "thermo-1", modbus.port, "42")?;
     devices.create(&PostParams::default(), &dev).await?;
     let db = s.db.clone();
     wait_until("the twin has the device", LIMIT, || {
@@ -280,13 +207,13 @@ async fn modbus_round_trip_with_external_mosquitto() -> Result<()> {
 /// property wins and none is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_reports_arrive_after_reconnect() -> Result<()> {
-    let s = setup(0, true, true).await?;
-    let proxy = s.proxy.clone().context("proxy")?;
+    let mut s = setup(0, true, true).await?;
+    let proxy = s.proxy.take().context("proxy")?;
     let mut modbus = Pymodbus::start().await?;
     let models: Api<DeviceModel> = Api::namespaced(s.dc.client.clone(), "default");
     let devices: Api<Device> = Api::namespaced(s.dc.client.clone(), "default");
     models.create(&PostParams::default(), &model()?).await?;
-    let dev = device("thermo-2", modbus.port, "1")?;
+    let dev = device_on("edge-1", "thermo-2", modbus.port, "1")?;
     devices.create(&PostParams::default(), &dev).await?;
     let db = s.db.clone();
     wait_until("the twin has the device", LIMIT, || {
@@ -303,7 +230,7 @@ async fn offline_reports_arrive_after_reconnect() -> Result<()> {
     wait_reported(&devices, "thermo-2", "temperature", "1").await?;
 
     // Cut the link.
-    proxy.set_cut(true);
+    proxy.set_down(true);
     let hub = s.dc.cloud.hub.clone();
     wait_until("link down", LIMIT, || hub.connected() == 0).await?;
     for v in ["10", "12", "14"] {
@@ -332,7 +259,7 @@ async fn offline_reports_arrive_after_reconnect() -> Result<()> {
     );
 
     // Restore: the newest values arrive, for every property.
-    proxy.set_cut(false);
+    proxy.set_down(false);
     wait_until("link up", LIMIT, || hub.connected() == 1).await?;
     wait_reported(&devices, "thermo-2", "temperature", "7").await?;
     wait_reported(&devices, "thermo-2", "humidity", "33").await?;

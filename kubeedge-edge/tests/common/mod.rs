@@ -34,9 +34,7 @@ pub async fn ensure_image(_rt: &DockerRuntime) -> Result<()> {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(kubeedge_bench::free_port()?)
 }
 
 /// Remove every container of node `node` (used at the end of a test, and on drop).
