@@ -37,12 +37,23 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", EdgeCoreConfig::min_yaml());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // `RUST_LOG` as `target=level` directives (e.g. `warn,kubeedge_edge::eventbus=debug`):
+    // a `Targets` filter rather than `EnvFilter`, whose regex engine would cost the edge
+    // node a few hundred KB of resident code.
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer())
+            .with(filter)
+            .init();
+    }
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let config = EdgeCoreConfig::from_yaml(&text)?;
