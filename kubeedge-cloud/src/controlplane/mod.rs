@@ -121,7 +121,7 @@ impl Default for ControlPlaneConfig {
             .map(str::to_owned)
             .collect(),
             scheduler_name: DEFAULT_SCHEDULER.into(),
-            bind_concurrency: 32,
+            bind_concurrency: 128,
             unschedulable_retry: Duration::from_secs(30),
             gc_interval: Duration::from_secs(30),
             workers: 2,
@@ -193,7 +193,7 @@ pub async fn run(
 ) -> Result<(), ControlPlaneError> {
     defaults::ensure_namespaces(&client, &config.default_namespaces).await?;
     let mut inf = informer::Informers::new(&client);
-    let recorder = events::Recorder::new(client.clone());
+    let (recorder, event_writer) = events::Recorder::new(client.clone());
     let mut tasks: Vec<BoxFuture<'static, Result<(), ControlPlaneError>>> = Vec::new();
     let sched = scheduler::Scheduler::new(&client, &config, &mut inf, recorder.clone());
     let rs = replicaset::Controller::new(&client, &config, &mut inf, recorder.clone());
@@ -204,6 +204,12 @@ pub async fn run(
     let sa = defaults::ServiceAccounts::new(&client, &mut inf);
     let gc = gc::Collector::new(&client, &config, &mut inf);
     let nl = nodelifecycle::Controller::new(&client, &config, &mut inf, recorder);
+    tasks.push(
+        event_writer
+            .run(cancel.clone())
+            .map(|()| Ok::<(), ControlPlaneError>(()))
+            .boxed(),
+    );
     tasks.push(sched.run(cancel.clone()).boxed());
     tasks.push(rs.run(cancel.clone()).boxed());
     tasks.push(deploy.run(cancel.clone()).boxed());

@@ -87,6 +87,8 @@ struct Inner {
     nodes: Store<Node>,
     queue: WorkQueue<Key>,
     ledger: Mutex<Ledger>,
+    /// Parsed allocatable resources by node name, with the node's resourceVersion.
+    allocatable: Mutex<HashMap<String, (String, Arc<Resources>)>>,
     unschedulable: Mutex<HashSet<Key>>,
     recorder: Recorder,
     client: Client,
@@ -181,6 +183,14 @@ impl Inner {
             } => relevant(old) != relevant(new),
             _ => true,
         };
+        if let Change::Deleted(n) = change {
+            if let Some(name) = n.metadata.name.as_deref() {
+                self.allocatable
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(name);
+            }
+        }
         if changed {
             self.retry_unschedulable();
         }
@@ -197,6 +207,7 @@ fn filter(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     requests: &Resources,
     node: &Node,
+    alloc: &Resources,
     usage: Option<&NodeUsage>,
 ) -> Result<(), String> {
     let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
@@ -228,7 +239,6 @@ fn filter(
     if !matching::node_matches(spec, node) {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
     }
-    let alloc = pod::allocatable(node);
     if alloc.is_empty() {
         // A node that reports no capacity at all is not limited.
         return Ok(());
@@ -259,9 +269,9 @@ fn score(
     requests: &Resources,
     owner: Option<&str>,
     node: &Node,
+    alloc: &Resources,
     usage: Option<&NodeUsage>,
 ) -> i64 {
-    let alloc = pod::allocatable(node);
     let empty = NodeUsage::default();
     let usage = usage.unwrap_or(&empty);
     let mut free = Vec::new();
@@ -314,6 +324,7 @@ impl Scheduler {
             nodes: inf.nodes.store(),
             queue: WorkQueue::new(),
             ledger: Mutex::new(Ledger::default()),
+            allocatable: Mutex::new(HashMap::new()),
             unschedulable: Mutex::new(HashSet::new()),
             recorder,
             client: client.clone(),
@@ -333,15 +344,30 @@ impl Scheduler {
         let owner = pod::controller_of(&p.metadata).map(|r| r.uid.as_str());
         let nodes = self.inner.nodes.state();
         let ledger = self.inner.ledger();
+        let mut allocs = self
+            .inner
+            .allocatable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut best: Option<(i64, i64, &str)> = None;
         for n in &nodes {
             let name = n.metadata.name.as_deref().unwrap_or_default();
             let usage = ledger.usage.get(name);
-            match filter(spec, &requests, n, usage) {
+            // A node's allocatable is parsed once per version of the node object.
+            let rv = n.metadata.resource_version.as_deref().unwrap_or_default();
+            let alloc = match allocs.get(name) {
+                Some((v, a)) if v == rv => Arc::clone(a),
+                _ => {
+                    let a = Arc::new(pod::allocatable(n));
+                    allocs.insert(name.to_owned(), (rv.to_owned(), Arc::clone(&a)));
+                    a
+                }
+            };
+            match filter(spec, &requests, n, &alloc, usage) {
                 Err(r) => *reasons.entry(r).or_insert(0) += 1,
                 Ok(()) => {
-                    let s = score(spec, &requests, owner, n, usage);
+                    let s = score(spec, &requests, owner, n, &alloc, usage);
                     let pods = usage.map_or(0, |u| u.pods);
                     let better = match best {
                         None => true,
