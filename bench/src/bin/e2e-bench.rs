@@ -2,7 +2,8 @@
 //! join` on this machine with the real Docker engine, then:
 //! - join time: from running `keadm join` with a token to the node Ready in the API;
 //! - apply -> Running: `kubectl apply` of a Deployment of `pods` replicas (local busybox
-//!   image), and for each pod the time until the API shows it Running and Ready (p50/p99/max).
+//!   image), and for each pod the time until the API shows it Running and Ready (p50/p99/max);
+//!   then `pods` single Pods applied one at a time, each timed the same way.
 //!
 //! ```sh
 //! cargo build --release -p cloudcore -p keadm -p kubeedge-bench && cargo build --release -p edgecore
@@ -56,7 +57,8 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn round(pods: usize) -> Result<(Duration, Vec<Duration>)> {
+/// Join time, apply -> Running of `pods` at once, and of `pods` applied one at a time.
+async fn round(pods: usize) -> Result<(Duration, Vec<Duration>, Vec<Duration>)> {
     let mut cluster = Cluster::init()?;
     let client = cluster.client().await?;
     let node = format!("bench-{}", std::process::id());
@@ -87,30 +89,9 @@ async fn round(pods: usize) -> Result<(Duration, Vec<Duration>)> {
         .context("node watch ended")?;
     let join = ready_at - start;
 
-    // apply -> Running.
+    // apply -> Running, all at once.
     let api: Api<Pod> = Api::namespaced(client, "default");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let watch = tokio::spawn(async move {
-        let mut s = watcher(api, watcher::Config::default().labels("app=bench"))
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(p)) = s.next().await {
-            let stage = if pod_running(&p) {
-                Stage::Running
-            } else if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
-                && p.status
-                    .as_ref()
-                    .is_some_and(|s| s.container_statuses.is_some())
-            {
-                Stage::Reported
-            } else if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                Stage::Bound
-            } else {
-                Stage::Created
-            };
-            let _ = tx.send((p.metadata.name.unwrap_or_default(), stage, Instant::now()));
-        }
-    });
+    let (watch, mut rx) = watch_pods(api.clone(), "app=bench");
     let yaml = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: bench, namespace: default}}\nspec:\n  replicas: {pods}\n  selector: {{matchLabels: {{app: bench}}}}\n  template:\n    metadata: {{labels: {{app: bench}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: app\n        image: {BUSYBOX_IMAGE}\n        command: [sh, -c, \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n"
     );
@@ -132,6 +113,31 @@ async fn round(pods: usize) -> Result<(Duration, Vec<Duration>)> {
         seen.entry(name).or_default().entry(stage).or_insert(at);
     }
     watch.abort();
+
+    // apply -> Running, one pod at a time (each waits for the one before).
+    let (seq_watch, mut seq_rx) = watch_pods(api, "app=bench-seq");
+    let mut one_by_one = Vec::new();
+    for i in 0..pods {
+        let name = format!("seq-{i}");
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: bench-seq}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {BUSYBOX_IMAGE}\n    command: [sh, -c, \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n"
+        );
+        let t0 = Instant::now();
+        cluster.apply(&yaml)?;
+        loop {
+            let (n, st, at) = tokio::time::timeout(Duration::from_secs(60), seq_rx.recv())
+                .await
+                .context("pod Running within 60 s")?
+                .context("pod watch ended")?;
+            if n == name && st == Stage::Running {
+                one_by_one.push(at - t0);
+                break;
+            }
+        }
+    }
+    seq_watch.abort();
+    one_by_one.sort();
+
     let stage = |st: Stage| {
         let mut v: Vec<Duration> = seen
             .values()
@@ -151,7 +157,39 @@ async fn round(pods: usize) -> Result<(Duration, Vec<Duration>)> {
             );
         }
     }
-    Ok((join, stage(Stage::Running)))
+    Ok((join, stage(Stage::Running), one_by_one))
+}
+
+/// A watch on the pods labelled `label`, sending (name, stage, when seen).
+fn watch_pods(
+    api: Api<Pod>,
+    label: &str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Stage, Instant)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let config = watcher::Config::default().labels(label);
+    let task = tokio::spawn(async move {
+        let mut s = watcher(api, config).applied_objects().boxed();
+        while let Some(Ok(p)) = s.next().await {
+            let stage = if pod_running(&p) {
+                Stage::Running
+            } else if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+                && p.status
+                    .as_ref()
+                    .is_some_and(|s| s.container_statuses.is_some())
+            {
+                Stage::Reported
+            } else if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                Stage::Bound
+            } else {
+                Stage::Created
+            };
+            let _ = tx.send((p.metadata.name.unwrap_or_default(), stage, Instant::now()));
+        }
+    });
+    (task, rx)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -171,13 +209,16 @@ async fn main() -> Result<()> {
         "e2e-bench: keadm init + join on this machine, {pods} pods from one apply, {rounds} rounds"
     );
     for r in 1..=rounds {
-        let (join, lat) = round(pods).await?;
+        let (join, lat, seq) = round(pods).await?;
         println!(
-            "round {r}: join (token -> Ready) {}; apply -> Running p50 {} p99 {} max {}",
+            "round {r}: join (token -> Ready) {}; apply -> Running, {pods} at once: p50 {} p99 {} max {}; one at a time: p50 {} p99 {} max {}",
             ms(join),
             ms(pct(&lat, 0.50)),
             ms(pct(&lat, 0.99)),
             ms(lat.last().copied().unwrap_or_default()),
+            ms(pct(&seq, 0.50)),
+            ms(pct(&seq, 0.99)),
+            ms(seq.last().copied().unwrap_or_default()),
         );
     }
     Ok(())
