@@ -84,7 +84,7 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = rss_kb(pid);
     println!(
-        "edgecore idle RSS          {:.1} MB (hub + meta + event bus with embedded broker + twin, no devices)",
+        "edgecore idle RSS          {:.1} MiB (hub + meta + event bus with embedded broker + twin, no devices)",
         idle as f64 / 1024.0
     );
 
@@ -218,7 +218,7 @@ async fn main() -> Result<()> {
         l.last().copied().unwrap_or(f64::NAN)
     );
     println!(
-        "edgecore RSS under load    {:.1} MB peak",
+        "edgecore RSS under load    {:.1} MiB peak",
         peak as f64 / 1024.0
     );
     let _ = child.kill();

@@ -100,12 +100,16 @@ async fn main() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 5 })).await;
     println!(
-        "edgecore idle RSS        {:.1} MB (hub, meta, MetaServer, eventbus + broker, twin; joined, no pods)",
+        "edgecore idle RSS        {:.1} MiB (hub, meta, MetaServer, eventbus + broker, twin; joined, no pods)",
         rss_kb(pid) as f64 / 1024.0
     );
     if std::env::var_os("EDGE_BENCH_SMAPS").is_some() {
         // Where the idle RSS lives: file-backed (the binary's pages) versus anonymous (heap,
         // stacks), and the largest mappings.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        if let Some(t) = status.lines().find(|l| l.starts_with("Threads")) {
+            println!("  {t}");
+        }
         let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
         for l in rollup.lines().filter(|l| {
             [
@@ -151,12 +155,12 @@ async fn main() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 3 })).await;
     println!(
-        "edgecore RSS, 100 pods   {:.1} MB",
+        "edgecore RSS, 100 pods   {:.1} MiB",
         rss_kb(pid) as f64 / 1024.0
     );
     let listed = metaserver_list(ms_port).await?;
     println!(
-        "edgecore RSS, 100 pods listed through MetaServer ({} KB) {:.1} MB",
+        "edgecore RSS, 100 pods listed through MetaServer ({} KB) {:.1} MiB",
         listed / 1024,
         rss_kb(pid) as f64 / 1024.0
     );
@@ -186,7 +190,7 @@ async fn main() -> Result<()> {
         n as f64 / secs
     );
     println!(
-        "edgecore RSS after burst {:.1} MB ({} pods stored)",
+        "edgecore RSS after burst {:.1} MiB ({} pods stored)",
         rss_kb(pid) as f64 / 1024.0,
         n + 100
     );
@@ -224,7 +228,7 @@ async fn main() -> Result<()> {
             if Instant::now() >= next_sample {
                 let rss = rss_kb(pid);
                 println!(
-                    "soak minute {:>3}         RSS {:.1} MB after {round} rounds",
+                    "soak minute {:>3}         RSS {:.1} MiB after {round} rounds",
                     samples.len() + 1,
                     rss as f64 / 1024.0
                 );

@@ -142,7 +142,7 @@ async fn main() -> Result<()> {
         latencies.last().copied().unwrap_or_default()
     );
     println!(
-        "edgecore RSS with {pods} running pods: {:.1} MB ({} kB; Docker not counted)",
+        "edgecore RSS with {pods} running pods: {:.1} MiB ({} kB; Docker not counted)",
         rss as f64 / 1024.0,
         rss
     );
