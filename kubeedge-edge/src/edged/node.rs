@@ -26,20 +26,62 @@ fn read(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The first non-loopback local IPv4 address of the host (from `/proc/net/fib_trie`).
+/// The host's IPv4 address on the interface of its default route, as upstream picks the
+/// node IP (so not a container bridge such as docker0); without a default route, the first
+/// non-loopback local address. From `/proc/net/route` and `/proc/net/fib_trie`.
 pub fn detect_ip() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let fib = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    pick_ip(&route, &fib)
+}
+
+/// An address of `/proc/net/route` (hex, host byte order as the kernel prints it).
+fn route_addr(hex: &str) -> Option<std::net::Ipv4Addr> {
+    let v = u32::from_str_radix(hex, 16).ok()?;
+    Some(std::net::Ipv4Addr::from(v.swap_bytes()))
+}
+
+fn pick_ip(route: &str, fib_trie: &str) -> Option<String> {
+    // Local addresses, in fib_trie order.
+    let mut local: Vec<std::net::Ipv4Addr> = Vec::new();
     let mut last = "";
-    for line in text.lines() {
+    for line in fib_trie.lines() {
         let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
         if t.contains("/32 host LOCAL") && !last.starts_with("127.") && !last.is_empty() {
-            return Some(last.to_owned());
+            if let Ok(ip) = last.parse() {
+                if !local.contains(&ip) {
+                    local.push(ip);
+                }
+            }
         }
         if t.split('.').count() == 4 && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
             last = t;
         }
     }
-    None
+    // The default route's interface (lowest metric), then its directly connected networks.
+    let rows: Vec<Vec<&str>> = route
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 8)
+        .collect();
+    let default_iface = rows
+        .iter()
+        .filter(|f| f[1] == "00000000")
+        .min_by_key(|f| f[6].parse::<u32>().unwrap_or(u32::MAX))
+        .map(|f| f[0]);
+    if let Some(iface) = default_iface {
+        for f in rows.iter().filter(|f| f[0] == iface && f[1] != "00000000") {
+            let (Some(net), Some(mask)) = (route_addr(f[1]), route_addr(f[7])) else {
+                continue;
+            };
+            let (net, mask) = (u32::from(net), u32::from(mask));
+            if let Some(ip) = local.iter().find(|ip| u32::from(**ip) & mask == net & mask) {
+                return Some(ip.to_string());
+            }
+        }
+    }
+    local.first().map(|ip| ip.to_string())
 }
 
 fn mem_total_ki() -> u64 {
@@ -279,6 +321,22 @@ pub(crate) async fn run<R: ContainerRuntime>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ROUTE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+
+    const FIB: &str = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 127.0.0.0/8 2 0 2\n        |-- 127.0.0.1\n           /32 host LOCAL\n     |-- 172.17.0.1\n        /32 host LOCAL\n     |-- 192.0.2.2\n        /32 host LOCAL\n";
+
+    #[test]
+    fn the_node_ip_is_on_the_default_route_not_a_bridge() {
+        assert_eq!(pick_ip(ROUTE, FIB).as_deref(), Some("192.0.2.2"));
+        // No default route: the first non-loopback address.
+        assert_eq!(pick_ip("", FIB).as_deref(), Some("172.17.0.1"));
+        assert_eq!(pick_ip(ROUTE, "").as_deref(), None);
+    }
 
     #[test]
     fn node_object_has_edge_labels_and_version() {
