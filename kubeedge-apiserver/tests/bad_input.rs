@@ -230,6 +230,23 @@ async fn unknown_resource_or_object_is_404() -> anyhow::Result<()> {
         code == 404 && v["message"] == "namespaces \"nope\" not found",
         "{v}"
     );
+    // kubectl logs/exec get a Status saying why, not a bare 404.
+    let (code, v) = raw
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/p/log",
+            JSON,
+            "",
+        )
+        .await?;
+    ensure!(
+        code == 503
+            && is_status(&v, 503, "ServiceUnavailable")
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("CloudStream")),
+        "{v}"
+    );
     Ok(())
 }
 

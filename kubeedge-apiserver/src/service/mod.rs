@@ -610,6 +610,16 @@ fn resolve(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> Result<
         Some("scale") if def.scale.is_some() => {}
         Some("finalize") if def.kind == "Namespace" => {}
         Some("binding") if def.kind == "Pod" => {}
+        Some(s @ ("log" | "exec" | "attach" | "portforward")) if def.kind == "Pod" => {
+            // A clear answer for `kubectl logs/exec/attach/port-forward` rather than a 404.
+            return Err(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "pods/{s} needs the CloudStream logs/exec tunnel, which kubeedge-rs does not provide yet; on the edge node, `docker logs` / `docker exec` reach the container"
+                ),
+            ));
+        }
         Some(_) => return Err(ApiError::not_found_path()),
     }
     Ok(Target {
