@@ -35,7 +35,8 @@ pub fn bin_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn text(o: &Output) -> String {
+/// A process's stdout followed by its stderr, for messages.
+pub fn output_text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -88,7 +89,7 @@ pub fn containers(node: &str) -> Result<Vec<Container>> {
         ])
         .output()
         .context("run docker ps")?;
-    ensure!(out.status.success(), "docker ps: {}", text(&out));
+    ensure!(out.status.success(), "docker ps: {}", output_text(&out));
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -201,8 +202,12 @@ impl Cluster {
             .env("RUST_LOG", "info")
             .output()
             .context("run keadm")?;
-        ensure!(out.status.success(), "keadm {args:?}: {}", text(&out));
-        Ok(text(&out))
+        ensure!(
+            out.status.success(),
+            "keadm {args:?}: {}",
+            output_text(&out)
+        );
+        Ok(output_text(&out))
     }
 
     fn path_env(&self) -> String {
@@ -243,7 +248,11 @@ impl Cluster {
             .args(args)
             .output()
             .context("run kubectl")?;
-        ensure!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            output_text(&out)
+        );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -265,7 +274,7 @@ impl Cluster {
             .context("kubectl stdin")?
             .write_all(yaml.as_bytes())?;
         let out = child.wait_with_output()?;
-        ensure!(out.status.success(), "kubectl apply: {}", text(&out));
+        ensure!(out.status.success(), "kubectl apply: {}", output_text(&out));
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 

@@ -338,3 +338,44 @@ pub async fn wait_register(modbus: &mut Pymodbus, cmd: &str, want: &str) -> Resu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The Modbus mapper for `dev` (of [`model`]) against the broker at 127.0.0.1:`broker_port`,
+/// running until `MapperRun::stop`.
+pub fn spawn_mapper(dev: &Device, broker_port: u16) -> Result<MapperRun> {
+    use kubeedge_device::mapper::{Mapper, MapperConfig, MapperDevice, ModbusTcp};
+    let md = MapperDevice::from_v1beta1(dev, Some(&model()?), true);
+    let driver = ModbusTcp::from_config(&md.protocol)?;
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(
+        Mapper::new(md, driver, MapperConfig::new("127.0.0.1", broker_port)).run(cancel.clone()),
+    );
+    Ok(MapperRun { cancel, task })
+}
+
+/// A running mapper.
+#[derive(Debug)]
+pub struct MapperRun {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), kubeedge_device::mapper::MapperError>>,
+}
+
+impl MapperRun {
+    /// Stop it; its error, if it failed.
+    pub async fn stop(self) -> Result<()> {
+        self.cancel.cancel();
+        Ok(self.task.await??)
+    }
+}
+
+/// Set the temperature register (holding register 5) to 41 on the server and time until
+/// Device `name`'s status reports it (20.5 after the model's scale).
+pub async fn register_to_status(
+    modbus: &mut Pymodbus,
+    devices: &Api<Device>,
+    name: &str,
+) -> Result<Duration> {
+    modbus.cmd("set hr 5 41").await?;
+    let t0 = Instant::now();
+    wait_reported(devices, name, "temperature", "20.5").await?;
+    Ok(t0.elapsed())
+}

@@ -120,6 +120,30 @@ fn b64_json(v: &Value) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The next text frame from the cloud, decoded, with its text.
+async fn next_message(ws: &mut kubeedge_bench::RawWs) -> Result<(Message, String)> {
+    loop {
+        let Some(frame) = ws.next().await else {
+            bail!("the cloud closed the session");
+        };
+        if let WsMessage::Text(t) = frame? {
+            return Ok((Message::from_json(t.as_bytes())?, t.as_str().to_owned()));
+        }
+    }
+}
+
+/// Ack a push as the edge does, and keep it.
+async fn ack_push(
+    ws: &mut kubeedge_bench::RawWs,
+    pushes: &mut Vec<Message>,
+    m: Message,
+) -> Result<()> {
+    ws.send(WsMessage::text(String::from_utf8(m.ack().to_json())?))
+        .await?;
+    pushes.push(m);
+    Ok(())
+}
+
 async fn replay(file: &str, sets: &[&str]) -> Result<()> {
     let s = session(file)?;
     let cluster = Cluster::init_with(sets)?;
@@ -197,17 +221,11 @@ async fn replay(file: &str, sets: &[&str]) -> Result<()> {
         // Read until our reply to this request arrives, acking pushes on the way.
         let reply = tokio::time::timeout(LIMIT, async {
             loop {
-                let Some(frame) = ws.next().await else {
-                    bail!("the cloud closed the session");
-                };
-                let WsMessage::Text(t) = frame? else { continue };
-                let m = Message::from_json(t.as_bytes())?;
+                let (m, text) = next_message(&mut ws).await?;
                 if m.parent_id().is_some_and(|p| p.as_str() == id) {
-                    break Ok(serde_json::from_str::<Value>(t.as_str())?);
+                    break anyhow::Ok(serde_json::from_str::<Value>(&text)?);
                 }
-                ws.send(WsMessage::text(String::from_utf8(m.ack().to_json())?))
-                    .await?;
-                pushes.push(m);
+                ack_push(&mut ws, &mut pushes, m).await?;
             }
         })
         .await
@@ -265,16 +283,10 @@ async fn replay(file: &str, sets: &[&str]) -> Result<()> {
     };
     tokio::time::timeout(LIMIT, async {
         while !pushed(&pushes) {
-            let Some(frame) = ws.next().await else {
-                bail!("the cloud closed the session");
-            };
-            let WsMessage::Text(t) = frame? else { continue };
-            let m = Message::from_json(t.as_bytes())?;
-            ws.send(WsMessage::text(String::from_utf8(m.ack().to_json())?))
-                .await?;
-            pushes.push(m);
+            let (m, _) = next_message(&mut ws).await?;
+            ack_push(&mut ws, &mut pushes, m).await?;
         }
-        Ok(())
+        anyhow::Ok(())
     })
     .await
     .with_context(|| format!("{file}: pod {pod_resource} not pushed"))??;

@@ -10,19 +10,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubeedge_bench::devices::{
-    device_on, free_port, model, reported, wait_register, wait_reported, DeviceCloud, Mosquitto,
-    Pymodbus,
+    device_on, free_port, model, register_to_status, reported, spawn_mapper, wait_register,
+    wait_reported, DeviceCloud, Mosquitto, Pymodbus,
 };
 use kubeedge_bench::proxy::Proxy;
 use kubeedge_bench::wait_until;
 use kubeedge_cloud::devicecontroller::DeviceControllerConfig;
 use kubeedge_cloud::hub::HubConfig;
-use kubeedge_device::mapper::{Mapper, MapperConfig, MapperDevice, ModbusTcp};
 use kubeedge_proto::api::v1beta1::{Device, DeviceModel};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -144,22 +142,14 @@ async fn round_trip(mode: u8) -> Result<()> {
     })
     .await?;
 
-    let md = MapperDevice::from_v1beta1(&dev, Some(&model()?), true);
-    let driver = ModbusTcp::from_config(&md.protocol)?;
-    let cancel = CancellationToken::new();
-    let mapper = tokio::spawn(
-        Mapper::new(md, driver, MapperConfig::new("127.0.0.1", s.broker_port)).run(cancel.clone()),
-    );
+    let mapper = spawn_mapper(&dev, s.broker_port)?;
 
     // Desired values land on the pymodbus server.
     wait_register(&mut modbus, "get hr 2", "42").await?;
     wait_register(&mut modbus, "get co 1", "1").await?;
 
     // A register changed on the server reaches the Device status within 2 s.
-    modbus.cmd("set hr 5 41").await?;
-    let t0 = Instant::now();
-    wait_reported(&devices, "thermo-1", "temperature", "20.5").await?;
-    let took = t0.elapsed();
+    let took = register_to_status(&mut modbus, &devices, "thermo-1").await?;
     assert!(
         took < Duration::from_secs(2),
         "register -> status took {took:?}"
@@ -187,8 +177,7 @@ async fn round_trip(mode: u8) -> Result<()> {
         anyhow::ensure!(start.elapsed() < LIMIT, "state never online: {st:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    cancel.cancel();
-    mapper.await??;
+    mapper.stop().await?;
     modbus.stop().await;
     Ok(())
 }
@@ -220,12 +209,7 @@ async fn offline_reports_arrive_after_reconnect() -> Result<()> {
         edge_has_device(&db, "default/thermo-2")
     })
     .await?;
-    let md = MapperDevice::from_v1beta1(&dev, Some(&model()?), true);
-    let driver = ModbusTcp::from_config(&md.protocol)?;
-    let cancel = CancellationToken::new();
-    let mapper = tokio::spawn(
-        Mapper::new(md, driver, MapperConfig::new("127.0.0.1", s.broker_port)).run(cancel.clone()),
-    );
+    let mapper = spawn_mapper(&dev, s.broker_port)?;
     modbus.cmd("set hr 5 2").await?;
     wait_reported(&devices, "thermo-2", "temperature", "1").await?;
 
@@ -263,8 +247,7 @@ async fn offline_reports_arrive_after_reconnect() -> Result<()> {
     wait_until("link up", LIMIT, || hub.connected() == 1).await?;
     wait_reported(&devices, "thermo-2", "temperature", "7").await?;
     wait_reported(&devices, "thermo-2", "humidity", "33").await?;
-    cancel.cancel();
-    mapper.await??;
+    mapper.stop().await?;
     let log = std::fs::read_to_string(&s.log)?;
     let outages = log.matches("mqtt broker unreachable").count();
     assert_eq!(outages, 0, "the broker never went down: {log}");

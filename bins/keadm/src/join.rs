@@ -35,10 +35,10 @@ pub(crate) struct JoinArgs {
     /// The KubeEdge version to present as; binaries are never downloaded.
     #[arg(long = "kubeedge-version")]
     kubeedge_version: Option<String>,
-    /// Labels for the node, `key=value`, repeatable or comma-separated.
     /// Set edgecore.yaml keys: `--set modules.edgeStream.enable=true,modules.eventBus.enable=false`.
     #[arg(long = "set", value_delimiter = ',')]
     pub(crate) set: Vec<String>,
+    /// Labels for the node, `key=value`, repeatable or comma-separated.
     #[arg(long = "labels", short = 'l', value_delimiter = ',')]
     labels: Vec<String>,
 }

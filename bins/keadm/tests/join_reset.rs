@@ -6,6 +6,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use kubeedge_bench::cluster::output_text as text;
 use kubeedge_bench::{wait_until, TestCloud};
 use kubeedge_cloud::certs::unix_now;
 use kubeedge_cloud::hub::HubConfig;
@@ -21,14 +22,6 @@ fn keadm(root: &Path, args: &[&str]) -> Result<Output> {
         .output()
         .context("run keadm")?;
     Ok(out)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn edgecore_pid(root: &Path) -> Option<u32> {
