@@ -18,13 +18,20 @@ pub use crate::free_port;
 use serde_json::Value;
 
 /// The directory holding `cloudcore`, `edgecore` and `keadm`: the running executable's
-/// profile directory (`target/<profile>`, also from `target/<profile>/deps`).
+/// profile directory (`target/<profile>`, also from `target/<profile>/deps`), or
+/// `$KUBEEDGE_BIN_DIR` when set.
 pub fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("current executable")?;
-    let mut dir = exe.parent().context("executable directory")?.to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
+    let dir = match std::env::var_os("KUBEEDGE_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().context("current executable")?;
+            let mut dir = exe.parent().context("executable directory")?.to_path_buf();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
     for name in ["cloudcore", "edgecore", "keadm"] {
         ensure!(
             dir.join(name).exists(),
@@ -149,6 +156,8 @@ pub struct Cluster {
     /// The joined edgecore's embedded MQTT broker port.
     pub mqtt_port: u16,
     init_sets: Vec<String>,
+    /// Extra `--set` keys for edgecore.yaml that [`Cluster::join`] passes (`key.path=value`).
+    pub join_sets: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -182,6 +191,7 @@ impl Cluster {
             node: None,
             mqtt_port: 0,
             init_sets: sets.iter().map(|s| (*s).to_owned()).collect(),
+            join_sets: Vec::new(),
         };
         c.start_cloudcore()?;
         Ok(c)
@@ -302,8 +312,9 @@ impl Cluster {
             format!("--edgenode-name={node}"),
             format!("--token={token}"),
             format!(
-                "--set=modules.metaManager.metaServer.server=127.0.0.1:{},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt}",
+                "--set=modules.metaManager.metaServer.server=127.0.0.1:{},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt}{}",
                 free_port()?,
+                self.join_sets.iter().map(|s| format!(",{s}")).collect::<String>(),
                 mqtt = self.mqtt_port,
             ),
         ];

@@ -216,6 +216,9 @@ pub struct Edged {
     pub pod_sandbox_image: String,
     /// `nodeStatusUpdateFrequency`, seconds.
     pub node_status_update_frequency: u64,
+    /// `nodeLeaseDurationSeconds` (the kubelet's, 40): the node Lease is renewed every
+    /// quarter of it.
+    pub node_lease_duration_seconds: u32,
     /// `rootDirectory`: pod volumes live under `<rootDirectory>/pods`.
     pub root_directory: PathBuf,
     /// `dockerAddress`.
@@ -333,6 +336,7 @@ impl Default for Edged {
             node_labels: std::collections::BTreeMap::new(),
             pod_sandbox_image: String::new(),
             node_status_update_frequency: 10,
+            node_lease_duration_seconds: 40,
             root_directory: "/var/lib/edged".into(),
             docker_address: "unix:///var/run/docker.sock".into(),
             max_pods: 110,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use kubeedge_cloud::config::CloudCoreFile;
+use kubeedge_cloud::controlplane::KubernetesService;
 use kubeedge_cloud::hub::CloudHub;
 use kubeedge_cloud::ControllersConfig;
 use tokio::net::TcpListener;
@@ -84,12 +85,10 @@ async fn main() -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
 
     let (client, embedded) = if file.kube_api_config.is_external() {
-        (external_client(&file).await?, false)
+        (external_client(&file).await?, None)
     } else {
-        (
-            embedded_api(&args, &file, &tracker, cancel.clone()).await?,
-            true,
-        )
+        let (client, svc) = embedded_api(&args, &file, &tracker, cancel.clone()).await?;
+        (client, Some(svc))
     };
     let run = run(file, client, embedded, &tracker, cancel.clone());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -145,11 +144,14 @@ async fn embedded_api(
     file: &CloudCoreFile,
     tracker: &TaskTracker,
     cancel: CancellationToken,
-) -> anyhow::Result<kube::Client> {
+) -> anyhow::Result<(kube::Client, KubernetesService)> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let store = kubeedge_apiserver::SqliteStore::open(args.data_dir.join("state.db"))?;
-    let service = kubeedge_apiserver::ApiService::new(store, Default::default()).await?;
+    let api_config = kubeedge_apiserver::ApiConfig::default();
+    let cluster_ip = first_ip(&api_config.service_cidr)
+        .with_context(|| format!("bad service range {}", api_config.service_cidr))?;
+    let service = kubeedge_apiserver::ApiService::new(store, api_config).await?;
     let mut hosts: Vec<String> = file.modules.cloud_hub.advertise_address.clone();
     hosts.push(host_ip().to_string());
     let pki = kubeedge_apiserver::Pki::load_or_generate(&args.data_dir.join("pki"), &hosts)?;
@@ -195,14 +197,39 @@ async fn embedded_api(
         "embedded Kubernetes API running; use: kubectl --kubeconfig {}",
         kubeconfig.display()
     );
-    Ok(kube::Client::new(service, "default"))
+    // The address pods reach the API at, as kube-apiserver advertises it: the host's when
+    // listening on every address.
+    let advertised = if addr.ip().is_unspecified() {
+        host_ip()
+    } else {
+        addr.ip()
+    };
+    Ok((
+        kube::Client::new(service, "default"),
+        KubernetesService::new(cluster_ip, SocketAddr::new(advertised, addr.port())),
+    ))
+}
+
+/// The first address of a service range (`10.96.0.0/12` -> `10.96.0.1`), the ClusterIP of
+/// the `kubernetes` Service.
+fn first_ip(cidr: &str) -> Option<IpAddr> {
+    let net: std::net::Ipv4Addr = cidr.split('/').next()?.parse().ok()?;
+    Some(IpAddr::V4(std::net::Ipv4Addr::from(
+        u32::from(net).checked_add(1)?,
+    )))
 }
 
 /// The embedded control plane: scheduler, workload, endpoints, namespace, garbage-collection
 /// and node-lifecycle controllers over the embedded API.
-fn start_control_plane(client: kube::Client, tracker: &TaskTracker, cancel: CancellationToken) {
+fn start_control_plane(
+    client: kube::Client,
+    kubernetes: KubernetesService,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) {
     tracker.spawn(async move {
-        let config = kubeedge_cloud::controlplane::ControlPlaneConfig::default();
+        let mut config = kubeedge_cloud::controlplane::ControlPlaneConfig::default();
+        config.kubernetes_service = Some(kubernetes);
         if let Err(e) = kubeedge_cloud::controlplane::run(client, config, cancel).await {
             error!(error = %e, "embedded control plane failed");
         }
@@ -213,7 +240,7 @@ fn start_control_plane(client: kube::Client, tracker: &TaskTracker, cancel: Canc
 async fn run(
     file: CloudCoreFile,
     client: kube::Client,
-    embedded: bool,
+    embedded: Option<KubernetesService>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -229,8 +256,8 @@ async fn run(
             pki, client, cancel,
         ));
     }
-    if embedded {
-        start_control_plane(client.clone(), tracker, cancel.clone());
+    if let Some(kubernetes) = embedded.clone() {
+        start_control_plane(client.clone(), kubernetes, tracker, cancel.clone());
     }
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
     if settings.hub_enabled {
@@ -266,7 +293,7 @@ async fn run(
     controllers.dynamic = settings.dynamic.clone().map(|mut d| {
         // Embedded: the API is ours, so requests run as the node. On a real cluster, as
         // upstream, as cloudcore (impersonation would need extra RBAC).
-        d.impersonate_nodes = embedded;
+        d.impersonate_nodes = embedded.is_some();
         d
     });
     kubeedge_cloud::run_controllers(client, hub, down, up, controllers, cancel)

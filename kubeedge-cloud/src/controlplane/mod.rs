@@ -6,12 +6,13 @@
 //! (where it should not run: the cluster's own controllers do this work).
 //!
 //! [`run`] creates the default namespaces (`default`, `kube-system`, `kube-node-lease`,
-//! `kube-public`, `kubeedge`), then runs, until cancelled:
+//! `kube-public`, `kubeedge`) and, when configured, the `default/kubernetes` Service and its
+//! Endpoints (kept as kube-apiserver keeps them), then runs, until cancelled:
 //!
 //! - **scheduler**: binds pods without `spec.nodeName` (through `pods/<name>/binding`) to a Ready,
 //!   schedulable node that satisfies `nodeSelector`, required node affinity (`In`, `NotIn`,
 //!   `Exists`, `DoesNotExist`, `Gt`, `Lt`, `matchFields` on `metadata.name`), NoSchedule and
-//!   NoExecute taints, and cpu/memory/ephemeral-storage/extended-resource requests and the pod
+//!   NoExecute taints, free host ports (NodePorts), and cpu/memory/ephemeral-storage/extended-resource requests and the pod
 //!   count against allocatable. Scores: preferred node affinity, spreading a controller's pods,
 //!   least allocated, PreferNoSchedule taints. Emits `Scheduled`/`FailedScheduling` events and
 //!   sets `PodScheduled=False` (`Unschedulable`) with upstream's "0/N nodes are available" text.
@@ -39,8 +40,7 @@
 //! The controllers share one watch cache per resource (see `informer`) and work queues with
 //! per-key backoff; each writes only through the API, so a restart resumes from what is stored.
 //!
-//! Not implemented: pod affinity and anti-affinity, topology spread constraints, host-port
-//! conflicts, volumes, preemption and priorities; `progressDeadlineSeconds` (a stuck rollout
+//! Not implemented: pod affinity and anti-affinity, topology spread constraints, volumes, preemption and priorities; `progressDeadlineSeconds` (a stuck rollout
 //! stays `Progressing`, never `ProgressDeadlineExceeded`); proportional scaling of several
 //! active ReplicaSets during a rollout (the newest takes the whole change); adoption of orphaned
 //! pods or ReplicaSets that match a selector; ControllerRevisions (DaemonSets track revisions by
@@ -61,6 +61,7 @@ mod matching;
 mod namespace;
 mod nodelifecycle;
 mod pod;
+mod ports;
 mod queue;
 mod replicaset;
 mod scheduler;
@@ -72,6 +73,7 @@ use futures_util::FutureExt as _;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
+pub use defaults::KubernetesService;
 pub use scheduler::DEFAULT_SCHEDULER;
 
 /// Settings of the embedded control plane. Build with `Default` and assign fields.
@@ -101,6 +103,9 @@ pub struct ControlPlaneConfig {
     pub gc_interval: Duration,
     /// Reconcile workers per workload controller.
     pub workers: usize,
+    /// The `default/kubernetes` Service to keep (None: none, as when the API server is not
+    /// ours).
+    pub kubernetes_service: Option<KubernetesService>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -125,6 +130,7 @@ impl Default for ControlPlaneConfig {
             unschedulable_retry: Duration::from_secs(30),
             gc_interval: Duration::from_secs(30),
             workers: 2,
+            kubernetes_service: None,
         }
     }
 }
@@ -210,6 +216,10 @@ pub async fn run(
             .map(|()| Ok::<(), ControlPlaneError>(()))
             .boxed(),
     );
+    if let Some(k) = config.kubernetes_service.clone() {
+        k.ensure(&client).await?;
+        tasks.push(k.run(client.clone(), cancel.clone()).boxed());
+    }
     tasks.push(sched.run(cancel.clone()).boxed());
     tasks.push(rs.run(cancel.clone()).boxed());
     tasks.push(deploy.run(cancel.clone()).boxed());

@@ -21,6 +21,7 @@ use super::events::{self, Recorder};
 use super::informer::{synced, Change, Informers};
 use super::matching;
 use super::pod::{self, Resources};
+use super::ports::{self, HostPort};
 use super::queue::{Key, WorkQueue};
 use super::{api_code, ControlPlaneConfig, ControlPlaneError};
 
@@ -32,6 +33,18 @@ struct Placed {
     node: String,
     requests: Resources,
     owner: Option<String>,
+    ports: Vec<HostPort>,
+}
+
+impl Placed {
+    fn of(p: &Pod, node: &str) -> Self {
+        Placed {
+            node: node.to_owned(),
+            requests: p.spec.as_ref().map(pod::pod_requests).unwrap_or_default(),
+            owner: pod::controller_of(&p.metadata).map(|r| r.uid.clone()),
+            ports: p.spec.as_ref().map(ports::host_ports).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +52,8 @@ struct NodeUsage {
     requested: Resources,
     pods: i64,
     by_owner: HashMap<String, i64>,
+    /// Host ports held on the node (a multiset: one entry per holding pod).
+    ports: Vec<HostPort>,
 }
 
 /// What every node carries, by pod uid.
@@ -57,6 +72,11 @@ impl Ledger {
                     *u.requested.entry(k.clone()).or_insert(0) -= v;
                 }
                 u.pods -= 1;
+                for hp in &old.ports {
+                    if let Some(i) = u.ports.iter().position(|x| x == hp) {
+                        u.ports.swap_remove(i);
+                    }
+                }
                 if let Some(o) = &old.owner {
                     if let Some(c) = u.by_owner.get_mut(o) {
                         *c -= 1;
@@ -73,6 +93,7 @@ impl Ledger {
                 *u.requested.entry(k.clone()).or_insert(0) += v;
             }
             u.pods += 1;
+            u.ports.extend(p.ports.iter().cloned());
             if let Some(o) = &p.owner {
                 *u.by_owner.entry(o.clone()).or_insert(0) += 1;
             }
@@ -141,12 +162,7 @@ impl Inner {
                 Change::Applied { .. } => match pod::node_name(p) {
                     Some(node) if !pod::is_terminal(p) => {
                         l.assumed.remove(&uid);
-                        let placed = Placed {
-                            node: node.to_owned(),
-                            requests: p.spec.as_ref().map(pod::pod_requests).unwrap_or_default(),
-                            owner: pod::controller_of(&p.metadata).map(|r| r.uid.clone()),
-                        };
-                        l.set(&uid, Some(placed));
+                        l.set(&uid, Some(Placed::of(p, node)));
                     }
                     _ if l.assumed.contains(&uid) => {}
                     _ => {
@@ -202,10 +218,12 @@ pub(crate) struct Scheduler {
     inner: Arc<Inner>,
 }
 
-/// Why one node was rejected.
+/// Why one node was rejected: the first of upstream's default filters (NodeUnschedulable,
+/// TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit) that fails, in its words.
 fn filter(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     requests: &Resources,
+    wanted_ports: &[HostPort],
     node: &Node,
     alloc: &Resources,
     usage: Option<&NodeUsage>,
@@ -238,6 +256,9 @@ fn filter(
     }
     if !matching::node_matches(spec, node) {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    if !wanted_ports.is_empty() && usage.is_some_and(|u| ports::conflict(&u.ports, wanted_ports)) {
+        return Err(ports::NO_FREE_PORTS.into());
     }
     if alloc.is_empty() {
         // A node that reports no capacity at all is not limited.
@@ -341,6 +362,7 @@ impl Scheduler {
             return Decision::Unschedulable("the pod has no spec".into());
         };
         let requests = pod::pod_requests(spec);
+        let wanted_ports = ports::host_ports(spec);
         let owner = pod::controller_of(&p.metadata).map(|r| r.uid.as_str());
         let nodes = self.inner.nodes.state();
         let ledger = self.inner.ledger();
@@ -364,7 +386,7 @@ impl Scheduler {
                     a
                 }
             };
-            match filter(spec, &requests, n, &alloc, usage) {
+            match filter(spec, &requests, &wanted_ports, n, &alloc, usage) {
                 Err(r) => *reasons.entry(r).or_insert(0) += 1,
                 Ok(()) => {
                     let s = score(spec, &requests, owner, n, &alloc, usage);
@@ -404,12 +426,7 @@ impl Scheduler {
                 {
                     let mut l = inner.ledger();
                     l.assumed.insert(uid.clone());
-                    let placed = Placed {
-                        node: node.clone(),
-                        requests: p.spec.as_ref().map(pod::pod_requests).unwrap_or_default(),
-                        owner: pod::controller_of(&p.metadata).map(|r| r.uid.clone()),
-                    };
-                    l.set(&uid, Some(placed));
+                    l.set(&uid, Some(Placed::of(&p, &node)));
                 }
                 let inner = Arc::clone(inner);
                 let key = key.clone();

@@ -9,6 +9,7 @@
 //! - The pod workers, the status reports and the node loop are private.
 
 mod docker;
+mod lease;
 pub mod lifecycle;
 mod link;
 mod node;
@@ -63,6 +64,8 @@ pub struct EdgedConfig {
     pub docker_endpoint: String,
     /// `nodeStatusUpdateFrequency`.
     pub node_status_update_frequency: Duration,
+    /// `nodeLeaseDurationSeconds`: the Lease is renewed every quarter of it.
+    pub node_lease_duration_seconds: u32,
     /// How often a pod is compared with the runtime.
     pub sync_frequency: Duration,
     /// Crash-loop backoff.
@@ -82,6 +85,7 @@ impl Default for EdgedConfig {
             pod_sandbox_image: None,
             docker_endpoint: "unix:///var/run/docker.sock".into(),
             node_status_update_frequency: Duration::from_secs(10),
+            node_lease_duration_seconds: 40,
             sync_frequency: Duration::from_secs(2),
             backoff: Backoff::default(),
             max_pods: 110,
@@ -107,6 +111,7 @@ impl EdgedConfig {
             node_status_update_frequency: Duration::from_secs(
                 f.node_status_update_frequency.max(1),
             ),
+            node_lease_duration_seconds: f.node_lease_duration_seconds.max(1),
             sync_frequency: ms(f.pod_sync_frequency_ms),
             backoff: Backoff {
                 initial: ms(f.restart_backoff_initial_ms),
@@ -319,6 +324,14 @@ impl<R: ContainerRuntime> Edged<R> {
     /// pods, keep the node registered, and follow what MetaManager forwards.
     pub async fn run(mut self, cancel: CancellationToken) {
         let tracker = self.shared.tracker.clone();
+        tracker.spawn(
+            lease::LeaseRenewer::new(
+                self.shared.cfg.node_name.clone(),
+                self.shared.cfg.node_lease_duration_seconds,
+                self.shared.link.clone(),
+            )
+            .run(cancel.child_token()),
+        );
         tracker.spawn(node::run(
             self.shared.cfg.clone(),
             self.shared.runtime.clone(),

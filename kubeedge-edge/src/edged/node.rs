@@ -1,7 +1,7 @@
 //! The node: registration (`insert` of `<ns>/node/<name>`), a status patch
-//! (`<ns>/nodepatch/<name>`, content a JSON string) and a lease renewal
-//! (`kube-node-lease/lease/<name>`) every `nodeStatusUpdateFrequency` while the cloud is
-//! reachable (PROTOCOL.md §4.1–4.2). A runtime that does not answer turns the Ready condition
+//! (`<ns>/nodepatch/<name>`, content a JSON string) every `nodeStatusUpdateFrequency` while
+//! the cloud is reachable (PROTOCOL.md §4.1–4.2); the Lease has its own schedule
+//! ([`super::lease`]). A runtime that does not answer turns the Ready condition
 //! False; it never stops edged.
 
 use std::collections::BTreeMap;
@@ -190,20 +190,6 @@ pub(crate) fn node_object(cfg: &EdgedConfig, status: Value) -> Value {
     })
 }
 
-fn lease(cfg: &EdgedConfig) -> Value {
-    let secs = cfg.node_status_update_frequency.as_secs().max(1);
-    json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {"name": cfg.node_name, "namespace": "kube-node-lease"},
-        "spec": {
-            "holderIdentity": cfg.node_name,
-            "leaseDurationSeconds": (secs * 4).max(40),
-            "renewTime": jiff::Timestamp::now().to_string(),
-        },
-    })
-}
-
 /// The `Err` of an `ObjectResp` reply: None on success.
 fn reply_error(reply: &Message) -> Option<(String, String)> {
     let v: Value = reply.content.decode().ok()?;
@@ -277,28 +263,18 @@ pub(crate) async fn run<R: ContainerRuntime>(
                 format!("{ns}/nodepatch/{name}"),
                 Content::string(&patch),
             );
-            let sent = link.request(msg, timeout).await;
-            let lease_msg = edged_message(
-                Operation::Update,
-                format!("kube-node-lease/lease/{name}"),
-                Content::json(&lease(&cfg)).unwrap_or_default(),
-            );
-            match link.request(lease_msg, timeout).await {
+            match link.request(msg, timeout).await {
                 Ok(reply) => {
-                    if let Some((reason, _)) = reply_error(&reply) {
-                        if reason == "NotFound" {
-                            let create = edged_message(
-                                Operation::Insert,
-                                format!("kube-node-lease/lease/{name}"),
-                                Content::json(&lease(&cfg)).unwrap_or_default(),
-                            );
-                            let _ = link.request(create, timeout).await;
-                        }
+                    if let Some((reason, message)) = reply_error(&reply) {
+                        warn!(node = %name, reason, message, patch, "node status patch refused");
                     }
+                    true
                 }
-                Err(e) => debug!(node = %name, error = %e, "lease renewal not answered"),
+                Err(e) => {
+                    debug!(node = %name, error = %e, "node status patch not answered");
+                    false
+                }
             }
-            sent.is_ok()
         };
         let wait = if ok {
             if !registered {
