@@ -199,24 +199,13 @@ impl LeaseRenewer {
 
 /// An `ObjectResp{Object, Err}` reply (PROTOCOL.md §4.2).
 fn object_resp(reply: &kubeedge_proto::Message) -> Answer {
+    if let Some((reason, message)) = crate::meta::refusal(reply) {
+        return Answer::Refused(reason, message);
+    }
     let v: Value = match reply.content.decode() {
         Ok(v) => v,
         Err(e) => return Answer::Lost(format!("reply is not JSON: {e}")),
     };
-    if let Some(err) = v.get("Err").filter(|e| !e.is_null()) {
-        let status = err.get("ErrStatus").unwrap_or(err);
-        let field = |k: &str| {
-            status
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned()
-        };
-        let (reason, message) = (field("reason"), field("message"));
-        if !reason.is_empty() || !message.is_empty() {
-            return Answer::Refused(reason, message);
-        }
-    }
     match v
         .get("Object")
         .cloned()

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kubeedge_proto::{Content, Message, Operation};
+use kubeedge_proto::{Content, Operation};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -190,22 +190,6 @@ pub(crate) fn node_object(cfg: &EdgedConfig, status: Value) -> Value {
     })
 }
 
-/// The `Err` of an `ObjectResp` reply: None on success.
-fn reply_error(reply: &Message) -> Option<(String, String)> {
-    let v: Value = reply.content.decode().ok()?;
-    let err = v.get("Err")?;
-    if err.is_null() {
-        return None;
-    }
-    let status = err.get("ErrStatus").unwrap_or(err);
-    let reason = status.get("reason").and_then(Value::as_str).unwrap_or("");
-    let message = status.get("message").and_then(Value::as_str).unwrap_or("");
-    if reason.is_empty() && message.is_empty() {
-        return None;
-    }
-    Some((reason.to_owned(), message.to_owned()))
-}
-
 async fn runtime_state<R: ContainerRuntime>(rt: &R) -> Result<String, String> {
     match tokio::time::timeout(Duration::from_secs(5), rt.version()).await {
         Ok(Ok(v)) => Ok(format!("{}://{}", v.name, v.version)),
@@ -243,7 +227,7 @@ pub(crate) async fn run<R: ContainerRuntime>(
                 Content::json(&node_object(&cfg, status)).unwrap_or_default(),
             );
             match link.request(msg, timeout).await {
-                Ok(reply) => match reply_error(&reply) {
+                Ok(reply) => match crate::meta::refusal(&reply) {
                     None => true,
                     Some((reason, _)) if reason == "AlreadyExists" => true,
                     Some((reason, message)) => {
@@ -265,7 +249,7 @@ pub(crate) async fn run<R: ContainerRuntime>(
             );
             match link.request(msg, timeout).await {
                 Ok(reply) => {
-                    if let Some((reason, message)) = reply_error(&reply) {
+                    if let Some((reason, message)) = crate::meta::refusal(&reply) {
                         warn!(node = %name, reason, message, patch, "node status patch refused");
                     }
                     true
@@ -342,17 +326,21 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
     fn reply_errors() {
         let req = edged_message(Operation::Insert, "default/node/n".into(), Content::null());
         let ok = req.reply(Content::json(&json!({"Object": {}, "Err": null})).unwrap());
-        assert_eq!(reply_error(&ok), None);
+        assert_eq!(crate::meta::refusal(&ok), None);
         let exists = req.reply(
             Content::json(&json!({"Object": null, "Err": {"ErrStatus": {"reason": "AlreadyExists", "message": "x"}}}))
                 .unwrap(),
         );
         assert_eq!(
-            reply_error(&exists).map(|e| e.0),
+            crate::meta::refusal(&exists).map(|e| e.0),
             Some("AlreadyExists".into())
         );
         let zero =
             req.reply(Content::json(&json!({"Err": {"ErrStatus": {"metadata": {}}}})).unwrap());
-        assert_eq!(reply_error(&zero), None, "a zero StatusError is success");
+        assert_eq!(
+            crate::meta::refusal(&zero),
+            None,
+            "a zero StatusError is success"
+        );
     }
 }

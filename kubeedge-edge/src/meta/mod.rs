@@ -228,8 +228,14 @@ impl MetaManager {
             };
             // A fresh id per attempt, as upstream's sync requests do.
             msg.header.id = kubeedge_proto::MessageId::random();
+            let resource = msg.route.resource.clone();
             match self.hub.request(msg, self.remote_timeout).await {
-                Ok(_) => {
+                Ok(reply) => {
+                    // A refusal is final (resending the same report gets the same answer),
+                    // but never silent.
+                    if let Some((reason, message)) = refusal(&reply) {
+                        warn!(resource, reason, message, report = %e.message, "report refused by the cloud");
+                    }
                     self.db
                         .apply(vec![MetaOp::OutboxDone {
                             key: e.key,
@@ -346,4 +352,35 @@ impl MetaManager {
             }
         }
     }
+}
+
+/// The error of an edge controller reply, as `(reason, message)`: the `Err` of an
+/// `ObjectResp{Object, Err}` (a Go `StatusError`, PROTOCOL.md §4.2), or the text of an
+/// `error` operation. None on success.
+pub(crate) fn refusal(reply: &Message) -> Option<(String, String)> {
+    if reply.route.operation == Some(Operation::Error) {
+        let text = reply
+            .content
+            .decode::<String>()
+            .unwrap_or_else(|_| String::from_utf8_lossy(&reply.content.bytes()).into_owned());
+        return Some(("Error".into(), text));
+    }
+    let v: serde_json::Value = reply.content.decode().ok()?;
+    let err = v.get("Err")?;
+    if err.is_null() {
+        return None;
+    }
+    let status = err.get("ErrStatus").unwrap_or(err);
+    let field = |k: &str| {
+        status
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (reason, message) = (field("reason"), field("message"));
+    if reason.is_empty() && message.is_empty() {
+        return None;
+    }
+    Some((reason, message))
 }
