@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use common::controlled::*;
 use common::*;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, DeleteParams, PostParams};
 use kubeedge_proto::{
     Application, ApplicationStatus, ApplicationVerb, Content, Message, Route, GO_ZERO_TIME,
 };
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 const NODE: &str = "edge-1";
 
@@ -186,5 +187,92 @@ async fn watch_sync_stops_unlisted_watches_and_answers_with_the_failed_map() -> 
     configmaps.create(&PostParams::default(), &cm).await?;
     until_stored(&em.db, "default/configmap/m", |_| true).await?;
     assert_eq!(stored(&em.db, "default/configmap/k2").await?, None);
+    Ok(())
+}
+
+/// An edge that acks every push (as upstream's meta manager does) and hands it on.
+async fn acking_edge(
+    cloud: &Cloud,
+    dir: &std::path::Path,
+) -> Result<(Edge, mpsc::UnboundedReceiver<Message>)> {
+    let tls = join(cloud, NODE, dir).await?;
+    let mut e = edge(cloud, NODE, tls);
+    within("connect", e.client.connected()).await??;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let acker = e.client.clone();
+    let mut inbound = std::mem::replace(&mut e.inbound, mpsc::channel(1).1);
+    tokio::spawn(async move {
+        while let Some(m) = inbound.recv().await {
+            if acker.send(m.ack()).await.is_err() || tx.send(m).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((e, rx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_reaches_a_watching_upstream_edge_once() -> Result<()> {
+    trace();
+    let c = controlled().await?;
+    edge_node(&c.client, NODE).await?;
+    let dir = tempfile::tempdir()?;
+    let (e, mut pushed) = acking_edge(&c.cloud, dir.path()).await?;
+    let pods = Api::<Pod>::namespaced(c.client.clone(), "default");
+    let pod = |name: &str, node: Option<&str>| -> Result<Pod> {
+        Ok(serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]}
+        }))?)
+    };
+    // A pod bound to the node (the edge controller sends it) and a pending one.
+    pods.create(&PostParams::default(), &pod("bound", Some(NODE))?)
+        .await?;
+    pods.create(&PostParams::default(), &pod("pending", None)?)
+        .await?;
+    // `kubectl get pods -w` through an upstream edge's MetaServer, twice (two clients, or a
+    // re-watch from another resourceVersion): two watch Applications of the node.
+    for rv in ["1", "2"] {
+        let w = upstream_app(
+            "/core/v1/pods/default/null",
+            ApplicationVerb::Watch,
+            &json!({"watch": true, "resourceVersion": rv}),
+        )?;
+        assert_eq!(apply(&e, w).await?.status, ApplicationStatus::Approved);
+    }
+    let now = DeleteParams::default().grace_period(0);
+    pods.delete("bound", &now).await?;
+    pods.delete("pending", &now).await?;
+    // Each watch saw the deletions before these markers: once both markers are in, every
+    // push of the deletions is too.
+    let mut log: Vec<Message> = Vec::new();
+    for marker in ["marker-1", "marker-2"] {
+        pods.create(&PostParams::default(), &pod(marker, None)?)
+            .await?;
+        let resource = format!("default/pod/{marker}");
+        within(marker, async {
+            loop {
+                let m = pushed.recv().await.context("edge closed")?;
+                let done = m.route.resource == resource;
+                log.push(m);
+                if done {
+                    return anyhow::Ok(());
+                }
+            }
+        })
+        .await??;
+    }
+    let deletes = |name: &str| -> Vec<String> {
+        log.iter()
+            .filter(|m| {
+                m.route.operation_str() == "delete"
+                    && m.route.resource == format!("default/pod/{name}")
+            })
+            .map(|m| m.route.source_str().to_owned())
+            .collect()
+    };
+    // Upstream's edge turns every delete message into a DELETED watch event.
+    assert_eq!(deletes("bound"), ["edgecontroller"]);
+    assert_eq!(deletes("pending"), ["dynamiccontroller"]);
     Ok(())
 }

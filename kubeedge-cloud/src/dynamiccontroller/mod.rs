@@ -13,9 +13,11 @@
 //! A `watch` Application registers a watch (replaced when the same Application comes again,
 //! stopped when the edge's `watchapp/sync` list no longer holds it, see `watchsync`); its
 //! objects and every later change are pushed to the node as `<namespace|null>/<kind>/<name>`
-//! insert/update/delete messages from `dynamiccontroller`, through the sync ledger.
+//! insert/update/delete messages from `dynamiccontroller`, through the sync ledger, each
+//! deletion once per node (see `pushes`).
 
 mod passthrough;
+mod pushes;
 mod request;
 mod watchsync;
 
@@ -25,15 +27,13 @@ pub use watchsync::WATCH_APP_SYNC;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::StreamExt;
 use http_body_util::BodyExt;
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
 use kubeedge_proto::{
     Application, ApplicationKey, ApplicationStatus, ApplicationVerb, Content, Group, Message,
-    Operation, ResourceType, Route, Source, StatusError, APPLICATION_RESOURCE,
+    Operation, Route, Source, StatusError, APPLICATION_RESOURCE,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,6 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::error::ControllerError;
 use crate::hub::Upstream;
-use crate::object::push_as;
 use crate::synccontroller::SyncHandle;
 
 /// DynamicController settings (cloudcore.yaml `modules.dynamicController`).
@@ -81,6 +80,8 @@ struct Inner {
     config: DynamicConfig,
     watches: Mutex<HashMap<String, Watch>>,
     seq: std::sync::atomic::AtomicU64,
+    /// Deletions already pushed, per node (shared by the node's watches).
+    deleted: Arc<pushes::Tombstones>,
     tracker: TaskTracker,
 }
 
@@ -156,6 +157,7 @@ impl DynamicController {
                 config,
                 watches: Mutex::new(HashMap::new()),
                 seq: std::sync::atomic::AtomicU64::new(0),
+                deleted: Arc::new(pushes::Tombstones::default()),
                 tracker: TaskTracker::new(),
             }),
         }
@@ -388,6 +390,9 @@ impl DynamicController {
                 w.cancel.cancel();
             }
         }
+        if !watches.values().any(|w| w.node == node) {
+            self.inner.deleted.forget(node);
+        }
         gone.len()
     }
 
@@ -478,77 +483,17 @@ impl DynamicController {
         if let Some(name) = &key.name {
             cfg = cfg.fields(&format!("metadata.name={name}"));
         }
-        let sync = self.inner.sync.clone();
-        let node = node.to_owned();
-        let fallback_kind = key.resource.trim_end_matches('s').to_owned();
         info!(%node, key = %key, "watch registered");
-        self.inner.tracker.spawn(async move {
-            let stream = watcher::watcher(api, cfg).default_backoff();
-            let mut stream = std::pin::pin!(stream);
-            let mut known = std::collections::HashSet::new();
-            loop {
-                let ev = tokio::select! {
-                    _ = token.cancelled() => return,
-                    ev = stream.next() => ev,
-                };
-                let (op, obj) = match ev {
-                    None => return,
-                    Some(Err(e)) => {
-                        debug!(%node, error = %e, "application watch failed; retrying");
-                        continue;
-                    }
-                    Some(Ok(Event::Apply(o))) => {
-                        let uid = o.metadata.uid.clone().unwrap_or_default();
-                        let op = if known.insert(uid) {
-                            Operation::Insert
-                        } else {
-                            Operation::Update
-                        };
-                        (op, o)
-                    }
-                    // The edge may hold an older copy: upsert.
-                    Some(Ok(Event::InitApply(o))) => {
-                        known.insert(o.metadata.uid.clone().unwrap_or_default());
-                        (Operation::Update, o)
-                    }
-                    Some(Ok(Event::Delete(o))) => {
-                        known.remove(&o.metadata.uid.clone().unwrap_or_default());
-                        (Operation::Delete, o)
-                    }
-                    Some(Ok(Event::Init | Event::InitDone)) => continue,
-                };
-                let kind = obj
-                    .types
-                    .as_ref()
-                    .map(|t| t.kind.to_ascii_lowercase())
-                    .filter(|k| !k.is_empty())
-                    .unwrap_or_else(|| fallback_kind.clone());
-                let ns = obj
-                    .metadata
-                    .namespace
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| kubeedge_proto::NULL_SEGMENT.to_owned());
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                let rv = obj.metadata.resource_version.clone().unwrap_or_default();
-                match push_as(
-                    Source::DynamicController,
-                    op,
-                    &ns,
-                    ResourceType::from(kind),
-                    &name,
-                    &rv,
-                    &obj,
-                ) {
-                    Ok(m) => {
-                        if let Err(e) = sync.send(&node, m).await {
-                            debug!(%node, error = %e, "watch event not sent");
-                        }
-                    }
-                    Err(e) => debug!(error = %e, "watch event not encoded"),
-                }
-            }
-        });
+        let task = pushes::WatchTask {
+            api,
+            config: cfg,
+            sync: self.inner.sync.clone(),
+            node: node.to_owned(),
+            key,
+            deleted: Arc::clone(&self.inner.deleted),
+            token,
+        };
+        self.inner.tracker.spawn(task.run());
         Ok(())
     }
 }
