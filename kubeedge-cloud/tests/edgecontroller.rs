@@ -7,137 +7,15 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use common::controlled::*;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kubeedge_cloud::synccontroller::SyncConfig;
-use kubeedge_cloud::ControllersConfig;
-use kubeedge_edge::meta::{MetaDb, MetaManager, Outputs, SqliteStore};
-use kubeedge_edge::router::{self, Routes};
 use kubeedge_proto::api::reliablesyncs::ObjectSync;
-use kubeedge_proto::{Application, ApplicationStatus, ApplicationVerb, Content, Message, Route};
+use kubeedge_proto::{ApplicationStatus, ApplicationVerb, Content, Message, Route};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-struct Controlled {
-    cloud: Cloud,
-    client: kube::Client,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), kubeedge_cloud::ControllerError>>,
-    _api: tempfile::TempDir,
-}
-
-impl Drop for Controlled {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-fn controllers() -> ControllersConfig {
-    let mut c = ControllersConfig::default();
-    let mut s = SyncConfig::default();
-    s.resync_period = Duration::from_millis(200);
-    c.sync = Some(s);
-    c
-}
-
-async fn api() -> Result<(tempfile::TempDir, kube::Client)> {
-    let dir = tempfile::tempdir()?;
-    let store = kubeedge_apiserver::SqliteStore::open(dir.path().join("state.db"))?;
-    let service = kubeedge_apiserver::ApiService::new(store, Default::default()).await?;
-    Ok((dir, kube::Client::new(service, "default")))
-}
-
-fn start_controllers(
-    cloud: &mut Cloud,
-    client: &kube::Client,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), kubeedge_cloud::ControllerError>>,
-) {
-    let up = std::mem::replace(&mut cloud.up, mpsc::channel(1).1);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(kubeedge_cloud::run_controllers(
-        client.clone(),
-        cloud.hub.clone(),
-        cloud.down.clone(),
-        up,
-        controllers(),
-        cancel.clone(),
-    ));
-    (cancel, task)
-}
-
-async fn controlled() -> Result<Controlled> {
-    let (dir, client) = api().await?;
-    let mut cloud = cloud(fast()).await?;
-    let (cancel, task) = start_controllers(&mut cloud, &client);
-    Ok(Controlled {
-        cloud,
-        client,
-        cancel,
-        task,
-        _api: dir,
-    })
-}
-
-/// An edge with its meta manager: pushes are stored in SQLite and acked, then handed on.
-struct EdgeMeta {
-    db: MetaDb,
-    edged: mpsc::Receiver<Message>,
-    edge: Edge,
-    _cancel: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-async fn edge_meta(cloud: &Cloud, node: &str) -> Result<EdgeMeta> {
-    let dir = tempfile::tempdir()?;
-    let tls = join(cloud, node, dir.path()).await?;
-    let mut e = edge(cloud, node, tls);
-    within("connect", e.client.connected()).await??;
-    let (store, _) = SqliteStore::open(&dir.path().join("edgecore.db"))?;
-    let db = MetaDb::spawn(store);
-    let (edged_tx, edged) = mpsc::channel(1024);
-    let meta = MetaManager::new(
-        db.clone(),
-        e.client.clone(),
-        Outputs {
-            edged: Some(edged_tx),
-            twin: None,
-        },
-    );
-    let cancel = CancellationToken::new();
-    let inbound = std::mem::replace(&mut e.inbound, mpsc::channel(1).1);
-    let routes = Routes {
-        meta: Some(meta),
-        ..Routes::default()
-    };
-    tokio::spawn(router::run(
-        inbound,
-        e.client.clone(),
-        routes,
-        cancel.clone(),
-    ));
-    Ok(EdgeMeta {
-        db,
-        edged,
-        edge: e,
-        _cancel: cancel,
-        _dir: dir,
-    })
-}
-
-async fn edge_node(client: &kube::Client, name: &str) -> Result<()> {
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": ""}}
-    }))?;
-    Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await?;
-    Ok(())
-}
 
 fn pod_json(name: &str, node: &str, cm: &str, secret: &str) -> Value {
     json!({
@@ -167,28 +45,6 @@ where
         .await?)
 }
 
-async fn stored(db: &MetaDb, key: &str) -> Result<Option<Value>> {
-    Ok(match db.get(key).await? {
-        Some(r) => Some(serde_json::from_str(&r.value)?),
-        None => None,
-    })
-}
-
-/// Wait until the edge's store holds `key` and `cond` holds on it.
-async fn until_stored(db: &MetaDb, key: &str, cond: impl Fn(&Value) -> bool) -> Result<Value> {
-    within(&format!("edge stores {key}"), async {
-        loop {
-            if let Ok(Some(v)) = stored(db, key).await {
-                if cond(&v) {
-                    return v;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
-
 fn request(op: &str, resource: &str, content: Content) -> Message {
     Message::new(Route::new("edged", "meta", op, resource), content)
 }
@@ -216,8 +72,6 @@ fn object_resp(reply: &Message) -> Result<(Value, Value)> {
     let v: Value = serde_json::from_str(reply.content.raw_json())?;
     Ok((v["Object"].clone(), v["Err"].clone()))
 }
-
-const T: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_joins_registers_and_reports_status() -> Result<()> {
@@ -667,26 +521,6 @@ async fn object_syncs_are_written_and_changes_are_resent_after_a_cloud_restart()
     cancel2.cancel();
     within("controllers stop", task2).await???;
     Ok(())
-}
-
-fn application(verb: ApplicationVerb, key: &str, node: &str) -> Application {
-    Application::new(key, verb, node)
-}
-
-async fn apply(e: &Edge, app: Application) -> Result<Application> {
-    let msg = Message::new(
-        Route::new("metaserver", "dynamiccontroller", "null", "null"),
-        Content::json(&app)?,
-    );
-    let reply = e.client.request(msg.clone(), T).await?;
-    // Upstream's reply envelope (captures 06, 07, 12-14).
-    assert_eq!(reply.parent_id(), Some(msg.id()));
-    assert_eq!(reply.route.source_str(), "dynamiccontroller");
-    assert_eq!(reply.route.group_str(), "resource");
-    assert_eq!(reply.route.operation_str(), "applicationResponse");
-    assert_eq!(reply.route.resource, "ignore/Application/ignore");
-    assert!(reply.header.resource_version.is_empty());
-    Ok(reply.content.decode()?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

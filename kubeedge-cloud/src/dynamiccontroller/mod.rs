@@ -6,27 +6,34 @@
 //! Application, `Approved` with `RespBody` or `Rejected` with `Reason` and `Error`, operation
 //! `applicationResponse`, resource `ignore/Application/ignore`, NO-ACK.
 //!
-//! A `watch` Application registers a watch (kept until cloudcore stops, replaced when the
-//! same Application comes again); its objects and every later change are pushed to the node
-//! as `<namespace|null>/<kind>/<name>` insert/update/delete messages from
-//! `dynamiccontroller`, through the sync ledger.
+//! A `get` of a discovery or health path (key `/version`, `/api/v1`, `/openapi/v2`, ...) is
+//! relayed to the API server as it is and answered with its body unchanged (see
+//! `passthrough`).
+//!
+//! A `watch` Application registers a watch (replaced when the same Application comes again,
+//! stopped when the edge's `watchapp/sync` list no longer holds it, see `watchsync`); its
+//! objects and every later change are pushed to the node as `<namespace|null>/<kind>/<name>`
+//! insert/update/delete messages from `dynamiccontroller`, through the sync ledger, each
+//! deletion once per node (see `pushes`).
 
+mod passthrough;
+mod pushes;
 mod request;
+mod watchsync;
 
 use request::Refusal;
+pub use watchsync::WATCH_APP_SYNC;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::StreamExt;
 use http_body_util::BodyExt;
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
 use kubeedge_proto::{
     Application, ApplicationKey, ApplicationStatus, ApplicationVerb, Content, Group, Message,
-    Operation, ResourceType, Route, Source, StatusError, APPLICATION_RESOURCE,
+    Operation, Route, Source, StatusError, APPLICATION_RESOURCE,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +42,6 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::error::ControllerError;
 use crate::hub::Upstream;
-use crate::object::push_as;
 use crate::synccontroller::SyncHandle;
 
 /// DynamicController settings (cloudcore.yaml `modules.dynamicController`).
@@ -74,6 +80,8 @@ struct Inner {
     config: DynamicConfig,
     watches: Mutex<HashMap<String, Watch>>,
     seq: std::sync::atomic::AtomicU64,
+    /// Deletions already pushed, per node (shared by the node's watches).
+    deleted: Arc<pushes::Tombstones>,
     tracker: TaskTracker,
 }
 
@@ -110,6 +118,27 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
     Box::new(StatusError::failure(500, "InternalError", e.to_string()))
 }
 
+/// `Accept` of a pass-through request: upstream's client accepts anything; JSON is asked
+/// first because the edge serves the body as `application/json`.
+const PASS_THROUGH_ACCEPT: &str = "application/json, */*";
+
+/// Refuse an Application that names another node.
+fn own_node(node: &str, app: &Application) -> Result<(), Refusal> {
+    if app.nodename != node && !app.nodename.is_empty() {
+        return Err(Box::new(StatusError::failure(
+            403,
+            "Forbidden",
+            format!("node {node:?} may not act as {:?}", app.nodename),
+        )));
+    }
+    Ok(())
+}
+
+fn parsed_key(app: &Application) -> Result<ApplicationKey, Refusal> {
+    app.parsed_key()
+        .map_err(|e| Box::new(StatusError::failure(400, "BadRequest", e.to_string())))
+}
+
 /// Go's unstructured JSON: keys sorted (what upstream puts in `RespBody`).
 fn canonical(body: &[u8]) -> Vec<u8> {
     match serde_json::from_slice::<serde_json::Value>(body) {
@@ -128,6 +157,7 @@ impl DynamicController {
                 config,
                 watches: Mutex::new(HashMap::new()),
                 seq: std::sync::atomic::AtomicU64::new(0),
+                deleted: Arc::new(pushes::Tombstones::default()),
                 tracker: TaskTracker::new(),
             }),
         }
@@ -191,13 +221,17 @@ impl DynamicController {
         Ok(())
     }
 
-    /// Run one Application message from `node`; the reply to send back.
+    /// Run one Application message (or a `watchapp/sync` list) from `node`; the reply to
+    /// send back.
     pub async fn handle(
         &self,
         node: &str,
         msg: &Message,
         cancel: CancellationToken,
     ) -> Option<Message> {
+        if watchsync::is_watch_sync(msg) {
+            return self.watch_sync(node, msg, &cancel);
+        }
         let app: Application = match msg.content.decode() {
             Ok(a) => a,
             Err(e) => {
@@ -208,33 +242,7 @@ impl DynamicController {
                 ));
             }
         };
-        let result: Result<Option<Vec<u8>>, Refusal> =
-            if app.nodename != node && !app.nodename.is_empty() {
-                Err(Box::new(StatusError::failure(
-                    403,
-                    "Forbidden",
-                    format!("node {node:?} may not act as {:?}", app.nodename),
-                )))
-            } else {
-                match app.parsed_key() {
-                    Err(e) => Err(Box::new(StatusError::failure(
-                        400,
-                        "BadRequest",
-                        e.to_string(),
-                    ))),
-                    Ok(key) => {
-                        if app.status == ApplicationStatus::Completed {
-                            self.stop_watch(&app.id);
-                            Ok(None)
-                        } else if app.verb == ApplicationVerb::Watch {
-                            self.start_watch(node, &app, key, cancel).map(|()| None)
-                        } else {
-                            self.execute(node, &app, &key).await.map(Some)
-                        }
-                    }
-                }
-            };
-        let answer = match result {
+        let answer = match self.run_application(node, &app, &cancel).await {
             Ok(body) => app.approved(body),
             Err(err) => {
                 debug!(%node, key = %app.key, verb = %app.verb, reason = %err.err_status.message, "application rejected");
@@ -248,6 +256,48 @@ impl DynamicController {
                 None
             }
         }
+    }
+
+    /// The result of one Application: the response body, or why not.
+    async fn run_application(
+        &self,
+        node: &str,
+        app: &Application,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        own_node(node, app)?;
+        if let Some(path) = passthrough::path(&app.key, &app.verb) {
+            // Upstream relays the body as the API server wrote it.
+            return self
+                .send(node, request::Call::get(path), PASS_THROUGH_ACCEPT)
+                .await
+                .map(Some);
+        }
+        let key = parsed_key(app)?;
+        if app.status == ApplicationStatus::Completed {
+            self.stop_watch(&app.id);
+            Ok(None)
+        } else if app.verb == ApplicationVerb::Watch {
+            self.start_watch(node, app, key, cancel.clone())
+                .map(|()| None)
+        } else {
+            let call = request::call(app, &key)?;
+            self.send(node, call, "application/json")
+                .await
+                .map(|b| Some(canonical(&b)))
+        }
+    }
+
+    /// Register the watch `app` of `node` (from a `watchapp/sync` list).
+    fn register_watch(
+        &self,
+        node: &str,
+        app: &Application,
+        cancel: &CancellationToken,
+    ) -> Result<(), Refusal> {
+        own_node(node, app)?;
+        let key = parsed_key(app)?;
+        self.start_watch(node, app, key, cancel.clone())
     }
 
     fn impersonate(&self, node: &str, req: &mut http::request::Builder) {
@@ -265,17 +315,18 @@ impl DynamicController {
         }
     }
 
-    async fn execute(
+    /// Make `call` as `node` (when impersonating), asking for `accept`; the body of a
+    /// success, the API's Status as a refusal otherwise.
+    async fn send(
         &self,
         node: &str,
-        app: &Application,
-        key: &ApplicationKey,
+        call: request::Call,
+        accept: &'static str,
     ) -> Result<Vec<u8>, Refusal> {
-        let call = request::call(app, key)?;
         let mut b = http::Request::builder()
             .method(call.method.clone())
             .uri(call.uri.as_str())
-            .header(http::header::ACCEPT, "application/json");
+            .header(http::header::ACCEPT, accept);
         if let Some(ct) = &call.content_type {
             b = b.header(http::header::CONTENT_TYPE, ct.as_str());
         }
@@ -297,7 +348,7 @@ impl DynamicController {
             .map_err(internal)?
             .to_bytes();
         if status.is_success() {
-            return Ok(canonical(&body));
+            return Ok(body.to_vec());
         }
         let err = match serde_json::from_slice::<kube::core::Status>(&body) {
             Ok(s) => {
@@ -319,6 +370,42 @@ impl DynamicController {
             ),
         };
         Err(Box::new(err))
+    }
+
+    /// Stop every watch of `node` whose ID `keep` refuses; how many stopped.
+    fn stop_watches_except(&self, node: &str, keep: impl Fn(&str) -> bool) -> usize {
+        let mut watches = self
+            .inner
+            .watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<String> = watches
+            .iter()
+            .filter(|(id, w)| w.node == node && !keep(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            if let Some(w) = watches.remove(id) {
+                info!(%node, %id, "watch stopped: not in the edge's list");
+                w.cancel.cancel();
+            }
+        }
+        if !watches.values().any(|w| w.node == node) {
+            self.inner.deleted.forget(node);
+        }
+        gone.len()
+    }
+
+    /// IDs of `node`'s watches.
+    fn watch_ids(&self, node: &str) -> std::collections::HashSet<String> {
+        self.inner
+            .watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, w)| w.node == node)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     fn stop_watch(&self, id: &str) {
@@ -396,77 +483,17 @@ impl DynamicController {
         if let Some(name) = &key.name {
             cfg = cfg.fields(&format!("metadata.name={name}"));
         }
-        let sync = self.inner.sync.clone();
-        let node = node.to_owned();
-        let fallback_kind = key.resource.trim_end_matches('s').to_owned();
         info!(%node, key = %key, "watch registered");
-        self.inner.tracker.spawn(async move {
-            let stream = watcher::watcher(api, cfg).default_backoff();
-            let mut stream = std::pin::pin!(stream);
-            let mut known = std::collections::HashSet::new();
-            loop {
-                let ev = tokio::select! {
-                    _ = token.cancelled() => return,
-                    ev = stream.next() => ev,
-                };
-                let (op, obj) = match ev {
-                    None => return,
-                    Some(Err(e)) => {
-                        debug!(%node, error = %e, "application watch failed; retrying");
-                        continue;
-                    }
-                    Some(Ok(Event::Apply(o))) => {
-                        let uid = o.metadata.uid.clone().unwrap_or_default();
-                        let op = if known.insert(uid) {
-                            Operation::Insert
-                        } else {
-                            Operation::Update
-                        };
-                        (op, o)
-                    }
-                    // The edge may hold an older copy: upsert.
-                    Some(Ok(Event::InitApply(o))) => {
-                        known.insert(o.metadata.uid.clone().unwrap_or_default());
-                        (Operation::Update, o)
-                    }
-                    Some(Ok(Event::Delete(o))) => {
-                        known.remove(&o.metadata.uid.clone().unwrap_or_default());
-                        (Operation::Delete, o)
-                    }
-                    Some(Ok(Event::Init | Event::InitDone)) => continue,
-                };
-                let kind = obj
-                    .types
-                    .as_ref()
-                    .map(|t| t.kind.to_ascii_lowercase())
-                    .filter(|k| !k.is_empty())
-                    .unwrap_or_else(|| fallback_kind.clone());
-                let ns = obj
-                    .metadata
-                    .namespace
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| kubeedge_proto::NULL_SEGMENT.to_owned());
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                let rv = obj.metadata.resource_version.clone().unwrap_or_default();
-                match push_as(
-                    Source::DynamicController,
-                    op,
-                    &ns,
-                    ResourceType::from(kind),
-                    &name,
-                    &rv,
-                    &obj,
-                ) {
-                    Ok(m) => {
-                        if let Err(e) = sync.send(&node, m).await {
-                            debug!(%node, error = %e, "watch event not sent");
-                        }
-                    }
-                    Err(e) => debug!(error = %e, "watch event not encoded"),
-                }
-            }
-        });
+        let task = pushes::WatchTask {
+            api,
+            config: cfg,
+            sync: self.inner.sync.clone(),
+            node: node.to_owned(),
+            key,
+            deleted: Arc::clone(&self.inner.deleted),
+            token,
+        };
+        self.inner.tracker.spawn(task.run());
         Ok(())
     }
 }

@@ -13,6 +13,18 @@ pub(crate) struct Call {
     pub(crate) body: Vec<u8>,
 }
 
+impl Call {
+    /// A bare GET of `path` (a pass-through request).
+    pub(crate) fn get(path: &str) -> Self {
+        Self {
+            method: http::Method::GET,
+            uri: path.to_owned(),
+            content_type: None,
+            body: Vec::new(),
+        }
+    }
+}
+
 /// A refusal (boxed: a `StatusError` is large).
 pub(crate) type Refusal = Box<StatusError>;
 

@@ -13,6 +13,8 @@ use kubeedge_edge::hub::{self, CertFiles, ClientTls};
 use kubeedge_proto::{Content, Message, Route};
 use tokio_util::sync::CancellationToken;
 
+pub mod controlled;
+
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
 pub fn trace() {
