@@ -357,3 +357,65 @@ async fn status_reported_offline_is_coalesced_and_flushed_in_order() -> Result<(
     cancel.cancel();
     Ok(())
 }
+
+/// An upstream cloud answers no `event` report. Before: the outbox waited for that answer,
+/// retried the event forever and held back every report behind it (pod status never reached
+/// the cloud). Now a report the cloud got on a session that stayed up is done when its answer
+/// does not come, and the next report goes out.
+#[tokio::test]
+async fn an_unanswered_report_does_not_hold_back_the_ones_behind_it() -> Result<()> {
+    trace();
+    let mut cloud = cloud(fast()).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = join(&cloud, "edge-1", dir.path()).await?;
+    let mut cfg = kubeedge_edge::hub::HubConfig::default();
+    cfg.server = cloud.ws.to_string();
+    cfg.node_name = "edge-1".into();
+    let (client, _inbound, driver) = kubeedge_edge::hub::connect(cfg, tls);
+    let cancel = CancellationToken::new();
+    tokio::spawn(driver.run(cancel.child_token()));
+    within("connect", client.connected()).await??;
+    let (store, _) = SqliteStore::open(&dir.path().join("edgecore.db"))?;
+    let db = MetaDb::spawn(store);
+    let meta = MetaManager::new(db.clone(), client.clone(), Outputs::default())
+        .with_remote_timeout(Duration::from_millis(300));
+    tokio::spawn(meta.clone().run_outbox(cancel.clone()));
+    let event = Message::new(
+        Route::new("edged", "meta", "insert", "default/event/web.1"),
+        Content::json(&serde_json::json!({"kind": "Event", "reason": "Failed"}))?,
+    );
+    meta.report(event).await?;
+    meta.report(Message::new(
+        Route::new("edged", "meta", "patch", "default/podpatch/web"),
+        Content::string("{\"status\":{\"phase\":\"Failed\"}}"),
+    ))
+    .await?;
+    let mut events = 0;
+    loop {
+        let up = within("pod status after the event", cloud.up.recv())
+            .await?
+            .context("closed")?;
+        match up.msg.route.resource.as_str() {
+            // Upstream's cloud: no answer.
+            "default/event/web.1" => events += 1,
+            "default/podpatch/web" => {
+                cloud
+                    .down
+                    .send("edge-1", up.msg.reply(Content::string("OK")))
+                    .await?;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(events, 1, "the event is sent once, not retried");
+    let db2 = db.clone();
+    within("outbox empty", async {
+        while !db2.outbox(10).await.map(|v| v.is_empty()).unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await?;
+    cancel.cancel();
+    Ok(())
+}

@@ -128,6 +128,14 @@ impl MetaManager {
         self
     }
 
+    /// The hub session now up, if any.
+    fn session(&self) -> Option<u64> {
+        match *self.hub.state().borrow() {
+            hub::ConnectionState::Connected(n) => Some(n),
+            hub::ConnectionState::Disconnected => None,
+        }
+    }
+
     fn online(&self) -> bool {
         matches!(
             *self.hub.state().borrow(),
@@ -229,6 +237,7 @@ impl MetaManager {
             // A fresh id per attempt, as upstream's sync requests do.
             msg.header.id = kubeedge_proto::MessageId::random();
             let resource = msg.route.resource.clone();
+            let session = self.session();
             match self.hub.request(msg, self.remote_timeout).await {
                 Ok(reply) => {
                     // A refusal is final (resending the same report gets the same answer),
@@ -236,6 +245,20 @@ impl MetaManager {
                     if let Some((reason, message)) = refusal(&reply) {
                         warn!(resource, reason, message, report = %e.message, "report refused by the cloud");
                     }
+                    self.db
+                        .apply(vec![MetaOp::OutboxDone {
+                            key: e.key,
+                            seq: e.seq,
+                        }])
+                        .await?;
+                }
+                // The same session was up the whole time: the cloud has the report and does
+                // not answer this kind (upstream's cloud answers no `event`, for one). Waiting
+                // for an answer that never comes would hold back every report behind it.
+                Err(crate::HubError::Timeout { .. })
+                    if session.is_some() && self.session() == session =>
+                {
+                    debug!(resource, "report delivered but not answered; going on");
                     self.db
                         .apply(vec![MetaOp::OutboxDone {
                             key: e.key,
