@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::lifecycle::{Backoff, ContainerPlan, PodLifecycle, PodPlan, ProbePlan, RestartPolicy};
 use super::link::{Link, LinkError};
 use super::runtime::{
-    ContainerConfig, Mount, NetworkMode, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE,
+    ContainerConfig, Mount, NetworkMode, PidMode, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE,
     LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
 use super::volumes::{self, HostVolume};
@@ -362,7 +362,7 @@ fn expand(s: &str, env: &[(String, String)]) -> String {
 pub(crate) struct Placement<'a> {
     /// Node name (label).
     pub(crate) node: &'a str,
-    /// The sandbox's id (network, IPC and PID are shared with it).
+    /// The sandbox's id (network and IPC are shared with it, PID when the pod says so).
     pub(crate) sandbox_id: &'a str,
     /// `rootDirectory`.
     pub(crate) root: &'a Path,
@@ -396,6 +396,19 @@ pub(crate) fn container_name(pod: &Pod, container: &str, attempt: u32) -> String
         m.namespace.as_deref().unwrap_or_default(),
         m.uid.as_deref().unwrap_or_default()
     )
+}
+
+/// The PID namespace of the pod's containers (`sandbox` given) or of its sandbox, as the
+/// kubelet chooses it: the host's with `hostPID`, the sandbox's with `shareProcessNamespace`,
+/// otherwise each container its own.
+pub(crate) fn pid_mode(spec: &PodSpec, sandbox: Option<&str>) -> PidMode {
+    if spec.host_pid == Some(true) {
+        return PidMode::Host;
+    }
+    match sandbox {
+        Some(id) if spec.share_process_namespace == Some(true) => PidMode::Container(id.to_owned()),
+        _ => PidMode::Private,
+    }
 }
 
 /// The runtime config of container `c`.
@@ -514,6 +527,7 @@ pub(crate) async fn container_config(
         network: NetworkMode::Container(at.sandbox_id.to_owned()),
         ports: Vec::new(),
         share_with: Some(at.sandbox_id.to_owned()),
+        pid: pid_mode(&spec, Some(at.sandbox_id)),
         hostname: None,
         memory_limit,
         nano_cpus,

@@ -556,6 +556,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 NetworkMode::Bridge
             },
             ports,
+            pid: spec::pid_mode(&self.pod.spec.clone().unwrap_or_default(), None),
             hostname: (!host_network)
                 .then(|| self.pod.metadata.name.clone())
                 .flatten(),
