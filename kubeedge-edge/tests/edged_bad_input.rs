@@ -1,4 +1,4 @@
-//! Bad input: a missing image, a bad command and an invalid volume give clear container
+//! Bad input: a missing image, a bad command and an invalid volume give the kubelet's container
 //! statuses and events while other pods run; a Docker engine that is down is retried.
 
 mod common;
@@ -77,9 +77,10 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
     assert!(msg.contains("does-not-exist"), "{msg}");
     assert_eq!(st.phase.as_deref(), Some("Pending"));
 
+    // Docker creates the container and fails to start it: the kubelet's RunContainerError.
     let st = h
         .wait_status("default/badcmd", LIMIT, |s| {
-            waiting_reason(s, "c").as_deref() == Some("CreateContainerError")
+            waiting_reason(s, "c").as_deref() == Some("RunContainerError")
         })
         .await?;
     let msg = cstatus(&st, "c")
@@ -102,8 +103,18 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
     })
     .await?;
 
-    // Each failure is also an Event (kind Pod, reason Failed) on its way upstream.
+    // Each failure is also an Event (kind Pod, reason Failed, about the container) on its way
+    // upstream, with the kubelet's message.
     let out = h.outbox().await?;
+    for p in ["badcmd", "badvol"] {
+        let ev = out
+            .get(&format!("default/event/{p}.Failed"))
+            .with_context(|| format!("event for {p}"))?;
+        let v: serde_json::Value = ev.content.decode()?;
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with("Error: "), "{p}: {msg}");
+        assert_eq!(v["involvedObject"]["fieldPath"], "spec.containers{c}");
+    }
     for p in ["noimage", "badcmd", "badvol"] {
         let ev = out
             .get(&format!("default/event/{p}.Failed"))

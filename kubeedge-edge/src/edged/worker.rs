@@ -7,6 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kubeedge_proto::{Content, Operation};
+
+use super::admission::Rejection;
+use super::events::{self, Subject};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -97,11 +100,13 @@ pub(crate) struct Worker<R> {
     runtime_error: Option<String>,
     /// Delete the pod upstream once stopped (a graceful delete from the cloud).
     delete_upstream: bool,
+    /// Why admission refused the pod: it never runs, its status says why.
+    rejection: Option<Rejection>,
     cancel: CancellationToken,
 }
 
 impl<R: ContainerRuntime> Worker<R> {
-    pub(crate) fn new(shared: Arc<Shared<R>>, pod: Pod) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<R>>, pod: Pod, rejection: Option<Rejection>) -> Self {
         let lc = spec::lifecycle(&pod, shared.cfg.backoff);
         Self {
             key: pod_key(&pod),
@@ -117,6 +122,7 @@ impl<R: ContainerRuntime> Worker<R> {
             last_fingerprint: String::new(),
             runtime_error: None,
             delete_upstream: false,
+            rejection,
             cancel: CancellationToken::new(),
         }
     }
@@ -153,6 +159,9 @@ impl<R: ContainerRuntime> Worker<R> {
         finished: mpsc::Sender<String>,
         cancel: CancellationToken,
     ) {
+        if self.rejection.is_some() {
+            return self.run_rejected(rx, finished, cancel).await;
+        }
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
         self.cancel = cancel.clone();
         if self.pod.metadata.deletion_timestamp.is_some() {
@@ -217,6 +226,43 @@ impl<R: ContainerRuntime> Worker<R> {
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
         }
+    }
+
+    /// A rejected pod: say why (status and event), then wait for its deletion.
+    async fn run_rejected(
+        mut self,
+        mut rx: mpsc::Receiver<PodEvent>,
+        finished: mpsc::Sender<String>,
+        cancel: CancellationToken,
+    ) {
+        if let Some(r) = self.rejection.clone() {
+            self.event(Subject::Pod, "Warning", &r.reason, &r.message)
+                .await;
+        }
+        self.report().await;
+        let mut deleting = self.pod.metadata.deletion_timestamp.is_some();
+        while !deleting {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = rx.recv() => match ev {
+                    None => return,
+                    Some(PodEvent::Update(pod)) => {
+                        deleting = pod.metadata.deletion_timestamp.is_some();
+                        self.pod = *pod;
+                    }
+                    Some(PodEvent::Delete { .. }) => {
+                        self.finish().await;
+                        let _ = finished.send(self.uid().to_owned()).await;
+                        return;
+                    }
+                    Some(PodEvent::Refresh(..)) => {}
+                },
+            }
+        }
+        // Nothing runs: the graceful delete completes at once.
+        self.delete_upstream = true;
+        self.finish().await;
+        let _ = finished.send(self.uid().to_owned()).await;
     }
 
     async fn handle(&mut self, ev: PodEvent, done: &mpsc::Sender<Done>) {
@@ -397,8 +443,14 @@ impl<R: ContainerRuntime> Worker<R> {
                 Action::StartSandbox => {
                     if let Err(message) = self.start_sandbox().await {
                         warn!(pod = %self.key, error = %message, "sandbox failed");
-                        self.event("Warning", "FailedCreatePodSandBox", &message)
-                            .await;
+                        let text = format!("Failed to create pod sandbox: {message}");
+                        self.event(
+                            Subject::Pod,
+                            "Warning",
+                            events::FAILED_CREATE_POD_SANDBOX,
+                            &text,
+                        )
+                        .await;
                         queue.extend(self.feed(Input::SandboxFailed {
                             message,
                             now: Instant::now(),
@@ -414,8 +466,14 @@ impl<R: ContainerRuntime> Worker<R> {
                     if let Err((reason, message)) = self.start_container(&container, attempt).await
                     {
                         warn!(pod = %self.key, container, reason, error = %message, "container start failed");
-                        self.event("Warning", "Failed", &format!("{reason}: {message}"))
-                            .await;
+                        let text = match reason.as_str() {
+                            "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" => {
+                                message.clone()
+                            }
+                            _ => format!("Error: {message}"),
+                        };
+                        let subject = Subject::Container(&container);
+                        self.event(subject, "Warning", events::FAILED, &text).await;
                         queue.extend(self.feed(Input::StartFailed {
                             container,
                             reason,
@@ -711,36 +769,22 @@ impl<R: ContainerRuntime> Worker<R> {
             .map_err(|e| ("CreateContainerError".to_owned(), e.to_string()))?;
         if let Err(e) = rt.start_container(&id).await {
             let _ = rt.remove_container(&id).await;
-            return Err(("CreateContainerError".into(), e.to_string()));
+            return Err(("RunContainerError".into(), e.to_string()));
         }
         debug!(pod = %self.key, container = name, id, attempt, "container started");
         Ok(())
     }
 
-    async fn event(&self, kind: &str, reason: &str, message: &str) {
-        let m = &self.pod.metadata;
-        let ns = m.namespace.as_deref().unwrap_or("default");
-        let pod = m.name.as_deref().unwrap_or_default();
-        let name = format!("{pod}.{:x}", fastrand::u64(..));
-        let t = status::now();
-        let ev = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": ns},
-            "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "uid": m.uid, "apiVersion": "v1"},
-            "reason": reason, "message": message, "type": kind,
-            "source": {"component": "kubelet", "host": self.shared.cfg.node_name},
-            "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-            "reportingComponent": "kubelet", "reportingInstance": self.shared.cfg.node_name,
-        });
-        // One entry per pod and reason: the latest event of a kind wins in the outbox.
-        let msg = edged_message(
-            Operation::Insert,
-            format!("{ns}/event/{pod}.{reason}"),
-            Content::json(&ev).unwrap_or_default(),
-        );
-        if let Err(e) = self.shared.link.report(msg).await {
-            debug!(pod = %self.key, error = %e, "event not recorded");
-        }
+    async fn event(&self, subject: Subject<'_>, kind: &str, reason: &str, message: &str) {
+        let node = &self.shared.cfg.node_name;
+        events::record(
+            &self.shared.link,
+            node,
+            &self.pod,
+            subject,
+            (kind, reason, message),
+        )
+        .await;
     }
 
     async fn report(&mut self) {
@@ -752,8 +796,15 @@ impl<R: ContainerRuntime> Worker<R> {
             pod_ip: &pod_ip,
             start_time: self.sandbox.as_ref().and_then(|s| s.created),
             image_ids: &self.image_ids,
+            sandbox_ready: self
+                .sandbox
+                .as_ref()
+                .is_some_and(|s| matches!(s.state, ContainerState::Running { .. })),
         };
-        let mut st = status::pod_status(&self.pod, &self.lc, &view, self.last_status.as_ref());
+        let mut st = match &self.rejection {
+            Some(r) => status::rejected(&self.pod, r, self.last_status.as_ref()),
+            None => status::pod_status(&self.pod, &self.lc, &view, self.last_status.as_ref()),
+        };
         if let (Some(e), Some(cs)) = (&self.runtime_error, st.container_statuses.as_mut()) {
             st.message = Some(format!("container runtime unavailable: {e}"));
             for c in cs.iter_mut().filter(|c| c.container_id.is_none()) {
