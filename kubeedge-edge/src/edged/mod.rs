@@ -17,6 +17,7 @@ mod node;
 mod probes;
 pub mod runtime;
 mod sandbox;
+mod services;
 mod spec;
 mod status;
 mod volumes;
@@ -179,6 +180,7 @@ impl<R: ContainerRuntime> Edged<R> {
             link,
             cfg,
             sandbox_image: tokio::sync::OnceCell::new(),
+            services: services::Services::default(),
             statuses: st_tx,
             tracker: TaskTracker::new(),
         });

@@ -35,6 +35,7 @@ pub(crate) struct Shared<R> {
     pub(crate) link: Link,
     pub(crate) cfg: EdgedConfig,
     pub(crate) sandbox_image: tokio::sync::OnceCell<String>,
+    pub(crate) services: super::services::Services,
     pub(crate) statuses: watch::Sender<BTreeMap<String, PodStatus>>,
     pub(crate) tracker: tokio_util::task::TaskTracker,
 }
@@ -749,12 +750,23 @@ impl<R: ContainerRuntime> Worker<R> {
             .map(|s| s.id.clone())
             .ok_or_else(|| ("CreateContainerError".to_owned(), "no sandbox".to_owned()))?;
         let (host_ip, pod_ip) = self.ips();
+        let node = &self.shared.cfg.node_name;
+        let services = self
+            .shared
+            .services
+            .env(&self.shared.link, node, &self.pod)
+            .await
+            .map_err(|e| {
+                let message = format!("failed to list services when setting up env vars: {e}");
+                ("CreateContainerConfigError".to_owned(), message)
+            })?;
         let placement = Placement {
             node: &self.shared.cfg.node_name,
             sandbox_id: &sandbox_id,
             root: &self.shared.cfg.root_dir,
             ips: (&host_ip, &pod_ip),
             attempt,
+            services: &services,
         };
         let mut config = spec::container_config(&self.pod, &c, &self.shared.link, &placement)
             .await
