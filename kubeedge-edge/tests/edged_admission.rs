@@ -60,13 +60,7 @@ async fn a_pod_whose_host_port_is_taken_is_rejected_as_the_kubelet_does() -> Res
         st.container_statuses.is_none(),
         "a rejected pod has no containers"
     );
-    let ev = h
-        .outbox()
-        .await?
-        .get("default/event/second.NodePorts")
-        .cloned()
-        .context("rejection event")?;
-    let v: Value = ev.content.decode()?;
+    let v = h.event("second", "NodePorts", LIMIT).await?;
     assert_eq!(v["type"], "Warning");
     assert_eq!(v["involvedObject"]["name"], "second");
     assert_eq!(
@@ -131,15 +125,7 @@ async fn a_refused_sandbox_shows_in_the_status_and_an_event() -> Result<()> {
 
     h.push("insert", "pod", web("blocked", port, "127.0.0.1"))
         .await?;
-    let event = eventually("FailedCreatePodSandBox event", LIMIT, || async {
-        h.outbox()
-            .await
-            .ok()?
-            .get("default/event/blocked.FailedCreatePodSandBox")
-            .cloned()
-    })
-    .await?;
-    let v: Value = event.content.decode()?;
+    let v = h.event("blocked", "FailedCreatePodSandBox", LIMIT).await?;
     let msg = v["message"].as_str().unwrap_or_default();
     assert!(
         msg.starts_with("Failed to create pod sandbox: ") && msg.contains(&port.to_string()),

@@ -1,7 +1,11 @@
 //! Pod events as the kubelet records them (reasons from `pkg/kubelet/events/event.go`), sent
-//! upstream through the durable outbox: one entry per pod and reason, the latest wins.
+//! upstream through the durable outbox as `<ns>/event/<name>` insert (then update) messages,
+//! as upstream's edged sends them.
+
+use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubeedge_proto::{Content, Operation};
 use serde_json::json;
 use tracing::debug;
@@ -35,38 +39,78 @@ fn field_path(pod: &Pod, container: &str) -> String {
     format!("spec.{list}{{{container}}}")
 }
 
-/// Record a `Warning` or `Normal` event about `pod` from the kubelet on `node`.
-pub(crate) async fn record(
-    link: &Link,
-    node: &str,
-    pod: &Pod,
-    subject: Subject<'_>,
-    (kind, reason, message): (&str, &str, &str),
-) {
-    let m = &pod.metadata;
-    let ns = m.namespace.as_deref().unwrap_or("default");
-    let name = m.name.as_deref().unwrap_or_default();
-    let t = status::now();
-    let mut involved = json!({"kind": "Pod", "namespace": ns, "name": name, "uid": m.uid,
-                              "apiVersion": "v1"});
-    if let Subject::Container(c) = subject {
-        involved["fieldPath"] = json!(field_path(pod, c));
-    }
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{name}.{:x}", fastrand::u64(..)), "namespace": ns},
-        "involvedObject": involved,
-        "reason": reason, "message": message, "type": kind,
-        "source": {"component": "kubelet", "host": node},
-        "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-        "reportingComponent": "kubelet", "reportingInstance": node,
-    });
-    let msg = edged_message(
-        Operation::Insert,
-        format!("{ns}/event/{name}.{reason}"),
-        Content::json(&ev).unwrap_or_default(),
-    );
-    if let Err(e) = link.report(msg).await {
-        debug!(pod = %name, error = %e, "event not recorded");
+/// One event already sent: repeats of it bump its count, as the kubelet's event correlator
+/// does for identical events.
+#[derive(Debug)]
+struct Sent {
+    name: String,
+    count: u32,
+    first: Option<Time>,
+}
+
+/// A pod's events: identical ones (same subject, type, reason and message) are one Event
+/// whose `count` and `lastTimestamp` go up.
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    sent: HashMap<(String, String, String, String), Sent>,
+}
+
+impl Recorder {
+    /// Record a `Warning` or `Normal` event about `pod` from the kubelet on `node`.
+    pub(crate) async fn record(
+        &mut self,
+        link: &Link,
+        node: &str,
+        pod: &Pod,
+        subject: Subject<'_>,
+        (kind, reason, message): (&str, &str, &str),
+    ) {
+        let m = &pod.metadata;
+        let ns = m.namespace.as_deref().unwrap_or("default");
+        let pod_name = m.name.as_deref().unwrap_or_default();
+        let path = match subject {
+            Subject::Pod => String::new(),
+            Subject::Container(c) => field_path(pod, c),
+        };
+        let now = status::now();
+        let key = (
+            path.clone(),
+            kind.to_owned(),
+            reason.to_owned(),
+            message.to_owned(),
+        );
+        let sent = self.sent.entry(key).or_insert_with(|| Sent {
+            name: format!("{pod_name}.{:016x}", fastrand::u64(..)),
+            count: 0,
+            first: now.clone(),
+        });
+        sent.count += 1;
+        let mut involved = json!({"kind": "Pod", "namespace": ns, "name": pod_name, "uid": m.uid,
+                                  "apiVersion": "v1"});
+        if !path.is_empty() {
+            involved["fieldPath"] = json!(path);
+        }
+        let ev = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": sent.name, "namespace": ns},
+            "involvedObject": involved,
+            "reason": reason, "message": message, "type": kind,
+            "source": {"component": "kubelet", "host": node},
+            "firstTimestamp": sent.first, "lastTimestamp": now, "count": sent.count,
+            "reportingComponent": "kubelet", "reportingInstance": node,
+        });
+        let op = if sent.count == 1 {
+            Operation::Insert
+        } else {
+            Operation::Update
+        };
+        let msg = edged_message(
+            op,
+            format!("{ns}/event/{}", sent.name),
+            Content::json(&ev).unwrap_or_default(),
+        );
+        if let Err(e) = link.report(msg).await {
+            debug!(pod = %pod_name, error = %e, "event not recorded");
+        }
     }
 }

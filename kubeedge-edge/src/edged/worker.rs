@@ -103,6 +103,7 @@ pub(crate) struct Worker<R> {
     delete_upstream: bool,
     /// Why admission refused the pod: it never runs, its status says why.
     rejection: Option<Rejection>,
+    events: events::Recorder,
     cancel: CancellationToken,
 }
 
@@ -124,6 +125,7 @@ impl<R: ContainerRuntime> Worker<R> {
             runtime_error: None,
             delete_upstream: false,
             rejection,
+            events: events::Recorder::default(),
             cancel: CancellationToken::new(),
         }
     }
@@ -467,10 +469,14 @@ impl<R: ContainerRuntime> Worker<R> {
                     if let Err((reason, message)) = self.start_container(&container, attempt).await
                     {
                         warn!(pod = %self.key, container, reason, error = %message, "container start failed");
+                        let image = spec::find_container(&self.pod, &container)
+                            .and_then(|c| c.image.clone())
+                            .unwrap_or_default();
                         let text = match reason.as_str() {
-                            "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" => {
-                                message.clone()
+                            "ErrImagePull" | "ImagePullBackOff" => {
+                                format!("Failed to pull image {image:?}: {message}")
                             }
+                            "ErrImageNeverPull" => message.clone(),
                             _ => format!("Error: {message}"),
                         };
                         let subject = Subject::Container(&container);
@@ -787,16 +793,13 @@ impl<R: ContainerRuntime> Worker<R> {
         Ok(())
     }
 
-    async fn event(&self, subject: Subject<'_>, kind: &str, reason: &str, message: &str) {
-        let node = &self.shared.cfg.node_name;
-        events::record(
-            &self.shared.link,
-            node,
-            &self.pod,
-            subject,
-            (kind, reason, message),
-        )
-        .await;
+    async fn event(&mut self, subject: Subject<'_>, kind: &str, reason: &str, message: &str) {
+        let shared = &self.shared;
+        let what = (kind, reason, message);
+        let node = &shared.cfg.node_name;
+        (self.events)
+            .record(&shared.link, node, &self.pod, subject, what)
+            .await;
     }
 
     async fn report(&mut self) {
