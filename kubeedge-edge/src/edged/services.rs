@@ -189,6 +189,12 @@ impl Services {
             .as_ref()
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
+        debug!(
+            namespace = ns,
+            online = link.online(),
+            quiet = self.quiet(),
+            "service env"
+        );
         if link.online() && !self.quiet() {
             if let Err(e) = self.refresh(link, node, ns).await {
                 debug!(namespace = ns, error = %e, "services not listed from the cloud; using the stored ones");
