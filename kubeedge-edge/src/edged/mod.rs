@@ -15,6 +15,7 @@ pub mod lifecycle;
 mod link;
 mod node;
 mod probes;
+mod pull;
 pub mod runtime;
 mod sandbox;
 mod services;

@@ -19,10 +19,10 @@ use super::lifecycle::{Action, Input, Observation, PodLifecycle, PodPlan, ProbeK
 use super::link::{edged_message, Link};
 use super::probes;
 use super::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, NetworkMode, PortMapping,
-    RegistryAuth, RuntimeError, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, SANDBOX,
+    ContainerInfo, ContainerRuntime, ContainerState, NetworkMode, RuntimeError, LABEL_ATTEMPT,
+    LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, SANDBOX,
 };
-use super::sandbox::ensure_sandbox_image;
+use super::sandbox::{ensure_sandbox_image, sandbox_config};
 use super::spec::{self, Placement};
 use super::status;
 use super::volumes;
@@ -73,16 +73,6 @@ fn to_instant(now: Instant, wall: SystemTime, t: SystemTime) -> Instant {
     match wall.duration_since(t) {
         Ok(d) => now.checked_sub(d).unwrap_or(now),
         Err(_) => now,
-    }
-}
-
-/// The registry host an image comes from, as docker config keys name it.
-fn registry_of(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first
-        }
-        _ => "docker.io",
     }
 }
 
@@ -584,49 +574,9 @@ impl<R: ContainerRuntime> Worker<R> {
             .await
             .map_err(|e| e.to_string())?
             .clone();
-        let host_network = self.host_network();
-        let mut ports = Vec::new();
-        if !host_network {
-            let spec = self.pod.spec.clone().unwrap_or_default();
-            for c in &spec.containers {
-                for p in c.ports.iter().flatten() {
-                    let Some(host_port) = p.host_port.and_then(|h| u16::try_from(h).ok()) else {
-                        continue;
-                    };
-                    if host_port == 0 {
-                        continue;
-                    }
-                    ports.push(PortMapping {
-                        container_port: u16::try_from(p.container_port)
-                            .map_err(|_| format!("invalid containerPort {}", p.container_port))?,
-                        host_port,
-                        host_ip: p.host_ip.clone().unwrap_or_default(),
-                        protocol: p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
-                    });
-                }
-            }
-        }
         self.sandbox_attempt += 1;
-        let cfg = ContainerConfig {
-            name: format!(
-                "{}-{}",
-                spec::container_name(&self.pod, SANDBOX, 0),
-                self.sandbox_attempt
-            ),
-            image,
-            labels: spec::pod_labels(&self.pod, &self.shared.cfg.node_name, SANDBOX),
-            network: if host_network {
-                NetworkMode::Host
-            } else {
-                NetworkMode::Bridge
-            },
-            ports,
-            pid: spec::pid_mode(&self.pod.spec.clone().unwrap_or_default(), None),
-            hostname: (!host_network)
-                .then(|| self.pod.metadata.name.clone())
-                .flatten(),
-            ..ContainerConfig::default()
-        };
+        let node = &self.shared.cfg.node_name;
+        let cfg = sandbox_config(&self.pod, node, image, self.sandbox_attempt)?;
         let id = rt.create_container(cfg).await.map_err(|e| e.to_string())?;
         if let Err(e) = rt.start_container(&id).await {
             let _ = rt.remove_container(&id).await;
@@ -634,54 +584,6 @@ impl<R: ContainerRuntime> Worker<R> {
         }
         debug!(pod = %self.key, id, "sandbox started");
         Ok(())
-    }
-
-    async fn pull_auth(&self, image: &str) -> Option<RegistryAuth> {
-        let spec = self.pod.spec.as_ref()?;
-        let ns = self.pod.metadata.namespace.as_deref().unwrap_or("default");
-        let want = registry_of(image);
-        for s in spec.image_pull_secrets.iter().flatten() {
-            let data = volumes::secret_data(&self.shared.link, ns, &s.name)
-                .await
-                .ok()
-                .flatten()?;
-            let Some(raw) = data.get(".dockerconfigjson").or(data.get(".dockercfg")) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) else {
-                continue;
-            };
-            let auths = v.get("auths").unwrap_or(&v);
-            for (server, entry) in auths.as_object().into_iter().flatten() {
-                let host = server
-                    .trim_start_matches("https://")
-                    .trim_start_matches("http://")
-                    .split('/')
-                    .next()
-                    .unwrap_or_default();
-                let host = if host == "index.docker.io" {
-                    "docker.io"
-                } else {
-                    host
-                };
-                if host == want {
-                    let get = |k: &str| {
-                        entry
-                            .get(k)
-                            .and_then(|x| x.as_str())
-                            .unwrap_or("")
-                            .to_owned()
-                    };
-                    return Some(RegistryAuth {
-                        username: get("username"),
-                        password: get("password"),
-                        auth: get("auth"),
-                        server: server.clone(),
-                    });
-                }
-            }
-        }
-        None
     }
 
     async fn ensure_image(
@@ -706,7 +608,7 @@ impl<R: ContainerRuntime> Worker<R> {
             _ => true,
         };
         if pull {
-            let auth = self.pull_auth(image).await;
+            let auth = super::pull::pull_auth(&self.shared.link, &self.pod, image).await;
             if let Err(e) = self.shared.runtime.pull_image(image, auth).await {
                 if present.is_none() || e.is_unavailable() {
                     let waiting = self
@@ -900,18 +802,5 @@ impl<R: ContainerRuntime> Worker<R> {
             m.remove(&key);
         });
         info!(pod = %self.key, "pod stopped and removed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::registry_of;
-
-    #[test]
-    fn registries() {
-        assert_eq!(registry_of("busybox"), "docker.io");
-        assert_eq!(registry_of("library/busybox:1"), "docker.io");
-        assert_eq!(registry_of("reg.example.com/a/b:1"), "reg.example.com");
-        assert_eq!(registry_of("localhost:5000/a"), "localhost:5000");
     }
 }
