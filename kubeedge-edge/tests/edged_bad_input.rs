@@ -1,4 +1,4 @@
-//! Bad input: a missing image, a bad command and an invalid volume give clear container
+//! Bad input: a missing image, a bad command and an invalid volume give the kubelet's container
 //! statuses and events while other pods run; a Docker engine that is down is retried.
 
 mod common;
@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use common::*;
 use kubeedge_edge::edged::DockerRuntime;
 use serde_json::json;
@@ -77,9 +77,10 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
     assert!(msg.contains("does-not-exist"), "{msg}");
     assert_eq!(st.phase.as_deref(), Some("Pending"));
 
+    // Docker creates the container and fails to start it: the kubelet's RunContainerError.
     let st = h
         .wait_status("default/badcmd", LIMIT, |s| {
-            waiting_reason(s, "c").as_deref() == Some("CreateContainerError")
+            waiting_reason(s, "c").as_deref() == Some("RunContainerError")
         })
         .await?;
     let msg = cstatus(&st, "c")
@@ -102,16 +103,31 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
     })
     .await?;
 
-    // Each failure is also an Event (kind Pod, reason Failed) on its way upstream.
-    let out = h.outbox().await?;
+    // Each failure is also an Event (kind Pod, reason Failed, about the container) on its way
+    // upstream, with the kubelet's message.
+    for p in ["badcmd", "badvol"] {
+        let v = h.event(p, "Failed", LIMIT).await?;
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with("Error: "), "{p}: {msg}");
+        assert_eq!(v["involvedObject"]["fieldPath"], "spec.containers{c}");
+    }
+    // The pull keeps failing the same way: one Event, its count going up (the kubelet's
+    // correlation of identical events).
+    let pulls = eventually("the pull failure counted twice", LIMIT, || async {
+        let mut evs = h.events("noimage", "Failed").await.ok()?;
+        (evs.len() == 1 && evs[0]["count"].as_u64() >= Some(2)).then(|| evs.remove(0))
+    })
+    .await?;
+    let msg = pulls["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("Failed to pull image \"kubeedge-rs-test/does-not-exist:0\": "),
+        "{msg}"
+    );
+    assert!(pulls["firstTimestamp"].is_string() && pulls["lastTimestamp"].is_string());
     for p in ["noimage", "badcmd", "badvol"] {
-        let ev = out
-            .get(&format!("default/event/{p}.Failed"))
-            .with_context(|| format!("event for {p}"))?;
-        assert_eq!(ev.route.operation_str(), "insert");
-        let v: serde_json::Value = ev.content.decode()?;
+        let v = h.event(p, "Failed", LIMIT).await?;
         assert_eq!(v["kind"], "Event");
-        assert_eq!(v["involvedObject"]["name"], p);
+        assert_eq!(v["involvedObject"]["kind"], "Pod");
         assert_eq!(v["type"], "Warning");
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! What edges send the edge controller (PROTOCOL.md §4.2), with upstream's replies: node
 //! register/update/status, leases, pod status (never lowering a container's restartCount,
 //! upstream #4627), pod deletion, and configmap/secret/node/lease/serviceaccount-token/volume
-//! queries.
+//! queries, and events.
+
+mod events;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -146,6 +148,9 @@ pub(crate) async fn handle(ctx: &Ctx, node: &str, msg: &Message) -> Option<Messa
         }
         (ResourceType::Pod, Operation::Delete) => {
             Some(delete_pod(ctx, node, msg, &ns, &name).await)
+        }
+        (ResourceType::Event, Operation::Insert | Operation::Update) => {
+            Some(events::event(ctx, node, msg, &ns, &name).await)
         }
         (ResourceType::ConfigMap, Operation::Query) => {
             query_object(

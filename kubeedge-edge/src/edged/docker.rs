@@ -19,8 +19,8 @@ use tokio::sync::Mutex;
 
 use super::runtime::{
     ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary, ExecOutput,
-    ImageInfo, LogOptions, NetworkMode, RegistryAuth, Result, RuntimeError, RuntimeVersion,
-    StreamIo, StreamOptions,
+    ImageInfo, LogOptions, NetworkMode, PidMode, RegistryAuth, Result, RuntimeError,
+    RuntimeVersion, StreamIo, StreamOptions,
 };
 
 /// The Docker engine.
@@ -244,7 +244,11 @@ impl ContainerRuntime for DockerRuntime {
             network_mode,
             port_bindings: Some(port_bindings).filter(|p| !p.is_empty()),
             ipc_mode,
-            pid_mode: share,
+            pid_mode: match &c.pid {
+                PidMode::Private => None,
+                PidMode::Host => Some("host".to_owned()),
+                PidMode::Container(id) => Some(format!("container:{id}")),
+            },
             memory: c.memory_limit,
             nano_cpus: c.nano_cpus,
             cpu_shares: c.cpu_shares,

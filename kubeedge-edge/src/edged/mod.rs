@@ -8,14 +8,18 @@
 //! - [`lifecycle`]: the pod lifecycle as a sans-IO `enum` + `step`.
 //! - The pod workers, the status reports and the node loop are private.
 
+mod admission;
 mod docker;
+mod events;
 mod lease;
 pub mod lifecycle;
 mod link;
 mod node;
 mod probes;
+mod pull;
 pub mod runtime;
 mod sandbox;
+mod services;
 mod spec;
 mod status;
 mod volumes;
@@ -156,6 +160,8 @@ struct WorkerRef {
     tx: mpsc::Sender<PodEvent>,
     key: String,
     namespace: String,
+    /// The host ports the pod holds (none when it was rejected).
+    ports: Vec<admission::HostPort>,
 }
 
 /// Edged: build with [`Edged::new`], run with [`Edged::run`].
@@ -180,6 +186,7 @@ impl<R: ContainerRuntime> Edged<R> {
             link,
             cfg,
             sandbox_image: tokio::sync::OnceCell::new(),
+            services: services::Services::default(),
             statuses: st_tx,
             tracker: TaskTracker::new(),
         });
@@ -242,12 +249,54 @@ impl<R: ContainerRuntime> Edged<R> {
         let (tx, rx) = mpsc::channel(64);
         let key = pod_key(&pod);
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        debug!(pod = %key, uid, "pod worker starting");
-        let w = Worker::new(self.shared.clone(), pod);
+        let rejection = self.admit(&pod, workers);
+        let ports = if rejection.is_none() {
+            admission::host_ports(&pod)
+        } else {
+            Vec::new()
+        };
+        debug!(pod = %key, uid, admitted = rejection.is_none(), "pod worker starting");
+        let w = Worker::new(self.shared.clone(), pod, rejection);
         self.shared
             .tracker
             .spawn(w.run(rx, finished.clone(), cancel.child_token()));
-        workers.insert(uid, WorkerRef { tx, key, namespace });
+        workers.insert(
+            uid,
+            WorkerRef {
+                tx,
+                key,
+                namespace,
+                ports,
+            },
+        );
+    }
+
+    /// The kubelet's admission of a new pod against the admitted pods that are not terminal
+    /// (None: admitted). A pod this edge rejected before stays rejected.
+    fn admit(
+        &self,
+        pod: &Pod,
+        workers: &HashMap<String, WorkerRef>,
+    ) -> Option<admission::Rejection> {
+        if let Some(r) = admission::previous_rejection(pod) {
+            return Some(r);
+        }
+        let statuses = self.shared.statuses.borrow();
+        let terminal = |key: &str| {
+            statuses
+                .get(key)
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Succeeded" || p == "Failed")
+        };
+        let used = workers
+            .values()
+            .filter(|w| !terminal(&w.key))
+            .flat_map(|w| &w.ports);
+        let rejection = admission::admit(pod, used).err();
+        if let Some(r) = &rejection {
+            info!(pod = %pod_key(pod), reason = %r.reason, message = %r.message, "pod rejected");
+        }
+        rejection
     }
 
     async fn handle(
@@ -353,6 +402,17 @@ impl<R: ContainerRuntime> Edged<R> {
             }
         };
         info!(pods = pods.len(), node = %self.shared.cfg.node_name, "edged starting its stored pods");
+        // Admitted in creation order, as the kubelet's HandlePodAdditions does.
+        let mut pods = pods;
+        pods.sort_by(|a, b| {
+            let at = |p: &Pod| {
+                (
+                    p.metadata.creation_timestamp.clone(),
+                    p.metadata.name.clone(),
+                )
+            };
+            at(a).cmp(&at(b))
+        });
         let (fin_tx, mut fin_rx) = mpsc::channel(64);
         let mut workers = HashMap::new();
         for p in pods {

@@ -82,6 +82,19 @@ pub enum NetworkMode {
     Container(String),
 }
 
+/// Whose PID namespace a container joins (kubelet's `PidNamespaceForPod`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PidMode {
+    /// Its own: its command is PID 1 (the default).
+    #[default]
+    Private,
+    /// The host's (`hostPID: true`).
+    Host,
+    /// Another container's: the sandbox's, with `shareProcessNamespace: true`.
+    Container(String),
+}
+
 /// A bind mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -130,8 +143,10 @@ pub struct ContainerConfig {
     pub network: NetworkMode,
     /// Published ports.
     pub ports: Vec<PortMapping>,
-    /// Share IPC and PID with this container (the sandbox).
+    /// Share IPC with this container (the sandbox).
     pub share_with: Option<String>,
+    /// PID namespace.
+    pub pid: PidMode,
     /// Hostname (sandbox only).
     pub hostname: Option<String>,
     /// Memory limit in bytes.

@@ -6,7 +6,12 @@
 
 use tracing::{info, warn};
 
-use super::runtime::{ContainerRuntime, Result, RuntimeError};
+use k8s_openapi::api::core::v1::Pod;
+
+use super::runtime::{
+    ContainerConfig, ContainerRuntime, NetworkMode, PortMapping, Result, RuntimeError, SANDBOX,
+};
+use super::spec;
 
 /// The reference of the built-in sandbox image.
 pub const BUILTIN_SANDBOX_IMAGE: &str = concat!("kubeedge-rs/pause:", env!("CARGO_PKG_VERSION"));
@@ -107,6 +112,55 @@ pub(crate) async fn ensure_sandbox_image<R: ContainerRuntime>(
         );
     }
     Ok(BUILTIN_SANDBOX_IMAGE.to_owned())
+}
+
+/// The sandbox container of `pod` (its `attempt`-th): the pod's network (the host's with
+/// `hostNetwork`, else a bridge with the host ports of its containers published), its PID
+/// namespace, hostname and labels.
+pub(crate) fn sandbox_config(
+    pod: &Pod,
+    node: &str,
+    image: String,
+    attempt: u32,
+) -> std::result::Result<ContainerConfig, String> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let host_network = spec.host_network.unwrap_or(false);
+    let mut ports = Vec::new();
+    if !host_network {
+        for p in spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+        {
+            let Some(host_port) = p.host_port.and_then(|h| u16::try_from(h).ok()) else {
+                continue;
+            };
+            if host_port == 0 {
+                continue;
+            }
+            ports.push(PortMapping {
+                container_port: u16::try_from(p.container_port)
+                    .map_err(|_| format!("invalid containerPort {}", p.container_port))?,
+                host_port,
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
+            });
+        }
+    }
+    Ok(ContainerConfig {
+        name: format!("{}-{attempt}", spec::container_name(pod, SANDBOX, 0)),
+        image,
+        labels: spec::pod_labels(pod, node, SANDBOX),
+        network: if host_network {
+            NetworkMode::Host
+        } else {
+            NetworkMode::Bridge
+        },
+        ports,
+        pid: spec::pid_mode(&spec, None),
+        hostname: (!host_network).then(|| pod.metadata.name.clone()).flatten(),
+        ..ContainerConfig::default()
+    })
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::lifecycle::{Backoff, ContainerPlan, PodLifecycle, PodPlan, ProbePlan, RestartPolicy};
 use super::link::{Link, LinkError};
 use super::runtime::{
-    ContainerConfig, Mount, NetworkMode, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE,
+    ContainerConfig, Mount, NetworkMode, PidMode, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE,
     LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
 use super::volumes::{self, HostVolume};
@@ -217,12 +217,14 @@ impl Refs {
     }
 }
 
-/// The environment of a container (env and envFrom, valueFrom resolved), in order.
+/// The environment of a container (env and envFrom, valueFrom resolved), in order, then the
+/// service variables it does not define itself (the kubelet's `makeEnvironmentVariables`).
 pub(crate) async fn environment(
     pod: &Pod,
     c: &Container,
     link: &Link,
     ips: (&str, &str),
+    services: &BTreeMap<String, String>,
 ) -> Result<Vec<(String, String)>, SpecError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut refs = Refs::default();
@@ -263,7 +265,7 @@ pub(crate) async fn environment(
     }
     for e in c.env.iter().flatten() {
         let value = match &e.value_from {
-            None => expand(e.value.as_deref().unwrap_or_default(), &env),
+            None => expand(e.value.as_deref().unwrap_or_default(), &env, services),
             Some(from) => {
                 if let Some(f) = &from.field_ref {
                     field_ref(pod, &f.field_path, ips).ok_or_else(|| {
@@ -299,6 +301,11 @@ pub(crate) async fn environment(
         };
         set(&mut env, e.name.clone(), value);
     }
+    for (k, v) in services {
+        if !env.iter().any(|(n, _)| n == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
     Ok(env)
 }
 
@@ -319,8 +326,9 @@ fn resource_field(c: &Container, resource: &str) -> Option<String> {
     })
 }
 
-/// `$(VAR)` expansion against the variables defined so far (`$$` escapes).
-fn expand(s: &str, env: &[(String, String)]) -> String {
+/// `$(VAR)` expansion against the variables defined so far, then the service variables
+/// (`$$` escapes).
+fn expand(s: &str, env: &[(String, String)], services: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -333,8 +341,9 @@ fn expand(s: &str, env: &[(String, String)]) -> String {
             match body.find(')') {
                 Some(end) => {
                     let name = &body[..end];
-                    match env.iter().rev().find(|(k, _)| k == name) {
-                        Some((_, v)) => out.push_str(v),
+                    let found = env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
+                    match found.or_else(|| services.get(name)) {
+                        Some(v) => out.push_str(v),
                         None => {
                             out.push_str("$(");
                             out.push_str(name);
@@ -362,7 +371,7 @@ fn expand(s: &str, env: &[(String, String)]) -> String {
 pub(crate) struct Placement<'a> {
     /// Node name (label).
     pub(crate) node: &'a str,
-    /// The sandbox's id (network, IPC and PID are shared with it).
+    /// The sandbox's id (network and IPC are shared with it, PID when the pod says so).
     pub(crate) sandbox_id: &'a str,
     /// `rootDirectory`.
     pub(crate) root: &'a Path,
@@ -370,6 +379,8 @@ pub(crate) struct Placement<'a> {
     pub(crate) ips: (&'a str, &'a str),
     /// The restart count for the label.
     pub(crate) attempt: u32,
+    /// The service environment variables the pod sees.
+    pub(crate) services: &'a BTreeMap<String, String>,
 }
 
 /// The labels every container of the pod carries.
@@ -398,6 +409,19 @@ pub(crate) fn container_name(pod: &Pod, container: &str, attempt: u32) -> String
     )
 }
 
+/// The PID namespace of the pod's containers (`sandbox` given) or of its sandbox, as the
+/// kubelet chooses it: the host's with `hostPID`, the sandbox's with `shareProcessNamespace`,
+/// otherwise each container its own.
+pub(crate) fn pid_mode(spec: &PodSpec, sandbox: Option<&str>) -> PidMode {
+    if spec.host_pid == Some(true) {
+        return PidMode::Host;
+    }
+    match sandbox {
+        Some(id) if spec.share_process_namespace == Some(true) => PidMode::Container(id.to_owned()),
+        _ => PidMode::Private,
+    }
+}
+
 /// The runtime config of container `c`.
 pub(crate) async fn container_config(
     pod: &Pod,
@@ -411,7 +435,7 @@ pub(crate) async fn container_config(
         .clone()
         .filter(|i| !i.is_empty())
         .ok_or_else(|| SpecError::Invalid(format!("container {:?} has no image", c.name)))?;
-    let env = environment(pod, c, link, at.ips).await?;
+    let env = environment(pod, c, link, at.ips, at.services).await?;
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let mut prepared: HashMap<String, HostVolume> = HashMap::new();
     let mut mounts = Vec::new();
@@ -494,6 +518,8 @@ pub(crate) async fn container_config(
     });
     let mut labels = pod_labels(pod, at.node, &c.name);
     labels.insert(LABEL_ATTEMPT.into(), at.attempt.to_string());
+    // Command and args expand against the final environment (service variables included).
+    let none = BTreeMap::new();
     Ok(ContainerConfig {
         name: container_name(pod, &c.name, at.attempt),
         image,
@@ -501,12 +527,12 @@ pub(crate) async fn container_config(
             .command
             .clone()
             .filter(|v| !v.is_empty())
-            .map(|v| v.iter().map(|a| expand(a, &env)).collect()),
+            .map(|v| v.iter().map(|a| expand(a, &env, &none)).collect()),
         args: c
             .args
             .clone()
             .filter(|v| !v.is_empty())
-            .map(|v| v.iter().map(|a| expand(a, &env)).collect()),
+            .map(|v| v.iter().map(|a| expand(a, &env, &none)).collect()),
         env,
         working_dir: c.working_dir.clone(),
         labels,
@@ -514,6 +540,7 @@ pub(crate) async fn container_config(
         network: NetworkMode::Container(at.sandbox_id.to_owned()),
         ports: Vec::new(),
         share_with: Some(at.sandbox_id.to_owned()),
+        pid: pid_mode(&spec, Some(at.sandbox_id)),
         hostname: None,
         memory_limit,
         nano_cpus,
@@ -543,11 +570,15 @@ mod tests {
     #[test]
     fn variable_expansion() {
         let env = vec![("A".to_owned(), "1".to_owned())];
-        assert_eq!(expand("x$(A)y", &env), "x1y");
-        assert_eq!(expand("$(B)", &env), "$(B)");
-        assert_eq!(expand("$$(A)", &env), "$(A)");
-        assert_eq!(expand("$", &env), "$");
-        assert_eq!(expand("$(A", &env), "$(A");
+        let mut svc = BTreeMap::new();
+        svc.insert("A".to_owned(), "svc".to_owned());
+        svc.insert("S".to_owned(), "2".to_owned());
+        assert_eq!(expand("x$(A)y", &env, &svc), "x1y");
+        assert_eq!(expand("$(S)", &env, &svc), "2");
+        assert_eq!(expand("$(B)", &env, &svc), "$(B)");
+        assert_eq!(expand("$$(A)", &env, &svc), "$(A)");
+        assert_eq!(expand("$", &env, &svc), "$");
+        assert_eq!(expand("$(A", &env, &svc), "$(A");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubeedge_proto::{Content, Operation};
 
+use super::admission::{Rejection, REJECTED};
 use super::lifecycle::{PodLifecycle, Stage};
 use super::link::edged_message;
 use super::runtime::{self, ContainerInfo};
@@ -43,6 +44,8 @@ pub(crate) struct View<'a> {
     pub(crate) start_time: Option<SystemTime>,
     /// Image ids by image reference.
     pub(crate) image_ids: &'a BTreeMap<String, String>,
+    /// The sandbox runs (the pod's network is set up).
+    pub(crate) sandbox_ready: bool,
 }
 
 fn state_of(info: &ContainerInfo) -> ContainerState {
@@ -174,6 +177,7 @@ pub(crate) fn pod_status(
     PodStatus {
         phase: Some(phase.into()),
         conditions: Some(vec![
+            condition("PodReadyToStartContainers", view.sandbox_ready, previous),
             condition("PodScheduled", true, previous),
             condition("Initialized", initialized, previous),
             condition("ContainersReady", ready, previous),
@@ -186,6 +190,22 @@ pub(crate) fn pod_status(
         host_ips: host_ip.clone().map(|ip| vec![HostIP { ip }]),
         host_ip,
         start_time: view.start_time.and_then(time),
+        qos_class: Some(qos(&spec).into()),
+        ..Default::default()
+    }
+}
+
+/// The status of a pod admission refused, as `kubelet.rejectPod` sets it: `Failed` with the
+/// predicate's reason, the message prefixed, the QoS class kept; the start time is the
+/// status manager's (set once).
+pub(crate) fn rejected(pod: &Pod, r: &Rejection, previous: Option<&PodStatus>) -> PodStatus {
+    let spec = pod.spec.clone().unwrap_or_default();
+    PodStatus {
+        phase: Some("Failed".into()),
+        reason: Some(r.reason.clone()),
+        message: Some(format!("{REJECTED}{}", r.message)),
+        conditions: Some(vec![condition("PodScheduled", true, previous)]),
+        start_time: previous.and_then(|p| p.start_time.clone()).or_else(now),
         qos_class: Some(qos(&spec).into()),
         ..Default::default()
     }

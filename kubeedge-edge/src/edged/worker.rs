@@ -7,6 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kubeedge_proto::{Content, Operation};
+
+use super::admission::Rejection;
+use super::events::{self, Subject};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -16,10 +19,10 @@ use super::lifecycle::{Action, Input, Observation, PodLifecycle, PodPlan, ProbeK
 use super::link::{edged_message, Link};
 use super::probes;
 use super::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, NetworkMode, PortMapping,
-    RegistryAuth, RuntimeError, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, SANDBOX,
+    ContainerInfo, ContainerRuntime, ContainerState, NetworkMode, RuntimeError, LABEL_ATTEMPT,
+    LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, SANDBOX,
 };
-use super::sandbox::ensure_sandbox_image;
+use super::sandbox::{ensure_sandbox_image, sandbox_config};
 use super::spec::{self, Placement};
 use super::status;
 use super::volumes;
@@ -32,6 +35,7 @@ pub(crate) struct Shared<R> {
     pub(crate) link: Link,
     pub(crate) cfg: EdgedConfig,
     pub(crate) sandbox_image: tokio::sync::OnceCell<String>,
+    pub(crate) services: super::services::Services,
     pub(crate) statuses: watch::Sender<BTreeMap<String, PodStatus>>,
     pub(crate) tracker: tokio_util::task::TaskTracker,
 }
@@ -72,16 +76,6 @@ fn to_instant(now: Instant, wall: SystemTime, t: SystemTime) -> Instant {
     }
 }
 
-/// The registry host an image comes from, as docker config keys name it.
-fn registry_of(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first
-        }
-        _ => "docker.io",
-    }
-}
-
 pub(crate) struct Worker<R> {
     shared: Arc<Shared<R>>,
     pod: Pod,
@@ -97,11 +91,14 @@ pub(crate) struct Worker<R> {
     runtime_error: Option<String>,
     /// Delete the pod upstream once stopped (a graceful delete from the cloud).
     delete_upstream: bool,
+    /// Why admission refused the pod: it never runs, its status says why.
+    rejection: Option<Rejection>,
+    events: events::Recorder,
     cancel: CancellationToken,
 }
 
 impl<R: ContainerRuntime> Worker<R> {
-    pub(crate) fn new(shared: Arc<Shared<R>>, pod: Pod) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<R>>, pod: Pod, rejection: Option<Rejection>) -> Self {
         let lc = spec::lifecycle(&pod, shared.cfg.backoff);
         Self {
             key: pod_key(&pod),
@@ -117,6 +114,8 @@ impl<R: ContainerRuntime> Worker<R> {
             last_fingerprint: String::new(),
             runtime_error: None,
             delete_upstream: false,
+            rejection,
+            events: events::Recorder::default(),
             cancel: CancellationToken::new(),
         }
     }
@@ -153,6 +152,9 @@ impl<R: ContainerRuntime> Worker<R> {
         finished: mpsc::Sender<String>,
         cancel: CancellationToken,
     ) {
+        if self.rejection.is_some() {
+            return self.run_rejected(rx, finished, cancel).await;
+        }
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
         self.cancel = cancel.clone();
         if self.pod.metadata.deletion_timestamp.is_some() {
@@ -217,6 +219,43 @@ impl<R: ContainerRuntime> Worker<R> {
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
         }
+    }
+
+    /// A rejected pod: say why (status and event), then wait for its deletion.
+    async fn run_rejected(
+        mut self,
+        mut rx: mpsc::Receiver<PodEvent>,
+        finished: mpsc::Sender<String>,
+        cancel: CancellationToken,
+    ) {
+        if let Some(r) = self.rejection.clone() {
+            self.event(Subject::Pod, "Warning", &r.reason, &r.message)
+                .await;
+        }
+        self.report().await;
+        let mut deleting = self.pod.metadata.deletion_timestamp.is_some();
+        while !deleting {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = rx.recv() => match ev {
+                    None => return,
+                    Some(PodEvent::Update(pod)) => {
+                        deleting = pod.metadata.deletion_timestamp.is_some();
+                        self.pod = *pod;
+                    }
+                    Some(PodEvent::Delete { .. }) => {
+                        self.finish().await;
+                        let _ = finished.send(self.uid().to_owned()).await;
+                        return;
+                    }
+                    Some(PodEvent::Refresh(..)) => {}
+                },
+            }
+        }
+        // Nothing runs: the graceful delete completes at once.
+        self.delete_upstream = true;
+        self.finish().await;
+        let _ = finished.send(self.uid().to_owned()).await;
     }
 
     async fn handle(&mut self, ev: PodEvent, done: &mpsc::Sender<Done>) {
@@ -397,8 +436,14 @@ impl<R: ContainerRuntime> Worker<R> {
                 Action::StartSandbox => {
                     if let Err(message) = self.start_sandbox().await {
                         warn!(pod = %self.key, error = %message, "sandbox failed");
-                        self.event("Warning", "FailedCreatePodSandBox", &message)
-                            .await;
+                        let text = format!("Failed to create pod sandbox: {message}");
+                        self.event(
+                            Subject::Pod,
+                            "Warning",
+                            events::FAILED_CREATE_POD_SANDBOX,
+                            &text,
+                        )
+                        .await;
                         queue.extend(self.feed(Input::SandboxFailed {
                             message,
                             now: Instant::now(),
@@ -414,8 +459,18 @@ impl<R: ContainerRuntime> Worker<R> {
                     if let Err((reason, message)) = self.start_container(&container, attempt).await
                     {
                         warn!(pod = %self.key, container, reason, error = %message, "container start failed");
-                        self.event("Warning", "Failed", &format!("{reason}: {message}"))
-                            .await;
+                        let image = spec::find_container(&self.pod, &container)
+                            .and_then(|c| c.image.clone())
+                            .unwrap_or_default();
+                        let text = match reason.as_str() {
+                            "ErrImagePull" | "ImagePullBackOff" => {
+                                format!("Failed to pull image {image:?}: {message}")
+                            }
+                            "ErrImageNeverPull" => message.clone(),
+                            _ => format!("Error: {message}"),
+                        };
+                        let subject = Subject::Container(&container);
+                        self.event(subject, "Warning", events::FAILED, &text).await;
                         queue.extend(self.feed(Input::StartFailed {
                             container,
                             reason,
@@ -519,48 +574,9 @@ impl<R: ContainerRuntime> Worker<R> {
             .await
             .map_err(|e| e.to_string())?
             .clone();
-        let host_network = self.host_network();
-        let mut ports = Vec::new();
-        if !host_network {
-            let spec = self.pod.spec.clone().unwrap_or_default();
-            for c in &spec.containers {
-                for p in c.ports.iter().flatten() {
-                    let Some(host_port) = p.host_port.and_then(|h| u16::try_from(h).ok()) else {
-                        continue;
-                    };
-                    if host_port == 0 {
-                        continue;
-                    }
-                    ports.push(PortMapping {
-                        container_port: u16::try_from(p.container_port)
-                            .map_err(|_| format!("invalid containerPort {}", p.container_port))?,
-                        host_port,
-                        host_ip: p.host_ip.clone().unwrap_or_default(),
-                        protocol: p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
-                    });
-                }
-            }
-        }
         self.sandbox_attempt += 1;
-        let cfg = ContainerConfig {
-            name: format!(
-                "{}-{}",
-                spec::container_name(&self.pod, SANDBOX, 0),
-                self.sandbox_attempt
-            ),
-            image,
-            labels: spec::pod_labels(&self.pod, &self.shared.cfg.node_name, SANDBOX),
-            network: if host_network {
-                NetworkMode::Host
-            } else {
-                NetworkMode::Bridge
-            },
-            ports,
-            hostname: (!host_network)
-                .then(|| self.pod.metadata.name.clone())
-                .flatten(),
-            ..ContainerConfig::default()
-        };
+        let node = &self.shared.cfg.node_name;
+        let cfg = sandbox_config(&self.pod, node, image, self.sandbox_attempt)?;
         let id = rt.create_container(cfg).await.map_err(|e| e.to_string())?;
         if let Err(e) = rt.start_container(&id).await {
             let _ = rt.remove_container(&id).await;
@@ -568,54 +584,6 @@ impl<R: ContainerRuntime> Worker<R> {
         }
         debug!(pod = %self.key, id, "sandbox started");
         Ok(())
-    }
-
-    async fn pull_auth(&self, image: &str) -> Option<RegistryAuth> {
-        let spec = self.pod.spec.as_ref()?;
-        let ns = self.pod.metadata.namespace.as_deref().unwrap_or("default");
-        let want = registry_of(image);
-        for s in spec.image_pull_secrets.iter().flatten() {
-            let data = volumes::secret_data(&self.shared.link, ns, &s.name)
-                .await
-                .ok()
-                .flatten()?;
-            let Some(raw) = data.get(".dockerconfigjson").or(data.get(".dockercfg")) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) else {
-                continue;
-            };
-            let auths = v.get("auths").unwrap_or(&v);
-            for (server, entry) in auths.as_object().into_iter().flatten() {
-                let host = server
-                    .trim_start_matches("https://")
-                    .trim_start_matches("http://")
-                    .split('/')
-                    .next()
-                    .unwrap_or_default();
-                let host = if host == "index.docker.io" {
-                    "docker.io"
-                } else {
-                    host
-                };
-                if host == want {
-                    let get = |k: &str| {
-                        entry
-                            .get(k)
-                            .and_then(|x| x.as_str())
-                            .unwrap_or("")
-                            .to_owned()
-                    };
-                    return Some(RegistryAuth {
-                        username: get("username"),
-                        password: get("password"),
-                        auth: get("auth"),
-                        server: server.clone(),
-                    });
-                }
-            }
-        }
-        None
     }
 
     async fn ensure_image(
@@ -640,7 +608,7 @@ impl<R: ContainerRuntime> Worker<R> {
             _ => true,
         };
         if pull {
-            let auth = self.pull_auth(image).await;
+            let auth = super::pull::pull_auth(&self.shared.link, &self.pod, image).await;
             if let Err(e) = self.shared.runtime.pull_image(image, auth).await {
                 if present.is_none() || e.is_unavailable() {
                     let waiting = self
@@ -690,12 +658,23 @@ impl<R: ContainerRuntime> Worker<R> {
             .map(|s| s.id.clone())
             .ok_or_else(|| ("CreateContainerError".to_owned(), "no sandbox".to_owned()))?;
         let (host_ip, pod_ip) = self.ips();
+        let node = &self.shared.cfg.node_name;
+        let services = self
+            .shared
+            .services
+            .env(&self.shared.link, node, &self.pod)
+            .await
+            .map_err(|e| {
+                let message = format!("failed to list services when setting up env vars: {e}");
+                ("CreateContainerConfigError".to_owned(), message)
+            })?;
         let placement = Placement {
             node: &self.shared.cfg.node_name,
             sandbox_id: &sandbox_id,
             root: &self.shared.cfg.root_dir,
             ips: (&host_ip, &pod_ip),
             attempt,
+            services: &services,
         };
         let mut config = spec::container_config(&self.pod, &c, &self.shared.link, &placement)
             .await
@@ -710,36 +689,19 @@ impl<R: ContainerRuntime> Worker<R> {
             .map_err(|e| ("CreateContainerError".to_owned(), e.to_string()))?;
         if let Err(e) = rt.start_container(&id).await {
             let _ = rt.remove_container(&id).await;
-            return Err(("CreateContainerError".into(), e.to_string()));
+            return Err(("RunContainerError".into(), e.to_string()));
         }
         debug!(pod = %self.key, container = name, id, attempt, "container started");
         Ok(())
     }
 
-    async fn event(&self, kind: &str, reason: &str, message: &str) {
-        let m = &self.pod.metadata;
-        let ns = m.namespace.as_deref().unwrap_or("default");
-        let pod = m.name.as_deref().unwrap_or_default();
-        let name = format!("{pod}.{:x}", fastrand::u64(..));
-        let t = status::now();
-        let ev = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": ns},
-            "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "uid": m.uid, "apiVersion": "v1"},
-            "reason": reason, "message": message, "type": kind,
-            "source": {"component": "kubelet", "host": self.shared.cfg.node_name},
-            "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-            "reportingComponent": "kubelet", "reportingInstance": self.shared.cfg.node_name,
-        });
-        // One entry per pod and reason: the latest event of a kind wins in the outbox.
-        let msg = edged_message(
-            Operation::Insert,
-            format!("{ns}/event/{pod}.{reason}"),
-            Content::json(&ev).unwrap_or_default(),
-        );
-        if let Err(e) = self.shared.link.report(msg).await {
-            debug!(pod = %self.key, error = %e, "event not recorded");
-        }
+    async fn event(&mut self, subject: Subject<'_>, kind: &str, reason: &str, message: &str) {
+        let shared = &self.shared;
+        let what = (kind, reason, message);
+        let node = &shared.cfg.node_name;
+        (self.events)
+            .record(&shared.link, node, &self.pod, subject, what)
+            .await;
     }
 
     async fn report(&mut self) {
@@ -751,8 +713,15 @@ impl<R: ContainerRuntime> Worker<R> {
             pod_ip: &pod_ip,
             start_time: self.sandbox.as_ref().and_then(|s| s.created),
             image_ids: &self.image_ids,
+            sandbox_ready: self
+                .sandbox
+                .as_ref()
+                .is_some_and(|s| matches!(s.state, ContainerState::Running { .. })),
         };
-        let mut st = status::pod_status(&self.pod, &self.lc, &view, self.last_status.as_ref());
+        let mut st = match &self.rejection {
+            Some(r) => status::rejected(&self.pod, r, self.last_status.as_ref()),
+            None => status::pod_status(&self.pod, &self.lc, &view, self.last_status.as_ref()),
+        };
         if let (Some(e), Some(cs)) = (&self.runtime_error, st.container_statuses.as_mut()) {
             st.message = Some(format!("container runtime unavailable: {e}"));
             for c in cs.iter_mut().filter(|c| c.container_id.is_none()) {
@@ -833,18 +802,5 @@ impl<R: ContainerRuntime> Worker<R> {
             m.remove(&key);
         });
         info!(pod = %self.key, "pod stopped and removed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::registry_of;
-
-    #[test]
-    fn registries() {
-        assert_eq!(registry_of("busybox"), "docker.io");
-        assert_eq!(registry_of("library/busybox:1"), "docker.io");
-        assert_eq!(registry_of("reg.example.com/a/b:1"), "reg.example.com");
-        assert_eq!(registry_of("localhost:5000/a"), "localhost:5000");
     }
 }

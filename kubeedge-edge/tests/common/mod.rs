@@ -206,6 +206,29 @@ impl Harness {
         Ok(out)
     }
 
+    /// The events about pod `pod` with `reason` on their way upstream (the latest of each).
+    pub async fn events(&self, pod: &str, reason: &str) -> Result<Vec<Value>> {
+        let mut found = Vec::new();
+        for (key, msg) in self.outbox().await? {
+            if !key.contains("/event/") {
+                continue;
+            }
+            let v: Value = msg.content.decode()?;
+            if v["involvedObject"]["name"] == pod && v["reason"] == reason {
+                found.push(v);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The one event about pod `pod` with `reason`, once it is there (within `limit`).
+    pub async fn event(&self, pod: &str, reason: &str, limit: Duration) -> Result<Value> {
+        eventually(&format!("{reason} event about {pod}"), limit, || async {
+            self.events(pod, reason).await.ok()?.pop()
+        })
+        .await
+    }
+
     /// The containers of this node.
     pub async fn containers(&self) -> Result<Vec<kubeedge_edge::edged::runtime::ContainerSummary>> {
         Ok(self.rt.list_containers(&[(LABEL_NODE, &self.node)]).await?)
