@@ -98,6 +98,9 @@ state = "$CONTAINERD_DIR/state"
   address = "$CONTAINERD_DIR/containerd.sock.ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$CRI_PAUSE_IMAGE"
+  # Containers may not go below containerd's own OOM score (machines whose root cannot lower
+  # oom_score_adj, as in a VM or a container, refuse the sandbox's -998 otherwise).
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$CONTAINERD_ETC/cni/net.d"
