@@ -213,6 +213,41 @@ async fn cri_restarted_edged_adopts_the_running_pod() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_logs_follow_new_lines() -> Result<()> {
+    let Some(h) = Harness::start_cri("cri-follow", |_| {}).await? else {
+        return Ok(());
+    };
+    let script = "echo first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo later; sleep 3600";
+    let spec = json!({"terminationGracePeriodSeconds": 0, "containers": [container("c", script)]});
+    h.push("insert", "pod", pod("cri-follow", spec)).await?;
+    h.wait_status("default/cri-follow", LIMIT, |s| running(s, "c"))
+        .await?;
+    let id = id_of(&h, "c").await?;
+    let mut o = LogOptions::default();
+    o.follow = true;
+    let mut s = h.rt.logs(&id, o);
+    let mut out = String::new();
+    tokio::time::timeout(LIMIT, async {
+        while !out.contains("first") {
+            out.push_str(&String::from_utf8_lossy(&s.next().await.context("end")??));
+        }
+        // Only now is the second line written: the stream must bring it.
+        let done =
+            h.rt.exec_sync(&id, vec!["touch".into(), "/tmp/go".into()], LIMIT)
+                .await?;
+        assert_eq!(done.exit_code, 0);
+        while !out.contains("later") {
+            out.push_str(&String::from_utf8_lossy(&s.next().await.context("end")??));
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .with_context(|| format!("following, got {out:?}"))??;
+    assert_eq!(out, "first\nlater\n");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_image_service() -> Result<()> {
     let Some(rt) = cri_runtime() else {
         return Ok(());

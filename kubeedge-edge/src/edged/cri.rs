@@ -709,8 +709,10 @@ fn follow(
                     Ok(s) if s == cri::ContainerState::ContainerRunning as i32
                 );
                 let data = read_file(path.clone()).await.unwrap_or_default();
-                let end = data[..data.len().min(usize::try_from(offset).unwrap_or(0))].len();
-                let new = &data[end..];
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                let new = &data[start..];
                 // Only whole records: a half-written one waits for the next round.
                 let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
                 offset += whole as u64;
