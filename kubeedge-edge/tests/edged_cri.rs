@@ -129,7 +129,12 @@ async fn cri_pod_runs_with_cni_ip_logs_and_is_removed() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_exit_code_and_reason_are_reported() -> Result<()> {
-    let Some(h) = Harness::start_cri("cri-exit", |_| {}).await? else {
+    // With podSandboxImage set too (the runtime's own sandbox image is used either way).
+    let Some(h) = Harness::start_cri("cri-exit", |c| {
+        c.pod_sandbox_image = Some(CRI_PAUSE_IMAGE.into());
+    })
+    .await?
+    else {
         return Ok(());
     };
     let p = pod(
@@ -174,8 +179,7 @@ async fn cri_restarted_edged_adopts_the_running_pod() -> Result<()> {
     h.stop().await;
 
     // A new edged on the same store and node: it adopts, it does not recreate.
-    let mut cfg = test_config(&h.node, &h.root());
-    cfg.pod_sandbox_image = Some(CRI_PAUSE_IMAGE.into());
+    let cfg = test_config(&h.node, &h.root());
     let (_cloud_tx, cloud_rx) = watch::channel(None);
     let (edged, _tx, handle) = Edged::new(cfg, h.rt.clone(), Link::new(h.db.clone(), cloud_rx));
     let cancel = CancellationToken::new();

@@ -676,6 +676,10 @@ impl ContainerRuntime for CriRuntime {
             .boxed()
     }
 
+    fn manages_sandbox_image(&self) -> bool {
+        true
+    }
+
     async fn exec(&self, id: &str, _options: StreamOptions) -> Result<StreamIo> {
         Err(RuntimeError::Unsupported(format!(
             "interactive exec in {id} through the CRI is not supported yet"

@@ -353,6 +353,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         id: &str,
         options: StreamOptions,
     ) -> impl Future<Output = Result<StreamIo>> + Send;
+    /// Whether the runtime chooses the pod sandbox image itself (a CRI runtime such as
+    /// containerd runs its own configured `sandbox_image`; `RunPodSandbox` names none), so
+    /// edged need not provide one.
+    fn manages_sandbox_image(&self) -> bool {
+        false
+    }
     /// Attach to the container's main process.
     fn attach(
         &self,

@@ -143,7 +143,8 @@ impl<R: TestRuntime> Drop for Harness<R> {
 }
 
 impl Harness<CriRuntime> {
-    /// An edged on the test containerd, with its pause image; None when it is absent.
+    /// An edged on the test containerd (whose own `sandbox_image` is the pause image the
+    /// script imported; edged's default config names none); None when it is absent.
     pub async fn start_cri(
         test: &str,
         tune: impl FnOnce(&mut EdgedConfig),
@@ -151,12 +152,7 @@ impl Harness<CriRuntime> {
         let Some(rt) = cri_runtime() else {
             return Ok(None);
         };
-        let h = Self::start_on(test, Arc::new(rt), |c| {
-            c.pod_sandbox_image = Some(CRI_PAUSE_IMAGE.into());
-            tune(c);
-        })
-        .await?;
-        Ok(Some(h))
+        Ok(Some(Self::start_on(test, Arc::new(rt), tune).await?))
     }
 }
 
