@@ -40,6 +40,32 @@ on_both_runtimes!(web_pod_answers_on_its_host_port);
 on_both_runtimes!(crashing_container_counts_restarts);
 on_both_runtimes!(logs_read_back_then_delete_removes_everything);
 on_both_runtimes!(exec_readiness_probes_follow_the_exit_code);
+on_both_runtimes!(unpullable_image_reports_err_image_pull);
+
+/// An image that is absent and cannot be pulled: the container waits with upstream's
+/// `ErrImagePull`/`ImagePullBackOff` and a message naming the image.
+async fn unpullable_image_reports_err_image_pull<R: TestRuntime>(
+    h: Harness<R>,
+    _rt: &str,
+) -> Result<()> {
+    let image = "127.0.0.1:1/kubeedge-rs-test/absent:0";
+    let c = json!({"name": "c", "image": image, "imagePullPolicy": "IfNotPresent"});
+    h.push("insert", "pod", pod("nopull", json!({"containers": [c]})))
+        .await?;
+    let st = h
+        .wait_status("default/nopull", LIMIT, |s| {
+            cstatus(s, "c")
+                .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+                .is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
+        })
+        .await?;
+    let w = cstatus(&st, "c")
+        .and_then(|c| c.state.as_ref()?.waiting.clone())
+        .context("waiting")?;
+    assert!(w.message.unwrap_or_default().contains(image));
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+    Ok(())
+}
 
 /// Exec readiness probes (ExecSync on the CRI): exit 0 makes a container ready, a failing
 /// command keeps the other one unready while it runs.
