@@ -274,3 +274,38 @@ async fn cri_image_service() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_is_not_a_cri_server_gives_a_clear_error() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Nothing listens: the runtime is unavailable (retryable), quickly.
+    let absent = CriRuntime::new(
+        format!("unix://{}/absent.sock", dir.path().display()),
+        dir.path(),
+    );
+    let e = tokio::time::timeout(LIMIT, absent.version())
+        .await?
+        .expect_err("no server");
+    assert!(e.is_unavailable(), "{e}");
+    assert!(e.to_string().contains("absent.sock"), "{e}");
+    // A server that speaks HTTP/1, not gRPC: an error, not a hang.
+    let path = dir.path().join("http.sock");
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let wrong = CriRuntime::new(format!("unix://{}", path.display()), dir.path());
+    let e = tokio::time::timeout(LIMIT, wrong.version())
+        .await
+        .context("a non-CRI server must not hang the call")?
+        .expect_err("not a CRI server");
+    assert!(e.is_unavailable(), "{e}");
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    assert!(e.to_string().contains("is it a CRI runtime?"), "{e}");
+    Ok(())
+}

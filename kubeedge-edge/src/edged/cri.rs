@@ -8,7 +8,7 @@
 //! The channel connects lazily and reconnects after a failure, so a runtime restarted under
 //! edged is picked up again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -21,11 +21,11 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use super::cri_logs;
+use super::cri_spec::{self, btree, container_state, from_nanos, label, spec};
 use super::runtime::{
     ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary, ExecOutput,
-    ImageInfo, LogOptions, NetworkMode, RegistryAuth, Result, RuntimeError, RuntimeVersion,
-    StreamIo, StreamOptions, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
-    LABEL_POD_UID, SANDBOX,
+    ImageInfo, LogOptions, RegistryAuth, Result, RuntimeError, RuntimeVersion, StreamIo,
+    StreamOptions, LABEL_CONTAINER, SANDBOX,
 };
 
 /// The kubelet's pod log root.
@@ -58,58 +58,6 @@ fn map_status(s: tonic::Status) -> RuntimeError {
     }
 }
 
-async fn call<T>(
-    fut: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T> {
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(r) => r.map(tonic::Response::into_inner).map_err(map_status),
-        Err(_) => Err(RuntimeError::Timeout(CALL_TIMEOUT)),
-    }
-}
-
-fn from_nanos(ns: i64) -> Option<SystemTime> {
-    (ns > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64))
-}
-
-fn btree(m: HashMap<String, String>) -> BTreeMap<String, String> {
-    m.into_iter().collect()
-}
-
-fn label<'a>(c: &'a ContainerConfig, key: &str) -> &'a str {
-    c.labels.get(key).map(String::as_str).unwrap_or_default()
-}
-
-/// The attempt of a sandbox from its trait name (`…-<attempt>`).
-fn name_attempt(name: &str) -> u32 {
-    name.rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-fn namespaces(host: bool) -> cri::NamespaceOption {
-    cri::NamespaceOption {
-        network: if host {
-            cri::NamespaceMode::Node
-        } else {
-            cri::NamespaceMode::Pod
-        } as i32,
-        pid: cri::NamespaceMode::Container as i32,
-        ipc: cri::NamespaceMode::Pod as i32,
-        ..Default::default()
-    }
-}
-
-fn user_ids(user: Option<&str>) -> (Option<cri::Int64Value>, Option<cri::Int64Value>) {
-    let Some(u) = user else { return (None, None) };
-    let mut it = u.splitn(2, ':');
-    let id = |s: Option<&str>| {
-        s.and_then(|v| v.parse().ok())
-            .map(|value| cri::Int64Value { value })
-    };
-    (id(it.next()), id(it.next()))
-}
-
 impl CriRuntime {
     /// A runtime at `endpoint` (`unix:///path` or a socket path), writing container logs under
     /// `log_root`. Nothing is contacted until the first call.
@@ -135,6 +83,36 @@ impl CriRuntime {
         }
     }
 
+    /// One unary call, bounded in time; transport failures name the endpoint.
+    async fn call<T>(
+        &self,
+        fut: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+            Ok(r) => r
+                .map(tonic::Response::into_inner)
+                .map_err(|s| self.map_status(s)),
+            Err(_) => Err(RuntimeError::Timeout(CALL_TIMEOUT)),
+        }
+    }
+
+    /// [`map_status`], with the endpoint named when the runtime cannot be reached or does not
+    /// speak the CRI (a transport failure).
+    fn map_status(&self, s: tonic::Status) -> RuntimeError {
+        // A dropped or garbled HTTP/2 connection: a socket that is not a CRI server looks so.
+        let garbled = s.code() == tonic::Code::Cancelled
+            || (s.code() == tonic::Code::Unknown && s.message() == "transport error");
+        match map_status(s) {
+            RuntimeError::Unavailable(m) | RuntimeError::Refused { message: m, .. } if garbled => {
+                RuntimeError::Unavailable(format!("{}: {m} (is it a CRI runtime?)", self.endpoint))
+            }
+            RuntimeError::Unavailable(m) => {
+                RuntimeError::Unavailable(format!("{}: {m}", self.endpoint))
+            }
+            e => e,
+        }
+    }
+
     /// The endpoint this runtime talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -147,12 +125,13 @@ impl CriRuntime {
 
     /// Every image the runtime holds.
     pub async fn list_images(&self) -> Result<Vec<ImageInfo>> {
-        let r = call(
-            self.img
-                .clone()
-                .list_images(cri::ListImagesRequest::default()),
-        )
-        .await?;
+        let r = self
+            .call(
+                self.img
+                    .clone()
+                    .list_images(cri::ListImagesRequest::default()),
+            )
+            .await?;
         Ok(r.images
             .into_iter()
             .map(|i| ImageInfo {
@@ -167,7 +146,7 @@ impl CriRuntime {
         let req = cri::RemoveImageRequest {
             image: Some(spec(image)),
         };
-        match call(self.img.clone().remove_image(req)).await {
+        match self.call(self.img.clone().remove_image(req)).await {
             Ok(_) | Err(RuntimeError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -178,7 +157,7 @@ impl CriRuntime {
         let req = cri::ContainerStatsRequest {
             container_id: id.to_owned(),
         };
-        call(self.rt.clone().container_stats(req))
+        self.call(self.rt.clone().container_stats(req))
             .await?
             .stats
             .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
@@ -189,7 +168,7 @@ impl CriRuntime {
             container_id: id.to_owned(),
             verbose: false,
         };
-        call(self.rt.clone().container_status(req))
+        self.call(self.rt.clone().container_status(req))
             .await?
             .status
             .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
@@ -200,7 +179,7 @@ impl CriRuntime {
             pod_sandbox_id: id.to_owned(),
             verbose: false,
         };
-        call(self.rt.clone().pod_sandbox_status(req))
+        self.call(self.rt.clone().pod_sandbox_status(req))
             .await?
             .status
             .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
@@ -209,155 +188,39 @@ impl CriRuntime {
     /// The sandbox config a container of sandbox `id` is created with, rebuilt from the
     /// sandbox's status (so it also holds for a sandbox adopted after a restart).
     async fn sandbox_config(&self, id: &str) -> Result<cri::PodSandboxConfig> {
-        let s = self.sandbox_status(id).await?;
-        let md = s.metadata.unwrap_or_default();
-        let host = s
-            .linux
-            .as_ref()
-            .and_then(|l| l.namespaces.as_ref())
-            .and_then(|n| n.options.as_ref())
-            .is_some_and(|o| o.network == cri::NamespaceMode::Node as i32);
-        let log_directory = cri_logs::pod_log_dir(&self.log_root, &md.namespace, &md.name, &md.uid);
-        Ok(cri::PodSandboxConfig {
-            log_directory: log_directory.to_string_lossy().into_owned(),
-            labels: s.labels,
-            annotations: s.annotations,
-            linux: Some(cri::LinuxPodSandboxConfig {
-                security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespaces(host)),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            metadata: Some(md),
-            ..Default::default()
-        })
+        let status = self.sandbox_status(id).await?;
+        Ok(cri_spec::sandbox_config_from_status(status, &self.log_root))
     }
 
     async fn run_sandbox(&self, c: ContainerConfig) -> Result<String> {
-        let host = c.network == NetworkMode::Host;
-        let (ns, name, uid) = (
-            label(&c, LABEL_POD_NAMESPACE),
-            label(&c, LABEL_POD_NAME),
-            label(&c, LABEL_POD_UID),
-        );
-        let log_directory = cri_logs::pod_log_dir(&self.log_root, ns, name, uid);
-        let port_mappings = c
-            .ports
-            .iter()
-            .map(|p| cri::PortMapping {
-                protocol: match p.protocol.as_str() {
-                    "udp" => cri::Protocol::Udp,
-                    "sctp" => cri::Protocol::Sctp,
-                    _ => cri::Protocol::Tcp,
-                } as i32,
-                container_port: i32::from(p.container_port),
-                host_port: i32::from(p.host_port),
-                host_ip: p.host_ip.clone(),
-            })
-            .collect();
-        let config = cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: name.to_owned(),
-                uid: uid.to_owned(),
-                namespace: ns.to_owned(),
-                attempt: name_attempt(&c.name),
-            }),
-            hostname: c.hostname.clone().unwrap_or_default(),
-            log_directory: log_directory.to_string_lossy().into_owned(),
-            port_mappings,
-            labels: c.labels.clone().into_iter().collect(),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespaces(host)),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let req = cri::RunPodSandboxRequest {
-            config: Some(config),
+            config: Some(cri_spec::sandbox_config(&c, &self.log_root)),
             runtime_handler: String::new(),
         };
-        Ok(call(self.rt.clone().run_pod_sandbox(req))
+        Ok(self
+            .call(self.rt.clone().run_pod_sandbox(req))
             .await?
             .pod_sandbox_id)
     }
 
     async fn create_in_sandbox(&self, c: ContainerConfig) -> Result<String> {
-        let sandbox_id = match (&c.share_with, &c.network) {
-            (Some(id), _) | (None, NetworkMode::Container(id)) => id.clone(),
-            _ => {
-                return Err(RuntimeError::Refused {
-                    status: 400,
-                    message: format!("container {} names no pod sandbox", c.name),
-                })
-            }
-        };
+        let sandbox_id = cri_spec::sandbox_id_of(&c)?;
         let sandbox_config = self.sandbox_config(&sandbox_id).await?;
-        let name = label(&c, LABEL_CONTAINER).to_owned();
-        let attempt = label(&c, LABEL_ATTEMPT).parse().unwrap_or(0);
-        let (run_as_user, run_as_group) = user_ids(c.user.as_deref());
-        let host = sandbox_config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref())
-            .is_some_and(|o| o.network == cri::NamespaceMode::Node as i32);
-        let resources = cri::LinuxContainerResources {
-            cpu_period: if c.nano_cpus.is_some() { 100_000 } else { 0 },
-            cpu_quota: c.nano_cpus.map(|n| n / 10_000).unwrap_or(0),
-            cpu_shares: c.cpu_shares.unwrap_or(0),
-            memory_limit_in_bytes: c.memory_limit.unwrap_or(0),
-            ..Default::default()
-        };
+        let config = cri_spec::container_config(c, &sandbox_config);
         // Create the log directory now: containerd opens the file without making its parents.
-        let log_path = cri_logs::container_log_path(&name, attempt);
-        let _ = std::fs::create_dir_all(Path::new(&sandbox_config.log_directory).join(&name));
-        let config = cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata { name, attempt }),
-            image: Some(spec(&c.image)),
-            command: c.entrypoint.unwrap_or_default(),
-            args: c.args.unwrap_or_default(),
-            working_dir: c.working_dir.unwrap_or_default(),
-            envs: c
-                .env
-                .into_iter()
-                .map(|(key, value)| cri::KeyValue { key, value })
-                .collect(),
-            mounts: c
-                .mounts
-                .into_iter()
-                .map(|m| cri::Mount {
-                    container_path: m.container_path,
-                    host_path: m.host_path,
-                    readonly: m.read_only,
-                    ..Default::default()
-                })
-                .collect(),
-            labels: c.labels.into_iter().collect(),
-            log_path,
-            stdin: c.stdin,
-            tty: c.tty,
-            linux: Some(cri::LinuxContainerConfig {
-                resources: Some(resources),
-                security_context: Some(cri::LinuxContainerSecurityContext {
-                    privileged: c.privileged,
-                    namespace_options: Some(namespaces(host)),
-                    run_as_user,
-                    run_as_group,
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        };
+        if let Some(dir) = Path::new(&sandbox_config.log_directory)
+            .join(&config.log_path)
+            .parent()
+        {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let req = cri::CreateContainerRequest {
             pod_sandbox_id: sandbox_id,
             config: Some(config),
             sandbox_config: Some(sandbox_config),
         };
-        Ok(call(self.rt.clone().create_container(req))
+        Ok(self
+            .call(self.rt.clone().create_container(req))
             .await?
             .container_id)
     }
@@ -371,11 +234,11 @@ impl CriRuntime {
         let stop = cri::StopPodSandboxRequest {
             pod_sandbox_id: id.to_owned(),
         };
-        call(self.rt.clone().stop_pod_sandbox(stop)).await?;
+        self.call(self.rt.clone().stop_pod_sandbox(stop)).await?;
         let rm = cri::RemovePodSandboxRequest {
             pod_sandbox_id: id.to_owned(),
         };
-        call(self.rt.clone().remove_pod_sandbox(rm)).await?;
+        self.call(self.rt.clone().remove_pod_sandbox(rm)).await?;
         if let Some(md) = status.metadata {
             let dir = cri_logs::pod_log_dir(&self.log_root, &md.namespace, &md.name, &md.uid);
             let _ = std::fs::remove_dir_all(dir);
@@ -407,41 +270,12 @@ async fn read_file(path: String) -> std::io::Result<Vec<u8>> {
         .map_err(std::io::Error::other)?
 }
 
-fn spec(image: &str) -> cri::ImageSpec {
-    cri::ImageSpec {
-        image: image.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn container_state(s: &cri::ContainerStatus) -> ContainerState {
-    use cri::ContainerState as S;
-    match S::try_from(s.state) {
-        Ok(S::ContainerCreated) => ContainerState::Created,
-        Ok(S::ContainerRunning) => ContainerState::Running {
-            started_at: from_nanos(s.started_at).unwrap_or(SystemTime::UNIX_EPOCH),
-        },
-        Ok(S::ContainerExited) => ContainerState::Exited {
-            exit_code: i64::from(s.exit_code),
-            started_at: from_nanos(s.started_at),
-            finished_at: from_nanos(s.finished_at),
-            oom_killed: s.reason == "OOMKilled",
-            error: if s.reason == "Completed" || s.reason == "Error" {
-                String::new()
-            } else {
-                s.message.clone()
-            },
-        },
-        _ => ContainerState::Other("unknown".into()),
-    }
-}
-
 impl ContainerRuntime for CriRuntime {
     async fn version(&self) -> Result<RuntimeVersion> {
         let req = cri::VersionRequest {
             version: "v1".into(),
         };
-        let v = call(self.rt.clone().version(req)).await?;
+        let v = self.call(self.rt.clone().version(req)).await?;
         Ok(RuntimeVersion {
             name: v.runtime_name,
             version: v.runtime_version,
@@ -453,7 +287,8 @@ impl ContainerRuntime for CriRuntime {
             image: Some(spec(image)),
             verbose: false,
         };
-        Ok(call(self.img.clone().image_status(req))
+        Ok(self
+            .call(self.img.clone().image_status(req))
             .await?
             .image
             .map(|i| ImageInfo {
@@ -476,7 +311,7 @@ impl ContainerRuntime for CriRuntime {
         };
         match self.img.clone().pull_image(req).await {
             Ok(_) => Ok(()),
-            Err(s) => match map_status(s) {
+            Err(s) => match self.map_status(s) {
                 e @ RuntimeError::Unavailable(_) => Err(e),
                 e => Err(RuntimeError::Pull {
                     image: image.to_owned(),
@@ -504,7 +339,7 @@ impl ContainerRuntime for CriRuntime {
         let req = cri::StartContainerRequest {
             container_id: id.to_owned(),
         };
-        match call(self.rt.clone().start_container(req)).await {
+        match self.call(self.rt.clone().start_container(req)).await {
             // RunPodSandbox already started a sandbox.
             Err(RuntimeError::NotFound(m)) => match self.sandbox_status(id).await {
                 Ok(_) => Ok(()),
@@ -519,12 +354,12 @@ impl ContainerRuntime for CriRuntime {
             container_id: id.to_owned(),
             timeout: grace.as_secs().try_into().unwrap_or(i64::MAX),
         };
-        match call(self.rt.clone().stop_container(req)).await {
+        match self.call(self.rt.clone().stop_container(req)).await {
             Err(RuntimeError::NotFound(_)) => {
                 let req = cri::StopPodSandboxRequest {
                     pod_sandbox_id: id.to_owned(),
                 };
-                call(self.rt.clone().stop_pod_sandbox(req))
+                self.call(self.rt.clone().stop_pod_sandbox(req))
                     .await
                     .map(|_| ())
             }
@@ -538,7 +373,7 @@ impl ContainerRuntime for CriRuntime {
                 let req = cri::RemoveContainerRequest {
                     container_id: id.to_owned(),
                 };
-                match call(self.rt.clone().remove_container(req)).await {
+                match self.call(self.rt.clone().remove_container(req)).await {
                     Ok(_) | Err(RuntimeError::NotFound(_)) => Ok(()),
                     Err(e) => Err(e),
                 }
@@ -567,8 +402,8 @@ impl ContainerRuntime for CriRuntime {
         };
         let (mut a, mut b) = (self.rt.clone(), self.rt.clone());
         let (sandboxes, containers) = tokio::try_join!(
-            call(a.list_pod_sandbox(sreq)),
-            call(b.list_containers(creq))
+            self.call(a.list_pod_sandbox(sreq)),
+            self.call(b.list_containers(creq))
         )?;
         let ready = cri::PodSandboxState::SandboxReady as i32;
         let running = cri::ContainerState::ContainerRunning as i32;
@@ -645,7 +480,7 @@ impl ContainerRuntime for CriRuntime {
         let r = tokio::time::timeout(timeout + Duration::from_secs(1), client.exec_sync(req))
             .await
             .map_err(|_| RuntimeError::Timeout(timeout))?
-            .map_err(map_status)?
+            .map_err(|s| self.map_status(s))?
             .into_inner();
         let mut output = r.stdout;
         output.extend_from_slice(&r.stderr);

@@ -10,6 +10,7 @@
 
 mod cri;
 mod cri_logs;
+mod cri_spec;
 mod docker;
 mod lease;
 pub mod lifecycle;
