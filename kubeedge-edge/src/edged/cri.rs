@@ -60,7 +60,8 @@ fn map_status(s: tonic::Status) -> RuntimeError {
 
 impl CriRuntime {
     /// A runtime at `endpoint` (`unix:///path` or a socket path), writing container logs under
-    /// `log_root`. Nothing is contacted until the first call.
+    /// `log_root`. Nothing is contacted until the first call; call it within a Tokio runtime
+    /// (the channel's worker task is spawned here).
     pub fn new(endpoint: impl Into<String>, log_root: impl Into<PathBuf>) -> Self {
         let endpoint = endpoint.into();
         let path = PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(&endpoint));
