@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ensure_build_deps
 ensure_rust
 ensure_docker
+ensure_containerd
 ensure_device_test_deps
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::hub::{CertFiles, CertRotation, HubConfig};
 
+mod runtime;
+pub use runtime::{RuntimeChoice, RuntimeKeys, TailoredKubeletConfig, TailoredKubeletFlag};
+
 /// The file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -223,6 +226,9 @@ pub struct Edged {
     pub root_directory: PathBuf,
     /// `dockerAddress`.
     pub docker_address: String,
+    /// The CRI runtime keys (`runtimeType`, `tailoredKubeletFlag`, `tailoredKubeletConfig`).
+    #[serde(flatten)]
+    pub runtime: RuntimeKeys,
     /// `maxPods`.
     pub max_pods: u32,
     /// `podSyncFrequencyMs` (kubeedge-rs): how often each pod is compared with the runtime.
@@ -339,6 +345,7 @@ impl Default for Edged {
             node_lease_duration_seconds: 40,
             root_directory: "/var/lib/edged".into(),
             docker_address: "unix:///var/run/docker.sock".into(),
+            runtime: RuntimeKeys::default(),
             max_pods: 110,
             pod_sync_frequency_ms: 2000,
             restart_backoff_initial_ms: 10_000,

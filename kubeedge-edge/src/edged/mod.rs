@@ -9,6 +9,9 @@
 //! - The pod workers, the status reports and the node loop are private.
 
 mod admission;
+mod cri;
+mod cri_logs;
+mod cri_spec;
 mod docker;
 mod events;
 mod lease;
@@ -37,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+pub use cri::{CriRuntime, DEFAULT_CRI_ENDPOINT, DEFAULT_LOG_ROOT};
 pub use docker::DockerRuntime;
 pub use lifecycle::Backoff;
 pub use link::{Cloud, Link, LinkError};
@@ -66,6 +70,10 @@ pub struct EdgedConfig {
     pub pod_sandbox_image: Option<String>,
     /// The Docker endpoint (`dockerAddress`).
     pub docker_endpoint: String,
+    /// The runtime edged drives (Docker, or a CRI endpoint).
+    pub runtime: crate::config::RuntimeChoice,
+    /// Where a CRI runtime writes container logs (`podLogsDir`).
+    pub pod_logs_dir: PathBuf,
     /// `nodeStatusUpdateFrequency`.
     pub node_status_update_frequency: Duration,
     /// `nodeLeaseDurationSeconds`: the Lease is renewed every quarter of it.
@@ -88,6 +96,8 @@ impl Default for EdgedConfig {
             root_dir: "/var/lib/edged".into(),
             pod_sandbox_image: None,
             docker_endpoint: "unix:///var/run/docker.sock".into(),
+            runtime: crate::config::RuntimeChoice::Docker,
+            pod_logs_dir: DEFAULT_LOG_ROOT.into(),
             node_status_update_frequency: Duration::from_secs(10),
             node_lease_duration_seconds: 40,
             sync_frequency: Duration::from_secs(2),
@@ -112,6 +122,8 @@ impl EdgedConfig {
             root_dir: f.root_directory.clone(),
             pod_sandbox_image: Some(f.pod_sandbox_image.clone()).filter(|s| !s.is_empty()),
             docker_endpoint: f.docker_address.clone(),
+            runtime: f.runtime.choice(),
+            pod_logs_dir: f.runtime.pod_logs_dir().into(),
             node_status_update_frequency: Duration::from_secs(
                 f.node_status_update_frequency.max(1),
             ),
@@ -454,7 +466,8 @@ impl<R: ContainerRuntime> Edged<R> {
     }
 }
 
-/// Start edged on Docker for edgecore: returns the sender MetaManager forwards to.
+/// Start edged for edgecore on the configured runtime (Docker, or a CRI runtime such as
+/// containerd): returns the sender MetaManager forwards to.
 pub fn spawn(
     tracker: &TaskTracker,
     cancel: CancellationToken,
@@ -463,8 +476,20 @@ pub fn spawn(
     cloud: watch::Receiver<Option<Cloud>>,
 ) -> mpsc::Sender<Message> {
     let cfg = EdgedConfig::from_file(file);
-    let runtime = Arc::new(DockerRuntime::new(cfg.docker_endpoint.clone()));
-    let (edged, tx, _handle) = Edged::new(cfg, runtime, Link::new(db, cloud));
-    tracker.spawn(edged.run(cancel));
-    tx
+    let link = Link::new(db, cloud);
+    match cfg.runtime.clone() {
+        crate::config::RuntimeChoice::Remote(endpoint) => {
+            info!(endpoint, "edged on a CRI runtime");
+            let runtime = Arc::new(CriRuntime::new(endpoint, cfg.pod_logs_dir.clone()));
+            let (edged, tx, _handle) = Edged::new(cfg, runtime, link);
+            tracker.spawn(edged.run(cancel));
+            tx
+        }
+        _ => {
+            let runtime = Arc::new(DockerRuntime::new(cfg.docker_endpoint.clone()));
+            let (edged, tx, _handle) = Edged::new(cfg, runtime, link);
+            tracker.spawn(edged.run(cancel));
+            tx
+        }
+    }
 }

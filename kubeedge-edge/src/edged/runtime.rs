@@ -1,5 +1,6 @@
 //! The container runtime edged drives: a small trait (containers by label, images, logs,
-//! exec and attach as byte streams) with [`super::DockerRuntime`] as its implementation.
+//! exec and attach as byte streams) with [`super::DockerRuntime`] and [`super::CriRuntime`]
+//! as its implementations.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -57,6 +58,9 @@ pub enum RuntimeError {
     /// The operation did not finish in time.
     #[error("runtime operation timed out after {0:?}")]
     Timeout(Duration),
+    /// This runtime does not offer the operation (yet).
+    #[error("not supported by this container runtime: {0}")]
+    Unsupported(String),
 }
 
 impl RuntimeError {
@@ -364,6 +368,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         id: &str,
         options: StreamOptions,
     ) -> impl Future<Output = Result<StreamIo>> + Send;
+    /// Whether the runtime chooses the pod sandbox image itself (a CRI runtime such as
+    /// containerd runs its own configured `sandbox_image`; `RunPodSandbox` names none), so
+    /// edged need not provide one.
+    fn manages_sandbox_image(&self) -> bool {
+        false
+    }
     /// Attach to the container's main process.
     fn attach(
         &self,

@@ -81,11 +81,15 @@ pub(crate) fn builtin_rootfs() -> std::io::Result<(Vec<u8>, Vec<String>)> {
 }
 
 /// The sandbox image to use: `configured` when it is present or can be pulled, otherwise the
-/// built-in one (imported when missing).
+/// built-in one (imported when missing). A runtime that picks its own sandbox image (the
+/// CRI's) gets `configured` as it is, unchecked.
 pub(crate) async fn ensure_sandbox_image<R: ContainerRuntime>(
     runtime: &R,
     configured: Option<&str>,
 ) -> Result<String> {
+    if runtime.manages_sandbox_image() {
+        return Ok(configured.unwrap_or_default().to_owned());
+    }
     if let Some(image) = configured.filter(|i| !i.is_empty()) {
         if runtime.image(image).await?.is_some() {
             return Ok(image.to_owned());

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::PodStatus;
 use kubeedge_edge::edged::runtime::{ContainerRuntime, LABEL_NODE};
-use kubeedge_edge::edged::{Backoff, Cloud, DockerRuntime, Edged, EdgedConfig, EdgedHandle, Link};
+use kubeedge_edge::edged::{
+    Backoff, Cloud, CriRuntime, DockerRuntime, Edged, EdgedConfig, EdgedHandle, Link,
+};
 use kubeedge_edge::meta::{MetaDb, MetaOp, MetaRecord, SqliteStore};
 use kubeedge_proto::{Content, Message, Route};
 use serde_json::{json, Value};
@@ -62,27 +64,95 @@ pub fn node_name(test: &str) -> String {
     format!("t-{test}-{:08x}", fastrand::u32(..))
 }
 
-/// An edged on Docker, offline, in a temp dir.
-pub struct Harness {
+/// A runtime the edged tests run on: how a test's leftovers are swept.
+pub trait TestRuntime: ContainerRuntime {
+    /// Remove every container (and sandbox) of node `node`.
+    fn cleanup(&self, node: &str);
+}
+
+impl TestRuntime for DockerRuntime {
+    fn cleanup(&self, node: &str) {
+        docker_cleanup(node);
+    }
+}
+
+impl TestRuntime for CriRuntime {
+    fn cleanup(&self, node: &str) {
+        let rt = self.clone();
+        let node = node.to_owned();
+        // Drop is synchronous: sweep on a thread of its own with its own reactor.
+        let _ = std::thread::spawn(move || {
+            let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            tokio_rt.block_on(async {
+                let rt = CriRuntime::new(rt.endpoint(), rt.log_root());
+                for c in rt
+                    .list_containers(&[(LABEL_NODE, &node)])
+                    .await
+                    .unwrap_or_default()
+                {
+                    let _ = rt.remove_container(&c.id).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The test containerd socket (started by scripts/test.sh).
+pub const CRI_SOCKET: &str = "/run/kubeedge-rs-containerd/containerd.sock";
+/// The pause image scripts/test.sh imports into that containerd.
+pub const CRI_PAUSE_IMAGE: &str = "docker.io/kubeedge-rs/pause:cri";
+
+/// The test containerd, or None (with the reason printed) when its socket is absent.
+pub fn cri_runtime() -> Option<CriRuntime> {
+    if !Path::new(CRI_SOCKET).exists() {
+        eprintln!("skipped: no containerd at {CRI_SOCKET} (scripts/test.sh starts one)");
+        return None;
+    }
+    let logs = std::env::temp_dir().join("kubeedge-rs-cri-test-logs");
+    Some(CriRuntime::new(format!("unix://{CRI_SOCKET}"), logs))
+}
+
+/// An edged on a real runtime (Docker unless said otherwise), offline, in a temp dir.
+pub struct Harness<R: TestRuntime = DockerRuntime> {
     pub node: String,
     pub dir: tempfile::TempDir,
     pub db: MetaDb,
     pub tx: mpsc::Sender<Message>,
     pub handle: EdgedHandle,
-    pub rt: Arc<DockerRuntime>,
+    pub rt: Arc<R>,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     _cloud: watch::Sender<Option<Cloud>>,
 }
 
-impl Drop for Harness {
+impl<R: TestRuntime> Drop for Harness<R> {
     fn drop(&mut self) {
         self.cancel.cancel();
-        docker_cleanup(&self.node);
+        self.rt.cleanup(&self.node);
         // A runtime call already under way when edged was cancelled can still create a
         // container: sweep again once it has had time to land.
         std::thread::sleep(Duration::from_millis(300));
-        docker_cleanup(&self.node);
+        self.rt.cleanup(&self.node);
+    }
+}
+
+impl Harness<CriRuntime> {
+    /// An edged on the test containerd (whose own `sandbox_image` is the pause image the
+    /// script imported; edged's default config names none); None when it is absent.
+    pub async fn start_cri(
+        test: &str,
+        tune: impl FnOnce(&mut EdgedConfig),
+    ) -> Result<Option<Self>> {
+        let Some(rt) = cri_runtime() else {
+            return Ok(None);
+        };
+        Ok(Some(Self::start_on(test, Arc::new(rt), tune).await?))
     }
 }
 
@@ -96,10 +166,12 @@ impl Harness {
         ensure_image(&rt).await?;
         Self::start_on(test, rt, tune).await
     }
+}
 
+impl<R: TestRuntime> Harness<R> {
     pub async fn start_on(
         test: &str,
-        rt: Arc<DockerRuntime>,
+        rt: Arc<R>,
         tune: impl FnOnce(&mut EdgedConfig),
     ) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
