@@ -29,6 +29,24 @@ impl Cause {
             message: format!("Invalid value: \"{value}\": {why}"),
         }
     }
+
+    /// An invalid value that is not a string, shown as upstream shows it (its JSON form).
+    pub(crate) fn invalid_raw(field: &str, shown: &str, why: &str) -> Self {
+        Self {
+            kind: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {shown}: {why}"),
+        }
+    }
+
+    /// A change that is not allowed.
+    pub(crate) fn forbidden(field: &str, why: &str) -> Self {
+        Self {
+            kind: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {why}"),
+        }
+    }
 }
 
 fn is_dns_label(s: &str) -> bool {
