@@ -19,10 +19,13 @@
 //! | required fields: pod `spec.containers` with `name` and `image`; workload `spec.selector` matching `spec.template.metadata.labels`; Service `spec.ports` with a valid `port` | 422, `<Kind> "<name>" is invalid: spec.containers: Required value` (and so on) | `pkg/apis/core/validation/validation.go`, `pkg/apis/apps/validation/validation.go` |
 //! | several field errors at once | 422, the causes joined as `[a, b]` | `apimachinery/pkg/util/errors/errors.go` (`aggregate.Error`) |
 //!
-//! Patches: the patched object is checked as a PUT body would be, but a bad time or (under
-//! Strict) an unknown field answers 422 `"" is invalid: patch: Invalid value: …` as upstream's
-//! patch handler does (`apiserver/pkg/endpoints/handlers/patch.go`). Protobuf bodies skip the
-//! time checks (protobuf carries times as seconds and nanoseconds).
+//! Patches: the patched object is checked as a PUT body would be; a bad time answers 422
+//! `"" is invalid: patch: Invalid value: "<patched object>": parsing time …` as upstream's patch
+//! handler does (`apiserver/pkg/endpoints/handlers/patch.go`). Known differences: unknown
+//! fields in a patch under Strict answer the 400 strict-decoding message (upstream: the same
+//! 422 form), duplicate keys in a patch body are reported like a PUT body's, and the strict
+//! findings are listed duplicates first rather than in document order. Protobuf bodies skip
+//! the time checks (protobuf carries times as seconds and nanoseconds).
 
 mod decode;
 mod gotime;
