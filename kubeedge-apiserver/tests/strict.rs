@@ -401,6 +401,40 @@ async fn patched_times_are_checked() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn names_follow_their_kind() -> anyhow::Result<()> {
+    let api = Api::new().await?;
+    let svc = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"ports": [{"port": 80}]}})
+    };
+    // A Service name is a DNS-1035 label: it may not start with a digit.
+    let r = api.post(SVCS, &svc("1st")).await?;
+    expect(
+        &r,
+        422,
+        r#"Service "1st" is invalid: metadata.name: Invalid value: "1st": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"#,
+    )?;
+    ensure!(api.post(SVCS, &svc("first")).await?.code == 201);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
+    let r = api.post(CMS, &cm).await?;
+    expect(
+        &r,
+        422,
+        r#"ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"#,
+    )?;
+    ensure!(
+        api.post(
+            CMS,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "1.good-name"}})
+        )
+        .await?
+        .code
+            == 201
+    );
+    Ok(())
+}
+
 #[test]
 fn decode_entry_point_matches_the_server() {
     use kubeedge_apiserver::{decode_json_object, FieldValidation};

@@ -105,8 +105,9 @@ pub(super) async fn create_value<S: Store>(
             }
         }
     }
-    if let Some(c) = objects::validate_name(def, &name) {
-        return Err(ApiError::invalid(def, &name, &[c]));
+    let name_causes = objects::validate_name(def, &name);
+    if !name_causes.is_empty() {
+        return Err(ApiError::invalid(def, &name, &name_causes));
     }
     if let Some(ns) = &t.namespace {
         let nskey = ObjectKey::new("core/namespaces", "", ns.clone());
