@@ -20,7 +20,7 @@ use crate::objects::{self, Cause};
 use crate::registry::{self, Registry, ResourceDef};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{ObjectKey, Scope, Store, Stored, WriteOp};
-use crate::validation::{self, FieldValidation};
+use crate::validation::FieldValidation;
 use crate::{discovery, patch, table, time};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -204,12 +204,14 @@ where
 
 mod bind;
 mod create;
+mod decode;
 mod delete;
 mod update;
 mod watch;
 
 use bind::bind;
 use create::create;
+use decode::decode_body;
 use delete::{delete, delete_collection};
 use update::{load, patch_object, scale_of, update};
 use watch::watch;
@@ -730,48 +732,6 @@ fn parse_body(ctx: &Ctx, b: &[u8]) -> Result<Value, ApiError> {
             "the request body must be a json object",
         ));
     }
-    Ok(v)
-}
-
-impl Ctx {
-    fn directive(&self) -> FieldValidation {
-        self.field_validation.clone().unwrap_or_default()
-    }
-
-    fn warn(&self, found: Vec<String>) {
-        if let Ok(mut w) = self.warnings.lock() {
-            w.extend(found);
-        }
-    }
-}
-
-/// Decodes a POST or PUT body of the target's kind as upstream's decoder does: JSON through
-/// [`validation::decode_json_object`]'s steps (duplicates, unknown fields per
-/// `fieldValidation`, Time/MicroTime formats), YAML likewise without duplicates (the YAML
-/// parser refuses them), protobuf as it comes.
-fn decode_body(t: &Target, ctx: &Ctx, b: &[u8]) -> Result<Value, ApiError> {
-    let json = !ctx.content_type.contains("protobuf") && !ctx.content_type.contains("yaml");
-    let (mut v, duplicates) = if json {
-        let (v, d) = validation::parse_json(b)
-            .map_err(|e| ApiError::bad_request(format!("invalid json body: {e}")))?;
-        if !v.is_object() {
-            return Err(ApiError::bad_request(
-                "the request body must be a json object",
-            ));
-        }
-        (v, d)
-    } else {
-        (parse_body(ctx, b)?, Vec::new())
-    };
-    if ctx.content_type.contains("protobuf") {
-        return Ok(v);
-    }
-    let (kind, version) = (&t.def.kind, &t.version);
-    let found = validation::check_object(kind, t.def.builtin, &mut v, duplicates)
-        .map_err(|why| ApiError::bad_request(validation::cannot_handle(kind, version, &why)))?;
-    let warnings = validation::apply_directive(kind, version, ctx.directive(), found)
-        .map_err(ApiError::bad_request)?;
-    ctx.warn(warnings);
     Ok(v)
 }
 

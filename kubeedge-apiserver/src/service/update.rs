@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::*;
 
 use super::create::{check_schema, check_type, create_value};
+use crate::validation;
 
 /// Merges a new object over the stored one the way the API server does for updates.
 fn prepare_update(t: &Target, old: &Value, new: Value) -> Value {
