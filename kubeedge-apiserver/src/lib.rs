@@ -36,6 +36,7 @@ mod service;
 mod store;
 mod table;
 mod time;
+pub mod validation;
 
 pub use body::ResponseBody;
 pub use error::{Error, Result, StoreError};
@@ -47,3 +48,4 @@ pub use store::{
     Event, EventType, ListPage, ObjectKey, Scope, SqliteConfig, SqliteStore, Store, Stored,
     Subscription, WriteOp,
 };
+pub use validation::{decode_json_object, DecodeError, Decoded, FieldValidation};

@@ -29,38 +29,79 @@ impl Cause {
             message: format!("Invalid value: \"{value}\": {why}"),
         }
     }
+
+    /// An invalid value that is not a string, shown as upstream shows it (its JSON form).
+    pub(crate) fn invalid_raw(field: &str, shown: &str, why: &str) -> Self {
+        Self {
+            kind: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {shown}: {why}"),
+        }
+    }
+
+    /// A change that is not allowed.
+    pub(crate) fn forbidden(field: &str, why: &str) -> Self {
+        Self {
+            kind: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {why}"),
+        }
+    }
 }
 
 fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && label_pattern(s)
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, any length.
+fn label_pattern(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
+#[cfg(test)]
 fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
-/// Checks a name against the rule of its kind.
-pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Option<Cause> {
-    let label = matches!(def.kind.as_str(), "Namespace" | "Service");
-    let ok = if label {
-        is_dns_label(name)
-    } else {
-        is_dns_subdomain(name)
+const LABEL_RE: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+
+/// Checks a name against the rule of its kind, with upstream's messages
+/// (`apimachinery/pkg/util/validation/validation.go`): a DNS-1035 label for a Service
+/// (`ValidateServiceName`), a DNS-1123 label for a Namespace, a DNS-1123 subdomain otherwise.
+pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Vec<Cause> {
+    let (ok, max, why) = match def.kind.as_str() {
+        "Service" => (
+            label_pattern(name) && name.starts_with(|c: char| c.is_ascii_lowercase()),
+            63,
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_owned(),
+        ),
+        "Namespace" => (
+            label_pattern(name),
+            63,
+            format!("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{LABEL_RE}')"),
+        ),
+        _ => (
+            !name.is_empty() && name.split('.').all(label_pattern),
+            253,
+            format!("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{LABEL_RE}(\\.{LABEL_RE})*')"),
+        ),
     };
-    if ok {
-        return None;
+    let mut causes = Vec::new();
+    if name.len() > max {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            name,
+            &format!("must be no more than {max} characters"),
+        ));
     }
-    let why = if label {
-        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
-    } else {
-        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-    };
-    Some(Cause::invalid("metadata.name", name, why))
+    if !ok {
+        causes.push(Cause::invalid("metadata.name", name, &why));
+    }
+    causes
 }
 
 fn containers(spec: Option<&Value>, prefix: &str, causes: &mut Vec<Cause>) {

@@ -313,6 +313,27 @@ fn builtins() -> Vec<ResourceDef> {
     v
 }
 
+/// Whether `kind` is one of the built-in kinds served here (with a typed form).
+pub(crate) fn is_builtin_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace"
+            | "Node"
+            | "Pod"
+            | "ConfigMap"
+            | "Secret"
+            | "Service"
+            | "Endpoints"
+            | "Event"
+            | "ServiceAccount"
+            | "Lease"
+            | "Deployment"
+            | "ReplicaSet"
+            | "DaemonSet"
+            | "CustomResourceDefinition"
+    )
+}
+
 /// Builds the resource definitions a CRD object declares; `None` if it is malformed.
 pub(crate) fn from_crd(crd: &Value) -> Option<ResourceDef> {
     let spec = crd.get("spec")?;

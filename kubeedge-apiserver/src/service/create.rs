@@ -46,7 +46,7 @@ pub(super) fn check_type(t: &Target, v: &Value) -> Result<(), ApiError> {
 }
 
 pub(super) async fn create<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
-    let mut v = parse_body(ctx, body)?;
+    let mut v = decode_body(t, ctx, body)?;
     check_type(t, &v)?;
     let obj = create_value(inner, t, ctx, &mut v).await?;
     Ok(render(t, ctx, 201, obj))
@@ -69,34 +69,15 @@ pub(super) fn check_schema(t: &Target, ctx: &Ctx, v: &mut Value) -> Result<(), A
         },
         None => return Ok(()),
     };
-    if !report.unknown.is_empty() {
-        match ctx.q("fieldValidation").unwrap_or("Warn") {
-            "Strict" => {
-                let list: Vec<String> = report
-                    .unknown
-                    .iter()
-                    .map(|u| format!("unknown field \"{u}\""))
-                    .collect();
-                return Err(ApiError::bad_request(format!(
-                    "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
-                    t.version,
-                    list.join(", "),
-                    kind = t.def.kind,
-                )));
-            }
-            "Ignore" => {}
-            _ => {
-                if let Ok(mut w) = ctx.warnings.lock() {
-                    w.extend(
-                        report
-                            .unknown
-                            .iter()
-                            .map(|u| format!("unknown field \"{u}\"")),
-                    );
-                }
-            }
-        }
-    }
+    let found = report
+        .unknown
+        .iter()
+        .map(|u| format!("unknown field \"{u}\""))
+        .collect();
+    let warnings =
+        crate::validation::apply_directive(&t.def.kind, &t.version, ctx.directive(), found)
+            .map_err(ApiError::bad_request)?;
+    ctx.warn(warnings);
     if !report.causes.is_empty() {
         return Err(ApiError::invalid(&t.def, &name, &report.causes));
     }
@@ -124,8 +105,9 @@ pub(super) async fn create_value<S: Store>(
             }
         }
     }
-    if let Some(c) = objects::validate_name(def, &name) {
-        return Err(ApiError::invalid(def, &name, &[c]));
+    let name_causes = objects::validate_name(def, &name);
+    if !name_causes.is_empty() {
+        return Err(ApiError::invalid(def, &name, &name_causes));
     }
     if let Some(ns) = &t.namespace {
         let nskey = ObjectKey::new("core/namespaces", "", ns.clone());

@@ -20,6 +20,7 @@ use crate::objects::{self, Cause};
 use crate::registry::{self, Registry, ResourceDef};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{ObjectKey, Scope, Store, Stored, WriteOp};
+use crate::validation::FieldValidation;
 use crate::{discovery, patch, table, time};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -203,12 +204,14 @@ where
 
 mod bind;
 mod create;
+mod decode;
 mod delete;
 mod update;
 mod watch;
 
 use bind::bind;
 use create::create;
+use decode::decode_body;
 use delete::{delete, delete_collection};
 use update::{load, patch_object, scale_of, update};
 use watch::watch;
@@ -252,18 +255,36 @@ impl ApiError {
     }
 
     fn invalid(def: &ResourceDef, name: &str, causes: &[Cause]) -> Self {
-        let msg = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect::<Vec<_>>()
-            .join(", ");
+        Self::invalid_as(def, &def.kind, name, causes)
+    }
+
+    /// A 422 naming `kind` (upstream's qualified kind: `Kind.group`, or the plural resource
+    /// for the generic store's own errors) with its field causes.
+    fn invalid_as(def: &ResourceDef, kind: &str, name: &str, causes: &[Cause]) -> Self {
+        let mut msgs: Vec<String> = Vec::new();
+        for c in causes {
+            let m = format!("{}: {}", c.field, c.message);
+            if !msgs.contains(&m) {
+                msgs.push(m);
+            }
+        }
+        let msg = if msgs.len() > 1 {
+            format!("[{}]", msgs.join(", "))
+        } else {
+            msgs.join("")
+        };
+        let qualified = if def.group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{}", def.group)
+        };
         Self::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {msg}", def.kind),
+            format!("{qualified} \"{name}\" is invalid: {msg}"),
         )
         .details(json!({
-            "name": name, "group": def.group, "kind": def.kind,
+            "name": name, "group": def.group, "kind": kind,
             "causes": causes.iter().map(|c| json!({"reason": c.kind, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
         }))
     }
@@ -357,6 +378,8 @@ struct Ctx {
     table: bool,
     include: String,
     content_type: String,
+    /// The `fieldValidation` directive (checked in `dispatch` for writes).
+    field_validation: Result<FieldValidation, String>,
 }
 
 impl Ctx {
@@ -410,6 +433,7 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_owned(),
+        field_validation: FieldValidation::parse(query.get("fieldValidation").map(String::as_str)),
         query,
     };
     if let Some(len) = parts
@@ -493,9 +517,8 @@ where
     let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
     res.map(|mut r| {
         for w in warnings {
-            if let Ok(v) =
-                header::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'")))
-            {
+            let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
+            if let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
                 r.headers_mut().append(header::WARNING, v);
             }
         }
@@ -519,6 +542,24 @@ where
     // serves list and watch.
     if target.def.namespaced && target.namespace.is_none() && m != Method::GET {
         return Err(ApiError::not_found_path());
+    }
+    if let Err(why) = &ctx.field_validation {
+        let options = match *m {
+            Method::POST => Some("CreateOptions"),
+            Method::PUT => Some("UpdateOptions"),
+            Method::PATCH => Some("PatchOptions"),
+            _ => None,
+        };
+        if let Some(options) = options {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!("{options}.meta.k8s.io \"\" is invalid: {why}"),
+            )
+            .details(json!({"group": "meta.k8s.io", "kind": options, "causes": [
+                {"reason": "FieldValueNotSupported", "field": "fieldValidation",
+                 "message": why.trim_start_matches("fieldValidation: ")}]})));
+        }
     }
     if target.def.review {
         return match (m, &target.name) {

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::*;
 
 use super::create::{check_schema, check_type, create_value};
+use crate::validation;
 
 /// Merges a new object over the stored one the way the API server does for updates.
 fn prepare_update(t: &Target, old: &Value, new: Value) -> Value {
@@ -59,9 +60,15 @@ fn prepare_update(t: &Target, old: &Value, new: Value) -> Value {
                 .unwrap_or(Value::Null),
         );
     }
-    if def.kind == "Service" {
+    if def.kind == "Service" && t.sub.is_none() {
+        // An update that leaves the allocated addresses out (or empty) keeps them.
         for k in ["clusterIP", "clusterIPs"] {
-            if new.pointer(&format!("/spec/{k}")).is_none() {
+            let unset = new.pointer(&format!("/spec/{k}")).is_none_or(|v| {
+                v.is_null()
+                    || v.as_str().is_some_and(str::is_empty)
+                    || v.as_array().is_some_and(Vec::is_empty)
+            });
+            if unset {
                 if let (Some(old_v), Some(spec)) = (
                     old.pointer(&format!("/spec/{k}")).cloned(),
                     new.get_mut("spec").and_then(Value::as_object_mut),
@@ -117,9 +124,17 @@ async fn write_update<S: Store>(
             ));
         }
     }
+    let uid_causes = validation::uid_causes(&oldv, &new);
     let mut new = prepare_update(t, &oldv, new);
     check_schema(t, ctx, &mut new)?;
-    let causes = objects::validate(def, &new);
+    let mut causes = uid_causes;
+    causes.extend(objects::validate(def, &new));
+    causes.extend(validation::update_causes(
+        def,
+        &oldv,
+        &new,
+        t.sub.as_deref() == Some("status"),
+    ));
     if !causes.is_empty() {
         return Err(ApiError::invalid(def, name, &causes));
     }
@@ -197,12 +212,23 @@ pub(super) async fn load<S: Store>(inner: &Inner<S>, t: &Target) -> Result<Store
         .ok_or_else(|| ApiError::store(&t.def, name, StoreError::NotFound(key)))
 }
 
+/// The 422 of a PUT without `metadata.resourceVersion` where the kind needs one.
+fn unconditional(t: &Target, name: &str) -> ApiError {
+    ApiError::invalid_as(
+        &t.def,
+        &t.def.plural,
+        name,
+        &[validation::missing_resource_version()],
+    )
+}
+
 pub(super) async fn update<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
     let name = target_name(t);
-    let v = parse_body(ctx, body)?;
     if t.sub.as_deref() == Some("scale") {
+        let v = parse_body(ctx, body)?;
         return scale_update(inner, t, ctx, |_| Ok(v.clone())).await;
     }
+    let v = decode_body(t, ctx, body)?;
     check_type(t, &v)?;
     if let Some(n) = meta_str(&v, "name") {
         if n != name {
@@ -215,6 +241,11 @@ pub(super) async fn update<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, bo
         .filter(|s| !s.is_empty())
         .map(parse_rv)
         .transpose()?;
+    if user_rv.is_none() && !validation::allows_unconditional_update(&t.def) {
+        // Upstream looks the object up first: a missing one is still a 404.
+        load(inner, t).await?;
+        return Err(unconditional(t, name));
+    }
     for _ in 0..16 {
         let old = load(inner, t).await?;
         if let Attempt::Done(out) = write_update(inner, t, ctx, &old, v.clone(), user_rv).await? {
@@ -287,7 +318,7 @@ pub(super) async fn patch_object<S: Store>(
             Ok(o) => o,
             Err(e) if e.code == 404 && is_apply && t.sub.is_none() => {
                 // Server-side apply of a missing object creates it.
-                let mut v = parse_body(ctx, body)?;
+                let mut v = decode_body(t, ctx, body)?;
                 check_type(t, &v)?;
                 let obj = create_value(inner, t, ctx, &mut v).await?;
                 return Ok(render(t, ctx, 201, obj));
@@ -295,14 +326,20 @@ pub(super) async fn patch_object<S: Store>(
             Err(e) => return Err(e),
         };
         let current = present(t, old.value().map_err(store_internal)?);
-        let patched = apply_patch(t, ctx, &current, body)?;
+        let mut patched = apply_patch(t, ctx, &current, body)?;
         if !patched.is_object() {
             return Err(ApiError::bad_request("the patch produced a non-object"));
+        }
+        if t.def.builtin {
+            check_patched_times(&t.def.kind, &mut patched)?;
         }
         let patched_rv = meta_str(&patched, "resourceVersion")
             .filter(|s| !s.is_empty())
             .map(parse_rv)
             .transpose()?;
+        if patched_rv.is_none() && !validation::allows_unconditional_update(&t.def) {
+            return Err(unconditional(t, name));
+        }
         let user_rv = patched_rv.filter(|rv| *rv != old.rv);
         if let Some(n) = meta_str(&patched, "name") {
             if n != name {
@@ -316,6 +353,21 @@ pub(super) async fn patch_object<S: Store>(
         }
     }
     Err(retries_exhausted(t, name))
+}
+
+/// A patched object whose times do not decode: upstream's patch handler answers 422 with the
+/// patched object as the invalid value of `patch` (`handlers/patch.go`).
+fn check_patched_times(kind: &str, patched: &mut Value) -> Result<(), ApiError> {
+    let shown = patched.to_string();
+    validation::normalize_times(kind, patched).map_err(|why| {
+            let msg = format!(
+                "patch: Invalid value: {}: {why}",
+                serde_json::to_string(&shown).unwrap_or_default()
+            );
+            ApiError::new(422, "Invalid", format!("\"\" is invalid: {msg}")).details(json!({
+                "causes": [{"reason": "FieldValueInvalid", "field": "patch", "message": msg.trim_start_matches("patch: ")}]
+            }))
+        })
 }
 
 pub(super) fn scale_of(t: &Target, v: &Value) -> Value {
