@@ -25,6 +25,9 @@
 mod body;
 mod discovery;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod objects;
 mod patch;
 mod protobuf;

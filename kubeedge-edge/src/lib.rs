@@ -17,6 +17,9 @@ mod core;
 pub mod edged;
 mod error;
 pub mod eventbus;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod meta;
 pub mod metaserver;

@@ -20,8 +20,8 @@ use rumqttc::{
     ConnAck, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -191,6 +191,7 @@ impl Broker {
                     }
                 },
             };
+            let _ = stream.set_nodelay(true);
             let b = self.clone();
             let c = cancel.child_token();
             tokio::spawn(async move {
@@ -203,12 +204,12 @@ impl Broker {
         }
     }
 
-    async fn connection(
+    /// One client's session on `stream`, from its CONNECT to its end.
+    pub(crate) async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut stream: TcpStream,
+        mut stream: S,
         cancel: CancellationToken,
     ) -> Result<(), ConnError> {
-        let _ = stream.set_nodelay(true);
         let max = self.config.max_payload + 64 * 1024;
         let mut buf = BytesMut::with_capacity(4096);
         let connect = tokio::time::timeout(Duration::from_secs(10), async {
@@ -328,11 +329,11 @@ impl Broker {
     }
 
     /// One packet from a client; `false` ends the connection cleanly.
-    async fn handle(
+    async fn handle<S: AsyncWrite + Unpin>(
         &self,
         id: usize,
         p: Packet,
-        stream: &mut TcpStream,
+        stream: &mut S,
         out: &mut BytesMut,
         max: usize,
     ) -> Result<bool, ConnError> {
@@ -411,8 +412,8 @@ impl Broker {
     }
 }
 
-async fn write(
-    stream: &mut TcpStream,
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     out: &mut BytesMut,
     p: Packet,
     max: usize,
@@ -423,8 +424,9 @@ async fn write(
     Ok(())
 }
 
+/// Why a session ended other than by a clean DISCONNECT.
 #[derive(Debug, thiserror::Error)]
-enum ConnError {
+pub(crate) enum ConnError {
     #[error("socket")]
     Io(#[from] std::io::Error),
     #[error("malformed packet: {0}")]
