@@ -161,6 +161,15 @@ for o in objects:
         sel = k << 3 | validation << 1
         put("object_body", bytes([sel]) + json.dumps(o).encode())
         put("object_body", bytes([sel | 1]) + yaml.safe_dump(o).encode())
+        # json_body: directive in the low two bits, kind above.
+        put("json_body", bytes([(k << 2 | validation) & 0xFF]) + json.dumps(o).encode())
+    for t in ("2024-01-02T03:04:05Z", "2024-01-02T03:04:05.123456Z", "2024-01-02T03:04:05.123456789Z", "2024-1-2"):
+        o2 = json.loads(json.dumps(o))
+        o2.setdefault("metadata", {})["creationTimestamp"] = t
+        if o["kind"] == "Lease":
+            o2.setdefault("spec", {})["renewTime"] = t
+        put("json_body", bytes([(k << 2 | 2) & 0xFF]) + json.dumps(o2).encode())
+    put("json_body", bytes([k << 2 & 0xFF]) + json.dumps(o).encode()[:-1] + b', "metadata": {}}')
 
 deploy = next(o for o in objects if o["kind"] == "Deployment")
 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "finalizers": ["a", "b"]},

@@ -80,7 +80,11 @@ async fn cri_pod_runs_with_cni_ip_logs_and_is_removed() -> Result<()> {
 
     // Logs: a CRI log file in the kubelet's layout, read back as plain lines.
     let id = id_of(&h, "c").await?;
-    assert!(c.container_id.as_deref().unwrap_or("").ends_with(&id));
+    assert_eq!(
+        c.container_id.as_deref(),
+        Some(format!("containerd://{id}").as_str()),
+        "the kubelet's containerID form on containerd"
+    );
     let path =
         h.rt.log_root()
             .join(format!("default_cri-web_{uid}/c/0.log"));

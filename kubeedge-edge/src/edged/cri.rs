@@ -516,6 +516,10 @@ impl ContainerRuntime for CriRuntime {
         true
     }
 
+    fn id_scheme(&self) -> &'static str {
+        "containerd"
+    }
+
     async fn exec(&self, id: &str, _options: StreamOptions) -> Result<StreamIo> {
         Err(RuntimeError::Unsupported(format!(
             "interactive exec in {id} through the CRI is not supported yet"

@@ -374,6 +374,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn manages_sandbox_image(&self) -> bool {
         false
     }
+    /// The scheme of this runtime's container IDs in pod statuses (`<scheme>://<id>`, as the
+    /// kubelet reports them: `docker`, `containerd`, `cri-o`).
+    fn id_scheme(&self) -> &'static str {
+        "docker"
+    }
     /// Attach to the container's main process.
     fn attach(
         &self,

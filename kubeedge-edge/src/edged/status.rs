@@ -46,9 +46,11 @@ pub(crate) struct View<'a> {
     pub(crate) image_ids: &'a BTreeMap<String, String>,
     /// The sandbox runs (the pod's network is set up).
     pub(crate) sandbox_ready: bool,
+    /// The scheme of container IDs (`docker`, `containerd`): `<scheme>://<id>`.
+    pub(crate) id_scheme: &'a str,
 }
 
-fn state_of(info: &ContainerInfo) -> ContainerState {
+fn state_of(info: &ContainerInfo, scheme: &str) -> ContainerState {
     match &info.state {
         runtime::ContainerState::Running { started_at } => ContainerState {
             running: Some(ContainerStateRunning {
@@ -80,7 +82,7 @@ fn state_of(info: &ContainerInfo) -> ContainerState {
                 message: Some(error.clone()).filter(|e| !e.is_empty()),
                 started_at: started_at.and_then(time),
                 finished_at: finished_at.and_then(time),
-                container_id: Some(format!("docker://{}", info.id)),
+                container_id: Some(format!("{scheme}://{}", info.id)),
                 signal: None,
             }),
             ..Default::default()
@@ -126,14 +128,19 @@ pub(crate) fn pod_status(
                 let track = lc.track(&c.name);
                 let info = view.containers.get(&c.name);
                 let image = c.image.clone().unwrap_or_default();
-                let mut state = info.map(|i| state_of(i)).unwrap_or_else(|| ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some("ContainerCreating".into()),
-                        message: None,
-                    }),
-                    ..Default::default()
-                });
-                let mut last = view.previous.get(&c.name).map(|i| state_of(i));
+                let mut state = info
+                    .map(|i| state_of(i, view.id_scheme))
+                    .unwrap_or_else(|| ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some("ContainerCreating".into()),
+                            message: None,
+                        }),
+                        ..Default::default()
+                    });
+                let mut last = view
+                    .previous
+                    .get(&c.name)
+                    .map(|i| state_of(i, view.id_scheme));
                 if let Some((reason, message)) = track.and_then(|t| t.waiting.clone()) {
                     // A waiting container shows its last run as lastState.
                     if state.terminated.is_some() {
@@ -153,9 +160,13 @@ pub(crate) fn pod_status(
                     image_id: view
                         .image_ids
                         .get(&image)
-                        .map(|id| format!("docker-pullable://{id}"))
+                        .map(|id| match view.id_scheme {
+                            // The kubelet's dockershim form; CRI runtimes report the id as is.
+                            "docker" => format!("docker-pullable://{id}"),
+                            _ => id.clone(),
+                        })
                         .unwrap_or_default(),
-                    container_id: info.map(|i| format!("docker://{}", i.id)),
+                    container_id: info.map(|i| format!("{}://{}", view.id_scheme, i.id)),
                     ready: track.is_some_and(|t| t.ready),
                     started: Some(track.is_some_and(|t| t.started && t.running)),
                     restart_count: track.map(|t| t.restart_count as i32).unwrap_or(0),

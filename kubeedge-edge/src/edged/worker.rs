@@ -717,6 +717,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 .sandbox
                 .as_ref()
                 .is_some_and(|s| matches!(s.state, ContainerState::Running { .. })),
+            id_scheme: self.shared.runtime.id_scheme(),
         };
         let mut st = match &self.rejection {
             Some(r) => status::rejected(&self.pod, r, self.last_status.as_ref()),
