@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or_else(|e| panic!("a checked {kind} checks again: {e}: {}", checked.object));
         let first = check_object(kind, FieldValidation::Warn, v).expect("it checked once");
         for w in &again.warnings {
-            assert!(first.warnings.contains(w), "{w} appeared after pruning a {kind}");
+            assert!(
+                first.warnings.contains(w),
+                "{w} appeared after pruning a {kind}"
+            );
         }
     }
 });
