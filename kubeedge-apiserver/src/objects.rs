@@ -456,10 +456,14 @@ fn typed_roundtrip(kind: &str, v: &Value) -> Option<Result<Value, String>> {
 }
 
 /// Paths present (and not null) in `input` but absent from `known`.
-fn unknown_paths(input: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+/// Removes from `input` every field its typed form (`known`) does not have, and lists them
+/// as `spec.containers[0].name` paths. Walks the structure itself, so a field whose name
+/// holds `.` or `[` is removed like any other (as upstream's typed decoding drops it).
+fn prune_unknown(input: &mut Value, known: &Value, path: &str, out: &mut Vec<String>) {
     match (input, known) {
         (Value::Object(i), Value::Object(k)) => {
-            for (key, iv) in i {
+            let mut gone = Vec::new();
+            for (key, iv) in i.iter_mut() {
                 if iv.is_null() {
                     continue;
                 }
@@ -469,45 +473,23 @@ fn unknown_paths(input: &Value, known: &Value, path: &str, out: &mut Vec<String>
                     format!("{path}.{key}")
                 };
                 match k.get(key) {
-                    Some(kv) => unknown_paths(iv, kv, &p, out),
-                    None => out.push(p),
+                    Some(kv) => prune_unknown(iv, kv, &p, out),
+                    None => {
+                        out.push(p);
+                        gone.push(key.clone());
+                    }
                 }
+            }
+            for key in gone {
+                i.remove(&key);
             }
         }
         (Value::Array(i), Value::Array(k)) => {
-            for (n, (iv, kv)) in i.iter().zip(k).enumerate() {
-                unknown_paths(iv, kv, &format!("{path}[{n}]"), out);
+            for (n, (iv, kv)) in i.iter_mut().zip(k).enumerate() {
+                prune_unknown(iv, kv, &format!("{path}[{n}]"), out);
             }
         }
         _ => {}
-    }
-}
-
-fn prune(v: &mut Value, path: &str) {
-    // Paths are dotted keys with `[n]` indexes; keys with dots (annotations) never get here
-    // because maps keep every key in the typed form.
-    let mut cur = v;
-    let parts: Vec<&str> = path.split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        let (key, indexes) = match part.find('[') {
-            Some(b) => (&part[..b], &part[b..]),
-            None => (*part, ""),
-        };
-        let last = i + 1 == parts.len() && indexes.is_empty();
-        let Some(m) = cur.as_object_mut() else { return };
-        if last {
-            m.remove(key);
-            return;
-        }
-        let Some(next) = m.get_mut(key) else { return };
-        cur = next;
-        for idx in indexes.split(']').filter(|s| !s.is_empty()) {
-            let Ok(n) = idx.trim_start_matches('[').parse::<usize>() else {
-                return;
-            };
-            let Some(next) = cur.get_mut(n) else { return };
-            cur = next;
-        }
     }
 }
 
@@ -519,10 +501,7 @@ pub(crate) fn check_builtin(kind: &str, v: &mut Value) -> Result<Vec<String>, St
     };
     let known = rt?;
     let mut unknown = Vec::new();
-    unknown_paths(v, &known, "", &mut unknown);
-    for p in &unknown {
-        prune(v, p);
-    }
+    prune_unknown(v, &known, "", &mut unknown);
     Ok(unknown)
 }
 
@@ -549,5 +528,25 @@ mod typed_tests {
         assert_eq!(d["metadata"]["labels"]["a.b/c"], "x");
         let mut bad = json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}});
         assert!(check_builtin("Pod", &mut bad).is_err());
+    }
+
+    /// Found by the `object_body` fuzz target: an unknown field whose name holds `.` or `[`
+    /// was reported as dropped but stayed in the stored object.
+    #[test]
+    fn unknown_fields_with_dots_or_brackets_in_their_names_are_pruned_too() {
+        let mut p = json!({"metadata": {"name": "p"},
+            "spec": {"a.b": 1, "c[0]": 2, "containers": [{"name": "c", "image": "i", "x.y": 3}]}});
+        let unknown = check_builtin("Pod", &mut p).expect("decodes");
+        assert_eq!(
+            unknown,
+            vec!["spec.a.b", "spec.c[0]", "spec.containers[0].x.y"]
+        );
+        assert!(p["spec"].get("a.b").is_none(), "{p}");
+        assert!(p["spec"].get("c[0]").is_none(), "{p}");
+        assert!(p["spec"]["containers"][0].get("x.y").is_none(), "{p}");
+        let mut again = p.clone();
+        assert!(check_builtin("Pod", &mut again)
+            .expect("decodes")
+            .is_empty());
     }
 }
