@@ -241,6 +241,12 @@ async fn answer_loop(
         };
         let body = if op == "delete" {
             Content::string("OK")
+        } else if op == "query" && u.msg.route.resource.contains("/lease/") {
+            // No Lease yet, as a real cloud answers it: the edge creates one.
+            Content::json(&serde_json::json!({"Object": null, "Err": {"ErrStatus": {
+                "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404,
+                "message": format!("leases.coordination.k8s.io {:?} not found", u.node)}}}))
+            .unwrap_or_default()
         } else {
             Content::json(&serde_json::json!({"Object": object, "Err": null})).unwrap_or_default()
         };

@@ -6,7 +6,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use kubeedge_bench::{
     ensure_busybox_image, remove_node_containers, wait_until, TestCloud, BUSYBOX_IMAGE,
 };
@@ -42,7 +42,7 @@ async fn edgecore_registers_the_node_and_reports_pod_status() -> Result<()> {
     let node = format!("edged-e2e-{:08x}", std::process::id());
     let (config, _db) = cloud.edge_config_for(
         &node,
-        "    nodeIP: 127.0.0.1\n    nodeStatusUpdateFrequency: 1\n    podSyncFrequencyMs: 200\n",
+        "    nodeIP: 127.0.0.1\n    nodeStatusUpdateFrequency: 1\n    nodeLeaseDurationSeconds: 4\n    podSyncFrequencyMs: 200\n",
     )?;
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let s2 = seen.clone();
@@ -95,10 +95,17 @@ async fn edgecore_registers_the_node_and_reports_pod_status() -> Result<()> {
     assert_eq!(p["status"]["conditions"][0]["type"], "Ready");
     assert_eq!(p["status"]["conditions"][0]["status"], "True");
     let lease_res = format!("kube-node-lease/lease/{node}");
+    // As the kubelet: read, created when missing (the test cloud has none), then renewed.
     wait_until("lease renewed", limit, || {
         has("update", &lease_res).is_some()
     })
     .await?;
+    ensure!(
+        has("query", &lease_res).is_some(),
+        "the lease is read first"
+    );
+    let (created, _) = has("insert", &lease_res).unwrap_or_default();
+    assert_eq!(created["spec"]["leaseDurationSeconds"], 4);
     let (l, _) = has("update", &lease_res).unwrap_or_default();
     assert_eq!(l["spec"]["holderIdentity"], node.as_str());
 

@@ -99,7 +99,12 @@ impl LeaseRenewer {
             let base = match self.latest.take() {
                 Some(l) => l,
                 None => match self.ensure().await {
-                    Some(l) => l,
+                    Some((l, false)) => l,
+                    // Just created with a fresh renewTime: nothing to update (as the kubelet).
+                    Some((l, true)) => {
+                        self.latest = Some(l);
+                        return true;
+                    }
                     None => return false,
                 },
             };
@@ -126,11 +131,11 @@ impl LeaseRenewer {
         false
     }
 
-    /// The Lease as the cloud has it, created when there is none.
-    async fn ensure(&mut self) -> Option<Lease> {
+    /// The Lease as the cloud has it, created when there is none (then `true`).
+    async fn ensure(&mut self) -> Option<(Lease, bool)> {
         let query = edged_message(Operation::Query, self.resource(), Content::null());
         match self.answer(query).await {
-            Answer::Lease(l) => return Some(*l),
+            Answer::Lease(l) => return Some((*l, false)),
             a if a.reason() == "NotFound" => {}
             Answer::Refused(reason, message) => {
                 warn!(node = %self.node, reason, message, "lease query refused");
@@ -143,8 +148,8 @@ impl LeaseRenewer {
         }
         let lease = self.renewed(self.fresh());
         match self.send(Operation::Insert, &lease).await {
-            // The next update starts from the created Lease: this renewal is done.
-            Answer::Lease(l) => Some(*l),
+            // The next update starts from the created Lease.
+            Answer::Lease(l) => Some((*l, true)),
             Answer::Refused(reason, message) => {
                 warn!(node = %self.node, reason, message, lease = %json(&lease), "lease creation refused");
                 None
