@@ -6,6 +6,8 @@
 #   fuzz/run-all.sh [SECONDS] [TARGET...]   each target for SECONDS (default 300)
 #   RUNS=10000000 fuzz/run-all.sh [TARGET...] each target for RUNS executions instead
 #   JOBS=1 ...                               targets at a time (default 2)
+#   SANITIZER=none ...                       without AddressSanitizer (the crates have no
+#                                            unsafe code; 3-4x the executions per second)
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=300
@@ -20,7 +22,8 @@ else
   limit="-max_total_time=$SECONDS_EACH"
 fi
 ./seed-corpus.sh >/dev/null
-cargo +nightly fuzz build -O
+san=${SANITIZER:+-s $SANITIZER}
+cargo +nightly fuzz build -O $san
 mkdir -p logs
 if [[ $# -gt 0 ]]; then
   targets="$*"
@@ -28,7 +31,7 @@ else
   targets=$(cargo +nightly fuzz list)
 fi
 printf '%s\n' $targets | xargs -P "$JOBS" -I{} sh -c \
-  "cargo +nightly fuzz run -O {} -- $limit -rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1 > logs/{}.log 2>&1 && echo '{}: ok' || echo '{}: FAILED (see fuzz/logs/{}.log)'"
+  "cargo +nightly fuzz run -O $san {} -- $limit -rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1 > logs/{}.log 2>&1 && echo '{}: ok' || echo '{}: FAILED (see fuzz/logs/{}.log)'"
 # One line per target: executions, executions per second and wall time.
 for t in $targets; do
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log" | tail -1)
