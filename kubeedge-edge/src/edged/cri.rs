@@ -101,8 +101,11 @@ impl CriRuntime {
     /// speak the CRI (a transport failure).
     fn map_status(&self, s: tonic::Status) -> RuntimeError {
         // A dropped or garbled HTTP/2 connection: a socket that is not a CRI server looks so.
+        // Which one tonic reports depends on when the peer's bytes arrive: Cancelled,
+        // Unknown "transport error", or Internal "h2 protocol error: …".
         let garbled = s.code() == tonic::Code::Cancelled
-            || (s.code() == tonic::Code::Unknown && s.message() == "transport error");
+            || (s.code() == tonic::Code::Unknown && s.message() == "transport error")
+            || (s.code() == tonic::Code::Internal && s.message().starts_with("h2 protocol error"));
         match map_status(s) {
             RuntimeError::Unavailable(m) | RuntimeError::Refused { message: m, .. } if garbled => {
                 RuntimeError::Unavailable(format!("{}: {m} (is it a CRI runtime?)", self.endpoint))
