@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kubeedge_proto::{
-    Application, ApplicationKey, ApplicationStatus, ApplicationVerb, Content, Group, Message,
-    Operation, Route, Source,
+    Application, ApplicationKey, ApplicationStatus, ApplicationVerb, Content, Message,
 };
 use tracing::debug;
 
@@ -69,15 +68,7 @@ fn application(node: &str, namespace: &str, name: Option<&str>) -> Result<Messag
         .map_err(|e| ListError::Decode(e.to_string()))?;
     let content =
         Content::json(&app.with_identifier()).map_err(|e| ListError::Decode(e.to_string()))?;
-    Ok(Message::new(
-        Route::new(
-            Source::MetaServer,
-            Group::DynamicController,
-            Operation::from("null"),
-            "null",
-        ),
-        content,
-    ))
+    Ok(crate::metaserver::application_message(content))
 }
 
 /// The items of a ServiceList.

@@ -182,15 +182,7 @@ impl MetaServer {
                 )
             }
         };
-        let msg = Message::new(
-            Route::new(
-                Source::MetaServer,
-                Group::DynamicController,
-                Operation::from("null"),
-                "null",
-            ),
-            content,
-        );
+        let msg = application_message(content);
         debug!(key = %app.key, verb = %verb.as_str(), "metaserver write to the cloud");
         let reply = match hub.request(msg, self.timeout).await {
             Ok(r) => r,
@@ -515,6 +507,21 @@ pub async fn serve(
     }
     conns.shutdown().await;
     Ok(())
+}
+
+/// An Application on its way to the cloud's DynamicController, routed as upstream's
+/// MetaServer sends it (source `metaserver`, group `dynamiccontroller`, operation and
+/// resource `null`; PROTOCOL.md §4.6).
+pub(crate) fn application_message(content: Content) -> Message {
+    Message::new(
+        Route::new(
+            Source::MetaServer,
+            Group::DynamicController,
+            Operation::from("null"),
+            "null",
+        ),
+        content,
+    )
 }
 
 #[cfg(test)]
