@@ -11,8 +11,6 @@
 //!   nodes that need them; node, lease and pod status from the edges up to the API.
 //! - [`synccontroller`]: the ObjectSync ledger per node and object, resend after reconnect.
 //! - [`dynamiccontroller`]: the MetaServer Application protocol.
-//! - [`controlplane`]: the embedded control plane (scheduler, workload, endpoints, namespace,
-//!   garbage-collection and node-lifecycle controllers) for a single-machine cluster.
 //! - [`run_controllers`]: all of them behind one hub; [`config`]: `cloudcore.yaml`.
 //!
 //! Every controller talks to Kubernetes through a `kube::Client`: a real cluster, or the
@@ -22,7 +20,6 @@
 pub mod certs;
 pub mod config;
 mod controllers;
-pub mod controlplane;
 pub mod devicecontroller;
 pub mod dynamiccontroller;
 pub mod edgecontroller;

@@ -26,7 +26,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::Client;
 use kubeedge_apiserver::{ApiConfig, ApiService, SqliteConfig, SqliteStore};
-use kubeedge_cloud::controlplane::{self, ControlPlaneConfig};
+use kubeedge_controlplane::{self as controlplane, ControlPlaneConfig};
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

@@ -8,6 +8,7 @@
 //! admin kubeconfig for kubectl.
 
 use std::net::{IpAddr, SocketAddr};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use kubeedge_cloud::config::CloudCoreFile;
-use kubeedge_cloud::controlplane::KubernetesService;
 use kubeedge_cloud::hub::CloudHub;
 use kubeedge_cloud::ControllersConfig;
 use tokio::net::TcpListener;
@@ -23,13 +23,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+#[cfg(feature = "embedded")]
+mod embedded;
+#[cfg(not(feature = "embedded"))]
+#[path = "no_embedded.rs"]
+mod embedded;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cloudcore",
     version,
     about = "KubeEdge cloud core (kubeedge-rs)"
 )]
-struct Args {
+pub(crate) struct Args {
     /// The configuration file.
     #[arg(long, default_value = "/etc/kubeedge/config/cloudcore.yaml")]
     config: PathBuf,
@@ -51,7 +57,7 @@ struct Args {
 }
 
 /// The host's outbound IP (no packet is sent), or loopback.
-fn host_ip() -> IpAddr {
+pub(crate) fn host_ip() -> IpAddr {
     std::net::UdpSocket::bind("0.0.0.0:0")
         .and_then(|s| {
             s.connect("192.0.2.1:9")?;
@@ -87,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let (client, embedded) = if file.kube_api_config.is_external() {
         (external_client(&file).await?, None)
     } else {
-        let (client, svc) = embedded_api(&args, &file, &tracker, cancel.clone()).await?;
+        let (client, svc) = embedded::start(&args, &file, &tracker, cancel.clone()).await?;
         (client, Some(svc))
     };
     let run = run(file, client, embedded, &tracker, cancel.clone());
@@ -138,109 +144,10 @@ async fn external_client(file: &CloudCoreFile) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// Start the embedded API server; a client for the controllers (in process).
-async fn embedded_api(
-    args: &Args,
-    file: &CloudCoreFile,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-) -> anyhow::Result<(kube::Client, KubernetesService)> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    let store = kubeedge_apiserver::SqliteStore::open(args.data_dir.join("state.db"))?;
-    let api_config = kubeedge_apiserver::ApiConfig::default();
-    let cluster_ip = first_ip(&api_config.service_cidr)
-        .with_context(|| format!("bad service range {}", api_config.service_cidr))?;
-    let service = kubeedge_apiserver::ApiService::new(store, api_config).await?;
-    let mut hosts: Vec<String> = file.modules.cloud_hub.advertise_address.clone();
-    hosts.push(host_ip().to_string());
-    let pki = kubeedge_apiserver::Pki::load_or_generate(&args.data_dir.join("pki"), &hosts)?;
-    let listener = TcpListener::bind(args.apiserver_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.apiserver_listen))?;
-    let addr = listener.local_addr()?;
-    let server_host = if addr.ip().is_unspecified() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        addr.ip()
-    };
-    let admin = pki.issue_client_cert("admin", Some("system:masters"))?;
-    let kubeconfig = args
-        .kubeconfig_out
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
-    kubeedge_apiserver::write_kubeconfig(
-        &kubeconfig,
-        &format!("https://{}", SocketAddr::new(server_host, addr.port())),
-        &pki.ca_pem(),
-        Some(&admin),
-        None,
-    )?;
-    let tls = pki.server_tls()?;
-    let svc = service.clone();
-    tracker.spawn(async move {
-        let r = kubeedge_apiserver::serve(
-            listener,
-            svc,
-            tls,
-            Default::default(),
-            cancel.cancelled_owned(),
-        )
-        .await;
-        if let Err(e) = r {
-            error!(error = %e, "embedded api server failed");
-        }
-    });
-    info!(
-        api = %addr,
-        kubeconfig = %kubeconfig.display(),
-        "embedded Kubernetes API running; use: kubectl --kubeconfig {}",
-        kubeconfig.display()
-    );
-    // The address pods reach the API at, as kube-apiserver advertises it: the host's when
-    // listening on every address.
-    let advertised = if addr.ip().is_unspecified() {
-        host_ip()
-    } else {
-        addr.ip()
-    };
-    Ok((
-        kube::Client::new(service, "default"),
-        KubernetesService::new(cluster_ip, SocketAddr::new(advertised, addr.port())),
-    ))
-}
-
-/// The first address of a service range (`10.96.0.0/12` -> `10.96.0.1`), the ClusterIP of
-/// the `kubernetes` Service.
-fn first_ip(cidr: &str) -> Option<IpAddr> {
-    let net: std::net::Ipv4Addr = cidr.split('/').next()?.parse().ok()?;
-    Some(IpAddr::V4(std::net::Ipv4Addr::from(
-        u32::from(net).checked_add(1)?,
-    )))
-}
-
-/// The embedded control plane: scheduler, workload, endpoints, namespace, garbage-collection
-/// and node-lifecycle controllers over the embedded API.
-fn start_control_plane(
-    client: kube::Client,
-    kubernetes: KubernetesService,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-) {
-    tracker.spawn(async move {
-        let mut config = kubeedge_cloud::controlplane::ControlPlaneConfig::default();
-        config.kubernetes_service = Some(kubernetes);
-        if let Err(e) = kubeedge_cloud::controlplane::run(client, config, cancel).await {
-            error!(error = %e, "embedded control plane failed");
-        }
-    });
-    info!("embedded control plane running");
-}
-
 async fn run(
     file: CloudCoreFile,
     client: kube::Client,
-    embedded: Option<KubernetesService>,
+    embedded: Option<embedded::Embedded>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -256,8 +163,8 @@ async fn run(
             pki, client, cancel,
         ));
     }
-    if let Some(kubernetes) = embedded.clone() {
-        start_control_plane(client.clone(), kubernetes, tracker, cancel.clone());
+    if let Some(e) = &embedded {
+        embedded::start_control_plane(client.clone(), e, tracker, cancel.clone());
     }
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
     if settings.hub_enabled {

@@ -23,7 +23,7 @@ use kube::Client;
 use kubeedge_apiserver::{
     serve, write_kubeconfig, ApiConfig, ApiService, Pki, ServeConfig, SqliteConfig, SqliteStore,
 };
-use kubeedge_cloud::controlplane::{self, ControlPlaneConfig, ControlPlaneError};
+use kubeedge_controlplane::{self as controlplane, ControlPlaneConfig, ControlPlaneError};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -11,7 +11,7 @@ use cp::{fast_config, wait_for, Cluster, AGENT, EDGE};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kubeedge_cloud::controlplane::KubernetesService;
+use kubeedge_controlplane::KubernetesService;
 use serde_json::json;
 
 const NO_PORTS: &str =

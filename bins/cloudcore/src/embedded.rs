@@ -1,0 +1,121 @@
+//! The embedded cluster: kubeedge-apiserver on SQLite served over HTTPS, and the
+//! kubeedge-controlplane controllers over it (feature `embedded`, on by default).
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use kubeedge_cloud::config::CloudCoreFile;
+use kubeedge_controlplane::KubernetesService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::{host_ip, Args};
+
+/// What the embedded API started with: the `default/kubernetes` Service to keep.
+#[derive(Debug, Clone)]
+pub(crate) struct Embedded(KubernetesService);
+
+/// Start the embedded API server; a client for the controllers (in process).
+pub(crate) async fn start(
+    args: &Args,
+    file: &CloudCoreFile,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> anyhow::Result<(kube::Client, Embedded)> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let store = kubeedge_apiserver::SqliteStore::open(args.data_dir.join("state.db"))?;
+    let api_config = kubeedge_apiserver::ApiConfig::default();
+    let cluster_ip = first_ip(&api_config.service_cidr)
+        .with_context(|| format!("bad service range {}", api_config.service_cidr))?;
+    let service = kubeedge_apiserver::ApiService::new(store, api_config).await?;
+    let mut hosts: Vec<String> = file.modules.cloud_hub.advertise_address.clone();
+    hosts.push(host_ip().to_string());
+    let pki = kubeedge_apiserver::Pki::load_or_generate(&args.data_dir.join("pki"), &hosts)?;
+    let listener = TcpListener::bind(args.apiserver_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.apiserver_listen))?;
+    let addr = listener.local_addr()?;
+    let server_host = if addr.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    let admin = pki.issue_client_cert("admin", Some("system:masters"))?;
+    let kubeconfig = args
+        .kubeconfig_out
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
+    kubeedge_apiserver::write_kubeconfig(
+        &kubeconfig,
+        &format!("https://{}", SocketAddr::new(server_host, addr.port())),
+        &pki.ca_pem(),
+        Some(&admin),
+        None,
+    )?;
+    let tls = pki.server_tls()?;
+    let svc = service.clone();
+    tracker.spawn(async move {
+        let r = kubeedge_apiserver::serve(
+            listener,
+            svc,
+            tls,
+            Default::default(),
+            cancel.cancelled_owned(),
+        )
+        .await;
+        if let Err(e) = r {
+            error!(error = %e, "embedded api server failed");
+        }
+    });
+    info!(
+        api = %addr,
+        kubeconfig = %kubeconfig.display(),
+        "embedded Kubernetes API running; use: kubectl --kubeconfig {}",
+        kubeconfig.display()
+    );
+    // The address pods reach the API at, as kube-apiserver advertises it: the host's when
+    // listening on every address.
+    let advertised = if addr.ip().is_unspecified() {
+        host_ip()
+    } else {
+        addr.ip()
+    };
+    Ok((
+        kube::Client::new(service, "default"),
+        Embedded(KubernetesService::new(
+            cluster_ip,
+            SocketAddr::new(advertised, addr.port()),
+        )),
+    ))
+}
+
+/// The first address of a service range (`10.96.0.0/12` -> `10.96.0.1`), the ClusterIP of
+/// the `kubernetes` Service.
+fn first_ip(cidr: &str) -> Option<IpAddr> {
+    let net: std::net::Ipv4Addr = cidr.split('/').next()?.parse().ok()?;
+    Some(IpAddr::V4(std::net::Ipv4Addr::from(
+        u32::from(net).checked_add(1)?,
+    )))
+}
+
+/// The embedded control plane: scheduler, workload, endpoints, namespace, garbage-collection
+/// and node-lifecycle controllers over the embedded API.
+pub(crate) fn start_control_plane(
+    client: kube::Client,
+    embedded: &Embedded,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    let kubernetes = embedded.0.clone();
+    tracker.spawn(async move {
+        let mut config = kubeedge_controlplane::ControlPlaneConfig::default();
+        config.kubernetes_service = Some(kubernetes);
+        if let Err(e) = kubeedge_controlplane::run(client, config, cancel).await {
+            error!(error = %e, "embedded control plane failed");
+        }
+    });
+    info!("embedded control plane running");
+}
