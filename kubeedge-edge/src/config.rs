@@ -7,10 +7,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "hub")]
 use crate::hub::{CertFiles, CertRotation, HubConfig};
 
 mod runtime;
-pub use runtime::{RuntimeChoice, RuntimeKeys, TailoredKubeletConfig, TailoredKubeletFlag};
+
+/// The kubelet version this edge reports (edged's node status, MetaServer's `/version`).
+pub const KUBELET_VERSION: &str = concat!("v1.29.0-kubeedge-rs-", env!("CARGO_PKG_VERSION"));
+pub use runtime::{
+    RuntimeChoice, RuntimeKeys, TailoredKubeletConfig, TailoredKubeletFlag, DEFAULT_CRI_ENDPOINT,
+    DEFAULT_LOG_ROOT,
+};
 
 /// The file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -395,6 +402,7 @@ impl EdgeCoreConfig {
         &self.modules.edged.hostname_override
     }
 
+    #[cfg(feature = "hub")]
     /// The certificate files.
     pub fn cert_files(&self) -> CertFiles {
         let h = &self.modules.edge_hub;
@@ -405,6 +413,7 @@ impl EdgeCoreConfig {
         f
     }
 
+    #[cfg(feature = "hub")]
     /// The hub client settings, validated.
     pub fn hub(&self) -> Result<HubConfig, ConfigError> {
         let h = &self.modules.edge_hub;
@@ -435,6 +444,7 @@ impl EdgeCoreConfig {
         })
     }
 
+    #[cfg(feature = "eventbus")]
     /// The event bus settings, validated; `None` when `eventBus.enable` is false.
     pub fn event_bus(&self) -> Result<Option<crate::eventbus::EventBusConfig>, ConfigError> {
         use crate::eventbus::{BrokerAddr, EventBusConfig, MqttMode};

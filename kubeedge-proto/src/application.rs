@@ -351,6 +351,24 @@ pub struct Application {
 /// Go's zero `time.Time`, as the v1.15+ edges send it.
 pub const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
+impl crate::Message {
+    /// The message an edge MetaServer sends the cloud's DynamicController with an
+    /// [`Application`] as its content: source `metaserver`, group `dynamiccontroller`,
+    /// operation and resource `null` (upstream's `metaserver/kubernetes/storage` route).
+    pub fn application(content: crate::Content) -> Self {
+        use crate::{Group, Operation, Route, Source};
+        Self::new(
+            Route::new(
+                Source::MetaServer,
+                Group::DynamicController,
+                Operation::from("null"),
+                "null",
+            ),
+            content,
+        )
+    }
+}
+
 impl Application {
     /// A new `PreApplying` Application in the v1.12 layout with its [`identifier`] computed
     /// (recompute it with [`Application::with_identifier`] after setting option or body).

@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The kubelet's pod log root.
+pub const DEFAULT_LOG_ROOT: &str = "/var/log/pods";
+/// Upstream's default CRI endpoint.
+pub const DEFAULT_CRI_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+
 /// The runtime keys (flattened into `modules.edged`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -87,7 +92,7 @@ impl RuntimeKeys {
     /// endpoint means upstream's default containerd socket. Nothing set: Docker (this
     /// increment's default).
     pub fn choice(&self) -> RuntimeChoice {
-        let default = || crate::edged::DEFAULT_CRI_ENDPOINT.to_owned();
+        let default = || DEFAULT_CRI_ENDPOINT.to_owned();
         let first = |a: &str, b: &str| {
             [a, b]
                 .into_iter()
@@ -115,7 +120,7 @@ impl RuntimeKeys {
     pub fn pod_logs_dir(&self) -> &str {
         Some(self.tailored_kubelet_config.pod_logs_dir.as_str())
             .filter(|s| !s.is_empty())
-            .unwrap_or(crate::edged::DEFAULT_LOG_ROOT)
+            .unwrap_or(DEFAULT_LOG_ROOT)
     }
 }
 

@@ -28,10 +28,7 @@ use super::runtime::{
     StreamOptions, LABEL_CONTAINER, SANDBOX,
 };
 
-/// The kubelet's pod log root.
-pub const DEFAULT_LOG_ROOT: &str = "/var/log/pods";
-/// Upstream's default CRI endpoint.
-pub const DEFAULT_CRI_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+pub use crate::config::{DEFAULT_CRI_ENDPOINT, DEFAULT_LOG_ROOT};
 /// The bound of one call that is not a pull.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -17,8 +17,7 @@ use super::runtime::ContainerRuntime;
 use super::status::now;
 use super::EdgedConfig;
 
-/// The kubelet version edged reports.
-pub const KUBELET_VERSION: &str = concat!("v1.29.0-kubeedge-rs-", env!("CARGO_PKG_VERSION"));
+pub use crate::config::KUBELET_VERSION;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path)

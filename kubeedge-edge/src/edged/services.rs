@@ -68,7 +68,7 @@ fn application(node: &str, namespace: &str, name: Option<&str>) -> Result<Messag
         .map_err(|e| ListError::Decode(e.to_string()))?;
     let content =
         Content::json(&app.with_identifier()).map_err(|e| ListError::Decode(e.to_string()))?;
-    Ok(crate::metaserver::application_message(content))
+    Ok(Message::application(content))
 }
 
 /// The items of a ServiceList.

@@ -15,7 +15,7 @@
 
 pub mod broker;
 mod topics;
-pub(crate) mod uplink;
+pub mod uplink;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

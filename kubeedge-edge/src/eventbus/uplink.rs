@@ -35,8 +35,9 @@ async fn send_best_effort(client: &hub::Client, msg: Message) {
     }
 }
 
-/// Event bus uploads (non-twin topics) to the cloud.
-pub(crate) async fn uploads(
+/// Event bus uploads (non-twin topics) to the cloud, best effort (each waits a bounded time
+/// for room in the hub's queue), until `rx` closes or `cancel` fires.
+pub async fn uploads(
     mut rx: mpsc::Receiver<Message>,
     client: hub::Client,
     cancel: CancellationToken,
@@ -60,7 +61,7 @@ pub fn connected_event() -> Message {
 }
 
 /// Tell the twin each time the link comes up (it then asks for the membership detail).
-pub(crate) async fn connect_events(
+pub async fn connect_events(
     client: hub::Client,
     twin: mpsc::Sender<Message>,
     cancel: CancellationToken,
@@ -88,8 +89,10 @@ fn is_report(msg: &Message) -> bool {
     msg.route.resource.ends_with("/twin/edge_updated")
 }
 
-/// The twin's cloud-bound messages.
-pub(crate) async fn twin_reports(
+/// The twin's cloud-bound messages: reports (`…/twin/edge_updated`) are sent as requests
+/// (at most 256 in flight, tracked by `tracker`) and put in `meta`'s durable upstream outbox
+/// when the cloud does not answer; everything else is sent best effort.
+pub async fn twin_reports(
     mut rx: mpsc::Receiver<Message>,
     client: hub::Client,
     meta: MetaManager,

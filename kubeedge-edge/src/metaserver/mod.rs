@@ -25,8 +25,7 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper_util::rt::TokioIo;
 use kubeedge_apiserver::{ApiConfig, ApiService, ResponseBody};
 use kubeedge_proto::{
-    Application, ApplicationKey, ApplicationStatus, ApplicationVerb, Content, Group, Message,
-    Operation, PatchInfo, Route, Source,
+    Application, ApplicationKey, ApplicationStatus, ApplicationVerb, Content, Message, PatchInfo,
 };
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
@@ -72,7 +71,7 @@ impl MetaServer {
         let mut config = ApiConfig::default();
         config.resources = Some(SERVED.iter().map(|s| s.resource.to_owned()).collect());
         config.default_namespaces = false;
-        config.git_version = crate::edged::KUBELET_VERSION.to_owned();
+        config.git_version = crate::config::KUBELET_VERSION.to_owned();
         let api = ApiService::new(view.clone(), config).await?;
         Ok(Self {
             api,
@@ -182,7 +181,7 @@ impl MetaServer {
                 )
             }
         };
-        let msg = application_message(content);
+        let msg = Message::application(content);
         debug!(key = %app.key, verb = %verb.as_str(), "metaserver write to the cloud");
         let reply = match hub.request(msg, self.timeout).await {
             Ok(r) => r,
@@ -507,21 +506,6 @@ pub async fn serve(
     }
     conns.shutdown().await;
     Ok(())
-}
-
-/// An Application on its way to the cloud's DynamicController, routed as upstream's
-/// MetaServer sends it (source `metaserver`, group `dynamiccontroller`, operation and
-/// resource `null`; PROTOCOL.md §4.6).
-pub(crate) fn application_message(content: Content) -> Message {
-    Message::new(
-        Route::new(
-            Source::MetaServer,
-            Group::DynamicController,
-            Operation::from("null"),
-            "null",
-        ),
-        content,
-    )
 }
 
 #[cfg(test)]
