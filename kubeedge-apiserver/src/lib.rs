@@ -21,6 +21,39 @@
 //! field-manager tracking of server-side apply (an apply patch is merged like a JSON merge
 //! patch), CRD version conversion (versions share one stored form), consistent snapshots
 //! across list pages, and watch resumption across a restart (older revisions get 410 Gone).
+//!
+//! # Example
+//!
+//! An API server on a SQLite file, driven in process by kube-rs (serve it to kubectl with
+//! [`serve`] and a [`Pki`]):
+//!
+//! ```
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use kube::api::{Api, PostParams};
+//! use kubeedge_apiserver::{ApiConfig, ApiService, SqliteStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = SqliteStore::open(dir.path().join("state.db"))?;
+//! let service = ApiService::new(store, ApiConfig::default()).await?;
+//! let client = kube::Client::new(service, "default");
+//!
+//! let cms: Api<ConfigMap> = Api::default_namespaced(client);
+//! let mut cm = ConfigMap::default();
+//! cm.metadata.name = Some("settings".into());
+//! cm.data = Some([("mode".to_string(), "edge".to_string())].into());
+//! cms.create(&PostParams::default(), &cm).await?;
+//!
+//! let stored = cms.get("settings").await?;
+//! assert!(stored.metadata.resource_version.is_some());
+//! assert_eq!(stored.data.unwrap_or_default()["mode"], "edge");
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod discovery;

@@ -48,6 +48,61 @@
 //! Jobs, CronJobs, EndpointSlices, HPA, PodGC of pods on deleted nodes; foreground-deletion and
 //! orphan finalizers (kubeedge-apiserver cascades deletes itself); leader election (run one
 //! control plane per API server).
+//!
+//! # Example
+//!
+//! The control plane over an in-process kubeedge-apiserver: a ReplicaSet gets its pods.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use k8s_openapi::api::apps::v1::ReplicaSet;
+//! use k8s_openapi::api::core::v1::Pod;
+//! use kube::api::{Api, ListParams, PostParams};
+//! use kubeedge_apiserver::{ApiConfig, ApiService, SqliteStore};
+//! use kubeedge_controlplane::ControlPlaneConfig;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = SqliteStore::open(dir.path().join("state.db"))?;
+//! let client = kube::Client::new(ApiService::new(store, ApiConfig::default()).await?, "default");
+//!
+//! let cancel = CancellationToken::new();
+//! let control_plane = tokio::spawn(kubeedge_controlplane::run(
+//!     client.clone(),
+//!     ControlPlaneConfig::default(),
+//!     cancel.clone(),
+//! ));
+//!
+//! let rs: ReplicaSet = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "web"},
+//!     "spec": {
+//!         "replicas": 2,
+//!         "selector": {"matchLabels": {"app": "web"}},
+//!         "template": {
+//!             "metadata": {"labels": {"app": "web"}},
+//!             "spec": {"containers": [{"name": "web", "image": "nginx"}]}
+//!         }
+//!     }
+//! }))?;
+//! Api::<ReplicaSet>::default_namespaced(client.clone()).create(&PostParams::default(), &rs).await?;
+//!
+//! let pods: Api<Pod> = Api::default_namespaced(client);
+//! let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+//! while pods.list(&ListParams::default().labels("app=web")).await?.items.len() < 2 {
+//!     assert!(tokio::time::Instant::now() < deadline, "no pods");
+//!     tokio::time::sleep(Duration::from_millis(20)).await;
+//! }
+//! cancel.cancel();
+//! control_plane.await??;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod daemonset;
 mod defaults;
