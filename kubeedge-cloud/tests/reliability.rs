@@ -52,7 +52,7 @@ async fn cut_with_acks_in_flight_delivers_every_message_exactly_once() -> Result
             .or_default() += 1;
         e.client.send(msg.ack()).await?;
         // Break the link three times while acks and messages are in flight.
-        if seen.len() % 80 == 0 && cuts < 3 {
+        if seen.len().is_multiple_of(80) && cuts < 3 {
             proxy.cut();
             cuts += 1;
         }
