@@ -36,6 +36,7 @@ mod frame;
 mod message;
 mod names;
 mod ratelimit;
+pub mod report;
 mod resource;
 mod token;
 mod topic;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kubeedge_proto::{Content, Group, Message, Operation, ResourcePath, Route, Source};
+use kubeedge_proto::{Message, ResourcePath};
 use tokio::sync::watch;
 
 use crate::error::HubError;
@@ -117,9 +117,4 @@ impl Link {
 }
 
 /// A message from edged to the meta group, as upstream's edged sends them (§4.2).
-pub(crate) fn edged_message(op: Operation, resource: String, content: Content) -> Message {
-    Message::new(
-        Route::new(Source::Edged, Group::Meta, op, resource),
-        content,
-    )
-}
+pub(crate) use kubeedge_proto::report::edged as edged_message;

@@ -240,16 +240,12 @@ pub(crate) async fn run<R: ContainerRuntime>(
                 }
             }
         } else {
-            let patch = json!({ "status": status }).to_string();
-            let msg = edged_message(
-                Operation::Patch,
-                format!("{ns}/nodepatch/{name}"),
-                Content::string(&patch),
-            );
+            let patch = json!({ "status": status });
+            let msg = kubeedge_proto::report::node_patch(&ns, &name, &patch);
             match link.request(msg, timeout).await {
                 Ok(reply) => {
                     if let Some((reason, message)) = crate::meta::refusal(&reply) {
-                        warn!(node = %name, reason, message, patch, "node status patch refused");
+                        warn!(node = %name, reason, message, %patch, "node status patch refused");
                     }
                     true
                 }
@@ -323,7 +319,7 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
 
     #[test]
     fn reply_errors() {
-        let req = edged_message(Operation::Insert, "default/node/n".into(), Content::null());
+        let req = edged_message(Operation::Insert, "default/node/n", Content::null());
         let ok = req.reply(Content::json(&json!({"Object": {}, "Err": null})).unwrap());
         assert_eq!(crate::meta::refusal(&ok), None);
         let exists = req.reply(

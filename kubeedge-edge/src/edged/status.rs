@@ -11,11 +11,9 @@ use k8s_openapi::api::core::v1::{
     ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kubeedge_proto::{Content, Operation};
 
 use super::admission::{Rejection, REJECTED};
 use super::lifecycle::{PodLifecycle, Stage};
-use super::link::edged_message;
 use super::runtime::{self, ContainerInfo};
 
 fn time(t: SystemTime) -> Option<Time> {
@@ -261,17 +259,10 @@ pub(crate) fn fingerprint(s: &PodStatus) -> String {
 /// The podpatch message for `pod` with `status`.
 pub(crate) fn podpatch(pod: &Pod, status: &PodStatus) -> kubeedge_proto::Message {
     let m = &pod.metadata;
-    let patch = serde_json::json!({
-        "metadata": {"uid": m.uid.clone().unwrap_or_default()},
-        "status": status,
-    });
-    edged_message(
-        Operation::Patch,
-        format!(
-            "{}/podpatch/{}",
-            m.namespace.as_deref().unwrap_or("default"),
-            m.name.as_deref().unwrap_or_default()
-        ),
-        Content::string(&patch.to_string()),
+    kubeedge_proto::report::pod_patch(
+        m.namespace.as_deref().unwrap_or("default"),
+        m.name.as_deref().unwrap_or_default(),
+        m.uid.as_deref().unwrap_or_default(),
+        &serde_json::to_value(status).unwrap_or_default(),
     )
 }
