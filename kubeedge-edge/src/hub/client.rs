@@ -4,7 +4,7 @@
 //! matched by parent_msg_id.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,7 +12,7 @@ use kubeedge_proto::{
     Content, FrameKind, HubCodec, Message, MessageId, Operation, Route, TokenBucket,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use super::handle::{resolve, Client, Inbound, Pending};
 use super::tls::{authority_of, server_name, ClientTls};
 use crate::error::HubError;
 
@@ -111,70 +112,6 @@ pub enum ConnectionState {
     Connected(u64),
 }
 
-type Pending = Arc<Mutex<HashMap<MessageId, oneshot::Sender<Message>>>>;
-
-/// Sends messages to the cloud. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Client {
-    tx: mpsc::Sender<Message>,
-    pending: Pending,
-    state: watch::Receiver<ConnectionState>,
-}
-
-/// Messages from the cloud that are not replies to a request. Acks are the consumer's job:
-/// persist, then `client.send(msg.ack())`.
-pub type Inbound = mpsc::Receiver<Message>;
-
-impl Client {
-    /// Queue a message for the cloud (waits while the outbound buffer is full).
-    pub async fn send(&self, msg: Message) -> Result<(), HubError> {
-        self.tx.send(msg).await.map_err(|_| HubError::Closed)
-    }
-
-    /// Send `msg` and wait for the reply whose parent_msg_id is its id.
-    pub async fn request(&self, msg: Message, timeout: Duration) -> Result<Message, HubError> {
-        let id = msg.id().clone();
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.clone(), tx);
-        let result = async {
-            self.send(msg).await?;
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(_)) => Err(HubError::Closed),
-                Err(_) => Err(HubError::Timeout {
-                    msg_id: id.to_string(),
-                    timeout,
-                }),
-            }
-        }
-        .await;
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        result
-    }
-
-    /// The link state.
-    pub fn state(&self) -> watch::Receiver<ConnectionState> {
-        self.state.clone()
-    }
-
-    /// Wait until connected (returns the session number).
-    pub async fn connected(&self) -> Result<u64, HubError> {
-        let mut rx = self.state.clone();
-        loop {
-            if let ConnectionState::Connected(n) = *rx.borrow_and_update() {
-                return Ok(n);
-            }
-            rx.changed().await.map_err(|_| HubError::Closed)?;
-        }
-    }
-}
-
 /// Keeps the link up; run it with [`Driver::run`].
 #[derive(Debug)]
 pub struct Driver {
@@ -193,11 +130,7 @@ pub fn connect(config: HubConfig, tls: ClientTls) -> (Client, Inbound, Driver) {
     let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
     let pending: Pending = Arc::default();
     (
-        Client {
-            tx,
-            pending: pending.clone(),
-            state: state_rx,
-        },
+        Client::new(tx, pending.clone(), state_rx),
         in_rx,
         Driver {
             config,
@@ -506,13 +439,7 @@ impl Driver {
                             continue;
                         }
                     };
-                    if let Some(parent) = msg.parent_id() {
-                        let waiter = self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(parent);
-                        if let Some(w) = waiter {
-                            let _ = w.send(msg);
-                            continue;
-                        }
-                    }
+                    let Some(msg) = resolve(&self.pending, msg) else { continue };
                     if !msg.header.id.is_empty() {
                         if let Some(acked) = seen.acks.get(&msg.header.id) {
                             // A resend: the cloud missed our ack. Ack again; deliver once.

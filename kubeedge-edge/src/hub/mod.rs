@@ -2,8 +2,10 @@
 
 mod bootstrap;
 mod client;
+mod handle;
 mod tls;
 
 pub use bootstrap::{bootstrap, node_common_name, renew};
-pub use client::{connect, CertRotation, Client, ConnectionState, Driver, HubConfig, Inbound};
+pub use client::{connect, CertRotation, ConnectionState, Driver, HubConfig};
+pub use handle::{channel, Client, Inbound, Requester};
 pub use tls::{CertFiles, ClientTls};

@@ -407,3 +407,28 @@ pub(crate) fn refusal(reply: &Message) -> Option<(String, String)> {
     }
     Some((reason, message))
 }
+/// The meta cache as the handler of the link's inbound pushes (groups `resource` and
+/// `func`): each call is [`MetaManager::handle`], which commits the push to the store, then
+/// acks it through the hub transport the cache was built over and hands it to the module
+/// behind (edged or the twin). It is always ready: the store's writer queue and the
+/// transport's room make `call` wait instead, so a layer that needs to shed load goes in
+/// front of it.
+impl tower::Service<Message> for MetaManager {
+    type Response = ();
+    type Error = MetaError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), MetaError>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), MetaError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, msg: Message) -> Self::Future {
+        let meta = self.clone();
+        Box::pin(async move { meta.handle(msg).await })
+    }
+}
