@@ -4,11 +4,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use kubeedge_edge::edged::CgroupDriver;
 use kubeedge_proto::JoinToken;
 use serde_yaml::Value;
 
 use crate::paths::Paths;
 use crate::process;
+use crate::runtime::{self, Runtime};
 use crate::yaml::{get_str, set};
 
 /// The flags of `keadm join`.
@@ -26,12 +28,18 @@ pub(crate) struct JoinArgs {
     /// The port of cloudcore's certificate server.
     #[arg(long = "certport", short = 's', default_value_t = 10002)]
     certport: u16,
-    /// The container runtime (docker is what kubeedge-rs edged drives).
-    #[arg(long = "runtimetype", short = 'r', default_value = "docker")]
-    runtimetype: String,
-    /// The cgroup driver of the container runtime.
-    #[arg(long = "cgroupdriver", default_value = "cgroupfs")]
-    cgroupdriver: String,
+    /// The container runtime, v1.12's spelling: `docker`, or `remote` for a CRI runtime at
+    /// `--remote-runtime-endpoint` (current upstream has no such flag: the endpoint alone).
+    #[arg(long = "runtimetype", short = 'r')]
+    runtimetype: Option<String>,
+    /// The CRI runtime's endpoint (default: containerd's
+    /// `unix:///run/containerd/containerd.sock`, or Docker when only Docker answers).
+    #[arg(long = "remote-runtime-endpoint", short = 'p')]
+    remote_runtime_endpoint: Option<String>,
+    /// The cgroup driver (cgroupfs or systemd; default cgroupfs). The runtime's own driver
+    /// wins when it says which it uses; a flag that disagrees gets a warning.
+    #[arg(long = "cgroupdriver")]
+    cgroupdriver: Option<String>,
     /// The KubeEdge version to present as; binaries are never downloaded.
     #[arg(long = "kubeedge-version")]
     kubeedge_version: Option<String>,
@@ -73,6 +81,8 @@ fn edgecore_config(
     args: &JoinArgs,
     node: &str,
     cloud_ip: &str,
+    runtime: &Runtime,
+    driver: CgroupDriver,
 ) -> Result<String> {
     let out = std::process::Command::new(edgecore)
         .arg("--defaultconfig")
@@ -129,16 +139,7 @@ fn edgecore_config(
         &["modules", "edged", "rootDirectory"],
         s(paths.edged_root().display().to_string()),
     );
-    set(
-        &mut cfg,
-        &["modules", "edged", "containerRuntime"],
-        s(args.runtimetype.clone()),
-    );
-    set(
-        &mut cfg,
-        &["modules", "edged", "cgroupDriver"],
-        s(args.cgroupdriver.clone()),
-    );
+    runtime.write(&mut cfg, driver);
     if !args.labels.is_empty() {
         let mut m = serde_yaml::Mapping::new();
         for l in &args.labels {
@@ -164,7 +165,7 @@ fn edgecore_config(
 }
 
 /// Run `keadm join`.
-pub(crate) fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
+pub(crate) async fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
     const TOTAL: usize = 5;
     let node = args.edgenode_name.clone().unwrap_or_else(hostname);
     let config_path = paths.config("edgecore");
@@ -219,40 +220,33 @@ pub(crate) fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
         anyhow::anyhow!("invalid --token (expected `keadm gettoken`'s output): {e}")
     })?;
     let _ = token;
-    if !matches!(args.cgroupdriver.as_str(), "cgroupfs" | "systemd") {
-        bail!(
-            "--cgroupdriver must be cgroupfs or systemd, not {:?}",
-            args.cgroupdriver
-        );
-    }
+    runtime::cgroup_driver(args.cgroupdriver.as_deref(), None)?;
+    let request = runtime::request(
+        args.runtimetype.as_deref(),
+        args.remote_runtime_endpoint.as_deref(),
+    )?;
     if let Some(v) = &args.kubeedge_version {
         println!("KubeEdge version {v} requested: kubeedge-rs uses its own binaries, nothing is downloaded");
     }
 
-    step(
-        3,
-        TOTAL,
-        &format!("Check the container runtime ({})", args.runtimetype),
+    step(3, TOTAL, "Check the container runtime");
+    let (runtime, probe) = runtime::check(&request).await?;
+    let (driver, warning) =
+        runtime::cgroup_driver(args.cgroupdriver.as_deref(), probe.cgroup_driver)?;
+    println!(
+        "{} answers: {} {}, cgroup driver {}",
+        runtime.describe(),
+        probe.version.name,
+        probe.version.version,
+        driver.as_str()
     );
-    if args.runtimetype != "docker" {
-        bail!(
-            "--runtimetype {:?} is not supported by kubeedge-rs edged; use docker",
-            args.runtimetype
-        );
-    }
-    let docker_ok = std::process::Command::new("docker")
-        .arg("info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !docker_ok {
-        println!("warning: the Docker engine does not answer; edgecore will start and report the node's runtime as not ready until it does");
+    if let Some(w) = warning {
+        println!("{w}");
     }
 
     step(4, TOTAL, &format!("Generate {}", config_path.display()));
     let edgecore = process::find_binary("edgecore")?;
-    let yaml = edgecore_config(paths, &edgecore, args, &node, cloud_ip)?;
+    let yaml = edgecore_config(paths, &edgecore, args, &node, cloud_ip, &runtime, driver)?;
     std::fs::create_dir_all(paths.var_lib())
         .with_context(|| format!("create {}", paths.var_lib().display()))?;
     process::write_file(&config_path, &yaml)?;
