@@ -49,6 +49,22 @@ pub(crate) struct JoinArgs {
     /// Labels for the node, `key=value`, repeatable or comma-separated.
     #[arg(long = "labels", short = 'l', value_delimiter = ',')]
     labels: Vec<String>,
+    /// Upstream's cloudcore transport: `websocket` (the default; `quic` is not implemented).
+    #[arg(long = "hub-protocol", default_value = "websocket")]
+    hub_protocol: String,
+    /// Accepted for upstream compatibility (upstream ignores it too); certificates go to
+    /// `/etc/kubeedge/certs`.
+    #[arg(long = "certpath")]
+    certpath: Option<String>,
+    /// Accepted for upstream compatibility; nothing is downloaded or pulled.
+    #[arg(long = "tarballpath")]
+    tarballpath: Option<String>,
+    /// Accepted for upstream compatibility; nothing is downloaded or pulled.
+    #[arg(long = "image-repository")]
+    image_repository: Option<String>,
+    /// v1.12's switch for an external MQTT broker; edgecore's embedded broker is used.
+    #[arg(long = "with-mqtt", num_args = 0..=1, default_missing_value = "true")]
+    with_mqtt: Option<bool>,
 }
 
 fn step(n: usize, total: usize, what: &str) {
@@ -225,6 +241,37 @@ pub(crate) async fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
         args.runtimetype.as_deref(),
         args.remote_runtime_endpoint.as_deref(),
     )?;
+    if args.hub_protocol != "websocket" {
+        bail!(
+            "--hub-protocol {:?} is not supported: kubeedge-rs speaks websocket to cloudcore",
+            args.hub_protocol
+        );
+    }
+    let ignored = [
+        (
+            args.certpath.is_some(),
+            "--certpath",
+            "certificates go to /etc/kubeedge/certs",
+        ),
+        (
+            args.tarballpath.is_some(),
+            "--tarballpath",
+            "nothing is downloaded",
+        ),
+        (
+            args.image_repository.is_some(),
+            "--image-repository",
+            "nothing is pulled",
+        ),
+        (
+            args.with_mqtt.is_some(),
+            "--with-mqtt",
+            "edgecore's embedded MQTT broker serves",
+        ),
+    ];
+    for (_, flag, why) in ignored.iter().filter(|(given, ..)| *given) {
+        println!("note: {flag} has no effect: {why}");
+    }
     if let Some(v) = &args.kubeedge_version {
         println!("KubeEdge version {v} requested: kubeedge-rs uses its own binaries, nothing is downloaded");
     }
@@ -261,6 +308,39 @@ pub(crate) async fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Join {
+        #[command(flatten)]
+        args: JoinArgs,
+    }
+
+    fn parse(line: &str) -> JoinArgs {
+        use clap::Parser as _;
+        let argv = std::iter::once("join").chain(line.split_whitespace());
+        Join::try_parse_from(argv).map(|j| j.args).unwrap()
+    }
+
+    #[test]
+    fn upstream_join_lines_parse() {
+        // Current upstream (v1.16+): the endpoint alone, with its short form.
+        let a = parse("--cloudcore-ipport=10.0.0.1:10000 --token=t --edgenode-name=n --remote-runtime-endpoint=unix:///run/containerd/containerd.sock --cgroupdriver=systemd --kubeedge-version=v1.22.0 --image-repository=r --hub-protocol=websocket --certpath=/c --tarballpath=/t");
+        assert_eq!(
+            a.remote_runtime_endpoint.as_deref(),
+            Some("unix:///run/containerd/containerd.sock")
+        );
+        assert_eq!(a.cgroupdriver.as_deref(), Some("systemd"));
+        assert_eq!(a.runtimetype, None);
+        let a = parse("-e 10.0.0.1:10000 -t t -i n -p unix:///x.sock");
+        assert_eq!(a.remote_runtime_endpoint.as_deref(), Some("unix:///x.sock"));
+        // v1.12: --runtimetype (-r) with the endpoint, --with-mqtt as a bare switch.
+        let a = parse("-e 10.0.0.1:10000 -t t -i n -r remote --remote-runtime-endpoint unix:///x.sock --with-mqtt");
+        assert_eq!(a.runtimetype.as_deref(), Some("remote"));
+        assert_eq!(a.with_mqtt, Some(true));
+        let a = parse("-e 10.0.0.1:10000 -t t --runtimetype=docker --with-mqtt=false");
+        assert_eq!(a.runtimetype.as_deref(), Some("docker"));
+        assert_eq!(a.with_mqtt, Some(false));
+    }
 
     #[test]
     fn node_names() {
