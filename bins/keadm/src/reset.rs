@@ -41,8 +41,14 @@ pub(crate) async fn run(paths: &Paths, endpoint: Option<String>) -> Result<()> {
     }
 
     step("Remove the containers edgecore started");
+    // Docker's always (a node may have moved runtimes), the CRI runtime's when one is set.
     let removed = match (&node, &cri) {
-        (Some(node), Some(ep)) => remove_cri_pods(ep, node).await,
+        (Some(node), Some(ep)) => {
+            match (remove_pod_containers(node), remove_cri_pods(ep, node).await) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
         (Some(node), None) => remove_pod_containers(node),
         _ => Ok(0),
     };
