@@ -158,6 +158,8 @@ pub struct Cluster {
     init_sets: Vec<String>,
     /// Extra `--set` keys for edgecore.yaml that [`Cluster::join`] passes (`key.path=value`).
     pub join_sets: Vec<String>,
+    /// Extra flags [`Cluster::join`] passes (e.g. `--remote-runtime-endpoint=…`).
+    pub join_flags: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -192,6 +194,7 @@ impl Cluster {
             mqtt_port: 0,
             init_sets: sets.iter().map(|s| (*s).to_owned()).collect(),
             join_sets: Vec::new(),
+            join_flags: Vec::new(),
         };
         c.start_cloudcore()?;
         Ok(c)
@@ -204,20 +207,25 @@ impl Cluster {
 
     /// Run `keadm` with `args`; its output, or an error with that output when it fails.
     pub fn keadm(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(self.bins.join("keadm"))
-            .args(args)
-            .env("KUBEEDGE_ROOT", self.root.path())
-            .env("KEADM_NO_SYSTEMD", "1")
-            .env("PATH", self.path_env())
-            .env("RUST_LOG", "info")
-            .output()
-            .context("run keadm")?;
+        let out = self.keadm_output(args)?;
         ensure!(
             out.status.success(),
             "keadm {args:?}: {}",
             output_text(&out)
         );
         Ok(output_text(&out))
+    }
+
+    /// Run `keadm` with `args` as [`Cluster::keadm`] does, whatever its exit status.
+    pub fn keadm_output(&self, args: &[&str]) -> Result<Output> {
+        Command::new(self.bins.join("keadm"))
+            .args(args)
+            .env("KUBEEDGE_ROOT", self.root.path())
+            .env("KEADM_NO_SYSTEMD", "1")
+            .env("PATH", self.path_env())
+            .env("RUST_LOG", "info")
+            .output()
+            .context("run keadm")
     }
 
     fn path_env(&self) -> String {
@@ -318,6 +326,7 @@ impl Cluster {
                 mqtt = self.mqtt_port,
             ),
         ];
+        self.join_args.extend(self.join_flags.iter().cloned());
         self.node = Some(node.to_owned());
         self.rejoin()
     }

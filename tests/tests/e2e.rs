@@ -302,3 +302,209 @@ fn a_60s_link_cut_keeps_pods_and_catches_up() -> Result<()> {
     );
     Ok(())
 }
+
+/// The test containerd (scripts/test.sh starts it, with the busybox image imported).
+const CRI_SOCKET: &str = "/run/kubeedge-rs-containerd/containerd.sock";
+/// The busybox (with httpd) imported into that containerd's k8s.io namespace.
+const CRI_BUSYBOX_IMAGE: &str = "docker.io/kubeedge-rs-test/busybox:1";
+
+fn have_containerd() -> bool {
+    let ok = std::path::Path::new(CRI_SOCKET).exists();
+    if !ok {
+        eprintln!("skipped: no containerd at {CRI_SOCKET} (scripts/test.sh starts one)");
+    }
+    ok
+}
+
+/// The seed's nginx Deployment and Service (examples/nginx-deploy.yaml) with the image
+/// imported into containerd and `host_port` for its hostPort.
+fn seed_nginx(host_port: u16) -> Result<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/nginx-deploy.yaml");
+    let yaml = std::fs::read_to_string(path).with_context(|| path.to_owned())?;
+    ensure!(yaml.contains("image: kubeedge-rs/httpd:local") && yaml.contains("hostPort: 8080"));
+    Ok(yaml
+        .replace(
+            "image: kubeedge-rs/httpd:local",
+            &format!("image: {CRI_BUSYBOX_IMAGE}"),
+        )
+        .replace("hostPort: 8080", &format!("hostPort: {host_port}")))
+}
+
+/// `GET /` on `addr`: the response, or an error.
+fn http_get(addr: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: edge\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// The sandboxes and containers of `node` on the test containerd.
+fn cri_containers(node: &str) -> Result<usize> {
+    use kubeedge_edge::edged::{runtime::LABEL_NODE, ContainerRuntime, CriRuntime};
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let rt = CriRuntime::new(format!("unix://{CRI_SOCKET}"), "/var/log/pods");
+            Ok(rt.list_containers(&[(LABEL_NODE, node)]).await?.len())
+        })
+}
+
+/// `keadm join` with `flags` naming the test containerd, then the seed's nginx: every pod
+/// Running and Ready on containerd (none on Docker), the Service's endpoints, the hostPort
+/// answering on the node; `keadm reset` removes the pods from containerd.
+fn nginx_on_containerd(node: &str, flags: &[String]) -> Result<()> {
+    let mut cluster = Cluster::init()?;
+    cluster.join_flags = flags.to_vec();
+    let out = cluster.join(node, cluster.ws)?;
+    ensure!(out.contains("[5/5]"), "keadm join steps: {out}");
+    ensure!(
+        out.contains(&format!(
+            "CRI runtime at unix://{CRI_SOCKET} answers: containerd"
+        )),
+        "{out}"
+    );
+    let config = std::fs::read_to_string(cluster.root().join("etc/kubeedge/config/edgecore.yaml"))?;
+    ensure!(
+        config.contains(&format!("containerRuntimeEndpoint: unix://{CRI_SOCKET}"))
+            && config.contains("cgroupDriver: cgroupfs"),
+        "{config}"
+    );
+    wait_for(&format!("node {node} Ready"), LIMIT, || {
+        cluster.node_ready(node)
+    })
+    .with_context(|| cluster.logs_tail(30))?;
+
+    let host_port = kubeedge_bench::free_port()?;
+    cluster.apply(&seed_nginx(host_port)?)?;
+    wait_for("every nginx pod Running and Ready", LIMIT, || {
+        let pods = cluster.pods("default")?;
+        Ok(!pods.is_empty()
+            && pods
+                .iter()
+                .all(|p| p.phase == "Running" && p.ready && p.node == node))
+    })
+    .with_context(|| cluster.logs_tail(30))?;
+    ensure!(containers(node)?.is_empty(), "pods ran on Docker");
+    ensure!(
+        cri_containers(node)? >= 2,
+        "no sandbox and container on containerd"
+    );
+    let pod_ip = cluster.kubectl(&[
+        "get",
+        "po",
+        "-l",
+        "app=nginx",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ])?;
+    ensure!(!pod_ip.trim().is_empty(), "no pod IP");
+    wait_for("nginx-svc endpoints name the pod", LIMIT, || {
+        let eps = cluster.kubectl(&[
+            "get",
+            "endpoints",
+            "nginx-svc",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ])?;
+        Ok(eps.split_whitespace().any(|ip| ip == pod_ip.trim()))
+    })?;
+    let node_ip = cluster.kubectl(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ])?;
+    let addr = format!("{}:{host_port}", node_ip.trim());
+    wait_for(&format!("hostPort answers on {addr}"), LIMIT, || {
+        Ok(http_get(&addr).is_ok_and(|r| r.contains("hello from kubeedge-rs")))
+    })
+    .with_context(|| cluster.logs_tail(30))?;
+
+    let reset = cluster.keadm(&["reset"])?;
+    ensure!(reset.contains("keadm reset: done"), "{reset}");
+    ensure!(
+        cri_containers(node)? == 0,
+        "reset left pods on containerd: {reset}"
+    );
+    Ok(())
+}
+
+#[test]
+fn join_with_remote_runtime_endpoint_runs_the_seed_nginx_on_containerd() -> Result<()> {
+    if !have_containerd() {
+        return Ok(());
+    }
+    nginx_on_containerd(
+        "e2e-cri",
+        &[format!("--remote-runtime-endpoint=unix://{CRI_SOCKET}")],
+    )
+}
+
+#[test]
+fn join_with_v112_runtimetype_remote_runs_the_seed_nginx_on_containerd() -> Result<()> {
+    if !have_containerd() {
+        return Ok(());
+    }
+    nginx_on_containerd(
+        "e2e-cri-v112",
+        &[
+            "--runtimetype=remote".to_owned(),
+            format!("--remote-runtime-endpoint=unix://{CRI_SOCKET}"),
+        ],
+    )
+}
+
+/// Every file under `root`, for "nothing was written".
+fn files_under(root: &std::path::Path) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            out.insert(p.display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn join_with_a_wrong_endpoint_fails_in_one_line_and_writes_nothing() -> Result<()> {
+    let cluster = Cluster::init()?;
+    let token = cluster.token()?;
+    // A socket that does not exist, and one that answers but is not a CRI server (Docker's).
+    for endpoint in [
+        "unix:///run/kubeedge-rs-no-such/containerd.sock",
+        "unix:///var/run/docker.sock",
+    ] {
+        let before = files_under(cluster.root())?;
+        let out = cluster.keadm_output(&[
+            "join",
+            &format!("--cloudcore-ipport={}", cluster.ws),
+            &format!("--certport={}", cluster.https_port),
+            "--edgenode-name=e2e-wrong-endpoint",
+            &format!("--token={token}"),
+            &format!("--remote-runtime-endpoint={endpoint}"),
+        ])?;
+        ensure!(!out.status.success(), "join succeeded with {endpoint}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        ensure!(
+            lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(endpoint),
+            "not a one-line error naming {endpoint}: {stderr:?}"
+        );
+        ensure!(
+            files_under(cluster.root())? == before,
+            "join with {endpoint} wrote files"
+        );
+        ensure!(cluster.pid("edgecore").is_none(), "edgecore started");
+    }
+    Ok(())
+}

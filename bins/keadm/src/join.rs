@@ -4,11 +4,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use kubeedge_edge::edged::CgroupDriver;
 use kubeedge_proto::JoinToken;
 use serde_yaml::Value;
 
 use crate::paths::Paths;
 use crate::process;
+use crate::runtime::{self, Runtime};
 use crate::yaml::{get_str, set};
 
 /// The flags of `keadm join`.
@@ -26,12 +28,18 @@ pub(crate) struct JoinArgs {
     /// The port of cloudcore's certificate server.
     #[arg(long = "certport", short = 's', default_value_t = 10002)]
     certport: u16,
-    /// The container runtime (docker is what kubeedge-rs edged drives).
-    #[arg(long = "runtimetype", short = 'r', default_value = "docker")]
-    runtimetype: String,
-    /// The cgroup driver of the container runtime.
-    #[arg(long = "cgroupdriver", default_value = "cgroupfs")]
-    cgroupdriver: String,
+    /// The container runtime, v1.12's spelling: `docker`, or `remote` for a CRI runtime at
+    /// `--remote-runtime-endpoint` (current upstream has no such flag: the endpoint alone).
+    #[arg(long = "runtimetype", short = 'r')]
+    runtimetype: Option<String>,
+    /// The CRI runtime's endpoint (default: containerd's
+    /// `unix:///run/containerd/containerd.sock`, or Docker when only Docker answers).
+    #[arg(long = "remote-runtime-endpoint", short = 'p')]
+    remote_runtime_endpoint: Option<String>,
+    /// The cgroup driver (cgroupfs or systemd; default cgroupfs). The runtime's own driver
+    /// wins when it says which it uses; a flag that disagrees gets a warning.
+    #[arg(long = "cgroupdriver")]
+    cgroupdriver: Option<String>,
     /// The KubeEdge version to present as; binaries are never downloaded.
     #[arg(long = "kubeedge-version")]
     kubeedge_version: Option<String>,
@@ -41,6 +49,22 @@ pub(crate) struct JoinArgs {
     /// Labels for the node, `key=value`, repeatable or comma-separated.
     #[arg(long = "labels", short = 'l', value_delimiter = ',')]
     labels: Vec<String>,
+    /// Upstream's cloudcore transport: `websocket` (the default; `quic` is not implemented).
+    #[arg(long = "hub-protocol", default_value = "websocket")]
+    hub_protocol: String,
+    /// Accepted for upstream compatibility (upstream ignores it too); certificates go to
+    /// `/etc/kubeedge/certs`.
+    #[arg(long = "certpath")]
+    certpath: Option<String>,
+    /// Accepted for upstream compatibility; nothing is downloaded or pulled.
+    #[arg(long = "tarballpath")]
+    tarballpath: Option<String>,
+    /// Accepted for upstream compatibility; nothing is downloaded or pulled.
+    #[arg(long = "image-repository")]
+    image_repository: Option<String>,
+    /// v1.12's switch for an external MQTT broker; edgecore's embedded broker is used.
+    #[arg(long = "with-mqtt", num_args = 0..=1, default_missing_value = "true")]
+    with_mqtt: Option<bool>,
 }
 
 fn step(n: usize, total: usize, what: &str) {
@@ -73,6 +97,8 @@ fn edgecore_config(
     args: &JoinArgs,
     node: &str,
     cloud_ip: &str,
+    runtime: &Runtime,
+    driver: CgroupDriver,
 ) -> Result<String> {
     let out = std::process::Command::new(edgecore)
         .arg("--defaultconfig")
@@ -129,16 +155,7 @@ fn edgecore_config(
         &["modules", "edged", "rootDirectory"],
         s(paths.edged_root().display().to_string()),
     );
-    set(
-        &mut cfg,
-        &["modules", "edged", "containerRuntime"],
-        s(args.runtimetype.clone()),
-    );
-    set(
-        &mut cfg,
-        &["modules", "edged", "cgroupDriver"],
-        s(args.cgroupdriver.clone()),
-    );
+    runtime.write(&mut cfg, driver);
     if !args.labels.is_empty() {
         let mut m = serde_yaml::Mapping::new();
         for l in &args.labels {
@@ -164,7 +181,7 @@ fn edgecore_config(
 }
 
 /// Run `keadm join`.
-pub(crate) fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
+pub(crate) async fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
     const TOTAL: usize = 5;
     let node = args.edgenode_name.clone().unwrap_or_else(hostname);
     let config_path = paths.config("edgecore");
@@ -219,40 +236,64 @@ pub(crate) fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
         anyhow::anyhow!("invalid --token (expected `keadm gettoken`'s output): {e}")
     })?;
     let _ = token;
-    if !matches!(args.cgroupdriver.as_str(), "cgroupfs" | "systemd") {
+    runtime::cgroup_driver(args.cgroupdriver.as_deref(), None)?;
+    let request = runtime::request(
+        args.runtimetype.as_deref(),
+        args.remote_runtime_endpoint.as_deref(),
+    )?;
+    if args.hub_protocol != "websocket" {
         bail!(
-            "--cgroupdriver must be cgroupfs or systemd, not {:?}",
-            args.cgroupdriver
+            "--hub-protocol {:?} is not supported: kubeedge-rs speaks websocket to cloudcore",
+            args.hub_protocol
         );
+    }
+    let ignored = [
+        (
+            args.certpath.is_some(),
+            "--certpath",
+            "certificates go to /etc/kubeedge/certs",
+        ),
+        (
+            args.tarballpath.is_some(),
+            "--tarballpath",
+            "nothing is downloaded",
+        ),
+        (
+            args.image_repository.is_some(),
+            "--image-repository",
+            "nothing is pulled",
+        ),
+        (
+            args.with_mqtt.is_some(),
+            "--with-mqtt",
+            "edgecore's embedded MQTT broker serves",
+        ),
+    ];
+    for (_, flag, why) in ignored.iter().filter(|(given, ..)| *given) {
+        println!("note: {flag} has no effect: {why}");
     }
     if let Some(v) = &args.kubeedge_version {
         println!("KubeEdge version {v} requested: kubeedge-rs uses its own binaries, nothing is downloaded");
     }
 
-    step(
-        3,
-        TOTAL,
-        &format!("Check the container runtime ({})", args.runtimetype),
+    step(3, TOTAL, "Check the container runtime");
+    let (runtime, probe) = runtime::check(&request).await?;
+    let (driver, warning) =
+        runtime::cgroup_driver(args.cgroupdriver.as_deref(), probe.cgroup_driver)?;
+    println!(
+        "{} answers: {} {}, cgroup driver {}",
+        runtime.describe(),
+        probe.version.name,
+        probe.version.version,
+        driver.as_str()
     );
-    if args.runtimetype != "docker" {
-        bail!(
-            "--runtimetype {:?} is not supported by kubeedge-rs edged; use docker",
-            args.runtimetype
-        );
-    }
-    let docker_ok = std::process::Command::new("docker")
-        .arg("info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !docker_ok {
-        println!("warning: the Docker engine does not answer; edgecore will start and report the node's runtime as not ready until it does");
+    if let Some(w) = warning {
+        println!("{w}");
     }
 
     step(4, TOTAL, &format!("Generate {}", config_path.display()));
     let edgecore = process::find_binary("edgecore")?;
-    let yaml = edgecore_config(paths, &edgecore, args, &node, cloud_ip)?;
+    let yaml = edgecore_config(paths, &edgecore, args, &node, cloud_ip, &runtime, driver)?;
     std::fs::create_dir_all(paths.var_lib())
         .with_context(|| format!("create {}", paths.var_lib().display()))?;
     process::write_file(&config_path, &yaml)?;
@@ -267,6 +308,39 @@ pub(crate) fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Join {
+        #[command(flatten)]
+        args: JoinArgs,
+    }
+
+    fn parse(line: &str) -> JoinArgs {
+        use clap::Parser as _;
+        let argv = std::iter::once("join").chain(line.split_whitespace());
+        Join::try_parse_from(argv).map(|j| j.args).unwrap()
+    }
+
+    #[test]
+    fn upstream_join_lines_parse() {
+        // Current upstream (v1.16+): the endpoint alone, with its short form.
+        let a = parse("--cloudcore-ipport=10.0.0.1:10000 --token=t --edgenode-name=n --remote-runtime-endpoint=unix:///run/containerd/containerd.sock --cgroupdriver=systemd --kubeedge-version=v1.22.0 --image-repository=r --hub-protocol=websocket --certpath=/c --tarballpath=/t");
+        assert_eq!(
+            a.remote_runtime_endpoint.as_deref(),
+            Some("unix:///run/containerd/containerd.sock")
+        );
+        assert_eq!(a.cgroupdriver.as_deref(), Some("systemd"));
+        assert_eq!(a.runtimetype, None);
+        let a = parse("-e 10.0.0.1:10000 -t t -i n -p unix:///x.sock");
+        assert_eq!(a.remote_runtime_endpoint.as_deref(), Some("unix:///x.sock"));
+        // v1.12: --runtimetype (-r) with the endpoint, --with-mqtt as a bare switch.
+        let a = parse("-e 10.0.0.1:10000 -t t -i n -r remote --remote-runtime-endpoint unix:///x.sock --with-mqtt");
+        assert_eq!(a.runtimetype.as_deref(), Some("remote"));
+        assert_eq!(a.with_mqtt, Some(true));
+        let a = parse("-e 10.0.0.1:10000 -t t --runtimetype=docker --with-mqtt=false");
+        assert_eq!(a.runtimetype.as_deref(), Some("docker"));
+        assert_eq!(a.with_mqtt, Some(false));
+    }
 
     #[test]
     fn node_names() {

@@ -12,6 +12,8 @@ mod join;
 mod paths;
 mod process;
 mod reset;
+mod runtime;
+mod systemd;
 mod yaml;
 
 use std::path::PathBuf;
@@ -47,6 +49,9 @@ enum Command {
         /// Accepted for upstream compatibility; reset never asks.
         #[arg(long)]
         force: bool,
+        /// The CRI endpoint whose pods of this node are removed (default: edgecore.yaml's).
+        #[arg(long = "remote-runtime-endpoint")]
+        remote_runtime_endpoint: Option<String>,
     },
     /// Print the version.
     Version,
@@ -59,8 +64,11 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Init(a) => init::run(&paths, &a).await,
         Command::Gettoken { kube_config } => gettoken::run(&paths, kube_config).await,
-        Command::Join(a) => join::run(&paths, &a),
-        Command::Reset { force: _ } => reset::run(&paths),
+        Command::Join(a) => join::run(&paths, &a).await,
+        Command::Reset {
+            force: _,
+            remote_runtime_endpoint,
+        } => reset::run(&paths, remote_runtime_endpoint).await,
         Command::Version => {
             println!(
                 "keadm version: kubeedge-rs v{} (wire-compatible with KubeEdge v1.12 and later)",

@@ -20,6 +20,14 @@ impl Paths {
         Self { root }
     }
 
+    /// Under `root` (tests).
+    #[cfg(test)]
+    pub(crate) fn under(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+
     /// Upstream's own layout, for cloudcore inside a container image.
     pub(crate) fn for_image() -> Self {
         Self {
@@ -69,18 +77,5 @@ impl Paths {
     /// The log file of a component started in the background.
     pub(crate) fn log_file(&self, name: &str) -> PathBuf {
         self.logs().join(format!("{name}.log"))
-    }
-
-    /// The systemd unit of a component.
-    pub(crate) fn unit_file(&self, name: &str) -> PathBuf {
-        self.at(&format!("/etc/systemd/system/{name}.service"))
-    }
-
-    /// Whether components run as systemd units: only on the real root of a host where systemd
-    /// runs, and not when `KEADM_NO_SYSTEMD` is set.
-    pub(crate) fn use_systemd(&self) -> bool {
-        self.is_system_root()
-            && Path::new("/run/systemd/system").is_dir()
-            && std::env::var_os("KEADM_NO_SYSTEMD").is_none()
     }
 }

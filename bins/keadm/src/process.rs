@@ -1,5 +1,5 @@
-//! Starting and stopping cloudcore/edgecore: a systemd unit where systemd runs, otherwise a
-//! background process with a pid file and a log file.
+//! Starting and stopping cloudcore/edgecore: a systemd unit where systemd runs (see
+//! [`crate::systemd`]), otherwise a background process with a pid file and a log file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::paths::Paths;
+use crate::systemd::Systemd;
 
 /// The binary `name`: beside keadm itself, else on the PATH.
 pub(crate) fn find_binary(name: &str) -> Result<PathBuf> {
@@ -53,16 +54,19 @@ fn alive(pid: u32) -> bool {
 
 /// Whether the component is running, under systemd or in the background.
 pub(crate) fn is_running(paths: &Paths, name: &str) -> bool {
-    if paths.use_systemd() && paths.unit_file(name).exists() {
-        return Command::new("systemctl")
-            .args(["is-active", "--quiet", name])
-            .status()
-            .is_ok_and(|s| s.success());
-    }
-    running_pid(&paths.pid_file(name)).is_some()
+    is_running_with(paths, Systemd::detect(paths).as_ref(), name)
 }
 
-/// Start `binary --config <config> <extra...>` as `name` and return how it runs.
+/// [`is_running`] with the init system given: its unit when it has one, else the pid file.
+pub(crate) fn is_running_with(paths: &Paths, systemd: Option<&Systemd>, name: &str) -> bool {
+    match systemd {
+        Some(sd) if sd.unit_file(name).exists() => sd.is_active(name),
+        _ => running_pid(&paths.pid_file(name)).is_some(),
+    }
+}
+
+/// Start `binary --config <config> <extra...>` as `name` and return how it runs: a systemd
+/// unit where systemd runs, else a background process.
 pub(crate) fn start(
     paths: &Paths,
     name: &str,
@@ -70,18 +74,31 @@ pub(crate) fn start(
     config: &Path,
     extra: &[String],
 ) -> Result<String> {
-    if paths.use_systemd() {
-        let unit = format!(
-            "[Unit]\nDescription={name} (kubeedge-rs)\nAfter=network-online.target\n\n[Service]\nExecStart={} --config {} {}\nRestart=always\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
-            binary.display(),
-            config.display(),
-            extra.join(" ")
-        );
-        let file = paths.unit_file(name);
-        write_file(&file, &unit)?;
-        run("systemctl", &["daemon-reload"])?;
-        run("systemctl", &["enable", "--now", name])?;
-        return Ok(format!("systemd unit {}", file.display()));
+    start_with(
+        paths,
+        Systemd::detect(paths).as_ref(),
+        name,
+        binary,
+        config,
+        extra,
+    )
+}
+
+/// [`start`] with the init system given (`None`: a background process).
+pub(crate) fn start_with(
+    paths: &Paths,
+    systemd: Option<&Systemd>,
+    name: &str,
+    binary: &Path,
+    config: &Path,
+    extra: &[String],
+) -> Result<String> {
+    if let Some(sd) = systemd {
+        let file = sd.install(name, binary, config, extra)?;
+        return Ok(format!(
+            "systemd unit {} (logs: journalctl -u {name}.service -xe)",
+            file.display()
+        ));
     }
     let log = paths.log_file(name);
     if let Some(dir) = log.parent() {
@@ -116,12 +133,18 @@ pub(crate) fn start(
 
 /// Stop the component; returns what was done (`None`: it was not running).
 pub(crate) fn stop(paths: &Paths, name: &str) -> Result<Option<String>> {
-    let unit = paths.unit_file(name);
-    if paths.use_systemd() && unit.exists() {
-        run("systemctl", &["disable", "--now", name])?;
-        std::fs::remove_file(&unit).with_context(|| format!("remove {}", unit.display()))?;
-        let _ = run("systemctl", &["daemon-reload"]);
-        return Ok(Some(format!("stopped and removed systemd unit {name}")));
+    stop_with(paths, Systemd::detect(paths).as_ref(), name)
+}
+
+/// [`stop`] with the init system given: its unit is stopped, disabled and removed when there
+/// is one; a background process (a pid file) is stopped either way.
+pub(crate) fn stop_with(
+    paths: &Paths,
+    systemd: Option<&Systemd>,
+    name: &str,
+) -> Result<Option<String>> {
+    if let Some(done) = systemd.map(|sd| sd.remove(name)).transpose()?.flatten() {
+        return Ok(Some(done));
     }
     let pid_file = paths.pid_file(name);
     let Some(pid) = running_pid(&pid_file) else {
@@ -155,21 +178,71 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
     Ok(())
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<()> {
-    let status = Command::new(cmd)
-        .args(args)
-        .status()
-        .with_context(|| format!("run {cmd}"))?;
-    if !status.success() {
-        bail!("{cmd} {} failed: {status}", args.join(" "));
-    }
-    Ok(())
-}
-
 /// Write `text` to `path`, creating its directory.
 pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::systemd::tests::{calls, fake_systemctl};
+
+    /// A stand-in component: sleeps until stopped.
+    fn fake_binary(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = dir.join("fakecore");
+        std::fs::write(&p, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn without_systemd_a_background_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let bin = fake_binary(dir.path());
+        let how = start_with(&paths, None, "edgecore", &bin, Path::new("/e.yaml"), &[]).unwrap();
+        assert!(how.starts_with("background process"), "{how}");
+        let pid = running_pid(&paths.pid_file("edgecore")).expect("running");
+        assert!(is_running_with(&paths, None, "edgecore"));
+        let done = stop_with(&paths, None, "edgecore").unwrap().unwrap();
+        assert!(done.contains(&pid.to_string()), "{done}");
+        assert!(!alive(pid) && !is_running_with(&paths, None, "edgecore"));
+        assert_eq!(stop_with(&paths, None, "edgecore").unwrap(), None);
+    }
+
+    #[test]
+    fn with_systemd_a_unit_and_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let sd = Systemd::new(fake_systemctl(dir.path()), dir.path().join("units"));
+        let bin = fake_binary(dir.path());
+        let how = start_with(
+            &paths,
+            Some(&sd),
+            "edgecore",
+            &bin,
+            Path::new("/e.yaml"),
+            &[],
+        )
+        .unwrap();
+        assert!(how.starts_with("systemd unit"), "{how}");
+        assert!(
+            !paths.pid_file("edgecore").exists(),
+            "no background process"
+        );
+        assert!(is_running_with(&paths, Some(&sd), "edgecore"));
+        assert!(stop_with(&paths, Some(&sd), "edgecore").unwrap().is_some());
+        assert!(!sd.unit_file("edgecore").exists());
+        assert!(!is_running_with(&paths, Some(&sd), "edgecore"));
+        let all = calls(dir.path()).join("\n");
+        assert!(
+            all.contains("stop edgecore") && all.contains("disable edgecore"),
+            "{all}"
+        );
+    }
 }

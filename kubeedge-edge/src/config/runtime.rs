@@ -1,7 +1,9 @@
 //! The container runtime keys of `modules.edged`, in every spelling upstream KubeEdge has
-//! used: up to v1.11 `runtimeType: docker|remote` with `remoteRuntimeEndpoint` and
-//! `remoteImageEndpoint`; v1.12–v1.13 the same under `tailoredKubeletFlag`
-//! (`containerRuntime: remote`); since v1.14 `tailoredKubeletConfig.containerRuntimeEndpoint`.
+//! used: up to v1.11 (v1alpha1) `runtimeType: docker|remote` with `remoteRuntimeEndpoint` and
+//! `remoteImageEndpoint`; v1.12–v1.17 `containerRuntime: docker|remote` with the same
+//! endpoint keys, all directly in `modules.edged` (Go inlines the embedded
+//! `TailoredKubeletFlag`, so no `tailoredKubeletFlag:` key appears in upstream's YAML; that
+//! nesting is still read); since v1.14 `tailoredKubeletConfig.containerRuntimeEndpoint`.
 //! `tailoredKubeletConfig.podLogsDir` (the kubelet's) says where container logs go.
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,10 @@ pub struct RuntimeKeys {
     /// `runtimeType` (≤ v1.11): `docker` (the default) or `remote`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub runtime_type: String,
+    /// `containerRuntime` (v1.12–v1.17, inlined from `TailoredKubeletFlag`): `docker` or
+    /// `remote`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub container_runtime: String,
     /// `remoteRuntimeEndpoint` (≤ v1.11).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub remote_runtime_endpoint: String,
@@ -103,6 +109,12 @@ impl RuntimeKeys {
         if !cfg.container_runtime_endpoint.is_empty() {
             return RuntimeChoice::Remote(cfg.container_runtime_endpoint.clone());
         }
+        if self.container_runtime == "remote" {
+            return RuntimeChoice::Remote(first(&self.remote_runtime_endpoint, ""));
+        }
+        if !self.container_runtime.is_empty() {
+            return RuntimeChoice::Docker;
+        }
         let flag = &self.tailored_kubelet_flag;
         if flag.container_runtime == "remote" {
             return RuntimeChoice::Remote(first(
@@ -151,6 +163,19 @@ mod tests {
         );
         assert_eq!(
             keys("{runtimeType: remote, tailoredKubeletFlag: {containerRuntime: docker}}").choice(),
+            RuntimeChoice::Docker
+        );
+        // v1.12's keadm writes these directly under modules.edged (Go inlines the flags).
+        assert_eq!(
+            keys("{containerRuntime: remote, remoteRuntimeEndpoint: unix:///d.sock}").choice(),
+            RuntimeChoice::Remote("unix:///d.sock".into())
+        );
+        assert_eq!(
+            keys("containerRuntime: remote").choice(),
+            RuntimeChoice::Remote("unix:///run/containerd/containerd.sock".into())
+        );
+        assert_eq!(
+            keys("{containerRuntime: docker, runtimeType: remote}").choice(),
             RuntimeChoice::Docker
         );
         let k = keys("tailoredKubeletConfig: {containerRuntimeEndpoint: unix:///c.sock, podLogsDir: /l, address: x}");

@@ -21,6 +21,7 @@ mod node;
 mod probes;
 mod pull;
 pub mod runtime;
+mod runtime_probe;
 mod sandbox;
 mod services;
 mod spec;
@@ -46,6 +47,9 @@ pub use lifecycle::Backoff;
 pub use link::{Cloud, Link, LinkError};
 pub use node::{detect_ip, KUBELET_VERSION};
 pub use runtime::{ContainerRuntime, RuntimeError};
+pub use runtime_probe::{
+    driver_from_cri_config, probe_cri, probe_docker, CgroupDriver, RuntimeProbe,
+};
 pub use sandbox::BUILTIN_SANDBOX_IMAGE;
 
 use crate::meta::{MetaDb, StoreError};
