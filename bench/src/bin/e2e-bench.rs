@@ -1,5 +1,7 @@
 //! `e2e-bench`: the user's path, timed. `keadm init` (embedded control plane) and `keadm
-//! join` on this machine with the real Docker engine, then:
+//! join` on this machine, on each container runtime in turn (the real Docker engine, and
+//! containerd through the CRI at `/run/kubeedge-rs-containerd/containerd.sock` when it runs;
+//! `E2E_BENCH_RUNTIMES=docker` or `=containerd` picks one), then:
 //! - join time: from running `keadm join` with a token to the node Ready in the API;
 //! - apply -> Running: `kubectl apply` of a Deployment of `pods` replicas (local busybox
 //!   image), and for each pod the time until the API shows it Running and Ready (p50/p99/max);
@@ -9,6 +11,8 @@
 //! cargo build --release -p cloudcore -p keadm -p kubeedge-bench && cargo build --release -p edgecore
 //! target/release/e2e-bench 20     # pods (default 20); repeats: E2E_BENCH_ROUNDS (default 3)
 //! ```
+//!
+//! The figures of both runtimes come from the same run and are printed side by side.
 //!
 //! The times come from a watch on the API (kube-runtime), not from polling.
 
@@ -22,6 +26,9 @@ use kube::api::Api;
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kubeedge_bench::cluster::Cluster;
 use kubeedge_bench::BUSYBOX_IMAGE;
+
+/// The test containerd (`scripts/lib.sh` starts it, with the busybox image imported).
+const CRI_SOCKET: &str = "/run/kubeedge-rs-containerd/containerd.sock";
 
 /// How far a pod has got, as the API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,8 +65,13 @@ fn ms(d: Duration) -> String {
 }
 
 /// Join time, apply -> Running of `pods` at once, and of `pods` applied one at a time.
-async fn round(pods: usize) -> Result<(Duration, Vec<Duration>, Vec<Duration>)> {
+async fn round(pods: usize, runtime: &str) -> Result<(Duration, Vec<Duration>, Vec<Duration>)> {
     let mut cluster = Cluster::init()?;
+    if runtime == "containerd" {
+        cluster.join_flags = vec![format!("--remote-runtime-endpoint=unix://{CRI_SOCKET}")];
+    } else {
+        cluster.join_flags = vec!["--runtimetype=docker".into()];
+    }
     let client = cluster.client().await?;
     let node = format!("bench-{}", std::process::id());
 
@@ -204,22 +216,63 @@ async fn main() -> Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(3);
+    let runtimes: Vec<String> = std::env::var("E2E_BENCH_RUNTIMES")
+        .unwrap_or_else(|_| "docker,containerd".into())
+        .split(',')
+        .filter(|r| *r != "containerd" || std::path::Path::new(CRI_SOCKET).exists())
+        .map(str::to_owned)
+        .collect();
     kubeedge_bench::ensure_busybox_image().await?;
     println!(
-        "e2e-bench: keadm init + join on this machine, {pods} pods from one apply, {rounds} rounds"
+        "e2e-bench: keadm init + join on this machine, {pods} pods from one apply, {rounds} rounds, runtimes {runtimes:?}"
     );
+    // Per runtime: join, at-once p50, p99, one-at-a-time p50, p99 of every round.
+    let mut figures: Vec<(String, Vec<[Duration; 5]>)> =
+        runtimes.iter().map(|r| (r.clone(), Vec::new())).collect();
     for r in 1..=rounds {
-        let (join, lat, seq) = round(pods).await?;
-        println!(
-            "round {r}: join (token -> Ready) {}; apply -> Running, {pods} at once: p50 {} p99 {} max {}; one at a time: p50 {} p99 {} max {}",
-            ms(join),
-            ms(pct(&lat, 0.50)),
-            ms(pct(&lat, 0.99)),
-            ms(lat.last().copied().unwrap_or_default()),
-            ms(pct(&seq, 0.50)),
-            ms(pct(&seq, 0.99)),
-            ms(seq.last().copied().unwrap_or_default()),
-        );
+        for (runtime, rows) in &mut figures {
+            let (join, lat, seq) = round(pods, runtime).await?;
+            println!(
+                "round {r} {runtime}: join (token -> Ready) {}; apply -> Running, {pods} at once: p50 {} p99 {} max {}; one at a time: p50 {} p99 {} max {}",
+                ms(join),
+                ms(pct(&lat, 0.50)),
+                ms(pct(&lat, 0.99)),
+                ms(lat.last().copied().unwrap_or_default()),
+                ms(pct(&seq, 0.50)),
+                ms(pct(&seq, 0.99)),
+                ms(seq.last().copied().unwrap_or_default()),
+            );
+            rows.push([
+                join,
+                pct(&lat, 0.5),
+                pct(&lat, 0.99),
+                pct(&seq, 0.5),
+                pct(&seq, 0.99),
+            ]);
+        }
+    }
+    println!(
+        "\n| figure (min-max over {rounds} rounds) | {} |",
+        runtimes.join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(runtimes.len()));
+    let labels = [
+        "join: token -> node Ready".to_string(),
+        format!("{pods}-replica Deployment, apply -> each pod Running+Ready, p50"),
+        format!("{pods}-replica Deployment, apply -> each pod Running+Ready, p99"),
+        "one Pod at a time, apply -> Running+Ready, p50".to_string(),
+        "one Pod at a time, apply -> Running+Ready, p99".to_string(),
+    ];
+    for (i, label) in labels.iter().enumerate() {
+        let cells: Vec<String> = figures
+            .iter()
+            .map(|(_, rows)| {
+                let lo = rows.iter().map(|r| r[i]).min().unwrap_or_default();
+                let hi = rows.iter().map(|r| r[i]).max().unwrap_or_default();
+                format!("{}-{}", ms(lo).trim_end_matches(" ms"), ms(hi))
+            })
+            .collect();
+        println!("| {label} | {} |", cells.join(" | "));
     }
     Ok(())
 }
