@@ -83,9 +83,15 @@ impl TwinOutputs {
 }
 
 /// The handle: send messages to the twin. Cheap to clone.
+///
+/// It is a `tower::Service<Message>` over twin messages, whatever carried them (the edge
+/// router's `twin` group, the event bus's MQTT publishes as `bus` messages, a test):
+/// `poll_ready` reserves room in the twin's queue (pending while it is full, an error once
+/// the driver is gone) and `call` enqueues into it.
 #[derive(Debug, Clone)]
 pub struct TwinService {
     tx: mpsc::Sender<Message>,
+    sink: tokio_util::sync::PollSender<Message>,
 }
 
 impl TwinService {
@@ -97,6 +103,23 @@ impl TwinService {
     /// Hand one message to the twin (waits while its queue is full).
     pub async fn send(&self, msg: Message) -> Result<(), TwinError> {
         self.tx.send(msg).await.map_err(|_| TwinError::Closed)
+    }
+}
+
+impl tower::Service<Message> for TwinService {
+    type Response = ();
+    type Error = TwinError;
+    type Future = std::future::Ready<Result<(), TwinError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), TwinError>> {
+        self.sink.poll_reserve(cx).map_err(|_| TwinError::Closed)
+    }
+
+    fn call(&mut self, msg: Message) -> Self::Future {
+        std::future::ready(self.sink.send_item(msg).map_err(|_| TwinError::Closed))
     }
 }
 
@@ -122,7 +145,10 @@ pub fn twin_service<S: TwinStore>(
     let state = TwinState::from_devices(store.load()?);
     let (tx, rx) = mpsc::channel(config.queue.max(1));
     Ok((
-        TwinService { tx },
+        TwinService {
+            sink: tokio_util::sync::PollSender::new(tx.clone()),
+            tx,
+        },
         TwinDriver {
             state,
             store: Some(store),
