@@ -12,11 +12,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kubeedge_edge::hub::{self, CertFiles};
-use kubeedge_edge::meta::{MetaDb, MetaManager, Outputs, SqliteStore};
+use kubeedge_edge::meta::{MetaDb, MetaLayer, Outputs, SqliteStore};
 use kubeedge_edge::router::{self, Routes};
 use kubeedge_proto::{report, ResourceKind, ResourcePath};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -39,7 +40,9 @@ async fn main() -> anyhow::Result<()> {
         edged: Some(handler),
         twin: None,
     };
-    let meta = MetaManager::new(MetaDb::spawn(store), client.clone(), outputs);
+    let meta = ServiceBuilder::new()
+        .layer(MetaLayer::new(MetaDb::spawn(store), outputs))
+        .service(client.clone());
     let cancel = CancellationToken::new();
     tokio::spawn(driver.run(cancel.clone()));
     let routes = Routes {

@@ -13,9 +13,10 @@ use tracing::{error, info, warn};
 use crate::config::{ConfigError, EdgeCoreConfig};
 use crate::edged;
 use crate::hub::{self, ClientTls};
-use crate::meta::{MetaDb, MetaManager, Outputs, SqliteStore, StoreError};
+use crate::meta::{MetaDb, MetaLayer, Outputs, SqliteStore, StoreError};
 use crate::metaserver::{self, MetaServer, MetaView};
 use crate::router::{self, Routes};
+use tower::ServiceBuilder;
 
 /// Why edgecore cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -213,8 +214,10 @@ pub async fn start_with(
         if let Some(m) = &metaserver {
             m.set_hub(client.clone());
         }
-        let meta = MetaManager::new(db2, client.clone(), Outputs { edged: edged_tx, twin: twin_tx.clone() })
-            .with_remote_timeout(remote_timeout);
+        // The meta cache over the hub transport.
+        let meta = ServiceBuilder::new()
+            .layer(MetaLayer::new(db2, Outputs { edged: edged_tx, twin: twin_tx.clone() }).with_remote_timeout(remote_timeout))
+            .service(client.clone());
         let _ = cloud_tx.send(Some(edged::Cloud { meta: meta.clone(), hub: client.clone() }));
         t2.spawn(meta.clone().run_outbox(c.child_token()));
         if let Some(rx) = bus_cloud {

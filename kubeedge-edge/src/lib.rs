@@ -40,10 +40,11 @@
 //! use std::time::Duration;
 //!
 //! use kubeedge_edge::hub::{self, CertFiles};
-//! use kubeedge_edge::meta::{MetaDb, MetaManager, Outputs, SqliteStore};
+//! use kubeedge_edge::meta::{MetaDb, MetaLayer, Outputs, SqliteStore};
 //! use kubeedge_edge::router::{self, Routes};
 //! use kubeedge_proto::{Content, JoinToken, Message, Route};
 //! use tokio_util::sync::CancellationToken;
+//! use tower::ServiceBuilder;
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,7 +64,10 @@
 //! let (client, inbound, driver) = hub::connect(config, tls);
 //! let (store, _recovered) = SqliteStore::open(&dir.path().join("edge.db"))?;
 //! let db = MetaDb::spawn(store);
-//! let meta = MetaManager::new(db.clone(), client.clone(), Outputs::default());
+//! // The meta cache is a layer over the hub transport (add layers of your own around it).
+//! let meta = ServiceBuilder::new()
+//!     .layer(MetaLayer::new(db.clone(), Outputs::default()))
+//!     .service(client.clone());
 //!
 //! let cancel = CancellationToken::new();
 //! tokio::spawn(driver.run(cancel.clone()));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use kubeedge_edge::meta::{MetaDb, MetaManager, Outputs, SqliteStore};
+use kubeedge_edge::meta::{MetaDb, MetaLayer, Outputs, SqliteStore};
 use kubeedge_edge::{hub, HubError};
 use kubeedge_proto::{Content, Group, Message, Route};
 use tokio_test::{assert_pending, assert_ready_ok, task};
@@ -91,15 +91,12 @@ async fn the_meta_cache_is_a_service_over_any_transport() -> Result<()> {
     let db = MetaDb::spawn(store);
     let (client, mut transport) = hub::channel(8);
     let (to_handler, mut handler) = tokio::sync::mpsc::channel(8);
-    let meta = MetaManager::new(
-        db.clone(),
-        client,
-        Outputs {
-            edged: Some(to_handler),
-            twin: None,
-        },
-    );
-    // A layer of the user's own between the link and the cache: here, count what comes in.
+    let outputs = Outputs {
+        edged: Some(to_handler),
+        twin: None,
+    };
+    // The stack, top to bottom: a layer of the user's own (here it counts what comes in),
+    // the meta cache, and the hub transport under it.
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = seen.clone();
     let mut stack = ServiceBuilder::new()
@@ -107,7 +104,8 @@ async fn the_meta_cache_is_a_service_over_any_transport() -> Result<()> {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             m
         })
-        .service(meta);
+        .layer(MetaLayer::new(db.clone(), outputs))
+        .service(client);
 
     let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "settings", "namespace": "default", "resourceVersion": "7"}});

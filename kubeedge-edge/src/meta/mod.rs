@@ -407,6 +407,44 @@ pub(crate) fn refusal(reply: &Message) -> Option<(String, String)> {
     }
     Some((reason, message))
 }
+/// The meta cache as a layer over a hub transport ([`hub::Client`]: the websocket of
+/// [`hub::connect`], or a transport of your own through [`hub::channel`]): the
+/// [`MetaManager`] it makes answers queries from the store (or the cloud, through the
+/// transport), persists pushes and acks them after commit.
+#[derive(Debug, Clone)]
+pub struct MetaLayer {
+    db: MetaDb,
+    out: Outputs,
+    remote_timeout: Duration,
+}
+
+impl MetaLayer {
+    /// A cache on `db` handing stored objects to `out`.
+    pub fn new(db: MetaDb, out: Outputs) -> Self {
+        Self {
+            db,
+            out,
+            remote_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Set `remoteQueryTimeout`.
+    #[must_use]
+    pub fn with_remote_timeout(mut self, timeout: Duration) -> Self {
+        self.remote_timeout = timeout;
+        self
+    }
+}
+
+impl tower::Layer<hub::Client> for MetaLayer {
+    type Service = MetaManager;
+
+    fn layer(&self, transport: hub::Client) -> MetaManager {
+        MetaManager::new(self.db.clone(), transport, self.out.clone())
+            .with_remote_timeout(self.remote_timeout)
+    }
+}
+
 /// The meta cache as the handler of the link's inbound pushes (groups `resource` and
 /// `func`): each call is [`MetaManager::handle`], which commits the push to the store, then
 /// acks it through the hub transport the cache was built over and hands it to the module
