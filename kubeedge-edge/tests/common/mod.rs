@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, OnceCell};
 use tokio_util::sync::CancellationToken;
 
+pub mod containerd;
+
 /// The test image: a static busybox with its applets.
 pub const IMAGE: &str = kubeedge_bench::BUSYBOX_IMAGE;
 
@@ -78,29 +80,31 @@ impl TestRuntime for DockerRuntime {
 
 impl TestRuntime for CriRuntime {
     fn cleanup(&self, node: &str) {
-        let rt = self.clone();
-        let node = node.to_owned();
-        // Drop is synchronous: sweep on a thread of its own with its own reactor.
-        let _ = std::thread::spawn(move || {
-            let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            tokio_rt.block_on(async {
-                let rt = CriRuntime::new(rt.endpoint(), rt.log_root());
-                for c in rt
-                    .list_containers(&[(LABEL_NODE, &node)])
-                    .await
-                    .unwrap_or_default()
-                {
-                    let _ = rt.remove_container(&c.id).await;
-                }
-            });
-        })
-        .join();
+        cri_sweep(self, Some(node));
     }
+}
+
+/// Remove every sandbox and container of `node` (all of them with None) from a CRI runtime,
+/// from synchronous code (a drop): on a thread of its own with its own reactor.
+pub fn cri_sweep(rt: &CriRuntime, node: Option<&str>) {
+    let (endpoint, logs) = (rt.endpoint().to_owned(), rt.log_root().to_path_buf());
+    let node = node.map(str::to_owned);
+    let _ = std::thread::spawn(move || {
+        let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        tokio_rt.block_on(async {
+            let rt = CriRuntime::new(endpoint, logs);
+            let labels: Vec<(&str, &str)> = node.iter().map(|n| (LABEL_NODE, n.as_str())).collect();
+            for c in rt.list_containers(&labels).await.unwrap_or_default() {
+                let _ = rt.remove_container(&c.id).await;
+            }
+        });
+    })
+    .join();
 }
 
 /// The test containerd socket (started by scripts/test.sh).
