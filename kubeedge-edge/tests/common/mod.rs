@@ -482,3 +482,10 @@ pub async fn run_pod<R: TestRuntime>(
     .await?;
     container_id(h, container).await
 }
+
+/// The runtime's id in a status's `containerID` (`docker://…`, `containerd://…`).
+pub fn runtime_id(container_id: &str) -> &str {
+    container_id
+        .split_once("://")
+        .map_or(container_id, |(_, id)| id)
+}
