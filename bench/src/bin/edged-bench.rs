@@ -4,6 +4,7 @@
 //! cargo build --release -p edgecore && cargo run --release -p kubeedge-bench --bin edged-bench
 //! edged-bench --runtime containerd --endpoint unix:///run/kubeedge-rs-containerd/containerd.sock
 //! edged-bench --burst   # all pods pushed at once (containers of different pods start in parallel)
+//! EDGECORE_LOG=debug EDGECORE_LOG_FILE=/tmp/edgecore.log edged-bench   # edgecore's log kept
 //! ```
 //!
 //! A real edgecore process (edged on the local Docker engine, or on containerd through the CRI
@@ -25,8 +26,9 @@ use anyhow::{bail, Context, Result};
 use kubeedge_bench::{
     ensure_busybox_image, remove_node_containers, rss_kb, wait_until, TestCloud, BUSYBOX_IMAGE,
 };
+use kubeedge_cloud::dynamiccontroller::application_response;
 use kubeedge_cloud::hub::HubConfig;
-use kubeedge_proto::{Content, Message, Route};
+use kubeedge_proto::{Application, Content, Message, Route};
 use serde_json::{json, Value};
 
 fn edgecore_binary() -> Result<PathBuf> {
@@ -122,8 +124,20 @@ async fn main() -> Result<()> {
     let (config, _db) = cloud.edge_config_for(&node, &edged)?;
     let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let registered = Arc::new(Mutex::new(false));
-    let (r2, reg2) = (running.clone(), registered.clone());
+    let (r2, reg2, down) = (running.clone(), registered.clone(), cloud.down.clone());
     cloud.answer_edged(move |u| {
+        // edged lists the Services of a pod's namespace for its containers' environment
+        // through the DynamicController: answer as a cloud without Services does (a cloud
+        // that never answers costs the first container edged's 5 s list timeout).
+        if u.msg.route.group_str() == "dynamiccontroller" {
+            if let Ok(app) = u.msg.content.decode::<Application>() {
+                let empty = br#"{"kind":"ServiceList","apiVersion":"v1","items":[]}"#.to_vec();
+                if let Ok(reply) = application_response(&u.msg, &app.approved(Some(empty))) {
+                    let (down, node) = (down.clone(), u.node.clone());
+                    tokio::spawn(async move { down.send(&node, reply).await });
+                }
+            }
+        }
         let res = &u.msg.route.resource;
         if res.contains("/node/") {
             *reg2.lock().unwrap_or_else(|e| e.into_inner()) = true;
@@ -141,8 +155,14 @@ async fn main() -> Result<()> {
     let child = Command::new(&bin)
         .arg("--config")
         .arg(&config)
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
+        .env(
+            "RUST_LOG",
+            std::env::var("EDGECORE_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdout(match std::env::var_os("EDGECORE_LOG_FILE") {
+            Some(path) => std::process::Stdio::from(std::fs::File::create(path)?),
+            None => std::process::Stdio::null(),
+        })
         .spawn()?;
     let pid = child.id();
     let _child = Child(child, node.clone(), cri_endpoint);
@@ -185,6 +205,9 @@ async fn main() -> Result<()> {
         latencies.push(at - *t0);
     }
     let all = started.elapsed();
+    if let Some(first) = latencies.first() {
+        println!("first pod: {first:?} (the start of edged's pod handling is in it)");
+    }
     // Let the pods settle (probes none, statuses sent) before reading memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = rss_kb(pid);

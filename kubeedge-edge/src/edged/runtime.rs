@@ -435,7 +435,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// `sandbox_id` (`kubectl port-forward`). On the CRI this is the runtime's `PortForward`,
     /// which dials `localhost:<port>` inside the namespace; on Docker it dials the sandbox's
     /// bridge IP (or 127.0.0.1 for a host-network pod), so a listener bound only to the pod's
-    /// own 127.0.0.1 is not reached there.
+    /// own 127.0.0.1 is not reached there. A refused connection is an error on Docker; on the
+    /// CRI the stream server accepts first and dials afterwards, so there it shows as a stream
+    /// that ends at once (the runtime's error text is logged).
     fn port_forward(
         &self,
         sandbox_id: &str,
