@@ -57,6 +57,22 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run<R: TestRuntime>(
         ),
     )
     .await?;
+    // A mount the runtime itself refuses (a directory over the busybox binary, a file): the
+    // runtime's own message in the container's waiting state.
+    let mut badmount = container("c", "sleep 3600");
+    badmount["volumeMounts"] = json!([{"name": "v", "mountPath": "/bin/busybox"}]);
+    let dir = h.dir.path().join("a-directory");
+    std::fs::create_dir_all(&dir)?;
+    let vol = json!([{"name": "v", "hostPath": {"path": dir.display().to_string()}}]);
+    h.push(
+        "insert",
+        "pod",
+        pod(
+            "badmount",
+            json!({"containers": [badmount], "volumes": vol}),
+        ),
+    )
+    .await?;
     h.push(
         "insert",
         "pod",
@@ -101,6 +117,24 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run<R: TestRuntime>(
         .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
         .unwrap_or_default();
     assert!(msg.contains("absolute"), "{msg}");
+
+    let st = h
+        .wait_status("default/badmount", LIMIT, |s| {
+            matches!(
+                waiting_reason(s, "c").as_deref(),
+                Some("CreateContainerError" | "RunContainerError")
+            )
+        })
+        .await?;
+    let msg = cstatus(&st, "c")
+        .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default();
+    // The runtime's message as it gave it (the kubelet's `s.Message()`), no wrapping of ours.
+    assert!(
+        msg.contains("/bin/busybox") && msg.contains("not a directory"),
+        "{msg}"
+    );
+    assert!(!msg.starts_with("runtime refused"), "{msg}");
 
     h.wait_status("default/good", LIMIT, |s| {
         condition(s, "Ready").as_deref() == Some("True")

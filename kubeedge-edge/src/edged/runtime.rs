@@ -71,6 +71,15 @@ impl RuntimeError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// The runtime's own words for a refusal (what the kubelet puts in a container's waiting
+    /// message: the CRI status message, `s.Message()`), else this error's text.
+    pub fn runtime_message(&self) -> String {
+        match self {
+            Self::Refused { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Result alias of this module.
