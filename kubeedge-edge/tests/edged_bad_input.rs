@@ -1,5 +1,6 @@
 //! Bad input: a missing image, a bad command and an invalid volume give the kubelet's container
-//! statuses and events while other pods run; a Docker engine that is down is retried.
+//! statuses and events while other pods run; a runtime that is down is retried. On Docker and
+//! on containerd.
 
 mod common;
 
@@ -8,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
-use kubeedge_edge::edged::DockerRuntime;
+use kubeedge_edge::edged::{CriRuntime, DockerRuntime};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(20);
+
+on_both_runtimes!(bad_pods_get_clear_statuses_and_events_and_others_run);
 
 fn waiting_reason(s: &k8s_openapi::api::core::v1::PodStatus, c: &str) -> Option<String> {
     cstatus(s, c)?
@@ -23,9 +26,10 @@ fn waiting_reason(s: &k8s_openapi::api::core::v1::PodStatus, c: &str) -> Option<
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
-    let h = Harness::start("bad").await?;
+async fn bad_pods_get_clear_statuses_and_events_and_others_run<R: TestRuntime>(
+    h: Harness<R>,
+    _rt: &str,
+) -> Result<()> {
     let mut missing = container("c", "sleep 3600");
     missing["image"] = json!("kubeedge-rs-test/does-not-exist:0");
     h.push(
@@ -50,6 +54,22 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
         pod(
             "badvol",
             json!({"containers": [badvol], "volumes": [{"name": "v", "hostPath": {"path": "relative/path"}}]}),
+        ),
+    )
+    .await?;
+    // A mount the runtime itself refuses (a directory over the busybox binary, a file): the
+    // runtime's own message in the container's waiting state.
+    let mut badmount = container("c", "sleep 3600");
+    badmount["volumeMounts"] = json!([{"name": "v", "mountPath": "/bin/busybox"}]);
+    let dir = h.dir.path().join("a-directory");
+    std::fs::create_dir_all(&dir)?;
+    let vol = json!([{"name": "v", "hostPath": {"path": dir.display().to_string()}}]);
+    h.push(
+        "insert",
+        "pod",
+        pod(
+            "badmount",
+            json!({"containers": [badmount], "volumes": vol}),
         ),
     )
     .await?;
@@ -98,6 +118,24 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
         .unwrap_or_default();
     assert!(msg.contains("absolute"), "{msg}");
 
+    let st = h
+        .wait_status("default/badmount", LIMIT, |s| {
+            matches!(
+                waiting_reason(s, "c").as_deref(),
+                Some("CreateContainerError" | "RunContainerError")
+            )
+        })
+        .await?;
+    let msg = cstatus(&st, "c")
+        .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default();
+    // The runtime's message as it gave it (the kubelet's `s.Message()`), no wrapping of ours.
+    assert!(
+        msg.contains("/bin/busybox") && msg.contains("not a directory"),
+        "{msg}"
+    );
+    assert!(!msg.starts_with("runtime refused"), "{msg}");
+
     h.wait_status("default/good", LIMIT, |s| {
         condition(s, "Ready").as_deref() == Some("True")
     })
@@ -133,29 +171,36 @@ async fn bad_pods_get_clear_statuses_and_events_and_others_run() -> Result<()> {
     Ok(())
 }
 
-/// A unix socket that forwards to the real engine once `up` is called: Docker "down", then
-/// "up".
-struct DockerProxy {
+/// A unix socket that forwards to a real runtime's socket once `up` is called: the runtime
+/// "down", then "up".
+struct RuntimeProxy {
     path: std::path::PathBuf,
+    target: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl DockerProxy {
-    fn new() -> Result<Self> {
+impl RuntimeProxy {
+    fn new(target: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         Ok(Self {
-            path: dir.path().join("docker.sock"),
+            path: dir.path().join("runtime.sock"),
+            target: target.into(),
             _dir: dir,
         })
     }
 
+    fn endpoint(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
     fn up(&self) -> Result<()> {
         let l = tokio::net::UnixListener::bind(&self.path)?;
+        let target = self.target.clone();
         tokio::spawn(async move {
             while let Ok((mut a, _)) = l.accept().await {
+                let target = target.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut b) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
-                    {
+                    if let Ok(mut b) = tokio::net::UnixStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
                     }
                 });
@@ -165,16 +210,12 @@ impl DockerProxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_down_is_retried_not_fatal() -> Result<()> {
-    // The image exists (built through the real socket).
-    ensure_image(&DockerRuntime::new("unix:///var/run/docker.sock")).await?;
-    let proxy = DockerProxy::new()?;
-    let rt = Arc::new(DockerRuntime::new(format!(
-        "unix://{}",
-        proxy.path.display()
-    )));
-    let h = Harness::start_on("down", rt, |_| {}).await?;
+/// No runtime at start: edged keeps going and says why the pod does not run; the runtime
+/// comes up: the pod runs.
+async fn runtime_down_is_retried_not_fatal<R: TestRuntime>(
+    h: Harness<R>,
+    proxy: RuntimeProxy,
+) -> Result<()> {
     h.push(
         "insert",
         "pod",
@@ -184,7 +225,6 @@ async fn docker_down_is_retried_not_fatal() -> Result<()> {
         ),
     )
     .await?;
-    // No engine: edged keeps going and says why the pod does not run.
     let st = h
         .wait_status("default/survivor", LIMIT, |s| {
             s.message
@@ -193,11 +233,31 @@ async fn docker_down_is_retried_not_fatal() -> Result<()> {
         })
         .await?;
     assert_eq!(st.phase.as_deref(), Some("Pending"));
-    // The engine comes back: the pod runs.
     proxy.up()?;
     h.wait_status("default/survivor", Duration::from_secs(30), |s| {
         condition(s, "Ready").as_deref() == Some("True")
     })
     .await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_down_is_retried_not_fatal() -> Result<()> {
+    // The image exists (built through the real socket).
+    ensure_image(&DockerRuntime::new("unix:///var/run/docker.sock")).await?;
+    let proxy = RuntimeProxy::new("/var/run/docker.sock")?;
+    let rt = Arc::new(DockerRuntime::new(proxy.endpoint()));
+    let h = Harness::start_on("down", rt, |_| {}).await?;
+    runtime_down_is_retried_not_fatal(h, proxy).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_down_is_retried_not_fatal() -> Result<()> {
+    let Some(shared) = cri_runtime() else {
+        return Ok(());
+    };
+    let proxy = RuntimeProxy::new(CRI_SOCKET)?;
+    let rt = Arc::new(CriRuntime::new(proxy.endpoint(), shared.log_root()));
+    let h = Harness::start_on("cri-down", rt, |_| {}).await?;
+    runtime_down_is_retried_not_fatal(h, proxy).await
 }

@@ -14,28 +14,6 @@ use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Run `scenario` as two tests: `<scenario>::docker` and `<scenario>::containerd`.
-macro_rules! on_both_runtimes {
-    ($scenario:ident) => {
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn docker() -> Result<()> {
-                super::$scenario(Harness::start(stringify!($scenario)).await?, "docker").await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn containerd() -> Result<()> {
-                let Some(h) = Harness::start_cri(stringify!($scenario), |_| {}).await? else {
-                    return Ok(());
-                };
-                super::$scenario(h, "containerd").await
-            }
-        }
-    };
-}
-
 on_both_runtimes!(web_pod_answers_on_its_host_port);
 on_both_runtimes!(crashing_container_counts_restarts);
 on_both_runtimes!(logs_read_back_then_delete_removes_everything);

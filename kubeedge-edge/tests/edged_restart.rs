@@ -1,4 +1,4 @@
-//! kill -9 of an edgecore-like process (this test binary, re-run as a child that runs edged
+//! On Docker and on containerd: kill -9 of an edgecore-like process (this test binary, re-run as a child that runs edged
 //! on a store file), then a restart: the running containers are adopted with the same ids,
 //! nothing is duplicated, restart counts carry on, and containers that no stored pod owns
 //! (an orphan, and a pod deleted while edged was down) are removed.
@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use common::*;
 use kubeedge_edge::edged::runtime::{
-    ContainerConfig, ContainerRuntime, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID,
+    ContainerConfig, ContainerRuntime, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID, SANDBOX,
 };
 use kubeedge_edge::edged::{DockerRuntime, Edged, Link};
 use kubeedge_edge::meta::{MetaDb, MetaOp, MetaRecord, SqliteStore};
@@ -38,11 +39,19 @@ async fn edged_child() -> Result<()> {
     let db = MetaDb::spawn(store);
     let cfg = test_config(&node, &dir.join("edged"));
     let (_cloud_tx, cloud_rx) = watch::channel(None);
-    let rt = Arc::new(DockerRuntime::new("unix:///var/run/docker.sock"));
-    let (edged, _tx, _handle) = Edged::new(cfg, rt, Link::new(db, cloud_rx));
+    let link = Link::new(db, cloud_rx);
     // Bounded, so that a child never outlives a failed parent for long.
-    let _ =
-        tokio::time::timeout(Duration::from_secs(90), edged.run(CancellationToken::new())).await;
+    let bound = Duration::from_secs(90);
+    let cancel = CancellationToken::new();
+    if std::env::var("EDGED_CHILD_RUNTIME").as_deref() == Ok("containerd") {
+        let rt = Arc::new(cri_runtime().context("containerd")?);
+        let (edged, _tx, _handle) = Edged::new(cfg, rt, link);
+        let _ = tokio::time::timeout(bound, edged.run(cancel)).await;
+    } else {
+        let rt = Arc::new(DockerRuntime::new("unix:///var/run/docker.sock"));
+        let (edged, _tx, _handle) = Edged::new(cfg, rt, link);
+        let _ = tokio::time::timeout(bound, edged.run(cancel)).await;
+    }
     Ok(())
 }
 
@@ -55,23 +64,24 @@ impl Drop for ChildEdged {
     }
 }
 
-fn spawn_child(dir: &Path, node: &str) -> Result<ChildEdged> {
+fn spawn_child(dir: &Path, node: &str, runtime: &str) -> Result<ChildEdged> {
     Ok(ChildEdged(
         Command::new(std::env::current_exe()?)
             .args(["edged_child", "--exact", "--nocapture", "--test-threads=1"])
             .env("EDGED_CHILD_DIR", dir)
             .env("EDGED_CHILD_NODE", node)
+            .env("EDGED_CHILD_RUNTIME", runtime)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()?,
     ))
 }
 
-struct Cleanup(String);
+struct Cleanup<R: TestRuntime>(Arc<R>, String);
 
-impl Drop for Cleanup {
+impl<R: TestRuntime> Drop for Cleanup<R> {
     fn drop(&mut self) {
-        docker_cleanup(&self.0);
+        self.0.cleanup(&self.1);
     }
 }
 
@@ -89,7 +99,7 @@ async fn store_pod(db: &MetaDb, p: &serde_json::Value) -> Result<()> {
 type Containers = Vec<(String, String, String, u32, bool)>;
 
 /// (pod uid, container name, id, attempt, running) of the node's containers.
-async fn containers(rt: &DockerRuntime, node: &str) -> Result<Containers> {
+async fn containers<R: ContainerRuntime>(rt: &R, node: &str) -> Result<Containers> {
     let mut out: Containers = rt
         .list_containers(&[(LABEL_NODE, node)])
         .await?
@@ -117,12 +127,34 @@ fn of(list: &Containers, uid: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_then_restart_adopts_containers_and_removes_orphans() -> Result<()> {
-    let rt = DockerRuntime::new("unix:///var/run/docker.sock");
-    ensure_image(&rt).await?;
+/// The scenario on each runtime (its own child processes, so not through the harness).
+mod kill_9_then_restart_adopts_containers_and_removes_orphans {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn docker() -> Result<()> {
+        let rt = DockerRuntime::new("unix:///var/run/docker.sock");
+        ensure_image(&rt).await?;
+        super::kill_9_then_restart_adopts_containers_and_removes_orphans(Arc::new(rt), "docker")
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn containerd() -> Result<()> {
+        let Some(rt) = cri_runtime() else {
+            return Ok(());
+        };
+        super::kill_9_then_restart_adopts_containers_and_removes_orphans(Arc::new(rt), "containerd")
+            .await
+    }
+}
+
+async fn kill_9_then_restart_adopts_containers_and_removes_orphans<R: TestRuntime>(
+    rt: Arc<R>,
+    runtime: &str,
+) -> Result<()> {
     let node = node_name("restart");
-    let _cleanup = Cleanup(node.clone());
+    let _cleanup = Cleanup(rt.clone(), node.clone());
     let dir = tempfile::tempdir()?;
     let (store, _) = SqliteStore::open(&dir.path().join("edgecore.db"))?;
     let db = MetaDb::spawn(store);
@@ -141,9 +173,9 @@ async fn kill_9_then_restart_adopts_containers_and_removes_orphans() -> Result<(
     let uid = |p: &serde_json::Value| p["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
     let (keep_uid, gone_uid, crash_uid) = (uid(&keep), uid(&gone), uid(&crash));
 
-    let mut child = spawn_child(dir.path(), &node)?;
+    let mut child = spawn_child(dir.path(), &node, runtime)?;
     let before = eventually("pods running, crash restarted twice", LIMIT, || async {
-        let list = containers(&rt, &node).await.ok()?;
+        let list = containers(rt.as_ref(), &node).await.ok()?;
         let running = |u: &str| list.iter().filter(|c| c.0 == u && c.4).count();
         let crash_attempt = list
             .iter()
@@ -174,7 +206,10 @@ async fn kill_9_then_restart_adopts_containers_and_removes_orphans() -> Result<(
     let mut labels = std::collections::BTreeMap::new();
     labels.insert(LABEL_NODE.to_owned(), node.clone());
     labels.insert(LABEL_POD_UID.to_owned(), "uid-orphan".to_owned());
-    labels.insert(LABEL_CONTAINER.to_owned(), "x".to_owned());
+    labels.insert(LABEL_POD_NAME.to_owned(), "orphan".to_owned());
+    labels.insert(LABEL_POD_NAMESPACE.to_owned(), "default".to_owned());
+    // A sandbox (on the CRI the only kind that stands alone) of no stored pod.
+    labels.insert(LABEL_CONTAINER.to_owned(), SANDBOX.to_owned());
     let mut orphan_cfg = ContainerConfig::default();
     orphan_cfg.name = format!("{node}-orphan");
     orphan_cfg.image = IMAGE.into();
@@ -183,9 +218,9 @@ async fn kill_9_then_restart_adopts_containers_and_removes_orphans() -> Result<(
     let orphan = rt.create_container(orphan_cfg).await?;
     rt.start_container(&orphan).await?;
 
-    let _child = spawn_child(dir.path(), &node)?;
+    let _child = spawn_child(dir.path(), &node, runtime)?;
     let after = eventually("orphans removed", LIMIT, || async {
-        let list = containers(&rt, &node).await.ok()?;
+        let list = containers(rt.as_ref(), &node).await.ok()?;
         let orphan_left = list.iter().any(|c| c.2 == orphan);
         let gone_left = list.iter().any(|c| c.0 == gone_uid);
         (!orphan_left && !gone_left).then_some(list)
@@ -199,13 +234,13 @@ async fn kill_9_then_restart_adopts_containers_and_removes_orphans() -> Result<(
     // Stays so (a bounded observation window: no duplicate, no restart).
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(1500) {
-        let list = containers(&rt, &node).await?;
+        let list = containers(rt.as_ref(), &node).await?;
         assert_eq!(of(&list, &keep_uid), of(&before, &keep_uid));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Restart counts carry on from the labels.
     let next = eventually("crash restarted by the new edged", LIMIT, || async {
-        let list = containers(&rt, &node).await.ok()?;
+        let list = containers(rt.as_ref(), &node).await.ok()?;
         list.iter()
             .filter(|c| c.0 == crash_uid && c.1 == "app" && c.3 > crash_before)
             .map(|c| c.3)

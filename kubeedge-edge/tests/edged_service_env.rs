@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::*;
-use kubeedge_edge::edged::runtime::ContainerRuntime;
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(20);
+
+on_both_runtimes!(pods_get_the_service_variables_the_kubelet_gives);
 
 fn service(ns: &str, name: &str, ip: &str, ports: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",
@@ -23,7 +24,11 @@ fn service(ns: &str, name: &str, ip: &str, ports: Value) -> Value {
 }
 
 /// The environment of container `c` of pod `ns/name`, read inside it.
-async fn env_of(h: &Harness, ns: &str, name: &str) -> Result<BTreeMap<String, String>> {
+async fn env_of<R: TestRuntime>(
+    h: &Harness<R>,
+    ns: &str,
+    name: &str,
+) -> Result<BTreeMap<String, String>> {
     let st = h
         .wait_status(&format!("{ns}/{name}"), LIMIT, |s| {
             cstatus(s, "c").is_some_and(|c| c.ready)
@@ -33,12 +38,8 @@ async fn env_of(h: &Harness, ns: &str, name: &str) -> Result<BTreeMap<String, St
         .and_then(|c| c.container_id.clone())
         .context("container id")?;
     let out =
-        h.rt.exec_sync(
-            id.trim_start_matches("docker://"),
-            vec!["env".into()],
-            Duration::from_secs(5),
-        )
-        .await?;
+        h.rt.exec_sync(runtime_id(&id), vec!["env".into()], Duration::from_secs(5))
+            .await?;
     Ok(String::from_utf8_lossy(&out.output)
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -46,9 +47,10 @@ async fn env_of(h: &Harness, ns: &str, name: &str) -> Result<BTreeMap<String, St
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_get_the_service_variables_the_kubelet_gives() -> Result<()> {
-    let h = Harness::start("svcenv").await?;
+async fn pods_get_the_service_variables_the_kubelet_gives<R: TestRuntime>(
+    h: Harness<R>,
+    _rt: &str,
+) -> Result<()> {
     let https = json!([{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]);
     h.push(
         "insert",

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::future::FutureExt;
+use futures_util::stream::BoxStream;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -22,11 +23,15 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::cri_logs;
 use super::cri_spec::{self, btree, container_state, from_nanos, label, spec};
+use super::runtime::exit_code_once_stopped;
 use super::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary, ExecOutput,
-    ImageInfo, LogOptions, RegistryAuth, Result, RuntimeError, RuntimeVersion, StreamIo,
-    StreamOptions, LABEL_CONTAINER, SANDBOX,
+    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStats,
+    ContainerSummary, ExecOutput, ImageInfo, LogOptions, PortStream, RegistryAuth, Result,
+    RuntimeError, RuntimeVersion, StreamIo, StreamOptions, LABEL_CONTAINER, SANDBOX,
 };
+
+mod logs;
+mod streaming;
 
 pub use crate::config::{DEFAULT_CRI_ENDPOINT, DEFAULT_LOG_ROOT};
 /// The bound of one call that is not a pull.
@@ -246,29 +251,6 @@ impl CriRuntime {
         }
         Ok(())
     }
-
-    async fn read_logs(&self, id: &str, o: &LogOptions) -> Result<(Vec<u8>, String, bool)> {
-        let s = self.container_status(id).await?;
-        let running = s.state == cri::ContainerState::ContainerRunning as i32;
-        let data = match read_file(s.log_path.clone()).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(RuntimeError::Unavailable(format!("{}: {e}", s.log_path))),
-        };
-        let lines = cri_logs::parse(&data);
-        Ok((
-            cri_logs::render(lines, o.since, o.tail, o.timestamps),
-            s.log_path,
-            running,
-        ))
-    }
-}
-
-/// Read a file off the async threads.
-async fn read_file(path: String) -> std::io::Result<Vec<u8>> {
-    tokio::task::spawn_blocking(move || std::fs::read(path))
-        .await
-        .map_err(std::io::Error::other)?
 }
 
 impl ContainerRuntime for CriRuntime {
@@ -492,24 +474,7 @@ impl ContainerRuntime for CriRuntime {
     }
 
     fn logs(&self, id: &str, options: LogOptions) -> BoxStream<'static, Result<Bytes>> {
-        let this = self.clone();
-        let id = id.to_owned();
-        let first = async move {
-            let (data, path, running) = this.read_logs(&id, &options).await?;
-            let tail = if options.follow && running {
-                follow(this, id, path, options.timestamps).boxed()
-            } else {
-                stream::empty().boxed()
-            };
-            Ok::<_, RuntimeError>(stream::once(async move { Ok(Bytes::from(data)) }).chain(tail))
-        };
-        stream::once(first)
-            .map(|r| match r {
-                Ok(s) => s.boxed(),
-                Err(e) => stream::once(async move { Err(e) }).boxed(),
-            })
-            .flatten()
-            .boxed()
+        logs::log_stream(self.clone(), id.to_owned(), options)
     }
 
     fn manages_sandbox_image(&self) -> bool {
@@ -520,56 +485,61 @@ impl ContainerRuntime for CriRuntime {
         "containerd"
     }
 
-    async fn exec(&self, id: &str, _options: StreamOptions) -> Result<StreamIo> {
-        Err(RuntimeError::Unsupported(format!(
-            "interactive exec in {id} through the CRI is not supported yet"
-        )))
+    async fn exec(&self, id: &str, options: StreamOptions) -> Result<StreamIo> {
+        let req = cri::ExecRequest {
+            container_id: id.to_owned(),
+            cmd: options.command,
+            tty: options.tty,
+            stdin: options.stdin,
+            stdout: true,
+            // A TTY merges stderr into stdout (the runtime refuses both).
+            stderr: !options.tty,
+        };
+        let url = self.call(self.rt.clone().exec(req)).await?.url;
+        streaming::remote_command(&url, options.tty).await
     }
 
-    async fn attach(&self, id: &str, _options: StreamOptions) -> Result<StreamIo> {
-        Err(RuntimeError::Unsupported(format!(
-            "attach to {id} through the CRI is not supported yet"
-        )))
-    }
-}
-
-/// Follow a log file from its current end while the container runs: the file is polled
-/// (containerd appends whole records), and the stream ends once the container has stopped
-/// and the rest is read.
-fn follow(
-    rt: CriRuntime,
-    id: String,
-    path: String,
-    timestamps: bool,
-) -> impl futures_util::Stream<Item = Result<Bytes>> + Send {
-    let start = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    stream::unfold(Some(start), move |offset| {
-        let (rt, id, path) = (rt.clone(), id.clone(), path.clone());
-        async move {
-            let mut offset = offset?;
-            loop {
-                let running = matches!(
-                    rt.container_status(&id).await.map(|s| s.state),
-                    Ok(s) if s == cri::ContainerState::ContainerRunning as i32
-                );
-                let data = read_file(path.clone()).await.unwrap_or_default();
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                let new = &data[start..];
-                // Only whole records: a half-written one waits for the next round.
-                let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-                offset += whole as u64;
-                let lines = cri_logs::parse(&new[..whole]);
-                let out = cri_logs::render(lines, None, None, timestamps);
-                if !out.is_empty() {
-                    return Some((Ok(Bytes::from(out)), Some(offset)));
-                }
-                if !running {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+    async fn attach(&self, id: &str, options: StreamOptions) -> Result<StreamIo> {
+        let req = cri::AttachRequest {
+            container_id: id.to_owned(),
+            stdin: options.stdin,
+            tty: options.tty,
+            stdout: true,
+            stderr: !options.tty,
+        };
+        let url = self.call(self.rt.clone().attach(req)).await?.url;
+        let mut io = streaming::remote_command(&url, options.tty).await?;
+        // The stream server reports success when the streams end; the exit code is the
+        // container's.
+        let (this, id, ended) = (self.clone(), id.to_owned(), io.exit);
+        io.exit = async move {
+            ended.await?;
+            exit_code_once_stopped(&this, &id).await
         }
-    })
+        .boxed();
+        Ok(io)
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<Box<dyn PortStream>> {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox_id.to_owned(),
+            port: vec![i32::from(port)],
+        };
+        let url = self.call(self.rt.clone().port_forward(req)).await?.url;
+        streaming::port_forward(&url).await
+    }
+
+    async fn stats(&self, id: &str) -> Result<ContainerStats> {
+        let s = self.container_stats(id).await?;
+        let value = |v: Option<cri::UInt64Value>| v.map(|v| v.value);
+        let cpu = s.cpu.unwrap_or_default();
+        let mem = s.memory.unwrap_or_default();
+        Ok(ContainerStats {
+            timestamp: from_nanos(cpu.timestamp.max(mem.timestamp)).unwrap_or_else(SystemTime::now),
+            cpu_usage_core_nano_seconds: value(cpu.usage_core_nano_seconds).unwrap_or(0),
+            cpu_usage_nano_cores: value(cpu.usage_nano_cores),
+            memory_working_set_bytes: value(mem.working_set_bytes).unwrap_or(0),
+            memory_usage_bytes: value(mem.usage_bytes),
+        })
+    }
 }

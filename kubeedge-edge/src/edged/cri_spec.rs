@@ -12,7 +12,7 @@ use k8s_cri::v1 as cri;
 
 use super::cri_logs;
 use super::runtime::{
-    ContainerConfig, ContainerState, NetworkMode, Result, RuntimeError, LABEL_ATTEMPT,
+    ContainerConfig, ContainerState, NetworkMode, PidMode, Result, RuntimeError, LABEL_ATTEMPT,
     LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
 
@@ -36,14 +36,21 @@ fn name_attempt(name: &str) -> u32 {
         .unwrap_or(0)
 }
 
-fn namespaces(host: bool) -> cri::NamespaceOption {
+/// The kubelet's `namespacesForPod`: the network the node's or the pod's, IPC the pod's, and
+/// PID the node's (`hostPID`), the pod's (`shareProcessNamespace`: the trait's
+/// [`PidMode::Container`]) or the container's own.
+fn namespaces(host: bool, pid: &PidMode) -> cri::NamespaceOption {
     cri::NamespaceOption {
         network: if host {
             cri::NamespaceMode::Node
         } else {
             cri::NamespaceMode::Pod
         } as i32,
-        pid: cri::NamespaceMode::Container as i32,
+        pid: match pid {
+            PidMode::Host => cri::NamespaceMode::Node,
+            PidMode::Container(_) => cri::NamespaceMode::Pod,
+            _ => cri::NamespaceMode::Container,
+        } as i32,
         ipc: cri::NamespaceMode::Pod as i32,
         ..Default::default()
     }
@@ -88,10 +95,10 @@ pub(crate) fn container_state(s: &cri::ContainerStatus) -> ContainerState {
     }
 }
 
-fn sandbox_linux(host: bool) -> Option<cri::LinuxPodSandboxConfig> {
+fn sandbox_linux(options: cri::NamespaceOption) -> Option<cri::LinuxPodSandboxConfig> {
     Some(cri::LinuxPodSandboxConfig {
         security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(namespaces(host)),
+            namespace_options: Some(options),
             ..Default::default()
         }),
         ..Default::default()
@@ -139,7 +146,7 @@ pub(crate) fn sandbox_config(c: &ContainerConfig, log_root: &Path) -> cri::PodSa
         log_directory: log_directory.to_string_lossy().into_owned(),
         port_mappings,
         labels: c.labels.clone().into_iter().collect(),
-        linux: sandbox_linux(c.network == NetworkMode::Host),
+        linux: sandbox_linux(namespaces(c.network == NetworkMode::Host, &c.pid)),
         ..Default::default()
     }
 }
@@ -150,18 +157,18 @@ pub(crate) fn sandbox_config_from_status(
     log_root: &Path,
 ) -> cri::PodSandboxConfig {
     let md = s.metadata.unwrap_or_default();
-    let host = s
+    let options = s
         .linux
         .as_ref()
         .and_then(|l| l.namespaces.as_ref())
-        .and_then(|n| n.options.as_ref())
-        .is_some_and(|o| o.network == cri::NamespaceMode::Node as i32);
+        .and_then(|n| n.options.clone())
+        .unwrap_or_else(|| namespaces(false, &PidMode::Private));
     let log_directory = cri_logs::pod_log_dir(log_root, &md.namespace, &md.name, &md.uid);
     cri::PodSandboxConfig {
         log_directory: log_directory.to_string_lossy().into_owned(),
         labels: s.labels,
         annotations: s.annotations,
-        linux: sandbox_linux(host),
+        linux: sandbox_linux(options),
         metadata: Some(md),
         ..Default::default()
     }
@@ -222,7 +229,7 @@ pub(crate) fn container_config(
             resources: Some(resources),
             security_context: Some(cri::LinuxContainerSecurityContext {
                 privileged: c.privileged,
-                namespace_options: Some(namespaces(is_host(sandbox))),
+                namespace_options: Some(namespaces(is_host(sandbox), &c.pid)),
                 run_as_user,
                 run_as_group,
                 ..Default::default()
@@ -275,6 +282,25 @@ mod tests {
             ns.network,
             cri::NamespaceMode::Node as i32,
             "hostNetwork pod"
+        );
+        assert_eq!(
+            ns.pid,
+            cri::NamespaceMode::Container as i32,
+            "its own PID 1"
+        );
+        let shared = ContainerConfig {
+            pid: PidMode::Container("sandbox".into()),
+            ..Default::default()
+        };
+        let sc = container_config(shared, &s)
+            .linux
+            .and_then(|l| l.security_context)
+            .unwrap_or_default();
+        let pid = sc.namespace_options.map(|o| o.pid);
+        assert_eq!(
+            pid,
+            Some(cri::NamespaceMode::Pod as i32),
+            "shareProcessNamespace"
         );
         assert!(sandbox_id_of(&ContainerConfig::default()).is_err());
     }

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, CreateImageOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
 use bytes::Bytes;
@@ -18,10 +18,12 @@ use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::Mutex;
 
 use super::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary, ExecOutput,
-    ImageInfo, LogOptions, NetworkMode, PidMode, RegistryAuth, Result, RuntimeError,
-    RuntimeVersion, StreamIo, StreamOptions,
+    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStats,
+    ContainerSummary, ExecOutput, ImageInfo, LogOptions, NetworkMode, PidMode, PortStream,
+    RegistryAuth, Result, RuntimeError, RuntimeVersion, StreamIo, StreamOptions,
 };
+
+mod stream;
 
 /// The Docker engine.
 #[derive(Debug)]
@@ -425,88 +427,23 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     fn logs(&self, id: &str, options: LogOptions) -> BoxStream<'static, Result<Bytes>> {
-        let id = id.to_owned();
-        let endpoint = self.endpoint.clone();
-        // The stream owns its own client handle, so it outlives `&self`.
-        let stream = async move {
-            let rt = DockerRuntime::new(endpoint);
-            let d = match rt.client().await {
-                Ok(d) => d,
-                Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
-            };
-            let opts = LogsOptions {
-                follow: options.follow,
-                stdout: true,
-                stderr: true,
-                since: options
-                    .since
-                    .map(|s| i32::try_from(s).unwrap_or(i32::MAX))
-                    .unwrap_or(0),
-                until: 0,
-                timestamps: options.timestamps,
-                tail: options
-                    .tail
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "all".into()),
-            };
-            d.logs(&id, Some(opts)).map(log_bytes).boxed()
-        };
-        futures_util::stream::once(stream).flatten().boxed()
+        self.log_stream(id, options)
     }
 
     async fn exec(&self, id: &str, options: StreamOptions) -> Result<StreamIo> {
-        let d = self.client().await?;
-        let exec = self
-            .check(
-                d.create_exec(
-                    id,
-                    CreateExecOptions {
-                        cmd: Some(options.command),
-                        attach_stdin: Some(options.stdin),
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        tty: Some(options.tty),
-                        ..Default::default()
-                    },
-                )
-                .await,
-            )
-            .await?;
-        let start = StartExecOptions {
-            detach: false,
-            tty: options.tty,
-            output_capacity: None,
-        };
-        match self
-            .check(d.start_exec(&exec.id, Some(start)).await)
-            .await?
-        {
-            StartExecResults::Attached { output, input } => Ok(StreamIo {
-                output: output.map(log_bytes).boxed(),
-                input,
-            }),
-            StartExecResults::Detached => Err(RuntimeError::Refused {
-                status: 500,
-                message: "exec started detached".into(),
-            }),
-        }
+        self.exec_stream(id, options).await
     }
 
     async fn attach(&self, id: &str, options: StreamOptions) -> Result<StreamIo> {
-        let d = self.client().await?;
-        let opts = AttachContainerOptions {
-            stdin: options.stdin,
-            stdout: true,
-            stderr: true,
-            stream: true,
-            logs: false,
-            detach_keys: None,
-        };
-        let r = self.check(d.attach_container(id, Some(opts)).await).await?;
-        Ok(StreamIo {
-            output: r.output.map(log_bytes).boxed(),
-            input: r.input,
-        })
+        self.attach_stream(id, options).await
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<Box<dyn PortStream>> {
+        self.dial_port(sandbox_id, port).await
+    }
+
+    async fn stats(&self, id: &str) -> Result<ContainerStats> {
+        self.one_shot_stats(id).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! The container runtime edged drives: a small trait (containers by label, images, logs,
-//! exec and attach as byte streams) with [`super::DockerRuntime`] and [`super::CriRuntime`]
-//! as its implementations.
+//! exec and attach as byte streams with terminal resize and exit status, port forwarding,
+//! resource usage) with [`super::DockerRuntime`] and [`super::CriRuntime`] as its
+//! implementations.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -8,8 +9,10 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 
 /// Label: the pod's UID (kubelet's name, so `docker ps` reads the same as on a kubelet node).
 pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
@@ -67,6 +70,15 @@ impl RuntimeError {
     /// Whether the runtime itself is down (rather than the request being bad).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+
+    /// The runtime's own words for a refusal (what the kubelet puts in a container's waiting
+    /// message: the CRI status message, `s.Message()`), else this error's text.
+    pub fn runtime_message(&self) -> String {
+        match self {
+            Self::Refused { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
     }
 }
 
@@ -300,18 +312,61 @@ pub struct StreamOptions {
     pub tty: bool,
 }
 
+/// A terminal size, in character cells (the kubelet's `remotecommand.TerminalSize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    /// Columns.
+    pub width: u16,
+    /// Rows.
+    pub height: u16,
+}
+
 /// An interactive session: output bytes and, with stdin, a writer.
 pub struct StreamIo {
-    /// stdout/stderr bytes (a TTY merges them).
+    /// stdout/stderr bytes (a TTY merges them). Ends when the command (or, for attach, the
+    /// container's streams) ends.
     pub output: BoxStream<'static, Result<Bytes>>,
-    /// stdin.
+    /// stdin. Shutting it down closes the command's stdin on Docker; a CRI stream server
+    /// speaking `v4.channel.k8s.io` over WebSocket has no half-close, so there stdin stays
+    /// open until the session ends (the command must end by itself).
     pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Terminal size changes (only with a TTY; the first one sets the initial size).
+    pub resize: Option<mpsc::Sender<TerminalSize>>,
+    /// How it ended, once the output has ended: for exec the command's exit code, for attach
+    /// the container's exit code if it has exited by then (None while it runs). An error when
+    /// the runtime reported a failure other than an exit code (e.g. no such executable on the
+    /// CRI) or the session broke off without a status.
+    pub exit: BoxFuture<'static, Result<Option<i64>>>,
 }
 
 impl std::fmt::Debug for StreamIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamIo").finish_non_exhaustive()
     }
+}
+
+/// A bidirectional byte stream (a forwarded port).
+pub trait PortStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PortStream for T {}
+
+/// One container's resource usage at one moment (what `/stats/summary` reports per
+/// container: the CRI's `ContainerStats`, or Docker's stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStats {
+    /// When it was sampled.
+    pub timestamp: SystemTime,
+    /// CPU time used since the container started, in core-nanoseconds
+    /// (`usageCoreNanoSeconds`).
+    pub cpu_usage_core_nano_seconds: u64,
+    /// The recent CPU rate in nanocores (`usageNanoCores`), when the runtime computed one
+    /// (containerd does from its previous sample; Docker's one-shot stats do not).
+    pub cpu_usage_nano_cores: Option<u64>,
+    /// Memory in use minus inactive file pages (`workingSetBytes`, the kubelet's eviction
+    /// measure).
+    pub memory_working_set_bytes: u64,
+    /// All memory in use, page cache included (`usageBytes`), when known.
+    pub memory_usage_bytes: Option<u64>,
 }
 
 /// What edged needs from a container runtime. Containers are found by label; ids are the
@@ -385,4 +440,38 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         id: &str,
         options: StreamOptions,
     ) -> impl Future<Output = Result<StreamIo>> + Send;
+    /// A connection to `port` (TCP) in the network namespace of the pod whose sandbox is
+    /// `sandbox_id` (`kubectl port-forward`). On the CRI this is the runtime's `PortForward`,
+    /// which dials `localhost:<port>` inside the namespace; on Docker it dials the sandbox's
+    /// bridge IP (or 127.0.0.1 for a host-network pod), so a listener bound only to the pod's
+    /// own 127.0.0.1 is not reached there. A refused connection is an error on Docker; on the
+    /// CRI the stream server accepts first and dials afterwards, so there it shows as a stream
+    /// that ends at once (the runtime's error text is logged).
+    fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<Box<dyn PortStream>>> + Send;
+    /// A running container's resource usage, sampled once.
+    fn stats(&self, id: &str) -> impl Future<Output = Result<ContainerStats>> + Send;
+}
+
+/// How long a container whose attached streams have ended may still show as running before
+/// its exit code is read.
+const EXIT_SETTLE: Duration = Duration::from_secs(3);
+
+/// The exit code of container `id` once it has stopped (the `exit` of an attach session),
+/// waiting up to [`EXIT_SETTLE`] for the runtime to record it; None when it still runs.
+pub(crate) async fn exit_code_once_stopped<R: ContainerRuntime>(
+    rt: &R,
+    id: &str,
+) -> Result<Option<i64>> {
+    let deadline = tokio::time::Instant::now() + EXIT_SETTLE;
+    loop {
+        match rt.inspect_container(id).await?.state {
+            ContainerState::Exited { exit_code, .. } => return Ok(Some(exit_code)),
+            _ if tokio::time::Instant::now() >= deadline => return Ok(None),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }

@@ -686,10 +686,10 @@ impl<R: ContainerRuntime> Worker<R> {
         let id = rt
             .create_container(config)
             .await
-            .map_err(|e| ("CreateContainerError".to_owned(), e.to_string()))?;
+            .map_err(|e| ("CreateContainerError".to_owned(), e.runtime_message()))?;
         if let Err(e) = rt.start_container(&id).await {
             let _ = rt.remove_container(&id).await;
-            return Err(("RunContainerError".into(), e.to_string()));
+            return Err(("RunContainerError".into(), e.runtime_message()));
         }
         debug!(pod = %self.key, container = name, id, attempt, "container started");
         Ok(())

@@ -2,7 +2,7 @@
 //! Docker engine with its own node name (so parallel tests never see each other's
 //! containers), its store in a temp dir, and no cloud (statuses land in the durable outbox).
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,8 @@ use kubeedge_proto::{Content, Message, Route};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, OnceCell};
 use tokio_util::sync::CancellationToken;
+
+pub mod containerd;
 
 /// The test image: a static busybox with its applets.
 pub const IMAGE: &str = kubeedge_bench::BUSYBOX_IMAGE;
@@ -78,29 +80,31 @@ impl TestRuntime for DockerRuntime {
 
 impl TestRuntime for CriRuntime {
     fn cleanup(&self, node: &str) {
-        let rt = self.clone();
-        let node = node.to_owned();
-        // Drop is synchronous: sweep on a thread of its own with its own reactor.
-        let _ = std::thread::spawn(move || {
-            let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            tokio_rt.block_on(async {
-                let rt = CriRuntime::new(rt.endpoint(), rt.log_root());
-                for c in rt
-                    .list_containers(&[(LABEL_NODE, &node)])
-                    .await
-                    .unwrap_or_default()
-                {
-                    let _ = rt.remove_container(&c.id).await;
-                }
-            });
-        })
-        .join();
+        cri_sweep(self, Some(node));
     }
+}
+
+/// Remove every sandbox and container of `node` (all of them with None) from a CRI runtime,
+/// from synchronous code (a drop): on a thread of its own with its own reactor.
+pub fn cri_sweep(rt: &CriRuntime, node: Option<&str>) {
+    let (endpoint, logs) = (rt.endpoint().to_owned(), rt.log_root().to_path_buf());
+    let node = node.map(str::to_owned);
+    let _ = std::thread::spawn(move || {
+        let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        tokio_rt.block_on(async {
+            let rt = CriRuntime::new(endpoint, logs);
+            let labels: Vec<(&str, &str)> = node.iter().map(|n| (LABEL_NODE, n.as_str())).collect();
+            for c in rt.list_containers(&labels).await.unwrap_or_default() {
+                let _ = rt.remove_container(&c.id).await;
+            }
+        });
+    })
+    .join();
 }
 
 /// The test containerd socket (started by scripts/test.sh).
@@ -117,6 +121,36 @@ pub fn cri_runtime() -> Option<CriRuntime> {
     let logs = std::env::temp_dir().join("kubeedge-rs-cri-test-logs");
     Some(CriRuntime::new(format!("unix://{CRI_SOCKET}"), logs))
 }
+
+/// Run `scenario(h: Harness<R>, runtime_name: &str) -> Result<()>` as two tests,
+/// `<scenario>::docker` and `<scenario>::containerd` (which skips, saying why, only when the
+/// test containerd is absent). An optional second argument tunes the [`EdgedConfig`] of both.
+macro_rules! on_both_runtimes {
+    ($scenario:ident) => {
+        on_both_runtimes!($scenario, |_| {});
+    };
+    ($scenario:ident, $tune:expr) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn docker() -> anyhow::Result<()> {
+                let h = crate::common::Harness::start_with(stringify!($scenario), $tune).await?;
+                super::$scenario(h, "docker").await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn containerd() -> anyhow::Result<()> {
+                let Some(h) =
+                    crate::common::Harness::start_cri(stringify!($scenario), $tune).await?
+                else {
+                    return Ok(());
+                };
+                super::$scenario(h, "containerd").await
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_runtimes;
 
 /// An edged on a real runtime (Docker unless said otherwise), offline, in a temp dir.
 pub struct Harness<R: TestRuntime = DockerRuntime> {
@@ -389,4 +423,69 @@ pub async fn http_get(port: u16, path: &str) -> Option<String> {
         .ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     text.starts_with("HTTP/1.").then_some(text)
+}
+
+/// Read `s` until what came contains `want` (within `limit`); everything read so far.
+pub async fn read_until(
+    s: &mut futures_util::stream::BoxStream<
+        'static,
+        kubeedge_edge::edged::runtime::Result<bytes::Bytes>,
+    >,
+    want: &str,
+    limit: Duration,
+) -> Result<String> {
+    use futures_util::StreamExt;
+    let mut out = String::new();
+    let read = async {
+        while !out.contains(want) {
+            match s.next().await {
+                Some(chunk) => out.push_str(&String::from_utf8_lossy(&chunk?)),
+                None => bail!("the stream ended"),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(())) => Ok(out),
+        Ok(Err(e)) => Err(e.context(format!("waiting for {want:?}, got {out:?}"))),
+        Err(_) => bail!("waiting for {want:?} for {limit:?}, got {out:?}"),
+    }
+}
+
+/// The runtime id of this node's only container named `name` ([`SANDBOX`] for the sandbox).
+pub async fn container_id<R: TestRuntime>(h: &Harness<R>, name: &str) -> Result<String> {
+    let found: Vec<_> = h
+        .containers()
+        .await?
+        .into_iter()
+        .filter(|c| c.label(kubeedge_edge::edged::runtime::LABEL_CONTAINER) == Some(name))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.id.clone()),
+        other => bail!("expected one container {name}, found {}", other.len()),
+    }
+}
+
+/// Push pod `name` and wait until its container `container` runs; that container's id.
+pub async fn run_pod<R: TestRuntime>(
+    h: &Harness<R>,
+    name: &str,
+    spec: Value,
+    container: &str,
+) -> Result<String> {
+    h.push("insert", "pod", pod(name, spec)).await?;
+    h.wait_status(&format!("default/{name}"), Duration::from_secs(30), |s| {
+        cstatus(s, container)
+            .and_then(|c| c.state.as_ref())
+            .is_some_and(|st| st.running.is_some())
+    })
+    .await?;
+    container_id(h, container).await
+}
+
+/// The runtime's id in a status's `containerID` (`docker://…`, `containerd://…`).
+pub fn runtime_id(container_id: &str) -> &str {
+    container_id
+        .split_once("://")
+        .map_or(container_id, |(_, id)| id)
 }
