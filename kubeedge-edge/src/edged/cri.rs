@@ -37,6 +37,21 @@ pub use crate::config::{DEFAULT_CRI_ENDPOINT, DEFAULT_LOG_ROOT};
 /// The bound of one call that is not a pull.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A lazily connecting gRPC channel to the unix socket of `endpoint` (`unix:///path` or a
+/// path), each connection bounded by `connect_timeout`.
+pub(crate) fn unix_channel(endpoint: &str, connect_timeout: Duration) -> Channel {
+    let path = PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint));
+    // The URI is only a placeholder: every connection goes to the socket.
+    Endpoint::from_static("http://cri.invalid")
+        .connect_timeout(connect_timeout)
+        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+}
+
 /// A CRI runtime (containerd).
 #[derive(Debug, Clone)]
 pub struct CriRuntime {
@@ -66,18 +81,7 @@ impl CriRuntime {
     /// (the channel's worker task is spawned here).
     pub fn new(endpoint: impl Into<String>, log_root: impl Into<PathBuf>) -> Self {
         let endpoint = endpoint.into();
-        let path = PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(&endpoint));
-        // The URI is only a placeholder: every connection goes to the socket.
-        let channel = Endpoint::from_static("http://cri.invalid")
-            .connect_timeout(Duration::from_secs(5))
-            .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }));
+        let channel = unix_channel(&endpoint, Duration::from_secs(5));
         Self {
             endpoint,
             log_root: log_root.into(),

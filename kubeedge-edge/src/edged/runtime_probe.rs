@@ -12,11 +12,10 @@
 use std::time::Duration;
 
 use bollard::Docker;
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::Value;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::runtime::{ContainerRuntime, Result, RuntimeError, RuntimeVersion};
 use super::CriRuntime;
@@ -67,26 +66,12 @@ async fn bounded<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result
 pub async fn probe_cri(endpoint: &str) -> Result<RuntimeProbe> {
     let rt = CriRuntime::new(endpoint, super::DEFAULT_LOG_ROOT);
     let version = bounded(rt.version()).await?;
-    let client = RuntimeServiceClient::new(unix_channel(endpoint));
+    let client = RuntimeServiceClient::new(super::cri::unix_channel(endpoint, PROBE_TIMEOUT));
     let cgroup_driver = bounded(cri_cgroup_driver(client)).await.unwrap_or(None);
     Ok(RuntimeProbe {
         version,
         cgroup_driver,
     })
-}
-
-/// A lazily connected gRPC channel to the unix socket of `endpoint`.
-fn unix_channel(endpoint: &str) -> Channel {
-    let path = std::path::PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint));
-    // The URI is only a placeholder: every connection goes to the socket.
-    Endpoint::from_static("http://cri.invalid")
-        .connect_timeout(PROBE_TIMEOUT)
-        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
 }
 
 async fn cri_cgroup_driver(
