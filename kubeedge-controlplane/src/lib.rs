@@ -37,8 +37,11 @@
 //!   NoExecute taint too; their pods are marked not ready and evicted after their toleration
 //!   seconds, [`ControlPlaneConfig::pod_eviction_timeout`] for pods without one.
 //!
-//! The controllers share one watch cache per resource (see `informer`) and work queues with
-//! per-key backoff; each writes only through the API, so a restart resumes from what is stored.
+//! The controllers share one watch cache per resource (see `informer`). The workload
+//! controllers (deployment, replicaset, daemonset, endpoints, namespace, service accounts) are
+//! each one `reconcile::Reconcile` implementation driven by the same loop (`reconcile::run`:
+//! wait for the caches, then workers over a work queue with per-key backoff). Each writes only
+//! through the API, so a restart resumes from what is stored.
 //!
 //! Not implemented: pod affinity and anti-affinity, topology spread constraints, volumes, preemption and priorities; `progressDeadlineSeconds` (a stuck rollout
 //! stays `Progressing`, never `ProgressDeadlineExceeded`); proportional scaling of several
