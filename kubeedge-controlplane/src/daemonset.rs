@@ -66,7 +66,7 @@ fn owner_key(p: &Pod) -> Option<Key> {
 
 impl Controller {
     pub(crate) fn new(client: &Client, inf: &mut Informers, recorder: Recorder) -> Arc<Self> {
-        let inner = Arc::new(Self {
+        let this = Arc::new(Self {
             client: client.clone(),
             ds: inf.daemonsets.store(),
             pods: inf.pods.store(),
@@ -75,9 +75,9 @@ impl Controller {
             expectations: Expectations::default(),
             recorder,
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.daemonsets.on(move |c| q.add(Key::of(c.object())));
-        let i = Arc::clone(&inner);
+        let i = Arc::clone(&this);
         inf.pods.on(move |c| {
             let p = c.object();
             if let Some(k) = owner_key(p) {
@@ -85,7 +85,7 @@ impl Controller {
                 i.queue.add(k);
             }
         });
-        let i = Arc::clone(&inner);
+        let i = Arc::clone(&this);
         inf.nodes.on(move |c| {
             let relevant = |n: &Node| {
                 (
@@ -106,7 +106,7 @@ impl Controller {
                 }
             }
         });
-        inner
+        this
     }
 }
 

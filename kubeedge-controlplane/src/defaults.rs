@@ -56,14 +56,14 @@ pub(crate) struct ServiceAccounts {
 
 impl ServiceAccounts {
     pub(crate) fn new(client: &Client, inf: &mut Informers) -> Arc<Self> {
-        let inner = Arc::new(Self {
+        let this = Arc::new(Self {
             client: client.clone(),
             namespaces: inf.namespaces.store(),
             queue: WorkQueue::new(),
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.namespaces.on(move |c| q.add(Key::of(c.object())));
-        inner
+        this
     }
 }
 

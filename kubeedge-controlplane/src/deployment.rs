@@ -103,22 +103,22 @@ fn owner_key(rs: &ReplicaSet) -> Option<Key> {
 
 impl Controller {
     pub(crate) fn new(client: &Client, inf: &mut Informers, recorder: Recorder) -> Arc<Self> {
-        let inner = Arc::new(Self {
+        let this = Arc::new(Self {
             client: client.clone(),
             deployments: inf.deployments.store(),
             rs: inf.replicasets.store(),
             queue: WorkQueue::new(),
             recorder,
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.deployments.on(move |c| q.add(Key::of(c.object())));
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.replicasets.on(move |c| {
             if let Some(k) = owner_key(c.object()) {
                 q.add(k);
             }
         });
-        inner
+        this
     }
 }
 

@@ -42,18 +42,18 @@ pub(crate) struct Controller {
 
 impl Controller {
     pub(crate) fn new(client: &Client, inf: &mut Informers) -> Arc<Self> {
-        let inner = Arc::new(Self {
+        let this = Arc::new(Self {
             client: client.clone(),
             services: inf.services.store(),
             pods: inf.pods.store(),
             endpoints: inf.endpoints.store(),
             queue: WorkQueue::new(),
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.services.on(move |c| q.add(Key::of(c.object())));
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.endpoints.on(move |c| q.add(Key::of(c.object())));
-        let i = Arc::clone(&inner);
+        let i = Arc::clone(&this);
         inf.pods.on(move |c| {
             // Every service of the namespace that selects the pod before or after the change.
             let pods = [Some(c.object()), c.previous()];
@@ -74,7 +74,7 @@ impl Controller {
                 }
             }
         });
-        inner
+        this
     }
 }
 

@@ -27,18 +27,18 @@ pub(crate) struct Controller {
 
 impl Controller {
     pub(crate) fn new(client: &Client, inf: &mut Informers) -> Arc<Self> {
-        let inner = Arc::new(Self {
+        let this = Arc::new(Self {
             client: client.clone(),
             namespaces: inf.namespaces.store(),
             queue: WorkQueue::new(),
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.namespaces.on(move |c| {
             if c.object().metadata.deletion_timestamp.is_some() {
                 q.add(Key::of(c.object()));
             }
         });
-        inner
+        this
     }
 }
 

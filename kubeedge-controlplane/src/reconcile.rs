@@ -73,3 +73,89 @@ pub(crate) async fn run<R: Reconcile>(
     .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::reflector::store::Writer;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Fails its first reconcile of a key, then succeeds; reports every call.
+    struct Flaky {
+        queue: WorkQueue<Key>,
+        calls: mpsc::UnboundedSender<(Key, bool)>,
+        failed: std::sync::Mutex<bool>,
+        caches: fn() -> Vec<Cache>,
+    }
+
+    impl Reconcile for Flaky {
+        const NAME: &'static str = "flaky";
+
+        fn queue(&self) -> &WorkQueue<Key> {
+            &self.queue
+        }
+
+        fn caches(&self) -> Vec<Cache> {
+            (self.caches)()
+        }
+
+        async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
+            let fail = !std::mem::replace(
+                &mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()),
+                true,
+            );
+            let _ = self.calls.send((key.clone(), fail));
+            if fail {
+                Err(ControlPlaneError::Invalid {
+                    what: "first".into(),
+                })
+            } else {
+                Ok(None)
+            }
+        }
+    }
+
+    fn flaky(caches: fn() -> Vec<Cache>) -> (Arc<Flaky>, mpsc::UnboundedReceiver<(Key, bool)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let r = Arc::new(Flaky {
+            queue: WorkQueue::new(),
+            calls: tx,
+            failed: std::sync::Mutex::new(false),
+            caches,
+        });
+        (r, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_key_is_retried_with_backoff() {
+        let (r, mut calls) = flaky(Vec::new);
+        let key = Key::new("ns", "a");
+        r.queue().add(key.clone());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(Arc::clone(&r), 2, cancel.clone()));
+        let deadline = Duration::from_secs(60);
+        let first = tokio::time::timeout(deadline, calls.recv()).await.unwrap();
+        assert_eq!(first, Some((key.clone(), true)));
+        let second = tokio::time::timeout(deadline, calls.recv()).await.unwrap();
+        assert_eq!(second, Some((key, false)));
+        cancel.cancel();
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_never_syncs_stops_the_controller() {
+        let (r, _calls) = flaky(|| {
+            let writer: Writer<Pod> = Writer::default();
+            vec![Cache::of(&writer.as_reader(), "pods")]
+        });
+        let res = run(r, 1, CancellationToken::new()).await;
+        assert!(matches!(
+            res,
+            Err(ControlPlaneError::CacheNotSynced { resource: "pods" })
+        ));
+    }
+}

@@ -80,7 +80,7 @@ fn owner_key(p: &Pod) -> Option<Key> {
 
 impl Controller {
     pub(crate) fn new(client: &Client, inf: &mut Informers, recorder: Recorder) -> Arc<Self> {
-        let inner = Arc::new(Self {
+        let this = Arc::new(Self {
             client: client.clone(),
             rs: inf.replicasets.store(),
             pods: inf.pods.store(),
@@ -88,9 +88,9 @@ impl Controller {
             expectations: Expectations::default(),
             recorder,
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.replicasets.on(move |c| q.add(Key::of(c.object())));
-        let i = Arc::clone(&inner);
+        let i = Arc::clone(&this);
         inf.pods.on(move |c| {
             let p = c.object();
             if let Some(k) = owner_key(p) {
@@ -101,7 +101,7 @@ impl Controller {
                 i.queue.add(k);
             }
         });
-        inner
+        this
     }
 }
 
