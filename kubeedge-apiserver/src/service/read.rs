@@ -35,8 +35,8 @@ pub(super) async fn get<S: Store>(
 }
 
 pub(super) struct Filter {
-    pub(super) labels: LabelSelector,
-    pub(super) fields: FieldSelector,
+    labels: LabelSelector,
+    fields: FieldSelector,
 }
 
 impl Filter {

@@ -13,9 +13,9 @@ use crate::registry::ResourceDef;
 #[derive(Debug)]
 pub(crate) struct ApiError {
     pub(super) code: u16,
-    pub(super) reason: &'static str,
-    pub(super) message: String,
-    pub(super) details: Option<Value>,
+    reason: &'static str,
+    message: String,
+    details: Option<Value>,
 }
 
 impl ApiError {

@@ -106,7 +106,7 @@ pub(super) async fn patch_node(ctx: &Ctx, node: &str, msg: &Message, name: &str)
 #[derive(Deserialize)]
 struct NodeStatusRequest {
     #[serde(rename = "Status", default)]
-    pub(super) status: Option<k8s_openapi::api::core::v1::NodeStatus>,
+    status: Option<k8s_openapi::api::core::v1::NodeStatus>,
 }
 
 pub(super) async fn node_status(ctx: &Ctx, node: &str, msg: &Message, name: &str) -> Message {

@@ -176,11 +176,11 @@ pub(super) async fn patch_pod(
 #[derive(Deserialize)]
 struct PodStatusRequest {
     #[serde(rename = "UID", default)]
-    pub(super) uid: String,
+    uid: String,
     #[serde(rename = "Name", default)]
-    pub(super) name: String,
+    name: String,
     #[serde(rename = "Status", default)]
-    pub(super) status: Value,
+    status: Value,
 }
 
 #[derive(Deserialize)]
