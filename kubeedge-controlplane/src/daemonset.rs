@@ -13,15 +13,15 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::deployment::{resolve, template_hash};
 use super::events::{self, Recorder};
 use super::expectations::Expectations;
-use super::informer::{synced, Change, Informers};
-use super::queue::{run_workers, Key, Requeue, WorkQueue};
+use super::informer::{Change, Informers};
+use super::queue::{Key, Requeue, WorkQueue};
+use super::reconcile::{Cache, Reconcile};
 use super::replicaset::pod_from_template;
-use super::{api_code, matching, pod, ControlPlaneConfig, ControlPlaneError};
+use super::{api_code, matching, pod, ControlPlaneError};
 
 const COMPONENT: &str = "daemonset-controller";
 /// The label with the template revision of a daemon pod.
@@ -47,7 +47,8 @@ fn daemon_tolerations() -> Vec<Toleration> {
     ]
 }
 
-struct Inner {
+/// The DaemonSet controller.
+pub(crate) struct Controller {
     client: Client,
     ds: Store<DaemonSet>,
     pods: Store<Pod>,
@@ -55,12 +56,6 @@ struct Inner {
     queue: WorkQueue<Key>,
     expectations: Expectations,
     recorder: Recorder,
-    workers: usize,
-}
-
-/// The DaemonSet controller.
-pub(crate) struct Controller {
-    inner: Arc<Inner>,
 }
 
 fn owner_key(p: &Pod) -> Option<Key> {
@@ -70,13 +65,8 @@ fn owner_key(p: &Pod) -> Option<Key> {
 }
 
 impl Controller {
-    pub(crate) fn new(
-        client: &Client,
-        config: &ControlPlaneConfig,
-        inf: &mut Informers,
-        recorder: Recorder,
-    ) -> Self {
-        let inner = Arc::new(Inner {
+    pub(crate) fn new(client: &Client, inf: &mut Informers, recorder: Recorder) -> Arc<Self> {
+        let this = Arc::new(Self {
             client: client.clone(),
             ds: inf.daemonsets.store(),
             pods: inf.pods.store(),
@@ -84,31 +74,18 @@ impl Controller {
             queue: WorkQueue::new(),
             expectations: Expectations::default(),
             recorder,
-            workers: config.workers,
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.daemonsets.on(move |c| q.add(Key::of(c.object())));
-        let i = Arc::clone(&inner);
+        let i = Arc::clone(&this);
         inf.pods.on(move |c| {
             let p = c.object();
             if let Some(k) = owner_key(p) {
-                let uid = p.metadata.uid.as_deref().unwrap_or_default();
-                match c {
-                    Change::Applied { old: None, new }
-                        if new.metadata.deletion_timestamp.is_none() =>
-                    {
-                        i.expectations.creation_observed(&k);
-                    }
-                    Change::Applied { new, .. } if new.metadata.deletion_timestamp.is_some() => {
-                        i.expectations.deletion_observed(&k, uid);
-                    }
-                    Change::Deleted(_) => i.expectations.deletion_observed(&k, uid),
-                    Change::Applied { .. } => {}
-                }
+                i.expectations.observe(&k, c);
                 i.queue.add(k);
             }
         });
-        let i = Arc::clone(&inner);
+        let i = Arc::clone(&this);
         inf.nodes.on(move |c| {
             let relevant = |n: &Node| {
                 (
@@ -129,28 +106,7 @@ impl Controller {
                 }
             }
         });
-        Self { inner }
-    }
-
-    /// Runs until `cancel` fires.
-    pub(crate) async fn run(self, cancel: CancellationToken) -> Result<(), ControlPlaneError> {
-        synced(&self.inner.ds, "daemonsets").await?;
-        synced(&self.inner.pods, "pods").await?;
-        synced(&self.inner.nodes, "nodes").await?;
-        let inner = self.inner;
-        let workers = inner.workers;
-        run_workers(
-            COMPONENT,
-            inner.queue.clone(),
-            workers,
-            cancel,
-            move |key: Key| {
-                let inner = Arc::clone(&inner);
-                async move { inner.reconcile(&key).await }
-            },
-        )
-        .await;
-        Ok(())
+        this
     }
 }
 
@@ -164,7 +120,21 @@ fn should_run(template_spec: &k8s_openapi::api::core::v1::PodSpec, node: &Node) 
     matching::untolerated_taint(node, Some(&tols)).is_none()
 }
 
-impl Inner {
+impl Reconcile for Controller {
+    const NAME: &'static str = COMPONENT;
+
+    fn queue(&self) -> &WorkQueue<Key> {
+        &self.queue
+    }
+
+    fn caches(&self) -> Vec<Cache> {
+        vec![
+            Cache::of(&self.ds, "daemonsets"),
+            Cache::of(&self.pods, "pods"),
+            Cache::of(&self.nodes, "nodes"),
+        ]
+    }
+
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
         let Some(ds) = self
             .ds
@@ -291,7 +261,9 @@ impl Inner {
         }
         Ok((ready != available).then(|| std::time::Duration::from_secs(1)))
     }
+}
 
+impl Controller {
     async fn create_pods(
         &self,
         key: &Key,

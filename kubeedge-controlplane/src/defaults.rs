@@ -14,8 +14,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use super::informer::{synced, Informers};
-use super::queue::{run_workers, Key, Requeue, WorkQueue};
+use super::informer::Informers;
+use super::queue::{Key, Requeue, WorkQueue};
+use super::reconcile::{Cache, Reconcile};
 use super::{api_code, ControlPlaneError};
 
 /// Creates the namespaces that are missing.
@@ -46,49 +47,37 @@ pub(crate) async fn ensure_namespaces(
     Ok(())
 }
 
-struct Inner {
+/// Keeps a `default` ServiceAccount in every namespace that is not terminating.
+pub(crate) struct ServiceAccounts {
     client: Client,
     namespaces: Store<Namespace>,
     queue: WorkQueue<Key>,
 }
 
-/// Keeps a `default` ServiceAccount in every namespace that is not terminating.
-pub(crate) struct ServiceAccounts {
-    inner: Arc<Inner>,
-}
-
 impl ServiceAccounts {
-    pub(crate) fn new(client: &Client, inf: &mut Informers) -> Self {
-        let inner = Arc::new(Inner {
+    pub(crate) fn new(client: &Client, inf: &mut Informers) -> Arc<Self> {
+        let this = Arc::new(Self {
             client: client.clone(),
             namespaces: inf.namespaces.store(),
             queue: WorkQueue::new(),
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.namespaces.on(move |c| q.add(Key::of(c.object())));
-        Self { inner }
-    }
-
-    /// Runs until `cancel` fires.
-    pub(crate) async fn run(self, cancel: CancellationToken) -> Result<(), ControlPlaneError> {
-        synced(&self.inner.namespaces, "namespaces").await?;
-        let inner = self.inner;
-        run_workers(
-            "serviceaccount-controller",
-            inner.queue.clone(),
-            1,
-            cancel,
-            move |key: Key| {
-                let inner = Arc::clone(&inner);
-                async move { inner.reconcile(&key).await }
-            },
-        )
-        .await;
-        Ok(())
+        this
     }
 }
 
-impl Inner {
+impl Reconcile for ServiceAccounts {
+    const NAME: &'static str = "serviceaccount-controller";
+
+    fn queue(&self) -> &WorkQueue<Key> {
+        &self.queue
+    }
+
+    fn caches(&self) -> Vec<Cache> {
+        vec![Cache::of(&self.namespaces, "namespaces")]
+    }
+
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
         let Some(ns) = self.namespaces.get(&ObjectRef::new(&key.name)) else {
             return Ok(None);

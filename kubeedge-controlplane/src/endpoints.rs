@@ -13,11 +13,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
-use tokio_util::sync::CancellationToken;
 
-use super::informer::{synced, Informers};
-use super::queue::{run_workers, Key, Requeue, WorkQueue};
-use super::{api_code, matching, pod, ControlPlaneConfig, ControlPlaneError};
+use super::informer::Informers;
+use super::queue::{Key, Requeue, WorkQueue};
+use super::reconcile::{Cache, Reconcile};
+use super::{api_code, matching, pod, ControlPlaneError};
 
 const COMPONENT: &str = "endpoints-controller";
 /// Marks the Endpoints this controller writes (and may delete when the Service goes).
@@ -31,35 +31,29 @@ fn managed(ep: &Endpoints) -> bool {
         .is_some_and(|v| v == MANAGED_BY.1)
 }
 
-struct Inner {
+/// The endpoints controller.
+pub(crate) struct Controller {
     client: Client,
     services: Store<Service>,
     pods: Store<Pod>,
     endpoints: Store<Endpoints>,
     queue: WorkQueue<Key>,
-    workers: usize,
-}
-
-/// The endpoints controller.
-pub(crate) struct Controller {
-    inner: Arc<Inner>,
 }
 
 impl Controller {
-    pub(crate) fn new(client: &Client, config: &ControlPlaneConfig, inf: &mut Informers) -> Self {
-        let inner = Arc::new(Inner {
+    pub(crate) fn new(client: &Client, inf: &mut Informers) -> Arc<Self> {
+        let this = Arc::new(Self {
             client: client.clone(),
             services: inf.services.store(),
             pods: inf.pods.store(),
             endpoints: inf.endpoints.store(),
             queue: WorkQueue::new(),
-            workers: config.workers,
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.services.on(move |c| q.add(Key::of(c.object())));
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.endpoints.on(move |c| q.add(Key::of(c.object())));
-        let i = Arc::clone(&inner);
+        let i = Arc::clone(&this);
         inf.pods.on(move |c| {
             // Every service of the namespace that selects the pod before or after the change.
             let pods = [Some(c.object()), c.previous()];
@@ -80,28 +74,7 @@ impl Controller {
                 }
             }
         });
-        Self { inner }
-    }
-
-    /// Runs until `cancel` fires.
-    pub(crate) async fn run(self, cancel: CancellationToken) -> Result<(), ControlPlaneError> {
-        synced(&self.inner.services, "services").await?;
-        synced(&self.inner.pods, "pods").await?;
-        synced(&self.inner.endpoints, "endpoints").await?;
-        let inner = self.inner;
-        let workers = inner.workers;
-        run_workers(
-            COMPONENT,
-            inner.queue.clone(),
-            workers,
-            cancel,
-            move |key: Key| {
-                let inner = Arc::clone(&inner);
-                async move { inner.reconcile(&key).await }
-            },
-        )
-        .await;
-        Ok(())
+        this
     }
 }
 
@@ -203,7 +176,21 @@ pub(crate) fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
         .collect()
 }
 
-impl Inner {
+impl Reconcile for Controller {
+    const NAME: &'static str = COMPONENT;
+
+    fn queue(&self) -> &WorkQueue<Key> {
+        &self.queue
+    }
+
+    fn caches(&self) -> Vec<Cache> {
+        vec![
+            Cache::of(&self.services, "services"),
+            Cache::of(&self.pods, "pods"),
+            Cache::of(&self.endpoints, "endpoints"),
+        ]
+    }
+
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &key.namespace);
         let existing = self

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use k8s_openapi::api::core::v1::Pod;
+
+use super::informer::Change;
 use super::queue::Key;
 
 /// Outstanding expectations older than this are dropped (a watch event was lost).
@@ -81,6 +84,22 @@ impl Expectations {
     pub(crate) fn deletion_observed(&self, key: &Key, uid: &str) {
         if let Some(e) = self.lock().get_mut(key) {
             e.dels.remove(uid);
+        }
+    }
+
+    /// Accounts a change of a pod the object behind `key` controls: a new pod is a creation
+    /// seen, a pod marked for deletion or gone a deletion seen.
+    pub(crate) fn observe(&self, key: &Key, change: &Change<'_, Pod>) {
+        let uid = change.object().metadata.uid.as_deref().unwrap_or_default();
+        match change {
+            Change::Applied { old: None, new } if new.metadata.deletion_timestamp.is_none() => {
+                self.creation_observed(key);
+            }
+            Change::Applied { new, .. } if new.metadata.deletion_timestamp.is_some() => {
+                self.deletion_observed(key, uid);
+            }
+            Change::Deleted(_) => self.deletion_observed(key, uid),
+            Change::Applied { .. } => {}
         }
     }
 

@@ -37,8 +37,11 @@
 //!   NoExecute taint too; their pods are marked not ready and evicted after their toleration
 //!   seconds, [`ControlPlaneConfig::pod_eviction_timeout`] for pods without one.
 //!
-//! The controllers share one watch cache per resource (see `informer`) and work queues with
-//! per-key backoff; each writes only through the API, so a restart resumes from what is stored.
+//! The controllers share one watch cache per resource (see `informer`). The workload
+//! controllers (deployment, replicaset, daemonset, endpoints, namespace, service accounts) are
+//! each one `reconcile::Reconcile` implementation driven by the same loop (`reconcile::run`:
+//! wait for the caches, then workers over a work queue with per-key backoff). Each writes only
+//! through the API, so a restart resumes from what is stored.
 //!
 //! Not implemented: pod affinity and anti-affinity, topology spread constraints, volumes, preemption and priorities; `progressDeadlineSeconds` (a stuck rollout
 //! stays `Progressing`, never `ProgressDeadlineExceeded`); proportional scaling of several
@@ -118,6 +121,7 @@ mod nodelifecycle;
 mod pod;
 mod ports;
 mod queue;
+mod reconcile;
 mod replicaset;
 mod scheduler;
 
@@ -257,10 +261,10 @@ pub async fn run(
     let (recorder, event_writer) = events::Recorder::new(client.clone());
     let mut tasks: Vec<BoxFuture<'static, Result<(), ControlPlaneError>>> = Vec::new();
     let sched = scheduler::Scheduler::new(&client, &config, &mut inf, recorder.clone());
-    let rs = replicaset::Controller::new(&client, &config, &mut inf, recorder.clone());
-    let deploy = deployment::Controller::new(&client, &config, &mut inf, recorder.clone());
-    let ds = daemonset::Controller::new(&client, &config, &mut inf, recorder.clone());
-    let ep = endpoints::Controller::new(&client, &config, &mut inf);
+    let rs = replicaset::Controller::new(&client, &mut inf, recorder.clone());
+    let deploy = deployment::Controller::new(&client, &mut inf, recorder.clone());
+    let ds = daemonset::Controller::new(&client, &mut inf, recorder.clone());
+    let ep = endpoints::Controller::new(&client, &mut inf);
     let ns = namespace::Controller::new(&client, &mut inf);
     let sa = defaults::ServiceAccounts::new(&client, &mut inf);
     let gc = gc::Collector::new(&client, &config, &mut inf);
@@ -276,12 +280,12 @@ pub async fn run(
         tasks.push(k.run(client.clone(), cancel.clone()).boxed());
     }
     tasks.push(sched.run(cancel.clone()).boxed());
-    tasks.push(rs.run(cancel.clone()).boxed());
-    tasks.push(deploy.run(cancel.clone()).boxed());
-    tasks.push(ds.run(cancel.clone()).boxed());
-    tasks.push(ep.run(cancel.clone()).boxed());
-    tasks.push(ns.run(cancel.clone()).boxed());
-    tasks.push(sa.run(cancel.clone()).boxed());
+    tasks.push(reconcile::run(rs, config.workers, cancel.clone()).boxed());
+    tasks.push(reconcile::run(deploy, config.workers, cancel.clone()).boxed());
+    tasks.push(reconcile::run(ds, config.workers, cancel.clone()).boxed());
+    tasks.push(reconcile::run(ep, config.workers, cancel.clone()).boxed());
+    tasks.push(reconcile::run(ns, 1, cancel.clone()).boxed());
+    tasks.push(reconcile::run(sa, 1, cancel.clone()).boxed());
     tasks.push(gc.run(cancel.clone()).boxed());
     tasks.push(nl.run(cancel.clone()).boxed());
     tasks.push(

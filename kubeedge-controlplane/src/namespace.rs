@@ -10,61 +10,49 @@ use kube::discovery::{verbs, Discovery, Scope};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use super::informer::{synced, Informers};
-use super::queue::{run_workers, Key, Requeue, WorkQueue};
+use super::informer::Informers;
+use super::queue::{Key, Requeue, WorkQueue};
+use super::reconcile::{Cache, Reconcile};
 use super::{api_code, ControlPlaneError};
 
 const FINALIZER: &str = "kubernetes";
 
-struct Inner {
+/// The namespace controller.
+pub(crate) struct Controller {
     client: Client,
     namespaces: Store<Namespace>,
     queue: WorkQueue<Key>,
 }
 
-/// The namespace controller.
-pub(crate) struct Controller {
-    inner: Arc<Inner>,
-}
-
 impl Controller {
-    pub(crate) fn new(client: &Client, inf: &mut Informers) -> Self {
-        let inner = Arc::new(Inner {
+    pub(crate) fn new(client: &Client, inf: &mut Informers) -> Arc<Self> {
+        let this = Arc::new(Self {
             client: client.clone(),
             namespaces: inf.namespaces.store(),
             queue: WorkQueue::new(),
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.namespaces.on(move |c| {
             if c.object().metadata.deletion_timestamp.is_some() {
                 q.add(Key::of(c.object()));
             }
         });
-        Self { inner }
-    }
-
-    /// Runs until `cancel` fires.
-    pub(crate) async fn run(self, cancel: CancellationToken) -> Result<(), ControlPlaneError> {
-        synced(&self.inner.namespaces, "namespaces").await?;
-        let inner = self.inner;
-        run_workers(
-            "namespace-controller",
-            inner.queue.clone(),
-            1,
-            cancel,
-            move |key: Key| {
-                let inner = Arc::clone(&inner);
-                async move { inner.reconcile(&key).await }
-            },
-        )
-        .await;
-        Ok(())
+        this
     }
 }
 
-impl Inner {
+impl Reconcile for Controller {
+    const NAME: &'static str = "namespace-controller";
+
+    fn queue(&self) -> &WorkQueue<Key> {
+        &self.queue
+    }
+
+    fn caches(&self) -> Vec<Cache> {
+        vec![Cache::of(&self.namespaces, "namespaces")]
+    }
+
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
         let Some(ns) = self.namespaces.get(&ObjectRef::new(&key.name)) else {
             return Ok(None);
@@ -122,7 +110,9 @@ impl Inner {
         }
         Ok(None)
     }
+}
 
+impl Controller {
     /// Deletes everything in the namespace; returns how many objects were still there.
     async fn delete_contents(&self, ns: &str) -> Result<usize, ControlPlaneError> {
         let discovery = Discovery::new(self.client.clone())

@@ -12,14 +12,14 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::events::{self, Recorder};
 use super::expectations::Expectations;
-use super::informer::{synced, Change, Informers};
+use super::informer::Informers;
 use super::pod;
-use super::queue::{run_workers, Key, Requeue, WorkQueue};
-use super::{api_code, ControlPlaneConfig, ControlPlaneError};
+use super::queue::{Key, Requeue, WorkQueue};
+use super::reconcile::{Cache, Reconcile};
+use super::{api_code, ControlPlaneError};
 
 const COMPONENT: &str = "replicaset-controller";
 
@@ -62,19 +62,14 @@ fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<Timestamp>>) 
     (bound, running, ready, std::cmp::Reverse(since))
 }
 
-struct Inner {
+/// The ReplicaSet controller.
+pub(crate) struct Controller {
     client: Client,
     rs: Store<ReplicaSet>,
     pods: Store<Pod>,
     queue: WorkQueue<Key>,
     expectations: Expectations,
     recorder: Recorder,
-    workers: usize,
-}
-
-/// The ReplicaSet controller.
-pub(crate) struct Controller {
-    inner: Arc<Inner>,
 }
 
 fn owner_key(p: &Pod) -> Option<Key> {
@@ -84,71 +79,46 @@ fn owner_key(p: &Pod) -> Option<Key> {
 }
 
 impl Controller {
-    pub(crate) fn new(
-        client: &Client,
-        config: &ControlPlaneConfig,
-        inf: &mut Informers,
-        recorder: Recorder,
-    ) -> Self {
-        let inner = Arc::new(Inner {
+    pub(crate) fn new(client: &Client, inf: &mut Informers, recorder: Recorder) -> Arc<Self> {
+        let this = Arc::new(Self {
             client: client.clone(),
             rs: inf.replicasets.store(),
             pods: inf.pods.store(),
             queue: WorkQueue::new(),
             expectations: Expectations::default(),
             recorder,
-            workers: config.workers,
         });
-        let q = inner.queue.clone();
+        let q = this.queue.clone();
         inf.replicasets.on(move |c| q.add(Key::of(c.object())));
-        let i = Arc::clone(&inner);
+        let i = Arc::clone(&this);
         inf.pods.on(move |c| {
             let p = c.object();
             if let Some(k) = owner_key(p) {
-                let uid = p.metadata.uid.as_deref().unwrap_or_default();
-                match c {
-                    Change::Applied { old: None, new }
-                        if new.metadata.deletion_timestamp.is_none() =>
-                    {
-                        i.expectations.creation_observed(&k);
-                    }
-                    Change::Applied { new, .. } if new.metadata.deletion_timestamp.is_some() => {
-                        i.expectations.deletion_observed(&k, uid);
-                    }
-                    Change::Deleted(_) => i.expectations.deletion_observed(&k, uid),
-                    Change::Applied { .. } => {}
-                }
+                i.expectations.observe(&k, c);
                 i.queue.add(k);
             }
             if let Some(k) = c.previous().and_then(owner_key) {
                 i.queue.add(k);
             }
         });
-        Self { inner }
-    }
-
-    /// Runs until `cancel` fires.
-    pub(crate) async fn run(self, cancel: CancellationToken) -> Result<(), ControlPlaneError> {
-        synced(&self.inner.rs, "replicasets").await?;
-        synced(&self.inner.pods, "pods").await?;
-        let inner = self.inner;
-        let workers = inner.workers;
-        run_workers(
-            COMPONENT,
-            inner.queue.clone(),
-            workers,
-            cancel,
-            move |key: Key| {
-                let inner = Arc::clone(&inner);
-                async move { inner.reconcile(&key).await }
-            },
-        )
-        .await;
-        Ok(())
+        this
     }
 }
 
-impl Inner {
+impl Reconcile for Controller {
+    const NAME: &'static str = COMPONENT;
+
+    fn queue(&self) -> &WorkQueue<Key> {
+        &self.queue
+    }
+
+    fn caches(&self) -> Vec<Cache> {
+        vec![
+            Cache::of(&self.rs, "replicasets"),
+            Cache::of(&self.pods, "pods"),
+        ]
+    }
+
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
         let Some(rs) = self
             .rs
@@ -188,7 +158,9 @@ impl Inner {
         }
         Ok(requeue)
     }
+}
 
+impl Controller {
     async fn create_pods(
         &self,
         key: &Key,

@@ -6,7 +6,6 @@
 //! configs, visitors, push methods) stay as JSON values so that every field a user wrote
 //! survives a round trip.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 /// Implements the type/object metadata plumbing (and `kube_core::Resource` with the feature).
@@ -14,7 +13,7 @@ macro_rules! kube_object {
     ($ty:ident, $spec:ty, $status:ty, group = $group:literal, version = $version:literal,
      kind = $kind:literal, plural = $plural:literal, scope = $scope:ident) => {
         #[doc = concat!("`", $group, "/", $version, "` `", $kind, "`.")]
-        #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         pub struct $ty {
             /// `apiVersion`.
@@ -25,7 +24,7 @@ macro_rules! kube_object {
             pub kind: String,
             /// Standard object metadata.
             #[serde(default)]
-            pub metadata: ObjectMeta,
+            pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
             /// The spec.
             #[serde(default)]
             pub spec: $spec,
@@ -57,9 +56,9 @@ macro_rules! kube_object {
                 Self {
                     api_version: api_version_default(),
                     kind: kind_default(),
-                    metadata: ObjectMeta {
+                    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                         name: Some(name.to_owned()),
-                        ..ObjectMeta::default()
+                        ..k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta::default()
                     },
                     spec,
                     status: None,
@@ -84,15 +83,59 @@ macro_rules! kube_object {
             fn plural(_: &()) -> std::borrow::Cow<'_, str> {
                 $plural.into()
             }
-            fn meta(&self) -> &ObjectMeta {
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &self.metadata
             }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &mut self.metadata
             }
         }
     };
 }
+
+/// Declares a `devices.kubeedge.io` version's `Device` (over that version's `DeviceSpec` and
+/// `DeviceStatus`) and `DeviceModel` (over its `DeviceModelSpec` and [`NoStatus`]).
+macro_rules! device_kinds {
+    ($version:literal) => {
+        mod device {
+            use super::{DeviceSpec, DeviceStatus};
+            kube_object!(
+                Device,
+                DeviceSpec,
+                DeviceStatus,
+                group = "devices.kubeedge.io",
+                version = $version,
+                kind = "Device",
+                plural = "devices",
+                scope = NamespaceResourceScope
+            );
+        }
+        mod model {
+            use super::{DeviceModelSpec, NoStatus};
+            kube_object!(
+                DeviceModel,
+                DeviceModelSpec,
+                NoStatus,
+                group = "devices.kubeedge.io",
+                version = $version,
+                kind = "DeviceModel",
+                plural = "devicemodels",
+                scope = NamespaceResourceScope
+            );
+        }
+        pub use device::Device;
+        pub use model::DeviceModel;
+    };
+}
+
+// The types below are the same on the wire in v1beta1 and v1alpha2 (same JSON keys, same
+// meaning), so both versions use them; each version module re-exports them under its own path.
+
+/// DeviceModel has no status; this empty struct stands in for it (both versions).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NoStatus {}
 
 /// `{"name": …}` reference to a DeviceModel.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -118,404 +161,9 @@ pub struct TwinProperty {
 /// what cloudcore installs in its embedded control plane and `keadm init` applies to a cluster.
 pub const CRDS: &str = include_str!("../manifests/crds.yaml");
 
-/// Reliable sync ledger types (`reliablesyncs.kubeedge.io/v1alpha1`, PROTOCOL.md §4.5).
-pub mod reliablesyncs {
-    use super::*;
-
-    /// What object an ObjectSync tracks.
-    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct ObjectSyncSpec {
-        /// The object's apiVersion (upstream's key is `objectAPIVersion`).
-        #[serde(
-            rename = "objectAPIVersion",
-            default,
-            skip_serializing_if = "String::is_empty"
-        )]
-        pub object_api_version: String,
-        /// The object's kind (upstream stores the lower-case resource type).
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub object_kind: String,
-        /// The object's name.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub object_name: String,
-    }
-
-    /// The resourceVersion the edge acked.
-    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct ObjectSyncStatus {
-        /// Acked resourceVersion.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub object_resource_version: String,
-    }
-
-    mod namespaced {
-        use super::*;
-        kube_object!(
-            ObjectSync,
-            ObjectSyncSpec,
-            ObjectSyncStatus,
-            group = "reliablesyncs.kubeedge.io",
-            version = "v1alpha1",
-            kind = "ObjectSync",
-            plural = "objectsyncs",
-            scope = NamespaceResourceScope
-        );
-    }
-    mod cluster {
-        use super::*;
-        kube_object!(
-            ClusterObjectSync,
-            ObjectSyncSpec,
-            ObjectSyncStatus,
-            group = "reliablesyncs.kubeedge.io",
-            version = "v1alpha1",
-            kind = "ClusterObjectSync",
-            plural = "clusterobjectsyncs",
-            scope = ClusterResourceScope
-        );
-    }
-    pub use cluster::ClusterObjectSync;
-    pub use namespaced::ObjectSync;
-
-    /// Upstream's ObjectSync name: `<node>.<object uid>`.
-    pub fn object_sync_name(node: &str, uid: &str) -> String {
-        format!("{node}.{uid}")
-    }
-}
-
-/// `devices.kubeedge.io/v1beta1` (KubeEdge v1.15 and later).
-pub mod v1beta1 {
-    use super::*;
-    use serde_json::Value;
-
-    /// Device spec.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct DeviceSpec {
-        /// The model.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device_model_ref: Option<ModelRef>,
-        /// The node the device is bound to.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub node_name: String,
-        /// Properties with desired values and visitors.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        pub properties: Vec<DeviceProperty>,
-        /// Protocol config.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub protocol: Option<ProtocolConfig>,
-        /// Device methods.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub methods: Option<Vec<Value>>,
-        /// State reporting.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub state_report: Option<Value>,
-    }
-
-    /// `{protocolName, configData}`.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct ProtocolConfig {
-        /// Protocol name (`modbus`, `virtual`, …).
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub protocol_name: String,
-        /// Free-form protocol configuration.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub config_data: Option<Value>,
-    }
-
-    /// One property of a Device.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct DeviceProperty {
-        /// Property name.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub name: String,
-        /// Desired value.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub desired: Option<TwinProperty>,
-        /// How to read the property.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub visitors: Option<ProtocolConfig>,
-        /// Report cycle, ms.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub report_cycle: Option<i64>,
-        /// Collect cycle, ms.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub collect_cycle: Option<i64>,
-        /// Whether reported values go to the cloud.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub report_to_cloud: Option<bool>,
-        /// Push method (http, mqtt, otel, dbMethod).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub push_method: Option<Value>,
-    }
-
-    /// Observed twin of one property.
-    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct Twin {
-        /// Property name.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub property_name: String,
-        /// Reported value.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub reported: Option<TwinProperty>,
-        /// The desired value the device last saw.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub observed_desired: Option<TwinProperty>,
-    }
-
-    /// Device status.
-    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct DeviceStatus {
-        /// Twins.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        pub twins: Vec<Twin>,
-        /// Device state.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub state: String,
-        /// Last time online.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub last_online_time: String,
-        /// Report to cloud.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub report_to_cloud: Option<bool>,
-        /// Report cycle.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub report_cycle: Option<i64>,
-    }
-
-    /// One property of a DeviceModel.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct ModelProperty {
-        /// Name.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub name: String,
-        /// Description.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub description: String,
-        /// `INT`, `FLOAT`, `DOUBLE`, `STRING`, `BOOLEAN`, `BYTES`, `STREAM`.
-        #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
-        pub value_type: String,
-        /// `ReadWrite` or `ReadOnly`.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub access_mode: String,
-        /// Minimum.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub minimum: String,
-        /// Maximum.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub maximum: String,
-        /// Unit.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub unit: String,
-    }
-
-    /// DeviceModel spec.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct DeviceModelSpec {
-        /// Properties.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        pub properties: Vec<ModelProperty>,
-        /// Protocol name.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub protocol: String,
-        /// Protocol config data (upstream HEAD).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub protocol_config_data: Option<Value>,
-    }
-
-    /// DeviceModel has no status; this empty struct stands in for it.
-    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-    pub struct NoStatus {}
-
-    mod device {
-        use super::*;
-        kube_object!(
-            Device,
-            DeviceSpec,
-            DeviceStatus,
-            group = "devices.kubeedge.io",
-            version = "v1beta1",
-            kind = "Device",
-            plural = "devices",
-            scope = NamespaceResourceScope
-        );
-    }
-    mod model {
-        use super::*;
-        kube_object!(
-            DeviceModel,
-            DeviceModelSpec,
-            NoStatus,
-            group = "devices.kubeedge.io",
-            version = "v1beta1",
-            kind = "DeviceModel",
-            plural = "devicemodels",
-            scope = NamespaceResourceScope
-        );
-    }
-    pub use device::Device;
-    pub use model::DeviceModel;
-}
-
-/// `devices.kubeedge.io/v1alpha2` as KubeEdge v1.12 uses it.
-pub mod v1alpha2 {
-    use super::*;
-    use k8s_openapi::api::core::v1::NodeSelector;
-    use serde_json::Value;
-    use std::collections::BTreeMap;
-
-    /// Device spec.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct DeviceSpec {
-        /// The model.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device_model_ref: Option<ModelRef>,
-        /// Protocol (`opcua`, `modbus`, `bluetooth`, `common`, `customizedProtocol`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub protocol: Option<Value>,
-        /// How to read each property.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        pub property_visitors: Vec<PropertyVisitor>,
-        /// Data section (always emitted by upstream).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub data: Option<Value>,
-        /// Where the device is bound.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub node_selector: Option<NodeSelector>,
-    }
-
-    impl DeviceSpec {
-        /// Upstream's target node rule:
-        /// `nodeSelectorTerms[0].matchExpressions[0].values[0]`.
-        pub fn node_name(&self) -> Option<&str> {
-            self.node_selector
-                .as_ref()?
-                .node_selector_terms
-                .first()?
-                .match_expressions
-                .as_ref()?
-                .first()?
-                .values
-                .as_ref()?
-                .first()
-                .map(String::as_str)
-        }
-    }
-
-    /// One property visitor; the protocol-specific block stays as JSON.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct PropertyVisitor {
-        /// The property.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub property_name: String,
-        /// Report cycle.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub report_cycle: Option<i64>,
-        /// Collect cycle.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub collect_cycle: Option<i64>,
-        /// Custom values.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub customized_values: Option<Value>,
-        /// `opcua`, `modbus`, `bluetooth` or `customizedProtocol` blocks.
-        #[serde(flatten)]
-        pub protocol: BTreeMap<String, Value>,
-    }
-
-    /// Twin of one property.
-    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct Twin {
-        /// Property name.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub property_name: String,
-        /// Desired value.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub desired: Option<TwinProperty>,
-        /// Reported value.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub reported: Option<TwinProperty>,
-    }
-
-    /// Device status.
-    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct DeviceStatus {
-        /// Twins.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        pub twins: Vec<Twin>,
-    }
-
-    /// One property of a DeviceModel.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct ModelProperty {
-        /// Name.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub name: String,
-        /// Description.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub description: String,
-        /// `{"int": {...}}`, `{"string": {...}}`, …
-        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-        pub value_type: Option<Value>,
-    }
-
-    /// DeviceModel spec.
-    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct DeviceModelSpec {
-        /// Protocol name.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        pub protocol: String,
-        /// Properties.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        pub properties: Vec<ModelProperty>,
-    }
-
-    /// DeviceModel has no status; this empty struct stands in for it.
-    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-    pub struct NoStatus {}
-
-    mod device {
-        use super::*;
-        kube_object!(
-            Device,
-            DeviceSpec,
-            DeviceStatus,
-            group = "devices.kubeedge.io",
-            version = "v1alpha2",
-            kind = "Device",
-            plural = "devices",
-            scope = NamespaceResourceScope
-        );
-    }
-    mod model {
-        use super::*;
-        kube_object!(
-            DeviceModel,
-            DeviceModelSpec,
-            NoStatus,
-            group = "devices.kubeedge.io",
-            version = "v1alpha2",
-            kind = "DeviceModel",
-            plural = "devicemodels",
-            scope = NamespaceResourceScope
-        );
-    }
-    pub use device::Device;
-    pub use model::DeviceModel;
-}
+pub mod reliablesyncs;
+pub mod v1alpha2;
+pub mod v1beta1;
 
 #[cfg(all(test, feature = "kube"))]
 mod tests {

@@ -39,7 +39,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApplicationKeyError, ContentError, JsonError};
+use crate::gojson::null_as_default;
 use crate::names::wire_name;
+
+mod key;
+mod status;
+
+pub use key::ApplicationKey;
+pub use status::{ApiStatus, StatusError};
 
 /// The literal upstream writes for an absent namespace or name in an Application key.
 pub const NULL_SEGMENT: &str = "null";
@@ -105,90 +112,6 @@ impl Default for ApplicationStatus {
     }
 }
 
-/// The Kubernetes `metav1.Status` inside an [`StatusError`], with Go's field order and
-/// omitempty rules (the zero value is `{"metadata":{}}`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ApiStatus {
-    /// `kind` (usually empty here).
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "null_as_default"
-    )]
-    pub kind: String,
-    /// `apiVersion` (usually empty here).
-    #[serde(
-        rename = "apiVersion",
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "null_as_default"
-    )]
-    pub api_version: String,
-    /// `metadata` (a ListMeta; always written).
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// `status`: `Success` or `Failure`.
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "null_as_default"
-    )]
-    pub status: String,
-    /// `message`: human-readable description.
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "null_as_default"
-    )]
-    pub message: String,
-    /// `reason`: machine-readable reason (`NotFound`, `AlreadyExists`, ...).
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "null_as_default"
-    )]
-    pub reason: String,
-    /// `details`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<serde_json::Value>,
-    /// `code`: the HTTP status code (0 = unset).
-    #[serde(
-        default,
-        skip_serializing_if = "is_zero",
-        deserialize_with = "null_as_default"
-    )]
-    pub code: i32,
-}
-
-/// Go's `apierrors.StatusError`: `{"ErrStatus":{…}}`. Used as `Application.Error` and as the
-/// `Err` of the edge controller's `ObjectResp` replies.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct StatusError {
-    /// `ErrStatus`.
-    #[serde(rename = "ErrStatus", default, deserialize_with = "null_as_default")]
-    pub err_status: ApiStatus,
-}
-
-impl StatusError {
-    /// A failure status with the given HTTP code, reason and message.
-    pub fn failure(code: i32, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            err_status: ApiStatus {
-                status: "Failure".to_owned(),
-                message: message.into(),
-                reason: reason.into(),
-                code,
-                ..ApiStatus::default()
-            },
-        }
-    }
-
-    /// True for Go's zero value, which the edge reads as "no error".
-    pub fn is_empty(&self) -> bool {
-        self.err_status == ApiStatus::default()
-    }
-}
-
 /// The `Option` of a `patch` Application (upstream `PatchInfo`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PatchInfo {
@@ -207,94 +130,6 @@ pub struct PatchInfo {
     /// `Subresources`, e.g. `["status"]`.
     #[serde(rename = "Subresources", default)]
     pub subresources: Option<Vec<String>>,
-}
-
-/// A parsed Application key: `/<group|core>/<version>/<resource>/<namespace|null>/<name|null>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ApplicationKey {
-    /// API group; empty for the core group (written `core`).
-    pub group: String,
-    /// API version, e.g. `v1`.
-    pub version: String,
-    /// Plural resource name, e.g. `pods`.
-    pub resource: String,
-    /// Namespace; `None` for cluster-scoped resources or all namespaces.
-    pub namespace: Option<String>,
-    /// Object name; `None` for collections.
-    pub name: Option<String>,
-}
-
-impl ApplicationKey {
-    /// Parse a key. Exactly five non-empty segments after the leading `/` are required.
-    pub fn parse(key: &str) -> Result<Self, ApplicationKeyError> {
-        let Some(rest) = key.strip_prefix('/') else {
-            return Err(ApplicationKeyError::NoLeadingSlash(key.to_owned()));
-        };
-        let segments: Vec<&str> = rest.split('/').collect();
-        let [group, version, resource, namespace, name] = segments.as_slice() else {
-            return Err(ApplicationKeyError::SegmentCount {
-                key: key.to_owned(),
-                found: segments.len(),
-            });
-        };
-        if [group, version, resource, namespace, name]
-            .iter()
-            .any(|s| s.is_empty())
-        {
-            return Err(ApplicationKeyError::EmptySegment(key.to_owned()));
-        }
-        let opt = |s: &str| (s != NULL_SEGMENT).then(|| s.to_owned());
-        Ok(Self {
-            group: if *group == "core" {
-                String::new()
-            } else {
-                (*group).to_owned()
-            },
-            version: (*version).to_owned(),
-            resource: (*resource).to_owned(),
-            namespace: opt(namespace),
-            name: opt(name),
-        })
-    }
-
-    /// `apiVersion` of the objects: `v1` for core, `<group>/<version>` otherwise.
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// True for the core (legacy, `/api`) group.
-    pub fn is_core(&self) -> bool {
-        self.group.is_empty()
-    }
-}
-
-impl fmt::Display for ApplicationKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let group = if self.group.is_empty() {
-            "core"
-        } else {
-            &self.group
-        };
-        write!(
-            f,
-            "/{group}/{}/{}/{}/{}",
-            self.version,
-            self.resource,
-            self.namespace.as_deref().unwrap_or(NULL_SEGMENT),
-            self.name.as_deref().unwrap_or(NULL_SEGMENT)
-        )
-    }
-}
-
-impl FromStr for ApplicationKey {
-    type Err = ApplicationKeyError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
 }
 
 /// A MetaServer Application, request and reply (see the module docs for the wire layouts).
@@ -548,15 +383,6 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
-/// Go decodes `null` into a value field as "leave the zero value".
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
 /// Go `[]byte`: `null` for nil, otherwise standard padded base64.
 mod base64_bytes {
     use base64::Engine;
@@ -583,114 +409,4 @@ mod base64_bytes {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_round_trip_and_errors() {
-        for key in [
-            "/core/v1/pods/default/null",
-            "/core/v1/nodes/null/edge-1",
-            "/coordination.k8s.io/v1/leases/kube-node-lease/edge-1",
-            "/apps/v1/deployments/null/null",
-        ] {
-            let k = ApplicationKey::parse(key).expect(key);
-            assert_eq!(k.to_string(), key);
-        }
-        let k = ApplicationKey::parse("/core/v1/pods/default/null").expect("key");
-        assert!(k.is_core());
-        assert_eq!(k.api_version(), "v1");
-        let k = ApplicationKey::parse("/apps/v1/deployments/ns/d").expect("key");
-        assert_eq!(k.api_version(), "apps/v1");
-        assert_eq!(k.name.as_deref(), Some("d"));
-        assert!(matches!(
-            ApplicationKey::parse("core/v1/pods/default/null"),
-            Err(ApplicationKeyError::NoLeadingSlash(_))
-        ));
-        assert!(matches!(
-            ApplicationKey::parse("/core/v1/pods/default"),
-            Err(ApplicationKeyError::SegmentCount { found: 4, .. })
-        ));
-        assert!(matches!(
-            ApplicationKey::parse("/core/v1//default/x"),
-            Err(ApplicationKeyError::EmptySegment(_))
-        ));
-        assert!(ApplicationKey::parse("").is_err());
-    }
-
-    #[test]
-    fn v1_12_layout_is_exact() {
-        let wire = r#"{"ID":"5dbfe7095bdd52a794596bf5309124db93757ffd6d926f48661095b609dbff28","Key":"/core/v1/pods/default/null","Verb":"list","Nodename":"edge-node-1","Status":"InApplying","Reason":"","Option":"e30=","ReqBody":null,"RespBody":null,"Subresource":"","Error":{"ErrStatus":{"metadata":{}}},"Token":""}"#;
-        let app: Application = serde_json::from_str(wire).expect("decode");
-        assert_eq!(app.verb, ApplicationVerb::List);
-        assert_eq!(app.status, ApplicationStatus::InApplying);
-        assert_eq!(app.option.as_deref(), Some(&b"{}"[..]));
-        assert_eq!(app.timestamp, None);
-        assert!(app.error.is_empty());
-        assert_eq!(app.identifier(), app.id);
-        assert_eq!(serde_json::to_string(&app).expect("encode"), wire);
-    }
-
-    #[test]
-    fn later_layout_is_exact() {
-        let wire = r#"{"ID":"x","Key":"/core/v1/nodes/null/n","Verb":"patch","Nodename":"n","Option":"e30=","ReqBody":null,"Subresource":"status","RespBody":null,"Status":"InApplying","Reason":"","Error":{"ErrStatus":{"metadata":{}}},"Timestamp":"0001-01-01T00:00:00Z"}"#;
-        let app: Application = serde_json::from_str(wire).expect("decode");
-        assert_eq!(app.timestamp.as_deref(), Some(GO_ZERO_TIME));
-        assert_eq!(serde_json::to_string(&app).expect("encode"), wire);
-    }
-
-    #[test]
-    fn replies_and_errors() {
-        let mut app = Application::new("/core/v1/pods/ns/p", ApplicationVerb::Get, "n");
-        app.set_option(&serde_json::json!({})).expect("option");
-        let app = app.with_identifier();
-        let ok = app.approved(Some(b"{\"kind\":\"Pod\"}".to_vec()));
-        assert!(ok.is_approved());
-        assert_eq!(ok.id, app.id);
-        let v: serde_json::Value = ok.resp_body_json().expect("json").expect("some");
-        assert_eq!(v["kind"], "Pod");
-        let no = app.rejected(StatusError::failure(
-            404,
-            "NotFound",
-            "pods \"p\" not found",
-        ));
-        assert_eq!(no.status, ApplicationStatus::Rejected);
-        assert_eq!(no.reason, "pods \"p\" not found");
-        let text = serde_json::to_string(&no.error).expect("encode");
-        assert_eq!(
-            text,
-            r#"{"ErrStatus":{"metadata":{},"status":"Failure","message":"pods \"p\" not found","reason":"NotFound","code":404}}"#
-        );
-    }
-
-    #[test]
-    fn bad_input_is_an_error_not_a_panic() {
-        for bad in [
-            r#"{"Option":"not base64!"}"#,
-            r#"{"Verb":3}"#,
-            r#"[]"#,
-            r#"{"Error":"x"}"#,
-        ] {
-            assert!(serde_json::from_str::<Application>(bad).is_err(), "{bad}");
-        }
-        // null everywhere is Go's zero value.
-        let app: Application = serde_json::from_str(
-            r#"{"ID":null,"Key":null,"Verb":null,"Status":null,"Error":null,"Token":null}"#,
-        )
-        .expect("nulls");
-        assert_eq!(app, Application::default());
-    }
-
-    #[test]
-    fn patch_info_round_trip() {
-        let wire = r#"{"Name":"demo-pod","PatchType":"application/merge-patch+json","Data":"e30=","Options":{"kind":"PatchOptions","apiVersion":"meta.k8s.io/v1"},"Subresources":["status"]}"#;
-        let p: PatchInfo = serde_json::from_str(wire).expect("decode");
-        assert_eq!(p.data.as_deref(), Some(&b"{}"[..]));
-        assert_eq!(p.subresources.as_deref(), Some(&["status".to_owned()][..]));
-        // Options is a Value (sorted keys), so compare as values.
-        let back: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&p).expect("encode")).expect("json");
-        let orig: serde_json::Value = serde_json::from_str(wire).expect("json");
-        assert_eq!(back, orig);
-    }
-}
+mod tests;

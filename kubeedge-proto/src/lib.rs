@@ -33,6 +33,7 @@ pub mod api;
 mod application;
 mod error;
 mod frame;
+mod gojson;
 mod message;
 mod names;
 mod ratelimit;

@@ -1,16 +1,18 @@
 //! The beehive message envelope exactly as upstream KubeEdge puts it on the hub link
 //! (PROTOCOL.md §1.1–§1.3).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
+use serde::{Deserialize, Serialize};
 
-use crate::error::{ContentError, JsonError};
+use crate::error::JsonError;
 use crate::names::{Group, Operation, Source};
+
+mod content;
+
+use crate::gojson::{empty_as_none, is_false, null_as_default, object_only, object_or_null};
+pub use content::Content;
 
 /// Which upstream release's semantics a helper follows where they differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -61,74 +63,6 @@ impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Go decodes JSON `null` into a field as "leave the zero value": accept it the same way.
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// A JSON object (or `null`, read as the zero value): Go refuses arrays where a struct is
-/// expected, while serde's derive would read them as tuples.
-fn object_or_null<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    d.deserialize_any(ObjectVisitor::<T>(std::marker::PhantomData, true))
-}
-
-/// A JSON object only.
-fn object_only<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    d.deserialize_any(ObjectVisitor::<T>(std::marker::PhantomData, false))
-}
-
-struct ObjectVisitor<T>(std::marker::PhantomData<T>, bool);
-
-impl<'de, T: Deserialize<'de> + Default> serde::de::Visitor<'de> for ObjectVisitor<T> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.1 {
-            "a json object or null"
-        } else {
-            "a json object"
-        })
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<T, E> {
-        if self.1 {
-            Ok(T::default())
-        } else {
-            Err(E::invalid_type(serde::de::Unexpected::Unit, &self))
-        }
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-    }
-}
-
-/// An empty string is Go's "not set" for route names: decode it as `None`.
-fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: From<String>,
-{
-    let s: Option<String> = Option::deserialize(d)?;
-    Ok(s.filter(|s| !s.is_empty()).map(T::from))
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 /// `header`: members in Go's order, with Go's omitempty rules.
@@ -261,170 +195,6 @@ impl Route {
     pub fn is_operation(&self, op: &Operation) -> bool {
         self.operation.as_ref() == Some(op)
     }
-}
-
-/// `content`: any JSON value, kept as the exact JSON text that was received so that
-/// re-encoding preserves key order, number text and string-versus-object typing.
-#[derive(Clone)]
-pub struct Content(Box<RawValue>);
-
-/// Contents are equal when their JSON text is identical.
-impl PartialEq for Content {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
-    }
-}
-
-impl Eq for Content {}
-
-impl fmt::Debug for Content {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let raw = self.0.get();
-        if raw.len() > 256 {
-            let cut = (0..=256)
-                .rev()
-                .find(|i| raw.is_char_boundary(*i))
-                .unwrap_or(0);
-            write!(f, "Content({}… {} bytes)", &raw[..cut], raw.len())
-        } else {
-            write!(f, "Content({raw})")
-        }
-    }
-}
-
-impl Default for Content {
-    fn default() -> Self {
-        Self::null()
-    }
-}
-
-impl Serialize for Content {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Content {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Self)
-    }
-}
-
-impl Content {
-    /// JSON `null` (Go's nil content).
-    pub fn null() -> Self {
-        Self(raw_from_trusted("null".to_owned()))
-    }
-
-    /// A JSON string, such as `"OK"` or a patch that upstream sends as a string holding JSON.
-    pub fn string(text: &str) -> Self {
-        // Serialising a &str cannot fail.
-        let json = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());
-        Self(raw_from_trusted(json))
-    }
-
-    /// The JSON serialisation of `value` (an object for Kubernetes objects and typed payloads).
-    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, ContentError> {
-        serde_json::value::to_raw_value(value)
-            .map(Self)
-            .map_err(|e| ContentError::Encode(JsonError::from(e)))
-    }
-
-    /// Content from JSON text, validated.
-    pub fn from_json_text(text: String) -> Result<Self, ContentError> {
-        RawValue::from_string(text)
-            .map(Self)
-            .map_err(|e| ContentError::Decode(JsonError::from(e)))
-    }
-
-    /// The JSON text exactly as it travels.
-    pub fn raw_json(&self) -> &str {
-        self.0.get()
-    }
-
-    /// True for JSON `null`.
-    pub fn is_null(&self) -> bool {
-        self.0.get() == "null"
-    }
-
-    /// True when the content is a JSON string.
-    pub fn is_string(&self) -> bool {
-        self.0.get().starts_with('"')
-    }
-
-    /// The string value when the content is a JSON string.
-    pub fn as_str(&self) -> Option<Cow<'_, str>> {
-        if !self.is_string() {
-            return None;
-        }
-        let raw = self.0.get();
-        let inner = &raw[1..raw.len() - 1];
-        if !inner.contains('\\') {
-            return Some(Cow::Borrowed(inner));
-        }
-        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
-    }
-
-    /// Upstream's `GetContentData`: a JSON string yields its text (not re-quoted); any other
-    /// value yields its compact JSON serialisation.
-    pub fn bytes(&self) -> Cow<'_, [u8]> {
-        if let Some(s) = self.as_str() {
-            return match s {
-                Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
-                Cow::Owned(o) => Cow::Owned(o.into_bytes()),
-            };
-        }
-        let raw = self.0.get();
-        if is_compact(raw) {
-            return Cow::Borrowed(raw.as_bytes());
-        }
-        match serde_json::from_str::<serde_json::Value>(raw).and_then(|v| serde_json::to_vec(&v)) {
-            Ok(v) => Cow::Owned(v),
-            Err(_) => Cow::Borrowed(raw.as_bytes()),
-        }
-    }
-
-    /// Decode the content into `T` the way upstream consumers do: from [`Content::bytes`], so
-    /// that both an embedded object and a string holding JSON decode.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ContentError> {
-        serde_json::from_slice(&self.bytes()).map_err(|e| ContentError::Decode(JsonError::from(e)))
-    }
-}
-
-/// Build a RawValue from JSON text produced by serde_json itself.
-fn raw_from_trusted(json: String) -> Box<RawValue> {
-    match RawValue::from_string(json) {
-        Ok(raw) => raw,
-        // Unreachable for serde_json output; fall back to null rather than panic.
-        Err(_) => serde_json::value::to_raw_value(&()).unwrap_or_else(|_| null_raw()),
-    }
-}
-
-fn null_raw() -> Box<RawValue> {
-    // `RawValue::NULL` is a &'static RawValue; Box it by going through its text.
-    RawValue::NULL.to_owned()
-}
-
-/// True when `raw` has no insignificant whitespace (outside strings).
-fn is_compact(raw: &str) -> bool {
-    let mut in_string = false;
-    let mut escaped = false;
-    for b in raw.bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            return false;
-        }
-    }
-    true
 }
 
 /// Milliseconds since the Unix epoch, as upstream's `timestamp`.
@@ -573,84 +343,4 @@ impl Message {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keepalive_json_is_exact() {
-        let text = r#"{"header":{"msg_id":"8f5bd05b-7bac-4b42-a5d5-f690d43f44cf","timestamp":1795617216869},"route":{"source":"websocket","group":"resource","operation":"keepalive","resource":"node"},"content":"ping"}"#;
-        let msg = Message::from_json(text.as_bytes()).unwrap();
-        assert_eq!(msg.route.operation, Some(Operation::Keepalive));
-        assert_eq!(msg.content.as_str().as_deref(), Some("ping"));
-        assert_eq!(String::from_utf8(msg.to_json()).unwrap(), text);
-    }
-
-    #[test]
-    fn missing_content_is_null_and_emitted() {
-        let msg =
-            Message::from_json(br#"{"header":{"msg_id":"","timestamp":0},"route":{}}"#).unwrap();
-        assert!(msg.content.is_null());
-        assert_eq!(
-            String::from_utf8(msg.to_json()).unwrap(),
-            r#"{"header":{"msg_id":"","timestamp":0},"route":{},"content":null}"#
-        );
-    }
-
-    #[test]
-    fn content_bytes_follow_get_content_data() {
-        let s = Content::string("{\"a\":1}");
-        assert_eq!(&*s.bytes(), b"{\"a\":1}");
-        let o = Content::from_json_text("{ \"a\" : [1, 2] }".into()).unwrap();
-        assert_eq!(&*o.bytes(), b"{\"a\":[1,2]}");
-        assert_eq!(o.raw_json(), "{ \"a\" : [1, 2] }");
-        let escaped = Content::string("line\n\"q\"");
-        assert_eq!(&*escaped.bytes(), b"line\n\"q\"");
-        #[derive(Deserialize)]
-        struct A {
-            a: i32,
-        }
-        assert_eq!(s.decode::<A>().unwrap().a, 1);
-    }
-
-    #[test]
-    fn reply_and_error_reply_follow_upstream() {
-        let req = Message::new(
-            Route::new("edgecontroller", "resource", "insert", "default/pod/nginx"),
-            Content::null(),
-        )
-        .with_parent("p0".into());
-        let ack = req.ack();
-        assert_eq!(ack.parent_id(), Some(req.id()));
-        assert_eq!(ack.route.source, Some(Source::EdgeController));
-        assert_eq!(ack.route.group, Some(Group::Resource));
-        assert_eq!(ack.route.operation, Some(Operation::Response));
-        assert_eq!(ack.route.resource, "default/pod/nginx");
-        assert!(ack.is_ok_response());
-        assert_ne!(ack.id(), req.id());
-
-        let e12 = req.error_reply("boom", Compat::V1_12);
-        assert_eq!(e12.parent_id().map(MessageId::as_str), Some("p0"));
-        let e = req.error_reply("boom", Compat::Latest);
-        assert_eq!(e.parent_id(), Some(req.id()));
-        assert_eq!(e.route.operation, Some(Operation::Error));
-        assert_eq!(e.content.as_str().as_deref(), Some("boom"));
-
-        let dev = Message::new(
-            Route::new("devicecontroller", "resource", "insert", "default/device/d"),
-            Content::null(),
-        );
-        let dack = dev.ack();
-        assert_eq!(dack.route.source, Some(Source::Meta));
-        assert_eq!(dack.route.group, Some(Group::Twin));
-    }
-
-    #[test]
-    fn nulls_decode_as_zero_values() {
-        let m = Message::from_json(
-            br#"{"header":{"msg_id":null,"timestamp":null,"parent_msg_id":""},"route":null,"content":null,"extra":1}"#,
-        )
-        .unwrap();
-        assert!(m.header.id.is_empty());
-        assert!(m.header.parent_id.is_none());
-    }
-}
+mod tests;

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
-use http::{header, Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{header, Method, Request, Response};
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
@@ -18,7 +17,7 @@ use crate::body::ResponseBody;
 use crate::error::{Error, StoreError};
 use crate::objects::{self, Cause};
 use crate::registry::{self, Registry, ResourceDef};
-use crate::selector::{FieldSelector, LabelSelector};
+use crate::selector::LabelSelector;
 use crate::store::{ObjectKey, Scope, Store, Stored, WriteOp};
 use crate::validation::FieldValidation;
 use crate::{discovery, patch, table, time};
@@ -206,6 +205,9 @@ mod bind;
 mod create;
 mod decode;
 mod delete;
+mod read;
+mod response;
+mod target;
 mod update;
 mod watch;
 
@@ -213,161 +215,12 @@ use bind::bind;
 use create::create;
 use decode::decode_body;
 use delete::{delete, delete_collection};
-use update::{load, patch_object, scale_of, update};
+use read::{get, list, scope_of, Filter};
+use response::{bytes_response, store_internal};
+pub(crate) use response::{json_response, ApiError};
+use target::{key_of, present, resolve, target_name, Target};
+use update::{load, patch_object, update};
 use watch::watch;
-
-// === errors ===
-
-/// A failure rendered as a `metav1.Status`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    code: u16,
-    reason: &'static str,
-    message: String,
-    details: Option<Value>,
-}
-
-impl ApiError {
-    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, "BadRequest", message)
-    }
-
-    fn not_found_path() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    }
-
-    fn details(mut self, d: Value) -> Self {
-        self.details = Some(d);
-        self
-    }
-
-    fn invalid(def: &ResourceDef, name: &str, causes: &[Cause]) -> Self {
-        Self::invalid_as(def, &def.kind, name, causes)
-    }
-
-    /// A 422 naming `kind` (upstream's qualified kind: `Kind.group`, or the plural resource
-    /// for the generic store's own errors) with its field causes.
-    fn invalid_as(def: &ResourceDef, kind: &str, name: &str, causes: &[Cause]) -> Self {
-        let mut msgs: Vec<String> = Vec::new();
-        for c in causes {
-            let m = format!("{}: {}", c.field, c.message);
-            if !msgs.contains(&m) {
-                msgs.push(m);
-            }
-        }
-        let msg = if msgs.len() > 1 {
-            format!("[{}]", msgs.join(", "))
-        } else {
-            msgs.join("")
-        };
-        let qualified = if def.group.is_empty() {
-            kind.to_owned()
-        } else {
-            format!("{kind}.{}", def.group)
-        };
-        Self::new(
-            422,
-            "Invalid",
-            format!("{qualified} \"{name}\" is invalid: {msg}"),
-        )
-        .details(json!({
-            "name": name, "group": def.group, "kind": kind,
-            "causes": causes.iter().map(|c| json!({"reason": c.kind, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
-        }))
-    }
-
-    fn store(def: &ResourceDef, name: &str, e: StoreError) -> Self {
-        let what = if def.group.is_empty() {
-            def.plural.clone()
-        } else {
-            format!("{}.{}", def.plural, def.group)
-        };
-        let d = json!({"name": name, "group": def.group, "kind": def.plural});
-        match e {
-            StoreError::NotFound(_) => {
-                Self::new(404, "NotFound", format!("{what} \"{name}\" not found")).details(d)
-            }
-            StoreError::AlreadyExists(_) => {
-                Self::new(409, "AlreadyExists", format!("{what} \"{name}\" already exists")).details(d)
-            }
-            StoreError::Conflict { .. } => Self::new(
-                409,
-                "Conflict",
-                format!("Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
-            )
-            .details(d),
-            StoreError::Gone { requested, .. } => Self::new(
-                410,
-                "Expired",
-                format!("too old resource version: {requested}"),
-            ),
-            StoreError::Unavailable(why) => Self::new(503, "ServiceUnavailable", why),
-            other => {
-                tracing::error!(error = %other, "store failure");
-                Self::new(500, "InternalError", format!("storage failure: {other}"))
-            }
-        }
-    }
-
-    pub(crate) fn status(&self) -> Value {
-        let mut s = json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            s["details"] = d.clone();
-        }
-        s
-    }
-
-    pub(crate) fn into_response(self) -> Response<ResponseBody> {
-        json_response(self.code, &self.status())
-    }
-}
-
-fn store_internal(e: StoreError) -> ApiError {
-    ApiError::new(500, "InternalError", format!("storage failure: {e}"))
-}
-
-pub(crate) fn json_response(code: u16, v: &Value) -> Response<ResponseBody> {
-    bytes_response(
-        code,
-        Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
-        "application/json",
-    )
-}
-
-fn bytes_response(code: u16, b: Bytes, ctype: &str) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::full(b));
-    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(v) = header::HeaderValue::from_str(ctype) {
-        r.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-// === routing ===
-
-struct Target {
-    def: Arc<ResourceDef>,
-    version: String,
-    namespace: Option<String>,
-    name: Option<String>,
-    sub: Option<String>,
-}
 
 struct Ctx {
     query: HashMap<String, String>,
@@ -623,79 +476,6 @@ fn too_large() -> ApiError {
     )
 }
 
-fn resolve(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, r, ..] if !(rest.len() == 3 && matches!(*r, "status" | "finalize")) => {
-            (Some((*ns).to_owned()), &rest[2..])
-        }
-        _ => (None, rest),
-    };
-    let (plural, name, sub) = match rest {
-        [p] => (*p, None, None),
-        [p, n] => (*p, Some((*n).to_owned()), None),
-        [p, n, s] => (*p, Some((*n).to_owned()), Some((*s).to_owned())),
-        _ => return Err(ApiError::not_found_path()),
-    };
-    let def = reg
-        .find(group, version, plural)
-        .ok_or_else(ApiError::not_found_path)?;
-    if namespace.is_some() && !def.namespaced {
-        return Err(ApiError::not_found_path());
-    }
-    if def.namespaced && namespace.is_none() && name.is_some() {
-        return Err(ApiError::not_found_path());
-    }
-    match sub.as_deref() {
-        None => {}
-        Some("status") if def.status => {}
-        Some("scale") if def.scale.is_some() => {}
-        Some("finalize") if def.kind == "Namespace" => {}
-        Some("binding") if def.kind == "Pod" => {}
-        Some(s @ ("log" | "exec" | "attach" | "portforward")) if def.kind == "Pod" => {
-            // A clear answer for `kubectl logs/exec/attach/port-forward` rather than a 404.
-            return Err(ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!(
-                    "pods/{s} needs the CloudStream logs/exec tunnel, which kubeedge-rs does not provide yet; on the edge node, `docker logs` / `docker exec` reach the container"
-                ),
-            ));
-        }
-        Some(_) => return Err(ApiError::not_found_path()),
-    }
-    Ok(Target {
-        def,
-        version: version.to_owned(),
-        namespace,
-        name,
-        sub,
-    })
-}
-
-fn key_of(t: &Target, name: &str) -> ObjectKey {
-    ObjectKey::new(
-        t.def.store_resource(),
-        t.namespace.clone().unwrap_or_default(),
-        name,
-    )
-}
-
-fn target_name(t: &Target) -> &str {
-    t.name.as_deref().unwrap_or_default()
-}
-
-/// Sets `apiVersion` to the requested version (CRDs with several versions share one storage).
-fn present(t: &Target, mut v: Value) -> Value {
-    if let Some(m) = v.as_object_mut() {
-        m.insert(
-            "apiVersion".into(),
-            Value::String(t.def.api_version(&t.version)),
-        );
-        m.insert("kind".into(), Value::String(t.def.kind.clone()));
-    }
-    v
-}
-
 fn render(t: &Target, ctx: &Ctx, code: u16, v: Value) -> Response<ResponseBody> {
     let v = present(t, v);
     if ctx.table {
@@ -759,146 +539,6 @@ fn set_meta(v: &mut Value, k: &str, x: Value) {
             }
         }
     }
-}
-
-// === read verbs ===
-
-async fn get<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, sub: Option<&str>) -> Res {
-    let name = target_name(t);
-    let stored = inner
-        .store
-        .get(key_of(t, name))
-        .await
-        .map_err(store_internal)?
-        .ok_or_else(|| ApiError::store(&t.def, name, StoreError::NotFound(key_of(t, name))))?;
-    let v = stored.value().map_err(store_internal)?;
-    if sub == Some("scale") {
-        return Ok(json_response(200, &scale_of(t, &v)));
-    }
-    Ok(render(t, ctx, 200, v))
-}
-
-struct Filter {
-    labels: LabelSelector,
-    fields: FieldSelector,
-}
-
-impl Filter {
-    fn from(ctx: &Ctx) -> Result<Self, ApiError> {
-        Ok(Self {
-            labels: LabelSelector::parse(ctx.q("labelSelector").unwrap_or_default())
-                .map_err(ApiError::bad_request)?,
-            fields: FieldSelector::parse(ctx.q("fieldSelector").unwrap_or_default())
-                .map_err(ApiError::bad_request)?,
-        })
-    }
-    fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields.is_empty()
-    }
-    fn matches(&self, v: &Value) -> bool {
-        self.labels.matches(v) && self.fields.matches(v)
-    }
-}
-
-fn scope_of(t: &Target) -> Scope {
-    Scope {
-        resource: t.def.store_resource(),
-        namespace: t.namespace.clone(),
-    }
-}
-
-fn encode_continue(rv: u64, after: &(String, String)) -> String {
-    let v = json!({"rv": rv, "ns": after.0, "name": after.1});
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-}
-
-fn decode_continue(s: &str) -> Result<(String, String), ApiError> {
-    let bad = || ApiError::bad_request("invalid continue token");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((
-        v.get("ns")
-            .and_then(Value::as_str)
-            .ok_or_else(bad)?
-            .to_owned(),
-        v.get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(bad)?
-            .to_owned(),
-    ))
-}
-
-async fn list<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx) -> Res {
-    let filter = Filter::from(ctx)?;
-    let limit = match ctx.q("limit") {
-        Some(l) => Some(
-            l.parse::<usize>()
-                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
-        )
-        .filter(|l| *l > 0),
-        None => None,
-    };
-    let after = ctx.q("continue").map(decode_continue).transpose()?;
-    let page = inner
-        .store
-        .list(scope_of(t), after, limit)
-        .await
-        .map_err(store_internal)?;
-    let cont = page
-        .more_after
-        .as_ref()
-        .map(|a| encode_continue(page.rv, a));
-    let multi_version = t.def.versions.len() > 1;
-    if !ctx.table && filter.is_empty() && !multi_version {
-        // Fast path: splice the stored JSON without re-encoding it.
-        let mut meta = json!({"resourceVersion": page.rv.to_string()});
-        if let Some(c) = &cont {
-            meta["continue"] = Value::String(c.clone());
-        }
-        let mut out = BytesMut::with_capacity(
-            page.items.iter().map(|s| s.raw.len() + 1).sum::<usize>() + 256,
-        );
-        out.extend_from_slice(
-            format!(
-                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
-                t.def.kind,
-                t.def.api_version(&t.version),
-                meta
-            )
-            .as_bytes(),
-        );
-        for (i, s) in page.items.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b",");
-            }
-            out.extend_from_slice(&s.raw);
-        }
-        out.extend_from_slice(b"]}");
-        return Ok(bytes_response(200, out.freeze(), "application/json"));
-    }
-    let mut items = Vec::with_capacity(page.items.len());
-    for s in &page.items {
-        let v = s.value().map_err(store_internal)?;
-        if filter.matches(&v) {
-            items.push(present(t, v));
-        }
-    }
-    if ctx.table {
-        return Ok(json_response(
-            200,
-            &table::table(&t.def, &items, &ctx.include, page.rv, cont),
-        ));
-    }
-    let mut meta = json!({"resourceVersion": page.rv.to_string()});
-    if let Some(c) = cont {
-        meta["continue"] = Value::String(c);
-    }
-    Ok(json_response(
-        200,
-        &json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(&t.version), "metadata": meta, "items": items}),
-    ))
 }
 
 /// Answers SelfSubjectReview (who am I) and SelfSubjectAccessReview (always allowed: there is
