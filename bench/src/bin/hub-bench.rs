@@ -36,12 +36,15 @@ fn now_nanos() -> u128 {
 // ---------------------------------------------------------------- the cloud (child process)
 
 /// Commands on stdin, one per line; one answer line each on stdout.
+///
+/// ```text
 ///   connected                 -> <n>
 ///   rss                       -> <kB>
 ///   cpu                       -> <clock ticks used so far>
 ///   send <per-node> <nodes>   -> <seconds to enqueue>
 ///   upcount <n>               -> <seconds until n upstream messages arrived>
 ///   latency <n>               -> <p50 ms> <p99 ms> over the next n upstream messages
+/// ```
 async fn cloud(dir: PathBuf) -> Result<()> {
     let store = FsCertStore::in_dir(&dir);
     let pki = Arc::new(Pki::load_or_create(&store, PkiConfig::default())?);
