@@ -231,8 +231,8 @@ pub async fn start_with(
         }
         let routes = Routes {
             meta: Some(meta),
-            twin: twin_tx,
-            eventbus: bus_tx,
+            twin: twin_tx.map(router::channel_handler),
+            eventbus: bus_tx.map(router::channel_handler),
             ..Routes::default()
         };
         t2.spawn(driver.run(c.child_token()));

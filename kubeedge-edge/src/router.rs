@@ -6,22 +6,78 @@
 use kubeedge_proto::{Compat, Group, Message, Source};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceExt as _};
 use tracing::{debug, warn};
 
 use crate::hub;
 use crate::meta::MetaManager;
 
+/// An edge module as the router sees it: a service taking the messages routed to it. Make
+/// one from any `tower::Service<Message>` with [`handler`], or from a module's inbound
+/// channel with [`channel_handler`].
+pub type Handler = BoxCloneSyncService<Message, (), BoxError>;
+
+/// A [`Handler`] from a service of your own (the twin's `TwinService`, a layer stack, a
+/// `tower::service_fn`).
+pub fn handler<S>(service: S) -> Handler
+where
+    S: tower::Service<Message, Response = ()> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(service.map_err(Into::into))
+}
+
+/// A [`Handler`] that puts each message on a module's inbound channel; it is ready while the
+/// channel has room.
+pub fn channel_handler(tx: mpsc::Sender<Message>) -> Handler {
+    let sink = tokio_util::sync::PollSender::new(tx);
+    handler(ChannelSink(sink))
+}
+
+#[derive(Clone)]
+struct ChannelSink(tokio_util::sync::PollSender<Message>);
+
+impl tower::Service<Message> for ChannelSink {
+    type Response = ();
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<(), BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.0.poll_reserve(cx).map_err(|_| "module gone".into())
+    }
+
+    fn call(&mut self, msg: Message) -> Self::Future {
+        std::future::ready(self.0.send_item(msg).map_err(|_| "module gone".into()))
+    }
+}
+
 /// Where routed messages go; `None` = module disabled (messages get an error reply).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Routes {
     /// Group `resource` and `func`.
     pub meta: Option<MetaManager>,
     /// Group `twin`.
-    pub twin: Option<mpsc::Sender<Message>>,
+    pub twin: Option<Handler>,
     /// Group `user` from `router_eventbus`.
-    pub eventbus: Option<mpsc::Sender<Message>>,
+    pub eventbus: Option<Handler>,
     /// Group `user` from `router_servicebus`.
-    pub servicebus: Option<mpsc::Sender<Message>>,
+    pub servicebus: Option<Handler>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("meta", &self.meta.is_some())
+            .field("twin", &self.twin.is_some())
+            .field("eventbus", &self.eventbus.is_some())
+            .field("servicebus", &self.servicebus.is_some())
+            .finish()
+    }
 }
 
 /// Route every inbound message until `cancel` or the hub closes.
@@ -57,9 +113,9 @@ pub async fn route(client: &hub::Client, routes: &Routes, msg: Message) {
         _ => None,
     };
     match target {
-        Some(tx) => {
-            if tx.send(msg).await.is_err() {
-                debug!("module gone");
+        Some(module) => {
+            if let Err(e) = module.clone().oneshot(msg).await {
+                debug!(error = %e, "module refused the message");
             }
         }
         None => {

@@ -132,3 +132,47 @@ async fn the_meta_cache_is_a_service_over_any_transport() -> Result<()> {
     ensure!(seen.load(std::sync::atomic::Ordering::Relaxed) == 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_router_hands_each_group_to_its_handler_service() -> Result<()> {
+    use kubeedge_edge::router::{self, Routes};
+    use kubeedge_proto::Source;
+
+    let (client, mut transport) = hub::channel(8);
+    // The twin is a service of the test's own; the event bus a module's inbound channel.
+    let (twin_tx, mut twin_seen) = tokio::sync::mpsc::channel(8);
+    let twin = tower::service_fn(move |m: Message| {
+        let tx = twin_tx.clone();
+        async move { tx.send(m).await.map_err(|_| HubError::Closed) }
+    });
+    let (bus_tx, mut bus_seen) = tokio::sync::mpsc::channel(8);
+    let routes = Routes {
+        twin: Some(router::handler(twin)),
+        eventbus: Some(router::channel_handler(bus_tx)),
+        ..Routes::default()
+    };
+
+    let to_twin = Message::new(
+        Route::new("devicecontroller", Group::Twin, "update", "membership"),
+        Content::string("{}"),
+    );
+    router::route(&client, &routes, to_twin.clone()).await;
+    ensure!(twin_seen.recv().await.context("twin")?.id() == to_twin.id());
+
+    let to_bus = Message::new(
+        Route::new(Source::RouterEventBus, Group::User, "publish", "a/topic"),
+        Content::string("x"),
+    );
+    router::route(&client, &routes, to_bus.clone()).await;
+    ensure!(bus_seen.recv().await.context("eventbus")?.id() == to_bus.id());
+
+    // No service bus here: the cloud gets an error reply to that message.
+    let to_servicebus = Message::new(
+        Route::new(Source::RouterServiceBus, Group::User, "post", "app"),
+        Content::string("x"),
+    );
+    router::route(&client, &routes, to_servicebus.clone()).await;
+    let reply = transport.recv().await.context("error reply")?;
+    ensure!(reply.parent_id() == Some(to_servicebus.id()), "{reply:?}");
+    Ok(())
+}
