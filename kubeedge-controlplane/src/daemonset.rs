@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -136,10 +136,7 @@ impl Reconcile for Controller {
     }
 
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
-        let Some(ds) = self
-            .ds
-            .get(&ObjectRef::new(&key.name).within(&key.namespace))
-        else {
+        let Some(ds) = self.ds.get(&key.object_ref()) else {
             self.expectations.forget(key);
             return Ok(None);
         };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -176,10 +176,7 @@ impl Reconcile for Controller {
     }
 
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
-        let Some(d) = self
-            .deployments
-            .get(&ObjectRef::new(&key.name).within(&key.namespace))
-        else {
+        let Some(d) = self.deployments.get(&key.object_ref()) else {
             return Ok(None);
         };
         if d.metadata.deletion_timestamp.is_some() {

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 
 use super::informer::Informers;
@@ -193,13 +193,8 @@ impl Reconcile for Controller {
 
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &key.namespace);
-        let existing = self
-            .endpoints
-            .get(&ObjectRef::new(&key.name).within(&key.namespace));
-        let Some(svc) = self
-            .services
-            .get(&ObjectRef::new(&key.name).within(&key.namespace))
-        else {
+        let existing = self.endpoints.get(&key.object_ref());
+        let Some(svc) = self.services.get(&key.object_ref()) else {
             // The service is gone: so are its endpoints.
             if existing.as_deref().is_some_and(managed) {
                 match api.delete(&key.name, &DeleteParams::default()).await {

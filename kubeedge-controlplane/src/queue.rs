@@ -32,6 +32,15 @@ impl Key {
         }
     }
 
+    /// The reference that finds this object in a reflector store.
+    pub(crate) fn object_ref<K>(&self) -> kube::runtime::reflector::ObjectRef<K>
+    where
+        K: kube::Resource,
+        K::DynamicType: Default,
+    {
+        kube::runtime::reflector::ObjectRef::new(&self.name).within(&self.namespace)
+    }
+
     /// The key of a cached object.
     pub(crate) fn of<K: kube::Resource>(o: &K) -> Self {
         let m = o.meta();

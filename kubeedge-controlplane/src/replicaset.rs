@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -120,10 +120,7 @@ impl Reconcile for Controller {
     }
 
     async fn reconcile(&self, key: &Key) -> Result<Requeue, ControlPlaneError> {
-        let Some(rs) = self
-            .rs
-            .get(&ObjectRef::new(&key.name).within(&key.namespace))
-        else {
+        let Some(rs) = self.rs.get(&key.object_ref()) else {
             self.expectations.forget(key);
             return Ok(None);
         };

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -411,10 +411,7 @@ impl Scheduler {
 
     fn schedule_one(&self, key: &Key, binds: &mut JoinSet<()>) {
         let inner = &self.inner;
-        let Some(p) = inner
-            .pods
-            .get(&ObjectRef::new(&key.name).within(&key.namespace))
-        else {
+        let Some(p) = inner.pods.get(&key.object_ref()) else {
             return;
         };
         let uid = p.metadata.uid.clone().unwrap_or_default();
@@ -517,7 +514,7 @@ async fn bind(inner: Arc<Inner>, key: Key, p: Arc<Pod>, uid: String, node: Strin
                 l.assumed.remove(&uid);
                 let still_unbound = inner
                     .pods
-                    .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                    .get(&key.object_ref())
                     .is_some_and(|p| pod::node_name(&p).is_none());
                 if still_unbound {
                     l.set(&uid, None);

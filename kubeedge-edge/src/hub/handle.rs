@@ -140,9 +140,8 @@ impl Client {
 /// simulator). It reports itself connected; feed replies back with [`Client::resolve`].
 pub fn channel(capacity: usize) -> (Client, mpsc::Receiver<Message>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let (state_tx, state) = watch::channel(ConnectionState::Connected(1));
-    // The state never changes; keep its sender alive as long as a client may look.
-    std::mem::forget(state_tx);
+    // The state never changes: a receiver keeps the last value after its sender is gone.
+    let (_, state) = watch::channel(ConnectionState::Connected(1));
     (Client::new(tx, Pending::default(), state), rx)
 }
 

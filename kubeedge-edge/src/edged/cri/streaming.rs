@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::FutureExt;
-use futures_util::stream::{self, SplitSink, StreamExt};
+use futures_util::stream::{self, SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
@@ -186,13 +186,8 @@ async fn pump_command(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
-            msg = rx.next() => {
-                let data = match msg {
-                    Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(e),
-                };
+            msg = next_binary(&mut rx) => {
+                let Some(data) = msg? else { break };
                 let Some((&channel, payload)) = data.split_first() else { continue };
                 tracing::trace!(channel, len = payload.len(), "stream frame");
                 if channel == ERROR {
@@ -220,6 +215,21 @@ async fn pump_command(
         }
     }
     Ok(status)
+}
+
+/// The next binary frame (its channel byte first), skipping other frames; `None` once the
+/// server closed the session.
+async fn next_binary(
+    rx: &mut SplitStream<Ws>,
+) -> std::result::Result<Option<Bytes>, tokio_tungstenite::tungstenite::Error> {
+    loop {
+        match rx.next().await {
+            Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
+            Some(Ok(Message::Close(_))) | None => return Ok(None),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e),
+        }
+    }
 }
 
 /// The next item of an optional receiver (pending forever without one).
@@ -261,13 +271,8 @@ async fn pump_port(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
-            msg = rx.next() => {
-                let data = match msg {
-                    Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(e),
-                };
+            msg = next_binary(&mut rx) => {
+                let Some(data) = msg? else { break };
                 let Some((&channel, payload)) = data.split_first() else { continue };
                 let Some(skip) = skip.get_mut(usize::from(channel)) else { continue };
                 let cut = (*skip).min(payload.len());
