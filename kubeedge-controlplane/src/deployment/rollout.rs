@@ -200,44 +200,7 @@ impl Controller {
         if old_spec == 0 {
             return Ok(());
         }
-        // Scale old ReplicaSets down while at least replicas - maxUnavailable stay available.
-        let min_available = plan.replicas - plan.max_unavailable;
-        let new_unavailable = (new_spec - status_of(new).2).max(0);
-        let mut budget = all_spec - min_available - new_unavailable;
-        if budget <= 0 {
-            return Ok(());
-        }
-        // First the old pods that are not available anyway.
-        let mut scaled: BTreeMap<String, i32> = BTreeMap::new();
-        for rs in old {
-            if budget <= 0 {
-                break;
-            }
-            let cur = spec_replicas(rs);
-            let unhealthy = (cur - status_of(rs).2).max(0).min(budget);
-            if unhealthy > 0 {
-                scaled.insert(rs.metadata.uid.clone().unwrap_or_default(), cur - unhealthy);
-                budget -= unhealthy;
-            }
-        }
-        // Then available ones, oldest first, keeping min_available.
-        let available: i32 = old.iter().map(|rs| status_of(rs).2).sum::<i32>() + status_of(new).2;
-        let mut down = (available - min_available).max(0);
-        for rs in old {
-            if down <= 0 {
-                break;
-            }
-            let uid = rs.metadata.uid.clone().unwrap_or_default();
-            let cur = scaled
-                .get(&uid)
-                .copied()
-                .unwrap_or_else(|| spec_replicas(rs));
-            let step = cur.min(down);
-            if step > 0 {
-                scaled.insert(uid, cur - step);
-                down -= step;
-            }
-        }
+        let scaled = scale_down(new, old, plan);
         for rs in old {
             if let Some(r) = scaled.get(rs.metadata.uid.as_deref().unwrap_or_default()) {
                 self.scale(d, rs, *r, plan).await?;
@@ -245,7 +208,62 @@ impl Controller {
         }
         Ok(())
     }
+}
 
+/// How far each old ReplicaSet (by uid) may be scaled down now, as the deployment controller's
+/// `reconcileOldReplicaSets` decides: never below `replicas - maxUnavailable` available pods,
+/// first the old pods that are unavailable anyway, then available ones, oldest first.
+fn scale_down(new: &ReplicaSet, old: &[Arc<ReplicaSet>], plan: &Plan) -> BTreeMap<String, i32> {
+    let new_spec = spec_replicas(new);
+    let all_spec = new_spec + old.iter().map(|rs| spec_replicas(rs)).sum::<i32>();
+    let min_available = plan.replicas - plan.max_unavailable;
+    let new_unavailable = (new_spec - available(new)).max(0);
+    let mut budget = all_spec - min_available - new_unavailable;
+    if budget <= 0 {
+        return BTreeMap::new();
+    }
+    // First the old pods that are not available anyway.
+    let mut scaled: BTreeMap<String, i32> = BTreeMap::new();
+    for rs in old {
+        if budget <= 0 {
+            break;
+        }
+        let cur = spec_replicas(rs);
+        let unhealthy = (cur - available(rs)).max(0).min(budget);
+        if unhealthy > 0 {
+            scaled.insert(rs.metadata.uid.clone().unwrap_or_default(), cur - unhealthy);
+            budget -= unhealthy;
+        }
+    }
+    // Then available ones, oldest first, keeping min_available.
+    let available_now: i32 = old.iter().map(|rs| available(rs)).sum::<i32>() + available(new);
+    let mut down = (available_now - min_available).max(0).min(budget);
+    for rs in old {
+        if down <= 0 {
+            break;
+        }
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let cur = scaled
+            .get(&uid)
+            .copied()
+            .unwrap_or_else(|| spec_replicas(rs));
+        let step = cur.min(down);
+        if step > 0 {
+            scaled.insert(uid, cur - step);
+            down -= step;
+        }
+    }
+    scaled
+}
+
+/// The available pods of a ReplicaSet, never more than it asks for: right after a scale-down
+/// the ReplicaSet's status still counts the pods being deleted, and counting them would let a
+/// second scale-down take the rollout below `replicas - maxUnavailable`.
+fn available(rs: &ReplicaSet) -> i32 {
+    status_of(rs).2.min(spec_replicas(rs))
+}
+
+impl Controller {
     pub(super) async fn cleanup(
         &self,
         d: &Deployment,
@@ -284,5 +302,58 @@ impl Controller {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::ReplicaSetStatus;
+
+    fn rs(uid: &str, spec: i32, available: i32) -> Arc<ReplicaSet> {
+        Arc::new(ReplicaSet {
+            metadata: ObjectMeta {
+                uid: Some(uid.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(spec),
+                ..ReplicaSetSpec::default()
+            }),
+            status: Some(ReplicaSetStatus {
+                replicas: available.max(spec),
+                ready_replicas: Some(available),
+                available_replicas: Some(available),
+                ..ReplicaSetStatus::default()
+            }),
+        })
+    }
+
+    const PLAN: Plan = Plan {
+        replicas: 4,
+        max_surge: 1,
+        max_unavailable: 1,
+        recreate: false,
+    };
+
+    #[test]
+    fn a_stale_status_after_a_scale_down_does_not_take_a_second_step() {
+        // The old ReplicaSet was scaled 4 -> 3 and its status still counts 4 available; the new
+        // one has 2 pods, 1 available. Real availability is 3 + 1 = 4, so one more may go.
+        let plan = scale_down(&rs("new", 2, 1), &[rs("old", 3, 4)], &PLAN);
+        assert_eq!(plan.get("old"), Some(&2));
+    }
+
+    #[test]
+    fn nothing_goes_while_the_surge_is_unavailable() {
+        let plan = scale_down(&rs("new", 1, 0), &[rs("old", 3, 4)], &PLAN);
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn unavailable_old_pods_go_first() {
+        // 4 old pods of which 2 are unavailable, 1 surge pod not yet available.
+        let plan = scale_down(&rs("new", 1, 0), &[rs("old", 4, 2)], &PLAN);
+        assert_eq!(plan.get("old"), Some(&3));
     }
 }
