@@ -4,7 +4,7 @@
 # off stays warning-free too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for features in hub meta "hub,meta" metaserver edged eventbus; do
+for features in hub meta "hub,meta" metaserver edged eventbus stream; do
   echo "== kubeedge-edge --no-default-features --features $features"
   cargo clippy --locked -q -p kubeedge-edge --no-default-features --features "$features" -- -D warnings
 done

@@ -150,6 +150,8 @@ pub struct Cluster {
     /// cloudcore's bootstrap (HTTPS) port.
     pub https_port: u16,
     api_port: u16,
+    /// cloudcore's stream tunnel port.
+    pub tunnel_port: u16,
     join_args: Vec<String>,
     /// The joined node's name, once joined.
     pub node: Option<String>,
@@ -189,6 +191,7 @@ impl Cluster {
             ws: SocketAddr::from(([127, 0, 0, 1], ws)),
             https_port,
             api_port,
+            tunnel_port: free_port()?,
             join_args: Vec::new(),
             node: None,
             mqtt_port: 0,
@@ -243,9 +246,10 @@ impl Cluster {
             "--advertise-address=127.0.0.1",
             &format!("--apiserver-listen=127.0.0.1:{}", self.api_port),
             &format!(
-                "--set=modules.cloudHub.websocket.port={},modules.cloudHub.https.port={},modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1",
+                "--set=modules.cloudHub.websocket.port={},modules.cloudHub.https.port={},modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1,modules.cloudStream.tunnelPort={}",
                 self.ws.port(),
-                self.https_port
+                self.https_port,
+                self.tunnel_port,
             ),
             &format!("--set={}", self.init_sets.join(",")),
         ])
@@ -320,8 +324,9 @@ impl Cluster {
             format!("--edgenode-name={node}"),
             format!("--token={token}"),
             format!(
-                "--set=modules.metaManager.metaServer.server=127.0.0.1:{},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt}{}",
+                "--set=modules.metaManager.metaServer.server=127.0.0.1:{},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt},modules.edgeStream.server=127.0.0.1:{}{}",
                 free_port()?,
+                self.tunnel_port,
                 self.join_sets.iter().map(|s| format!(",{s}")).collect::<String>(),
                 mqtt = self.mqtt_port,
             ),

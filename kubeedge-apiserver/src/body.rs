@@ -20,6 +20,18 @@ pub(crate) trait WatchSource: Send + 'static {
     fn next(self: Box<Self>) -> Step;
 }
 
+/// A stream of chunks as a [`WatchSource`].
+struct Chunks(futures_util::stream::BoxStream<'static, Bytes>);
+
+impl WatchSource for Chunks {
+    fn next(mut self: Box<Self>) -> Step {
+        Box::pin(async move {
+            let b = futures_util::StreamExt::next(&mut self.0).await?;
+            Some((b, self as Box<dyn WatchSource>))
+        })
+    }
+}
+
 enum Kind {
     Full(Option<Bytes>),
     Stream(Option<Step>),
@@ -50,6 +62,11 @@ impl ResponseBody {
         Self {
             kind: Kind::Full(if b.is_empty() { None } else { Some(b) }),
         }
+    }
+
+    /// A body streamed from `chunks` as they come (a `pods/log` answer).
+    pub fn from_stream(chunks: futures_util::stream::BoxStream<'static, Bytes>) -> Self {
+        Self::stream(Box::new(Chunks(chunks)))
     }
 
     pub(crate) fn stream(src: Box<dyn WatchSource>) -> Self {

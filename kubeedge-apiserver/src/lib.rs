@@ -61,6 +61,7 @@ mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod nodeproxy;
 mod objects;
 mod patch;
 mod protobuf;
@@ -76,6 +77,7 @@ pub mod validation;
 
 pub use body::ResponseBody;
 pub use error::{Error, Result, StoreError};
+pub use nodeproxy::{NodeProxy, NodeProxyError, NodeProxyHandle};
 pub use serve::{
     serve, serve_insecure, write_kubeconfig, ClientCert, Pki, ServeConfig, ServerTls, UserInfo,
 };

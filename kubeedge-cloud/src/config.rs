@@ -354,7 +354,22 @@ impl CloudCoreFile {
                 .clamp(1, 256)
                 .max(edge.upstream_workers);
         }
+        let cs = &self.modules.cloud_stream;
+        let stream = if cs.get("enable").and_then(serde_yaml::Value::as_bool) == Some(true) {
+            let port = cs
+                .get("tunnelPort")
+                .and_then(serde_yaml::Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(10004);
+            // Upstream listens on every address; here the tunnel listens where the hub does.
+            let ip = listen(&hubf.websocket, "websocket")?
+                .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+            Some((ip, port).into())
+        } else {
+            None
+        };
         Ok(Settings {
+            stream,
             hub_enabled: hubf.enable,
             websocket: listen(&hubf.websocket, "websocket")?,
             https: listen(&hubf.https, "https")?,
@@ -408,6 +423,9 @@ impl CloudCoreFile {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Settings {
+    /// Where the CloudStream tunnel listens (`cloudStream.enable` and `tunnelPort`; the
+    /// hub's websocket address). `None`: disabled.
+    pub stream: Option<std::net::SocketAddr>,
     /// `cloudHub.enable`.
     pub hub_enabled: bool,
     /// Where the websocket hub listens (`None`: disabled).

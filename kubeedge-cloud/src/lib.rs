@@ -81,6 +81,7 @@ mod error;
 pub mod hub;
 mod object;
 pub mod secrets;
+pub mod stream;
 pub mod synccontroller;
 
 pub use controllers::{run_controllers, ControllersConfig};

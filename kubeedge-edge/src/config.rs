@@ -65,7 +65,32 @@ pub struct Modules {
     /// `serviceBus`.
     pub service_bus: Enable,
     /// `edgeStream`.
-    pub edge_stream: Enable,
+    pub edge_stream: EdgeStream,
+}
+
+/// `modules.edgeStream`: the stream tunnel to the cloud (`kubectl logs`). The tunnel presents
+/// the hub's node certificate (upstream's `tlsTunnel*File` defaults are the same files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct EdgeStream {
+    /// `enable` (upstream default: false; `keadm join` here turns it on).
+    pub enable: bool,
+    /// `server`: the cloud's tunnel address, `host:port` (upstream default
+    /// `127.0.0.1:10004`).
+    pub server: String,
+    /// `handshakeTimeout`, seconds.
+    pub handshake_timeout: u64,
+}
+
+impl Default for EdgeStream {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            server: "127.0.0.1:10004".into(),
+            handshake_timeout: 30,
+        }
+    }
 }
 
 /// A module with only an `enable` flag (its other keys are kept by upstream files, ignored here).
@@ -284,7 +309,7 @@ impl Default for Modules {
             event_bus: EventBus::default(),
             device_twin: Enable { enable: true },
             service_bus: Enable { enable: false },
-            edge_stream: Enable { enable: false },
+            edge_stream: EdgeStream::default(),
         }
     }
 }

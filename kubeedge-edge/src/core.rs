@@ -144,7 +144,7 @@ pub async fn start_with(
     let tracker = TaskTracker::new();
     // Edged starts now, with the stored pods, whether or not the cloud is reachable.
     let (cloud_tx, cloud_rx) = watch::channel(None);
-    let edged_tx = config.modules.edged.enable.then(|| {
+    let edged = config.modules.edged.enable.then(|| {
         edged::spawn(
             &tracker,
             cancel.child_token(),
@@ -153,6 +153,24 @@ pub async fn start_with(
             cloud_rx,
         )
     });
+    let (edged_tx, started) = edged.unzip();
+    // EdgeStream starts once the node certificate is at hand (from disk or the bootstrap).
+    let (stream_tls, stream_tls_rx) = watch::channel(None);
+    if let (Some(started), true) = (started, config.modules.edge_stream.enable) {
+        let es = &config.modules.edge_stream;
+        let ip = match config.modules.edged.node_ip.as_str() {
+            "" => edged::detect_ip().unwrap_or_default(),
+            ip => ip.to_owned(),
+        };
+        let mut cfg = crate::stream::EdgeStreamConfig::new(&es.server, config.node_name(), ip);
+        cfg.handshake_timeout = Duration::from_secs(es.handshake_timeout.max(1));
+        tracker.spawn(crate::stream::run_when_ready(
+            cfg,
+            stream_tls_rx,
+            started,
+            cancel.child_token(),
+        ));
+    }
     let node = config.node_name().to_owned();
     let (metaserver, metaserver_addr) = if config.modules.meta_manager.meta_server.enable {
         let (server, addr) = start_metaserver(&config, &db, &node, &cancel, &tracker).await?;
@@ -210,6 +228,12 @@ pub async fn start_with(
                 }
             }
         };
+        match tls.client_config() {
+            Ok(c) => {
+                let _ = stream_tls.send(Some(c));
+            }
+            Err(e) => warn!(error = %e, "no tls config for the stream tunnel"),
+        }
         let (client, inbound, driver) = hub::connect(hub_cfg, tls);
         if let Some(m) = &metaserver {
             m.set_hub(client.clone());

@@ -93,7 +93,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
-#[cfg(all(feature = "edged", feature = "eventbus", feature = "metaserver"))]
+#[cfg(all(
+    feature = "edged",
+    feature = "eventbus",
+    feature = "metaserver",
+    feature = "stream"
+))]
 mod core;
 #[cfg(feature = "edged")]
 pub mod edged;
@@ -112,8 +117,15 @@ pub mod meta;
 pub mod metaserver;
 #[cfg(feature = "meta")]
 pub mod router;
+#[cfg(feature = "stream")]
+pub mod stream;
 
-#[cfg(all(feature = "edged", feature = "eventbus", feature = "metaserver"))]
+#[cfg(all(
+    feature = "edged",
+    feature = "eventbus",
+    feature = "metaserver",
+    feature = "stream"
+))]
 pub use core::{start, start_with, EdgeCoreError, Plugins, Running};
 #[cfg(feature = "hub")]
 pub use error::{BootstrapError, HubError};

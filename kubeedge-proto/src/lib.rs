@@ -6,7 +6,8 @@
 //! - [`Message`] with [`Header`], [`Route`] and [`Content`]: the beehive envelope, exact JSON.
 //! - [`Group`], [`Operation`], [`Source`] and [`ResourcePath`]: typed routing.
 //! - [`ack_mode`]: which downstream messages need an ack.
-//! - [`HubCodec`]: websocket frames of the hub link. [`TunnelFrame`]: the logs/exec tunnel.
+//! - [`HubCodec`]: websocket frames of the hub link. [`TunnelFrame`]: the logs/exec tunnel,
+//!   and [`ws`]: the tunnel's WebSocket framing (text frames holding binary).
 //! - [`JoinToken`] and [`Jwt`]: the `keadm gettoken` token.
 //! - [`Topic`] and [`twin`]: device-twin MQTT topics and payloads.
 //! - [`Application`]: the MetaServer request the dynamic controller runs, and its key.
@@ -43,6 +44,7 @@ mod token;
 mod topic;
 mod tunnel;
 pub mod twin;
+pub mod ws;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;

@@ -174,3 +174,55 @@ proptest! {
         let _ = kubeedge_proto::ApplicationKey::parse(&key);
     }
 }
+
+fn ws_message() -> impl Strategy<Value = kubeedge_proto::ws::WsMessage> {
+    use kubeedge_proto::ws::WsMessage;
+    let data = || proptest::collection::vec(any::<u8>(), 0..300);
+    let control = || proptest::collection::vec(any::<u8>(), 0..120);
+    prop_oneof![
+        data().prop_map(WsMessage::Text),
+        data().prop_map(WsMessage::Binary),
+        control().prop_map(WsMessage::Ping),
+        control().prop_map(WsMessage::Pong),
+        (any::<u16>(), control()).prop_map(|(c, r)| WsMessage::Close(Some(c), r)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn ws_encode_decode_is_identity(
+        msgs in proptest::collection::vec(ws_message(), 1..6),
+        mask in any::<Option<[u8; 4]>>(),
+        split in any::<usize>(),
+    ) {
+        use kubeedge_proto::ws::{Role, WsCodec};
+        let mut wire = bytes::BytesMut::new();
+        for m in &msgs {
+            WsCodec::encode(m, mask, &mut wire);
+        }
+        let role = if mask.is_some() { Role::Server } else { Role::Client };
+        let mut codec = WsCodec::new(role, 1 << 16);
+        // Fed in two pieces, split anywhere.
+        let at = split % (wire.len() + 1);
+        let rest = wire.split_off(at);
+        let mut out = Vec::new();
+        while let Some(m) = codec.decode(&mut wire).unwrap() {
+            out.push(m);
+        }
+        wire.extend_from_slice(&rest);
+        while let Some(m) = codec.decode(&mut wire).unwrap() {
+            out.push(m);
+        }
+        prop_assert_eq!(out, msgs);
+        prop_assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn ws_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), server in any::<bool>()) {
+        use kubeedge_proto::ws::{Role, WsCodec};
+        let role = if server { Role::Server } else { Role::Client };
+        let mut codec = WsCodec::new(role, 256);
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        while let Ok(Some(_)) = codec.decode(&mut buf) {}
+    }
+}

@@ -4,7 +4,12 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use kubeedge_apiserver::NodeProxyError;
 use kubeedge_cloud::config::CloudCoreFile;
+use kubeedge_cloud::stream::{CloudStream, StreamError};
 use kubeedge_controlplane::KubernetesService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,13 +26,18 @@ pub(crate) struct Embedded(KubernetesService);
 pub(crate) async fn start(
     args: &Args,
     file: &CloudCoreFile,
+    stream: &CloudStream,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<(kube::Client, Embedded)> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let store = kubeedge_apiserver::SqliteStore::open(args.data_dir.join("state.db"))?;
-    let api_config = kubeedge_apiserver::ApiConfig::default();
+    let mut api_config = kubeedge_apiserver::ApiConfig::default();
+    // pods/log goes to the pod's node through the CloudStream tunnel, in process.
+    api_config.node_proxy = Some(kubeedge_apiserver::NodeProxyHandle(std::sync::Arc::new(
+        TunnelProxy(stream.clone()),
+    )));
     let cluster_ip = first_ip(&api_config.service_cidr)
         .with_context(|| format!("bad service range {}", api_config.service_cidr))?;
     let service = kubeedge_apiserver::ApiService::new(store, api_config).await?;
@@ -90,6 +100,28 @@ pub(crate) async fn start(
             SocketAddr::new(advertised, addr.port()),
         )),
     ))
+}
+
+/// The API server's kubelet connection over the CloudStream tunnel.
+struct TunnelProxy(CloudStream);
+
+impl kubeedge_apiserver::NodeProxy for TunnelProxy {
+    fn get_stream(
+        &self,
+        node: &str,
+        path_and_query: &str,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, Bytes>, NodeProxyError>> {
+        let (stream, node, path) = (self.0.clone(), node.to_owned(), path_and_query.to_owned());
+        Box::pin(async move {
+            stream.logs(&node, &path).await.map_err(|e| NodeProxyError {
+                code: match &e {
+                    StreamError::Refused { code, .. } => *code,
+                    _ => 500,
+                },
+                message: e.to_string(),
+            })
+        })
+    }
 }
 
 /// The first address of a service range (`10.96.0.0/12` -> `10.96.0.1`), the ClusterIP of

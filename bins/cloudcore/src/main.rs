@@ -17,6 +17,7 @@ use anyhow::Context;
 use clap::Parser;
 use kubeedge_cloud::config::CloudCoreFile;
 use kubeedge_cloud::hub::CloudHub;
+use kubeedge_cloud::stream::{CloudStream, StreamConfig};
 use kubeedge_cloud::ControllersConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -89,14 +90,20 @@ async fn main() -> anyhow::Result<()> {
     let file = CloudCoreFile::parse(&text)?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let hub = file.settings()?.hub;
+    let mut stream_cfg = StreamConfig::default();
+    stream_cfg.enforce_node_identity = hub.enforce_node_identity;
+    stream_cfg.allow_legacy_certs = hub.allow_legacy_certs;
+    let stream = CloudStream::new(stream_cfg);
 
     let (client, embedded) = if file.kube_api_config.is_external() {
         (external_client(&file).await?, None)
     } else {
-        let (client, svc) = embedded::start(&args, &file, &tracker, cancel.clone()).await?;
+        let (client, svc) =
+            embedded::start(&args, &file, &stream, &tracker, cancel.clone()).await?;
         (client, Some(svc))
     };
-    let run = run(file, client, embedded, &tracker, cancel.clone());
+    let run = run(file, client, embedded, stream, &tracker, cancel.clone());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::pin!(run);
     let result = tokio::select! {
@@ -148,6 +155,7 @@ async fn run(
     file: CloudCoreFile,
     client: kube::Client,
     embedded: Option<embedded::Embedded>,
+    stream: CloudStream,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -192,6 +200,18 @@ async fn run(
                 }
             });
         }
+    }
+    if let Some(addr) = settings.stream {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (stream tunnel)"))?;
+        info!(addr = %l.local_addr()?, "cloudstream tunnel listening");
+        let (pki, c) = (Arc::clone(&pki), cancel.clone());
+        tracker.spawn(async move {
+            if let Err(e) = stream.serve_tunnel(l, pki, c).await {
+                error!(error = %e, "stream tunnel server failed");
+            }
+        });
     }
     let mut controllers = ControllersConfig::default();
     controllers.edge = settings.edge_controller.clone();

@@ -15,6 +15,7 @@ pub(crate) enum Embedded {}
 pub(crate) async fn start(
     _args: &Args,
     _file: &CloudCoreFile,
+    _stream: &kubeedge_cloud::stream::CloudStream,
     _tracker: &TaskTracker,
     _cancel: CancellationToken,
 ) -> anyhow::Result<(kube::Client, Embedded)> {

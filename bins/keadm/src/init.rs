@@ -97,6 +97,13 @@ fn cloudcore_config(paths: &Paths, cloudcore: &Path, args: &InitArgs) -> Result<
         &["modules", "dynamicController", "enable"],
         Value::Bool(true),
     );
+    // CloudStream's tunnel, which the embedded API server's pods/log goes through (upstream's
+    // Helm chart turns it on too).
+    set(
+        &mut cfg,
+        &["modules", "cloudStream", "enable"],
+        Value::Bool(true),
+    );
     crate::yaml::apply_sets(&mut cfg, &args.set)?;
     serde_yaml::to_string(&cfg).context("encode cloudcore.yaml")
 }

@@ -176,6 +176,18 @@ fn edgecore_config(
         &["modules", "metaManager", "metaServer", "enable"],
         Value::Bool(true),
     );
+    // EdgeStream to cloudcore's tunnel port (upstream's default 10004), with the node
+    // certificate: `kubectl logs` works with no further step.
+    set(
+        &mut cfg,
+        &["modules", "edgeStream", "enable"],
+        Value::Bool(true),
+    );
+    set(
+        &mut cfg,
+        &["modules", "edgeStream", "server"],
+        s(format!("{cloud_ip}:10004")),
+    );
     crate::yaml::apply_sets(&mut cfg, &args.set)?;
     serde_yaml::to_string(&cfg).context("encode edgecore.yaml")
 }

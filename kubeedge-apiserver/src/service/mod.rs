@@ -41,6 +41,8 @@ pub struct ApiConfig {
     pub resources: Option<Vec<String>>,
     /// Create the default namespaces at start when they are missing.
     pub default_namespaces: bool,
+    /// How `pods/log` reaches a pod's node; without one it answers 503.
+    pub node_proxy: Option<crate::NodeProxyHandle>,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +54,7 @@ impl Default for ApiConfig {
             git_version: "v1.33.0-kubeedge-rs".into(),
             resources: None,
             default_namespaces: true,
+            node_proxy: None,
         }
     }
 }
@@ -205,6 +208,7 @@ mod bind;
 mod create;
 mod decode;
 mod delete;
+mod log;
 mod read;
 mod response;
 mod target;
@@ -439,6 +443,12 @@ where
         )),
         (&Method::GET, None, _) if ctx.flag("watch") => watch(inner, target, ctx),
         (&Method::GET, None, _) => list(inner, target, ctx).await,
+        (&Method::GET, Some(_), Some("log")) => log::log(inner, target, ctx).await,
+        (_, Some(_), Some("log")) => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {m}"),
+        )),
         (&Method::GET, Some(_), sub) => get(inner, target, ctx, sub).await,
         (&Method::POST, None, _) => {
             let b = read().await?;

@@ -14,7 +14,7 @@ use crate::registry::ResourceDef;
 pub(crate) struct ApiError {
     pub(super) code: u16,
     reason: &'static str,
-    message: String,
+    pub(super) message: String,
     details: Option<Value>,
 }
 

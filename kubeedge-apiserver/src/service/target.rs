@@ -49,13 +49,14 @@ pub(super) fn resolve(
         Some("scale") if def.scale.is_some() => {}
         Some("finalize") if def.kind == "Namespace" => {}
         Some("binding") if def.kind == "Pod" => {}
-        Some(s @ ("log" | "exec" | "attach" | "portforward")) if def.kind == "Pod" => {
+        Some("log") if def.kind == "Pod" => {}
+        Some(s @ ("exec" | "attach" | "portforward")) if def.kind == "Pod" => {
             // A clear answer for `kubectl logs/exec/attach/port-forward` rather than a 404.
             return Err(ApiError::new(
                 503,
                 "ServiceUnavailable",
                 format!(
-                    "pods/{s} needs the CloudStream logs/exec tunnel, which kubeedge-rs does not provide yet; on the edge node, `docker logs` / `docker exec` reach the container"
+                    "pods/{s} is not served through the CloudStream tunnel yet (pods/log is); on the edge node, `docker exec` / `crictl exec` reach the container"
                 ),
             ));
         }

@@ -10,7 +10,7 @@
 mod bootstrap;
 mod outbox;
 mod session;
-mod tls;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -470,30 +470,41 @@ impl<R: ContainerRuntime> Edged<R> {
     }
 }
 
+/// The runtime edged was started on, with its pod view (for modules that serve the pods,
+/// such as EdgeStream).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Started {
+    /// Docker.
+    Docker(Arc<DockerRuntime>, EdgedHandle),
+    /// A CRI runtime such as containerd.
+    Cri(Arc<CriRuntime>, EdgedHandle),
+}
+
 /// Start edged for edgecore on the configured runtime (Docker, or a CRI runtime such as
-/// containerd): returns the sender MetaManager forwards to.
+/// containerd): returns the sender MetaManager forwards to, and what it runs on.
 pub fn spawn(
     tracker: &TaskTracker,
     cancel: CancellationToken,
     file: &crate::config::Edged,
     db: MetaDb,
     cloud: watch::Receiver<Option<Cloud>>,
-) -> mpsc::Sender<Message> {
+) -> (mpsc::Sender<Message>, Started) {
     let cfg = EdgedConfig::from_file(file);
     let link = Link::new(db, cloud);
     match cfg.runtime.clone() {
         crate::config::RuntimeChoice::Remote(endpoint) => {
             info!(endpoint, "edged on a CRI runtime");
             let runtime = Arc::new(CriRuntime::new(endpoint, cfg.pod_logs_dir.clone()));
-            let (edged, tx, _handle) = Edged::new(cfg, runtime, link);
+            let (edged, tx, handle) = Edged::new(cfg, runtime.clone(), link);
             tracker.spawn(edged.run(cancel));
-            tx
+            (tx, Started::Cri(runtime, handle))
         }
         _ => {
             let runtime = Arc::new(DockerRuntime::new(cfg.docker_endpoint.clone()));
-            let (edged, tx, _handle) = Edged::new(cfg, runtime, link);
+            let (edged, tx, handle) = Edged::new(cfg, runtime.clone(), link);
             tracker.spawn(edged.run(cancel));
-            tx
+            (tx, Started::Docker(runtime, handle))
         }
     }
 }

@@ -3,7 +3,7 @@
 mod bootstrap;
 mod client;
 mod handle;
-mod tls;
+pub(crate) mod tls;
 
 pub use bootstrap::{bootstrap, node_common_name, renew};
 pub use client::{connect, CertRotation, ConnectionState, Driver, HubConfig};

@@ -1,0 +1,213 @@
+//! CloudStream: the cloud end of the stream tunnel (PROTOCOL.md §7), wire-compatible with
+//! upstream's cloudstream and edgestream.
+//!
+//! Each edge node keeps one tunnel (`wss://<cloud>:10004/v1/kubeedge/connect`, the node
+//! certificate naming the node). [`CloudStream::open`] starts a session on a node's tunnel: a
+//! `*_CONNECT` frame carrying the kubelet URL, then `DATA` frames both ways until either end
+//! sends `REMOVE_CONNECT`. [`CloudStream::logs`] is `GET /containerLogs/...` on top of it, what
+//! the API server's `pods/log` asks a kubelet for.
+
+mod server;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt as _};
+use kubeedge_proto::{GoUrl, StreamConnect, TunnelFrame, TunnelMessageType};
+use tokio::sync::mpsc;
+
+pub use session::Opened;
+
+/// The tunnel settings (`modules.cloudStream`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StreamConfig {
+    /// Refuse a tunnel whose certificate names another node (as the hub does).
+    pub enforce_node_identity: bool,
+    /// Accept upstream's shared `kubeedge.io` edge certificate (as the hub can).
+    pub allow_legacy_certs: bool,
+    /// A tunnel silent for this long is dropped (edges ping every 5 s).
+    pub idle_timeout: Duration,
+    /// How long a new session waits for the edge to refuse it before the answer starts.
+    pub refusal_window: Duration,
+    /// Bound on the TLS and upgrade handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            enforce_node_identity: true,
+            allow_legacy_certs: false,
+            idle_timeout: Duration::from_secs(12),
+            refusal_window: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a stream could not be served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The node has no tunnel connected.
+    #[error("node {0:?} has no stream tunnel connected (is edgeStream enabled on it?)")]
+    NoTunnel(String),
+    /// The tunnel went away.
+    #[error("the stream tunnel of node {0:?} closed")]
+    TunnelClosed(String),
+    /// The edge refused the session, as a kubelet would: its HTTP status and message.
+    #[error("{message}")]
+    Refused {
+        /// The HTTP status.
+        code: u16,
+        /// The kubelet's reason (`BadRequest`, `NotFound`, ...).
+        reason: String,
+        /// The message.
+        message: String,
+    },
+    /// The tunnel server could not start.
+    #[error("stream tunnel server: {0}")]
+    Server(String),
+}
+
+/// One node's live tunnel.
+#[derive(Debug)]
+struct Tunnel {
+    /// Distinguishes a replaced tunnel of the same node.
+    serial: u64,
+    out: mpsc::Sender<TunnelFrame>,
+    sessions: Mutex<HashMap<u64, mpsc::Sender<TunnelFrame>>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    config: StreamConfig,
+    tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
+    next_id: AtomicU64,
+}
+
+/// The cloud end of the stream tunnel (a cheap clone).
+#[derive(Debug, Clone, Default)]
+pub struct CloudStream {
+    inner: Arc<Inner>,
+}
+
+impl CloudStream {
+    /// A tunnel registry with `config`; serve tunnels with [`CloudStream::serve_tunnel`].
+    pub fn new(config: StreamConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// Whether `node` has a tunnel.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.tunnels().contains_key(node)
+    }
+
+    /// Nodes with a tunnel.
+    pub fn connected(&self) -> usize {
+        self.tunnels().len()
+    }
+
+    /// Open sessions on `node`'s tunnel.
+    pub fn sessions(&self, node: &str) -> usize {
+        self.tunnels().get(node).map_or(0, |t| t.sessions())
+    }
+
+    fn tunnels(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Tunnel>>> {
+        self.inner
+            .tunnels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Start a session on `node`: send `kind` with the kubelet request `method path?query`
+    /// and `headers`. The edge's refusal within [`StreamConfig::refusal_window`] is an error;
+    /// after it, the session is open.
+    pub async fn open(
+        &self,
+        node: &str,
+        kind: TunnelMessageType,
+        method: Option<&str>,
+        path_and_query: &str,
+        headers: std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<Opened, StreamError> {
+        let tunnel = self
+            .tunnels()
+            .get(node)
+            .cloned()
+            .ok_or_else(|| StreamError::NoTunnel(node.to_owned()))?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let mut connect = StreamConnect::default();
+        connect.mess_id = id;
+        connect.url = kubelet_url(path, query);
+        connect.header = headers;
+        connect.method = method.map(str::to_owned);
+        let (tx, rx) = mpsc::channel(64);
+        tunnel.sessions_mut().insert(id, tx);
+        let opened = Opened::new(id, node, tunnel.clone(), rx);
+        if tunnel
+            .out
+            .send(TunnelFrame::new(id, kind, connect.encode()))
+            .await
+            .is_err()
+        {
+            return Err(StreamError::TunnelClosed(node.to_owned()));
+        }
+        opened.await_refusal(self.inner.config.refusal_window).await
+    }
+
+    /// The kubelet's `GET /containerLogs/{namespace}/{pod}/{container}?{query}` on `node`:
+    /// the log bytes as they come.
+    pub async fn logs(
+        &self,
+        node: &str,
+        path_and_query: &str,
+    ) -> Result<BoxStream<'static, Bytes>, StreamError> {
+        let opened = self
+            .open(
+                node,
+                TunnelMessageType::LogsConnect,
+                None,
+                path_and_query,
+                Default::default(),
+            )
+            .await?;
+        Ok(opened.into_stream().boxed())
+    }
+}
+
+impl Tunnel {
+    fn sessions_mut(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<TunnelFrame>>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sessions(&self) -> usize {
+        self.sessions_mut().len()
+    }
+}
+
+/// The URL upstream's cloud puts in a connect: the edge's local kubelet port, the API
+/// server's path and query.
+fn kubelet_url(path: &str, query: &str) -> GoUrl {
+    let mut url = GoUrl::default();
+    url.scheme = "http".into();
+    url.host = "127.0.0.1:10350".into();
+    url.path = path.to_owned();
+    url.raw_query = query.to_owned();
+    url
+}

@@ -1,0 +1,244 @@
+//! The tunnel server (`cloudStream.tunnelPort`, 10004): TLS with the node certificate, the
+//! WebSocket upgrade of `GET /v1/kubeedge/connect`, then frames routed to sessions by
+//! connect id.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use kubeedge_proto::ws::{Role, WsCodec, WsMessage};
+use kubeedge_proto::{TunnelFrame, TunnelMessageType, MAX_TUNNEL_FRAME};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::{CloudStream, StreamError, Tunnel};
+use crate::certs::{node_common_name, Pki, LEGACY_EDGE_CN};
+use crate::hub::tls::{peer_identity, server_config};
+
+static SERIALS: AtomicU64 = AtomicU64::new(1);
+
+impl CloudStream {
+    /// Serve edge tunnels on `listener` until `cancel`, verifying node certificates against
+    /// `pki`'s CA.
+    pub async fn serve_tunnel(
+        &self,
+        listener: TcpListener,
+        pki: Arc<Pki>,
+        cancel: CancellationToken,
+    ) -> Result<(), StreamError> {
+        let config = server_config(&pki, true).map_err(|e| StreamError::Server(e.to_string()))?;
+        let acceptor = TlsAcceptor::from(config);
+        let tracker = TaskTracker::new();
+        info!(addr = ?listener.local_addr().ok(), "stream tunnel server listening");
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        debug!(error = %e, "tunnel accept failed");
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (me, acceptor, cancel) = (self.clone(), acceptor.clone(), cancel.clone());
+            tracker.spawn(async move {
+                let timeout = me.inner.config.handshake_timeout;
+                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "tunnel tls handshake failed"),
+                    Err(_) => return debug!(%peer, "tunnel tls handshake timed out"),
+                };
+                let cn = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(peer_identity)
+                    .map(|(cn, _)| cn)
+                    .unwrap_or_default();
+                let svc = hyper::service::service_fn(move |req| {
+                    let (me, cn, cancel) = (me.clone(), cn.clone(), cancel.clone());
+                    async move { Ok::<_, Infallible>(me.upgrade(req, &cn, cancel)) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    debug!(%peer, error = %e, "tunnel connection ended");
+                }
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+
+    /// Answer the upgrade request; on success the tunnel runs once hyper hands over the socket.
+    fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        cn: &str,
+        cancel: CancellationToken,
+    ) -> Response<Full<Bytes>> {
+        let refuse = |code: StatusCode, why: &str| {
+            let mut r = Response::new(Full::new(Bytes::from(why.to_owned())));
+            *r.status_mut() = code;
+            r
+        };
+        if req.uri().path() != "/v1/kubeedge/connect" {
+            return refuse(StatusCode::NOT_FOUND, "not found");
+        }
+        let h = req.headers();
+        let text = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        let key = text("sec-websocket-key").to_owned();
+        if !text("upgrade").eq_ignore_ascii_case("websocket") || key.is_empty() {
+            return refuse(StatusCode::BAD_REQUEST, "websocket upgrade expected");
+        }
+        let node = text("SessionHostNameOverride").to_owned();
+        if node.is_empty() || node.contains('/') || node.len() > 253 {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "missing or invalid SessionHostNameOverride header",
+            );
+        }
+        let cfg = &self.inner.config;
+        let identity_ok = cn == node_common_name(&node)
+            || !cfg.enforce_node_identity
+            || (cfg.allow_legacy_certs && cn == LEGACY_EDGE_CN);
+        if !identity_ok {
+            warn!(node, subject = %cn, "tunnel refused: the certificate belongs to another node");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "client certificate does not match SessionHostNameOverride",
+            );
+        }
+        let me = self.clone();
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(io) => me.run(node, io, cancel).await,
+                Err(e) => debug!(error = %e, "tunnel upgrade failed"),
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let hs = r.headers_mut();
+        hs.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("Upgrade"),
+        );
+        hs.insert(
+            http::header::UPGRADE,
+            http::HeaderValue::from_static("websocket"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+            hs.insert(http::header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        r
+    }
+
+    /// One node's tunnel, registered under its name (replacing an older one) until it ends.
+    async fn run(&self, node: String, io: hyper::upgrade::Upgraded, cancel: CancellationToken) {
+        let mut ws = Framed::new(
+            TokioIo::new(io),
+            WsCodec::new(Role::Server, MAX_TUNNEL_FRAME + 32),
+        );
+        let (out, mut out_rx) = mpsc::channel::<TunnelFrame>(256);
+        let serial = SERIALS.fetch_add(1, Ordering::Relaxed);
+        let tunnel = Arc::new(Tunnel {
+            serial,
+            out,
+            sessions: Mutex::new(HashMap::new()),
+        });
+        if let Some(old) = self.tunnels().insert(node.clone(), tunnel.clone()) {
+            info!(node, "a new stream tunnel replaces the old one");
+            old.sessions_mut().clear();
+        }
+        info!(node, "stream tunnel connected");
+        let idle = self.inner.config.idle_timeout;
+        let why = loop {
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    let _ = ws.send(WsMessage::Close(Some(1001), Vec::new())).await;
+                    break "shutting down".to_owned();
+                }
+                Some(frame) = out_rx.recv() => {
+                    if let Err(e) = ws.send(WsMessage::Text(frame.encode())).await {
+                        break e.to_string();
+                    }
+                }
+                msg = tokio::time::timeout(idle, ws.next()) => {
+                    let data = match msg {
+                        Err(_) => break format!("silent for {idle:?}"),
+                        Ok(None) => break "closed by the edge".to_owned(),
+                        Ok(Some(Err(e))) => break e.to_string(),
+                        Ok(Some(Ok(WsMessage::Text(d) | WsMessage::Binary(d)))) => d,
+                        Ok(Some(Ok(WsMessage::Ping(p)))) => {
+                            if let Err(e) = ws.send(WsMessage::Pong(p)).await {
+                                break e.to_string();
+                            }
+                            continue;
+                        }
+                        Ok(Some(Ok(WsMessage::Pong(_)))) => continue,
+                        Ok(Some(Ok(WsMessage::Close(..)))) => break "closed by the edge".to_owned(),
+                    };
+                    match TunnelFrame::decode(&data) {
+                        Ok(f) => route(&tunnel, &node, f).await,
+                        Err(e) => warn!(node, error = %e, "bad tunnel frame dropped"),
+                    }
+                }
+            }
+        };
+        info!(node, reason = %why, "stream tunnel closed");
+        let mut tunnels = self.tunnels();
+        if tunnels.get(&node).is_some_and(|t| t.serial == serial) {
+            tunnels.remove(&node);
+        }
+        drop(tunnels);
+        // Every open session sees its end.
+        tunnel.sessions_mut().clear();
+    }
+}
+
+/// Hand a frame from the edge to its session; frames of unknown sessions are dropped.
+async fn route(tunnel: &Tunnel, node: &str, f: TunnelFrame) {
+    match f.message_type {
+        TunnelMessageType::Data
+        | TunnelMessageType::RemoveConnect
+        | TunnelMessageType::CloseConnect => {
+            let tx = tunnel.sessions_mut().get(&f.connect_id).cloned();
+            match tx {
+                Some(tx) => {
+                    let _ = tx.send(f).await;
+                }
+                None if f.connect_id == 0 => {
+                    warn!(node, reason = %String::from_utf8_lossy(&f.data), "the edge closed its tunnel session");
+                }
+                None => debug!(
+                    node,
+                    id = f.connect_id,
+                    "frame for an unknown session dropped"
+                ),
+            }
+        }
+        other => warn!(node, kind = ?other, "the edge may not open sessions; frame dropped"),
+    }
+}

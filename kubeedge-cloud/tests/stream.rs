@@ -1,0 +1,289 @@
+//! CloudStream's tunnel server against hand-driven edges (real TLS on 127.0.0.1, node
+//! certificates from a real bootstrap): sessions carry the kubelet URL and the edge's bytes,
+//! an edge's refusal keeps its status, and hostile input (another node's certificate, frames
+//! of unknown or foreign sessions, an oversize frame, a link cut) is refused while every other
+//! session goes on.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use common::{cloud, eventually, fast, join, within};
+use futures_util::{SinkExt as _, StreamExt as _};
+use kubeedge_cloud::stream::{CloudStream, StreamConfig, StreamError};
+use kubeedge_edge::hub::ClientTls;
+use kubeedge_proto::{StreamConnect, TunnelFrame, TunnelMessageType};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+struct Tunnel {
+    stream: CloudStream,
+    addr: std::net::SocketAddr,
+    _cloud: common::Cloud,
+    a: ClientTls,
+    b: ClientTls,
+    cancel: CancellationToken,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn tunnel() -> Result<Tunnel> {
+    let cloud = cloud(fast()).await?;
+    let a = join(&cloud, "edge-a", &cloud.dir.path().join("a")).await?;
+    let b = join(&cloud, "edge-b", &cloud.dir.path().join("b")).await?;
+    let mut cfg = StreamConfig::default();
+    cfg.idle_timeout = Duration::from_secs(3);
+    let stream = CloudStream::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let cancel = CancellationToken::new();
+    let (s, pki, c) = (stream.clone(), cloud.pki.clone(), cancel.clone());
+    tokio::spawn(async move { s.serve_tunnel(listener, pki, c).await });
+    Ok(Tunnel {
+        stream,
+        addr,
+        _cloud: cloud,
+        a,
+        b,
+        cancel,
+    })
+}
+
+/// Dial the tunnel as `node` with `tls`; the HTTP status on refusal.
+async fn dial(t: &Tunnel, tls: &ClientTls, node: &str) -> Result<std::result::Result<Ws, u16>> {
+    let tcp = tokio::net::TcpStream::connect(t.addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+    let stream = tokio_rustls::TlsConnector::from(tls.client_config()?)
+        .connect(name, tcp)
+        .await?;
+    let mut req = format!("wss://{}/v1/kubeedge/connect", t.addr).into_client_request()?;
+    req.headers_mut()
+        .insert("SessionHostNameOverride", node.parse()?);
+    req.headers_mut()
+        .insert("SessionInternalIP", "127.0.0.1".parse()?);
+    match tokio_tungstenite::client_async(req, stream).await {
+        Ok((ws, _)) => Ok(Ok(ws)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Ok(Err(r.status().as_u16())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The next tunnel frame the cloud sent.
+async fn next_frame(ws: &mut Ws) -> Result<TunnelFrame> {
+    loop {
+        let m = within("a tunnel frame", ws.next())
+            .await?
+            .context("tunnel closed")??;
+        match m {
+            WsMessage::Text(t) => return Ok(TunnelFrame::decode(t.as_bytes())?),
+            WsMessage::Binary(b) => return Ok(TunnelFrame::decode(&b)?),
+            _ => continue,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, f: TunnelFrame) -> Result<()> {
+    ws.send(WsMessage::Binary(f.encode().into())).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_sessions_carry_the_url_and_the_edge_bytes() -> Result<()> {
+    let t = tunnel().await?;
+    let mut ws = dial(&t, &t.a, "edge-a")
+        .await?
+        .map_err(|c| anyhow::anyhow!("refused {c}"))?;
+    eventually("edge-a registered", || t.stream.is_connected("edge-a")).await?;
+
+    let s = t.stream.clone();
+    let logs = tokio::spawn(async move {
+        let body = s
+            .logs(
+                "edge-a",
+                "/containerLogs/default/p/c?follow=true&tailLines=5",
+            )
+            .await?;
+        Ok::<_, StreamError>(body.collect::<Vec<_>>().await)
+    });
+    let connect = next_frame(&mut ws).await?;
+    ensure!(
+        connect.message_type == TunnelMessageType::LogsConnect,
+        "{connect:?}"
+    );
+    let c = StreamConnect::decode(&connect.data)?;
+    ensure!(c.mess_id == connect.connect_id, "{c:?}");
+    ensure!(c.url.path == "/containerLogs/default/p/c", "{:?}", c.url);
+    ensure!(c.url.raw_query == "follow=true&tailLines=5", "{:?}", c.url);
+    ensure!(
+        c.url.host == "127.0.0.1:10350" && c.url.scheme == "http",
+        "{:?}",
+        c.url
+    );
+    let id = connect.connect_id;
+    // A frame for a session that does not exist is dropped; this one goes on.
+    send(
+        &mut ws,
+        TunnelFrame::new(id + 1000, TunnelMessageType::Data, b"stray".to_vec()),
+    )
+    .await?;
+    send(
+        &mut ws,
+        TunnelFrame::new(id, TunnelMessageType::Data, b"hello ".to_vec()),
+    )
+    .await?;
+    send(
+        &mut ws,
+        TunnelFrame::new(id, TunnelMessageType::Data, b"world".to_vec()),
+    )
+    .await?;
+    send(
+        &mut ws,
+        TunnelFrame::new(id, TunnelMessageType::RemoveConnect, Vec::new()),
+    )
+    .await?;
+    let chunks = within("the log body", logs).await???;
+    ensure!(chunks.concat() == b"hello world", "{chunks:?}");
+    eventually("the session is gone", || t.stream.sessions("edge-a") == 0).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_refusal_keeps_its_status_and_a_drop_removes_the_session() -> Result<()> {
+    let t = tunnel().await?;
+    let mut ws = dial(&t, &t.a, "edge-a")
+        .await?
+        .map_err(|c| anyhow::anyhow!("refused {c}"))?;
+    eventually("edge-a registered", || t.stream.is_connected("edge-a")).await?;
+
+    let s = t.stream.clone();
+    let refused = tokio::spawn(async move {
+        s.logs("edge-a", "/containerLogs/default/p/c")
+            .await
+            .map(|_| ())
+    });
+    let connect = next_frame(&mut ws).await?;
+    let status = serde_json::json!({"kind": "Status", "code": 400, "reason": "BadRequest",
+        "message": "container \"c\" in pod \"p\" is waiting to start: ContainerCreating"});
+    send(
+        &mut ws,
+        TunnelFrame::new(
+            connect.connect_id,
+            TunnelMessageType::CloseConnect,
+            serde_json::to_vec(&status)?,
+        ),
+    )
+    .await?;
+    match within("the refusal", refused).await?? {
+        Err(StreamError::Refused {
+            code: 400, message, ..
+        }) => {
+            ensure!(
+                message.contains("waiting to start: ContainerCreating"),
+                "{message}"
+            )
+        }
+        other => anyhow::bail!("expected a refusal, got {other:?}"),
+    }
+
+    // The API side goes away: the edge is told with REMOVE_CONNECT.
+    let body = t
+        .stream
+        .logs("edge-a", "/containerLogs/default/p/c?follow=true")
+        .await?;
+    let connect = next_frame(&mut ws).await?;
+    drop(body);
+    let remove = next_frame(&mut ws).await?;
+    ensure!(
+        remove.message_type == TunnelMessageType::RemoveConnect
+            && remove.connect_id == connect.connect_id,
+        "{remove:?}"
+    );
+    ensure!(t.stream.sessions("edge-a") == 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tunnels_are_refused_and_others_go_on() -> Result<()> {
+    let t = tunnel().await?;
+    // edge-b's certificate cannot open edge-a's tunnel.
+    match dial(&t, &t.b, "edge-a").await? {
+        Err(403) => {}
+        Err(c) => anyhow::bail!("expected 403, got {c}"),
+        Ok(_) => anyhow::bail!("edge-b opened edge-a's tunnel"),
+    }
+    ensure!(!t.stream.is_connected("edge-a"));
+    // No node name: 400.
+    ensure!(matches!(dial(&t, &t.a, "").await?, Err(400)));
+
+    let mut a = dial(&t, &t.a, "edge-a")
+        .await?
+        .map_err(|c| anyhow::anyhow!("refused {c}"))?;
+    let mut b = dial(&t, &t.b, "edge-b")
+        .await?
+        .map_err(|c| anyhow::anyhow!("refused {c}"))?;
+    eventually("both registered", || t.stream.connected() == 2).await?;
+
+    // A session on edge-a; edge-b writes into its id: dropped, edge-a's bytes arrive alone.
+    let s = t.stream.clone();
+    let logs = tokio::spawn(async move {
+        let body = s.logs("edge-a", "/containerLogs/default/p/c").await?;
+        Ok::<_, StreamError>(body.collect::<Vec<_>>().await)
+    });
+    let connect = next_frame(&mut a).await?;
+    let id = connect.connect_id;
+    send(
+        &mut b,
+        TunnelFrame::new(id, TunnelMessageType::Data, b"forged".to_vec()),
+    )
+    .await?;
+    // An edge may not open sessions itself.
+    send(
+        &mut b,
+        TunnelFrame::new(77, TunnelMessageType::ExecConnect, b"{}".to_vec()),
+    )
+    .await?;
+    send(
+        &mut a,
+        TunnelFrame::new(id, TunnelMessageType::Data, b"genuine".to_vec()),
+    )
+    .await?;
+    send(
+        &mut a,
+        TunnelFrame::new(id, TunnelMessageType::RemoveConnect, Vec::new()),
+    )
+    .await?;
+    let chunks = within("edge-a's body", logs).await???;
+    ensure!(chunks.concat() == b"genuine", "{chunks:?}");
+
+    // An oversize frame ends edge-b's tunnel only.
+    let huge = vec![b'x'; kubeedge_proto::MAX_TUNNEL_FRAME + 1024];
+    let _ = b.send(WsMessage::Binary(huge.into())).await;
+    eventually("edge-b dropped", || !t.stream.is_connected("edge-b")).await?;
+    ensure!(t.stream.is_connected("edge-a"));
+
+    // A link cut mid-stream: the body ends, the session is released.
+    let body = t
+        .stream
+        .logs("edge-a", "/containerLogs/default/p/c?follow=true")
+        .await?;
+    let _ = next_frame(&mut a).await?;
+    drop(a);
+    let rest: Vec<_> = within("the body ends after the cut", body.collect()).await?;
+    ensure!(rest.is_empty(), "{rest:?}");
+    eventually("edge-a dropped", || !t.stream.is_connected("edge-a")).await?;
+    match t.stream.logs("edge-a", "/containerLogs/default/p/c").await {
+        Err(StreamError::NoTunnel(n)) if n == "edge-a" => {}
+        other => anyhow::bail!("expected NoTunnel, got {:?}", other.map(|_| ())),
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! `kubectl logs` on edge pods, end to end: `keadm init` (cloudcore with the embedded API and
+//! CloudStream), `keadm join` (edgecore with EdgeStream, real Docker), the stock kubectl. No
+//! certificate or iptables step: the tunnel uses the node certificate from the join.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use kubeedge_bench::cluster::{wait_for, Cluster};
+use kubeedge_bench::BUSYBOX_IMAGE;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn joined(node: &str) -> Result<Cluster> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(kubeedge_bench::ensure_busybox_image())?;
+    let mut cluster = Cluster::init()?;
+    let ws = cluster.ws;
+    let out = cluster.join(node, ws)?;
+    ensure!(out.contains("[5/5]"), "keadm join steps: {out}");
+    wait_for(&format!("node {node} Ready"), LIMIT, || {
+        cluster.node_ready(node)
+    })
+    .with_context(|| cluster.logs_tail(30))?;
+    Ok(cluster)
+}
+
+/// A pod on the edge node: `talker` prints `line 1..3` then one line a second; `crasher`
+/// prints `run <n>` (n counts its runs through a file in an emptyDir) and exits 1.
+fn pod(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: chatty, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: state, emptyDir: {{}}}}]
+  containers:
+  - name: talker
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "echo line 1; echo line 2; echo line 3; i=4; while true; do sleep 1; echo line $i; i=$((i+1)); done"]
+  - name: crasher
+    image: {BUSYBOX_IMAGE}
+    volumeMounts: [{{name: state, mountPath: /state}}]
+    command: ["sh", "-c", "n=$(cat /state/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /state/n; echo run $n; sleep 2; exit 1"]
+"#
+    )
+}
+
+/// kubectl's combined output and whether it succeeded.
+fn kubectl_any(cluster: &Cluster, args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(args)
+        .output()?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+#[test]
+fn kubectl_logs_tail_timestamps_limit_follow_previous_and_errors() -> Result<()> {
+    let node = "streams-logs";
+    let cluster = joined(node)?;
+    cluster.apply(&pod(node))?;
+    wait_for("talker has written 3 lines", LIMIT, || {
+        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
+        Ok(ok && out.contains("line 3"))
+    })
+    .with_context(|| cluster.logs_tail(40))?;
+
+    // Whole log, then the last line only, then with timestamps, then cut at 6 bytes.
+    let all = cluster.kubectl(&["logs", "chatty", "-c", "talker"])?;
+    ensure!(all.starts_with("line 1\nline 2\nline 3\n"), "{all:?}");
+    let tail = cluster.kubectl(&["logs", "chatty", "-c", "talker", "--tail=1"])?;
+    ensure!(
+        tail.lines().count() == 1 && tail.starts_with("line "),
+        "{tail:?}"
+    );
+    let ts = cluster.kubectl(&["logs", "chatty", "-c", "talker", "--timestamps"])?;
+    let first = ts.lines().next().unwrap_or_default();
+    let (stamp, text) = first.split_once(' ').context("timestamp and text")?;
+    ensure!(
+        text == "line 1" && stamp.ends_with('Z') && stamp.contains('T'),
+        "{first:?}"
+    );
+    let cut = cluster.kubectl(&["logs", "chatty", "-c", "talker", "--limit-bytes=6"])?;
+    ensure!(cut == "line 1", "{cut:?}");
+
+    // -f: lines written after the command started reach it while it runs.
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["logs", "-f", "chatty", "-c", "talker", "--tail=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while seen.len() < 3 && started.elapsed() < LIMIT {
+        if let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+            seen.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    ensure!(seen.len() == 3, "logs -f printed {seen:?}");
+    let numbers: Vec<u64> = seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    ensure!(
+        numbers.len() == 3 && numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "logs -f lines in order: {seen:?}"
+    );
+
+    // --previous: the crasher's last run, once it has restarted.
+    wait_for("crasher restarted", LIMIT, || {
+        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "crasher", "--previous"])?;
+        Ok(ok && out.starts_with("run "))
+    })?;
+    let (ok, now) = kubectl_any(&cluster, &["logs", "chatty", "-c", "crasher"])?;
+    ensure!(ok && now.starts_with("run "), "{now}");
+
+    // Refusals read as kube-apiserver and the kubelet word them.
+    // kubectl picks the first container itself; the API, asked with none, names them all.
+    let (ok, out) = kubectl_any(&cluster, &["logs", "chatty"])?;
+    ensure!(
+        ok && out.contains("Defaulted container \"talker\""),
+        "{out}"
+    );
+    let (ok, out) = kubectl_any(
+        &cluster,
+        &["get", "--raw", "/api/v1/namespaces/default/pods/chatty/log"],
+    )?;
+    ensure!(
+        !ok && out.contains(
+            "a container name must be specified for pod chatty, choose one of: [talker crasher]"
+        ),
+        "{out}"
+    );
+    let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "nope"])?;
+    ensure!(
+        !ok && out.contains("container nope is not valid for pod chatty"),
+        "{out}"
+    );
+    let (ok, out) = kubectl_any(&cluster, &["logs", "missing"])?;
+    ensure!(!ok && out.contains("pods \"missing\" not found"), "{out}");
+    let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker", "--previous"])?;
+    ensure!(
+        !ok && out.contains("previous terminated container \"talker\" in pod \"chatty\" not found"),
+        "{out}"
+    );
+    Ok(())
+}
