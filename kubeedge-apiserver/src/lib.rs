@@ -77,7 +77,9 @@ pub mod validation;
 
 pub use body::ResponseBody;
 pub use error::{Error, Result, StoreError};
-pub use nodeproxy::{NodeProxy, NodeProxyError, NodeProxyHandle};
+pub use nodeproxy::{
+    NodeProxy, NodeProxyError, NodeProxyHandle, UpgradeKind, UpgradeResponse, UpgradedIo,
+};
 pub use serve::{
     serve, serve_insecure, write_kubeconfig, ClientCert, Pki, ServeConfig, ServerTls, UserInfo,
 };

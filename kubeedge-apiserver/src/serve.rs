@@ -467,6 +467,7 @@ pub async fn serve_insecure<S: Store>(
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, error = %e, "connection closed with an error");
@@ -533,6 +534,7 @@ async fn serve_conn<S: Store>(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(tls), svc)
+        .with_upgrades()
         .await
     {
         tracing::debug!(%peer, error = %e, "connection closed with an error");

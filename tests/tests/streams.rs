@@ -169,3 +169,84 @@ fn kubectl_logs_tail_timestamps_limit_follow_previous_and_errors() -> Result<()>
     );
     Ok(())
 }
+
+/// kubectl with `stdin` fed in; (exit code, stdout, stderr).
+fn kubectl_stdin(cluster: &Cluster, args: &[&str], stdin: &[u8]) -> Result<(i32, Vec<u8>, String)> {
+    use std::io::Write as _;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut input = child.stdin.take().context("stdin")?;
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    Ok((
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn kubectl_exec_stdout_exit_codes_stdin_bytes_and_errors() -> Result<()> {
+    let node = "streams-exec";
+    let cluster = joined(node)?;
+    cluster.apply(&pod(node))?;
+    wait_for("talker running", LIMIT, || {
+        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
+        Ok(ok && out.contains("line 1"))
+    })
+    .with_context(|| cluster.logs_tail(40))?;
+
+    let out = cluster.kubectl(&[
+        "exec",
+        "chatty",
+        "-c",
+        "talker",
+        "--",
+        "echo",
+        "hello from the edge",
+    ])?;
+    ensure!(out == "hello from the edge\n", "{out:?}");
+
+    // The command's exit code is kubectl's.
+    let (code, _, err) = kubectl_stdin(
+        &cluster,
+        &["exec", "chatty", "-c", "talker", "--", "sh", "-c", "exit 3"],
+        b"",
+    )?;
+    ensure!(code == 3, "exit {code}: {err}");
+
+    // 1 MiB of random bytes through stdin come back unchanged.
+    let data: Vec<u8> = (0..1024 * 1024).map(|_| fastrand::u8(..)).collect();
+    let (code, out, err) = kubectl_stdin(
+        &cluster,
+        &["exec", "-i", "chatty", "-c", "talker", "--", "cat"],
+        &data,
+    )?;
+    ensure!(code == 0, "exit {code}: {err}");
+    ensure!(
+        out.len() == data.len() && out == data,
+        "{} bytes back of {}",
+        out.len(),
+        data.len()
+    );
+
+    // Refusals.
+    let (ok, out) = kubectl_any(&cluster, &["exec", "missing", "--", "true"])?;
+    ensure!(!ok && out.contains("pods \"missing\" not found"), "{out}");
+    let (ok, out) = kubectl_any(&cluster, &["exec", "chatty", "-c", "nope", "--", "true"])?;
+    ensure!(
+        !ok && out.contains("container nope is not valid for pod chatty"),
+        "{out}"
+    );
+    Ok(())
+}

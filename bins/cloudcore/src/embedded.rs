@@ -7,10 +7,13 @@ use anyhow::Context;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use kubeedge_apiserver::NodeProxyError;
+use std::collections::BTreeMap;
+
+use kubeedge_apiserver::{NodeProxyError, UpgradeKind, UpgradeResponse};
 use kubeedge_cloud::config::CloudCoreFile;
 use kubeedge_cloud::stream::{CloudStream, StreamError};
 use kubeedge_controlplane::KubernetesService;
+use kubeedge_proto::TunnelMessageType;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -112,16 +115,69 @@ impl kubeedge_apiserver::NodeProxy for TunnelProxy {
         path_and_query: &str,
     ) -> BoxFuture<'static, Result<BoxStream<'static, Bytes>, NodeProxyError>> {
         let (stream, node, path) = (self.0.clone(), node.to_owned(), path_and_query.to_owned());
+        Box::pin(async move { stream.logs(&node, &path).await.map_err(proxy_error) })
+    }
+
+    fn upgrade(
+        &self,
+        node: &str,
+        kind: UpgradeKind,
+        method: &str,
+        path_and_query: &str,
+        headers: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<UpgradeResponse, NodeProxyError>> {
+        let stream = self.0.clone();
+        let (node, method, path) = (
+            node.to_owned(),
+            method.to_owned(),
+            path_and_query.to_owned(),
+        );
+        // Upstream has no port-forward frame; its edge dials whatever URL an exec connect
+        // names, so port-forward travels as one.
+        let kind = match kind {
+            UpgradeKind::Attach => TunnelMessageType::AttachConnect,
+            _ => TunnelMessageType::ExecConnect,
+        };
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in headers {
+            map.entry(go_canonical(&k)).or_default().push(v);
+        }
         Box::pin(async move {
-            stream.logs(&node, &path).await.map_err(|e| NodeProxyError {
-                code: match &e {
-                    StreamError::Refused { code, .. } => *code,
-                    _ => 500,
-                },
-                message: e.to_string(),
+            let up = stream
+                .upgrade(&node, kind, &method, &path, map)
+                .await
+                .map_err(proxy_error)?;
+            Ok(UpgradeResponse {
+                status: up.status,
+                headers: up.headers,
+                io: Box::new(up.io),
             })
         })
     }
+}
+
+fn proxy_error(e: StreamError) -> NodeProxyError {
+    NodeProxyError {
+        code: match &e {
+            StreamError::Refused { code, .. } => *code,
+            _ => 500,
+        },
+        message: e.to_string(),
+    }
+}
+
+/// Go's `http.CanonicalHeaderKey` (`sec-websocket-key` -> `Sec-Websocket-Key`), as upstream's
+/// edge expects the connect's header map.
+fn go_canonical(k: &str) -> String {
+    k.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map_or(String::new(), |f| {
+                f.to_ascii_uppercase().to_string() + &c.as_str().to_ascii_lowercase()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// The first address of a service range (`10.96.0.0/12` -> `10.96.0.1`), the ClusterIP of

@@ -66,7 +66,7 @@ fn text(body: ResponseBody) -> http::Response<ResponseBody> {
 
 /// The status reason kube-apiserver gives a kubelet's non-2xx answer
 /// (`errors.NewGenericServerResponse`); an unreachable node has none.
-fn reason(code: u16) -> &'static str {
+pub(super) fn reason(code: u16) -> &'static str {
     match code {
         400 => "BadRequest",
         401 => "Unauthorized",
@@ -157,7 +157,11 @@ fn go_bool(v: &str) -> Option<bool> {
 
 /// kube-apiserver's `ValidateContainer`: the named container must exist (init and ephemeral
 /// containers count); with none named, a pod of exactly one container uses it.
-fn validate_container(container: &str, pod: &Value, pod_name: &str) -> Result<String, ApiError> {
+pub(super) fn validate_container(
+    container: &str,
+    pod: &Value,
+    pod_name: &str,
+) -> Result<String, ApiError> {
     let names = |key: &str| -> Vec<String> {
         pod.pointer(&format!("/spec/{key}"))
             .and_then(Value::as_array)

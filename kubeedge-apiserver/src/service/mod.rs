@@ -205,6 +205,7 @@ where
 }
 
 mod bind;
+mod connect;
 mod create;
 mod decode;
 mod delete;
@@ -262,7 +263,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let query: HashMap<String, String> = parts
@@ -352,6 +353,22 @@ where
         ["apis", g, v, rest @ ..] => resolve(reg, g, v, rest)?,
         _ => return Err(ApiError::not_found_path()),
     };
+    if matches!(
+        target.sub.as_deref(),
+        Some("exec" | "attach" | "portforward")
+    ) {
+        let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let raw_query = parts.uri.query().unwrap_or_default();
+        return connect::connect(
+            &inner,
+            &target,
+            &parts.method,
+            raw_query,
+            &parts.headers,
+            on_upgrade,
+        )
+        .await;
+    }
     let limit = inner.config.max_body_bytes;
     let read = || async move {
         match http_body_util::Limited::new(body, limit).collect().await {

@@ -49,17 +49,7 @@ pub(super) fn resolve(
         Some("scale") if def.scale.is_some() => {}
         Some("finalize") if def.kind == "Namespace" => {}
         Some("binding") if def.kind == "Pod" => {}
-        Some("log") if def.kind == "Pod" => {}
-        Some(s @ ("exec" | "attach" | "portforward")) if def.kind == "Pod" => {
-            // A clear answer for `kubectl logs/exec/attach/port-forward` rather than a 404.
-            return Err(ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!(
-                    "pods/{s} is not served through the CloudStream tunnel yet (pods/log is); on the edge node, `docker exec` / `crictl exec` reach the container"
-                ),
-            ));
-        }
+        Some("log" | "exec" | "attach" | "portforward") if def.kind == "Pod" => {}
         Some(_) => return Err(ApiError::not_found_path()),
     }
     Ok(Target {

@@ -9,6 +9,7 @@
 
 mod server;
 mod session;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,8 @@ use futures_util::stream::{BoxStream, StreamExt as _};
 use kubeedge_proto::{GoUrl, StreamConnect, TunnelFrame, TunnelMessageType};
 use tokio::sync::mpsc;
 
-pub use session::Opened;
+pub use session::{Opened, SessionSender};
+pub use upgrade::Upgraded;
 
 /// The tunnel settings (`modules.cloudStream`).
 #[derive(Debug, Clone)]

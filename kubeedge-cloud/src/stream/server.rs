@@ -72,7 +72,7 @@ impl CloudStream {
                     .unwrap_or_default();
                 let svc = hyper::service::service_fn(move |req| {
                     let (me, cn, cancel) = (me.clone(), cn.clone(), cancel.clone());
-                    async move { Ok::<_, Infallible>(me.upgrade(req, &cn, cancel)) }
+                    async move { Ok::<_, Infallible>(me.accept_tunnel(req, &cn, cancel)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
@@ -88,7 +88,7 @@ impl CloudStream {
     }
 
     /// Answer the upgrade request; on success the tunnel runs once hyper hands over the socket.
-    fn upgrade(
+    fn accept_tunnel(
         &self,
         mut req: Request<Incoming>,
         cn: &str,

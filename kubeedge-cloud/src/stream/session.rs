@@ -93,11 +93,16 @@ impl Opened {
 
     /// Send bytes to the edge's end of the session.
     pub async fn send(&self, data: Vec<u8>) -> Result<(), StreamError> {
-        self.tunnel
-            .out
-            .send(TunnelFrame::new(self.id, TunnelMessageType::Data, data))
-            .await
-            .map_err(|_| StreamError::TunnelClosed(self.node.clone()))
+        self.sender().send(data).await
+    }
+
+    /// A handle that sends to the edge while [`Opened::recv`] reads.
+    pub fn sender(&self) -> SessionSender {
+        SessionSender {
+            id: self.id,
+            node: self.node.clone(),
+            out: self.tunnel.out.clone(),
+        }
     }
 
     /// The session's data as a stream.
@@ -106,6 +111,24 @@ impl Opened {
             let b = s.recv().await?;
             Some((b, s))
         })
+    }
+}
+
+/// Sends `DATA` on one session (from [`Opened::sender`]).
+#[derive(Debug, Clone)]
+pub struct SessionSender {
+    id: u64,
+    node: String,
+    out: mpsc::Sender<TunnelFrame>,
+}
+
+impl SessionSender {
+    /// Send bytes to the edge's end of the session.
+    pub async fn send(&self, data: Vec<u8>) -> Result<(), StreamError> {
+        self.out
+            .send(TunnelFrame::new(self.id, TunnelMessageType::Data, data))
+            .await
+            .map_err(|_| StreamError::TunnelClosed(self.node.clone()))
     }
 }
 

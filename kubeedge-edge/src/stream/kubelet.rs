@@ -188,6 +188,37 @@ impl<R: ContainerRuntime> Kubelet<R> {
         pick(cs, pod, previous).map(|id| strip_scheme(&id).to_owned())
     }
 
+    /// The runtime id of `container` in `namespace/pod` when it runs (exec and attach need a
+    /// running container, as the CRI does).
+    pub fn running_container_id(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<String, KubeletError> {
+        let status = self
+            .pods
+            .status(&format!("{namespace}/{pod}"))
+            .ok_or_else(|| KubeletError::new(404, "pod does not exist"))?;
+        let cs = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten())
+            .find(|c| c.name == container)
+            .ok_or_else(|| {
+                KubeletError::new(404, format!("container not found ({container:?})"))
+            })?;
+        let running = cs.state.as_ref().is_some_and(|s| s.running.is_some());
+        match cs.container_id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) if running => Ok(strip_scheme(id).to_owned()),
+            _ => Err(KubeletError::new(
+                500,
+                "Internal error occurred: error executing command in container: container is not created or running",
+            )),
+        }
+    }
+
     /// The log bytes of `container` in `namespace/pod` with the query's options.
     pub fn logs(
         &self,

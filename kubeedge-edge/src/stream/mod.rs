@@ -10,6 +10,7 @@
 //! it; upstream's cloud ignores it), then the kubelet's words as `DATA` (what upstream's cloud
 //! shows), then `REMOVE_CONNECT`; every other session goes on.
 
+mod exec;
 mod kubelet;
 mod session;
 mod tunnel;

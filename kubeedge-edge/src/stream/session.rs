@@ -4,15 +4,19 @@
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt as _};
 use kubeedge_proto::{StreamConnect, TunnelFrame, TunnelMessageType};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::exec;
 use super::kubelet::{Kubelet, KubeletError, LogQuery};
 use crate::edged::ContainerRuntime;
 
 /// The largest `DATA` payload the edge sends (upstream's cloud reads up to 1 MiB a frame).
 const DATA_CHUNK: usize = 32 * 1024;
+/// Buffer of the in-process pipe between the tunnel and an upgraded session's server.
+const PIPE: usize = 64 * 1024;
 
 /// What a session task holds.
 pub(super) struct Session {
@@ -33,13 +37,16 @@ pub(super) async fn serve<R: ContainerRuntime>(
     connect: Vec<u8>,
     mut s: Session,
 ) {
-    let served = match StreamConnect::decode(&connect) {
+    let plan = match StreamConnect::decode(&connect) {
         Err(e) => Err(KubeletError {
             code: 400,
             message: format!("bad connect payload: {e}"),
         }),
         Ok(c) => match kind {
-            TunnelMessageType::LogsConnect => logs(&kubelet, &c).map(|body| (body, c)),
+            TunnelMessageType::LogsConnect => logs(&kubelet, &c).map(Plan::Logs),
+            TunnelMessageType::ExecConnect | TunnelMessageType::AttachConnect => {
+                exec::prepare(&kubelet, kind, &c).map(Plan::Upgrade)
+            }
             other => Err(KubeletError {
                 code: 501,
                 message: format!(
@@ -48,23 +55,34 @@ pub(super) async fn serve<R: ContainerRuntime>(
             }),
         },
     };
-    match served {
+    match plan {
         Err(e) => {
             debug!(id = s.id, error = %e, "stream session refused");
-            refuse(s.id, &e, &s.out).await;
+            return refuse(s.id, &e, &s.out).await;
         }
-        Ok((body, _)) => {
-            pump(body, &mut s).await;
-            let _ = s
-                .out
-                .send(TunnelFrame::new(
-                    s.id,
-                    TunnelMessageType::RemoveConnect,
-                    Vec::new(),
-                ))
-                .await;
+        Ok(Plan::Logs(body)) => pump(body, &mut s).await,
+        Ok(Plan::Upgrade(p)) => {
+            let (near, far) = tokio::io::duplex(PIPE);
+            tokio::spawn(exec::run(kubelet, p, far));
+            pipe(near, &mut s).await;
         }
     }
+    let _ = s
+        .out
+        .send(TunnelFrame::new(
+            s.id,
+            TunnelMessageType::RemoveConnect,
+            Vec::new(),
+        ))
+        .await;
+}
+
+/// What a session serves.
+enum Plan {
+    /// A log body.
+    Logs(BoxStream<'static, std::io::Result<Bytes>>),
+    /// An upgraded exec or attach.
+    Upgrade(exec::Prepared),
 }
 
 /// `GET /containerLogs/{namespace}/{pod}/{container}`.
@@ -125,5 +143,41 @@ pub(super) async fn refuse(id: u64, e: &KubeletError, out: &mpsc::Sender<TunnelF
         if out.send(f).await.is_err() {
             return;
         }
+    }
+}
+
+/// Carry an upgraded session: the cloud's `DATA` into `near`, what the server writes to its
+/// end back as `DATA`, until the server closes, the cloud removes the session or the tunnel
+/// goes. The two directions are separate loops, so neither waits on the other.
+async fn pipe(near: DuplexStream, s: &mut Session) {
+    let (mut rd, mut wr) = tokio::io::split(near);
+    let (inbound, out, id) = (&mut s.inbound, &s.out, s.id);
+    let to_server = async move {
+        while let Some(f) = inbound.recv().await {
+            if f.message_type == TunnelMessageType::RemoveConnect
+                || wr.write_all(&f.data).await.is_err()
+            {
+                break;
+            }
+        }
+    };
+    let to_cloud = async move {
+        let mut buf = vec![0u8; DATA_CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let f = TunnelFrame::new(id, TunnelMessageType::Data, buf[..n].to_vec());
+                    if out.send(f).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = s.cancel.cancelled() => {}
+        () = to_server => {}
+        () = to_cloud => {}
     }
 }
