@@ -82,7 +82,7 @@ CONTAINERD_SOCK="$CONTAINERD_DIR/containerd.sock"
 CONTAINERD_ROOT=/var/lib/kubeedge-rs-containerd
 CONTAINERD_ETC=/etc/kubeedge-rs-containerd
 # The images the CRI tests use (built locally: no registry is reachable).
-CRI_BUSYBOX_IMAGE=docker.io/kubeedge-rs-test/busybox:1
+CRI_BUSYBOX_IMAGE=docker.io/kubeedge-rs-test/busybox:2
 CRI_PAUSE_IMAGE=docker.io/kubeedge-rs/pause:cri
 
 # write_containerd_config: config.toml (CRI plugin on) and a CNI conflist of our own.
@@ -142,7 +142,7 @@ image_tarball() {
   work="$(mktemp -d)"
   mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp" "$work/rootfs/etc" "$work/img"
   cp /bin/busybox "$work/rootfs/bin/busybox"
-  for a in sh httpd sleep cat echo env true false touch wget ls kill date rm mkdir id; do
+  for a in sh httpd sleep cat echo env true false touch wget ls kill date rm mkdir id tar stty head dd wc; do
     ln -s busybox "$work/rootfs/bin/$a"
   done
   tar --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$work/rootfs" -cf "$work/img/layer.tar" .

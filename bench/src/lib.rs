@@ -267,7 +267,7 @@ async fn answer_loop(
 
 /// The test and bench image: the host's static busybox with its applets, imported into the
 /// local engine once (no registry needed).
-pub const BUSYBOX_IMAGE: &str = "kubeedge-rs-test/busybox:1";
+pub const BUSYBOX_IMAGE: &str = "kubeedge-rs-test/busybox:2";
 
 fn busybox_rootfs() -> std::io::Result<Vec<u8>> {
     let busybox = std::fs::read("/bin/busybox")?;
@@ -287,7 +287,7 @@ fn busybox_rootfs() -> std::io::Result<Vec<u8>> {
     b.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
     for applet in [
         "sh", "httpd", "sleep", "cat", "echo", "env", "true", "false", "touch", "wget", "ls",
-        "kill", "date", "rm", "mkdir", "id",
+        "kill", "date", "rm", "mkdir", "id", "tar", "stty", "head", "dd", "wc",
     ] {
         let mut l = tar::Header::new_gnu();
         l.set_entry_type(tar::EntryType::Symlink);

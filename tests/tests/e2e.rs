@@ -306,7 +306,7 @@ fn a_60s_link_cut_keeps_pods_and_catches_up() -> Result<()> {
 /// The test containerd (scripts/test.sh starts it, with the busybox image imported).
 const CRI_SOCKET: &str = "/run/kubeedge-rs-containerd/containerd.sock";
 /// The busybox (with httpd) imported into that containerd's k8s.io namespace.
-const CRI_BUSYBOX_IMAGE: &str = "docker.io/kubeedge-rs-test/busybox:1";
+const CRI_BUSYBOX_IMAGE: &str = "docker.io/kubeedge-rs-test/busybox:2";
 
 fn have_containerd() -> bool {
     let ok = std::path::Path::new(CRI_SOCKET).exists();

@@ -250,3 +250,77 @@ fn kubectl_exec_stdout_exit_codes_stdin_bytes_and_errors() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn kubectl_exec_tty_attach_and_cp_both_ways() -> Result<()> {
+    let node = "streams-tty";
+    let cluster = joined(node)?;
+    cluster.apply(&pod(node))?;
+    wait_for("talker running", LIMIT, || {
+        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
+        Ok(ok && out.contains("line 1"))
+    })
+    .with_context(|| cluster.logs_tail(40))?;
+    let kc = cluster.kubeconfig.display().to_string();
+
+    // -it under a pseudo-terminal (script): the command sees a terminal.
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("kubectl --kubeconfig {kc} exec -it chatty -c talker -- sh -c 'tty; exit 4'"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(text.contains("/dev/pts/"), "exec -it: {text:?}");
+    ensure!(
+        out.status.code() == Some(4),
+        "exec -it exit: {:?} {text:?}",
+        out.status
+    );
+
+    // attach follows the main process's output.
+    let mut child = Command::new("kubectl")
+        .args(["--kubeconfig", &kc, "attach", "chatty", "-c", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.context("attach printed nothing")?;
+    ensure!(line.starts_with("line "), "attach: {line:?}");
+
+    // cp both ways (tar through exec).
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join("up.txt");
+    std::fs::write(&local, "through the tunnel\n")?;
+    cluster.kubectl(&[
+        "cp",
+        &local.display().to_string(),
+        "chatty:/tmp/up.txt",
+        "-c",
+        "talker",
+    ])?;
+    let back = dir.path().join("down.txt");
+    cluster.kubectl(&[
+        "cp",
+        "chatty:/tmp/up.txt",
+        &back.display().to_string(),
+        "-c",
+        "talker",
+    ])?;
+    ensure!(std::fs::read_to_string(&back)? == "through the tunnel\n");
+    Ok(())
+}

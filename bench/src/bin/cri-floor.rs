@@ -18,7 +18,7 @@ use kubeedge_edge::edged::runtime::{
 };
 use kubeedge_edge::edged::CriRuntime;
 
-const IMAGE: &str = "docker.io/kubeedge-rs-test/busybox:1";
+const IMAGE: &str = "docker.io/kubeedge-rs-test/busybox:2";
 const NODE: &str = "cri-floor";
 
 /// One pod: its sandbox, then one container in it, started. Returns the sandbox id and when
