@@ -40,6 +40,8 @@ mod names;
 mod ratelimit;
 pub mod report;
 mod resource;
+#[cfg(feature = "spdy")]
+pub mod spdy;
 mod token;
 mod topic;
 mod tunnel;

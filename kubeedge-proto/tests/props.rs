@@ -226,3 +226,39 @@ proptest! {
         while let Ok(Some(_)) = codec.decode(&mut buf) {}
     }
 }
+
+proptest! {
+    #[test]
+    fn spdy_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        use kubeedge_proto::spdy::SpdyCodec;
+        let mut codec = SpdyCodec::new(256);
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        while let Ok(Some(_)) = codec.decode(&mut buf) {}
+    }
+
+    #[test]
+    fn spdy_frames_round_trip(
+        headers in proptest::collection::btree_map("[a-z-]{1,12}", "[ -~]{0,20}", 0..6),
+        data in proptest::collection::vec(any::<u8>(), 0..2000),
+        id in 1u32..0x7fff_ffff,
+        fin in any::<bool>(),
+    ) {
+        use kubeedge_proto::spdy::{Frame, SpdyCodec};
+        let headers: Vec<(String, String)> = headers.into_iter().collect();
+        let (mut a, mut b) = (SpdyCodec::new(1 << 16), SpdyCodec::new(1 << 16));
+        let frames = vec![
+            Frame::SynStream { stream_id: id, associated: 0, priority: 0, fin, headers: headers.clone() },
+            Frame::Data { stream_id: id, fin, data },
+            Frame::Headers { stream_id: id, fin, headers },
+        ];
+        let mut wire = bytes::BytesMut::new();
+        for f in &frames {
+            a.encode(f, &mut wire).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some(f) = b.decode(&mut wire).unwrap() {
+            got.push(f);
+        }
+        prop_assert_eq!(got, frames);
+    }
+}

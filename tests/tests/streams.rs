@@ -172,8 +172,21 @@ fn kubectl_logs_tail_timestamps_limit_follow_previous_and_errors() -> Result<()>
 
 /// kubectl with `stdin` fed in; (exit code, stdout, stderr).
 fn kubectl_stdin(cluster: &Cluster, args: &[&str], stdin: &[u8]) -> Result<(i32, Vec<u8>, String)> {
+    kubectl_bin_stdin("kubectl", cluster, args, stdin)
+}
+
+/// kubectl 1.27, which speaks SPDY/3.1 for exec, attach and port-forward.
+const KUBECTL_SPDY: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+
+/// `bin` (a kubectl) with `stdin` fed in; (exit code, stdout, stderr).
+fn kubectl_bin_stdin(
+    bin: &str,
+    cluster: &Cluster,
+    args: &[&str],
+    stdin: &[u8],
+) -> Result<(i32, Vec<u8>, String)> {
     use std::io::Write as _;
-    let mut child = Command::new("kubectl")
+    let mut child = Command::new(bin)
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
         .args(args)
@@ -322,5 +335,66 @@ fn kubectl_exec_tty_attach_and_cp_both_ways() -> Result<()> {
         "talker",
     ])?;
     ensure!(std::fs::read_to_string(&back)? == "through the tunnel\n");
+    Ok(())
+}
+
+#[test]
+fn kubectl_1_27_exec_and_attach_over_spdy() -> Result<()> {
+    if !std::path::Path::new(KUBECTL_SPDY).exists() {
+        anyhow::bail!("{KUBECTL_SPDY} is missing (it ships beside the stock kubectl)");
+    }
+    let node = "streams-spdy";
+    let cluster = joined(node)?;
+    cluster.apply(&pod(node))?;
+    wait_for("talker running", LIMIT, || {
+        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
+        Ok(ok && out.contains("line 1"))
+    })
+    .with_context(|| cluster.logs_tail(40))?;
+    let spdy = |args: &[&str], stdin: &[u8]| kubectl_bin_stdin(KUBECTL_SPDY, &cluster, args, stdin);
+
+    let (code, out, err) = spdy(
+        &["exec", "chatty", "-c", "talker", "--", "echo", "over spdy"],
+        b"",
+    )?;
+    ensure!(
+        code == 0 && out == b"over spdy\n",
+        "exit {code}: {:?} {err}",
+        String::from_utf8_lossy(&out)
+    );
+    let (code, _, err) = spdy(
+        &["exec", "chatty", "-c", "talker", "--", "sh", "-c", "exit 5"],
+        b"",
+    )?;
+    ensure!(code == 5, "exit {code}: {err}");
+    let data: Vec<u8> = (0..1024 * 1024).map(|_| fastrand::u8(..)).collect();
+    let (code, out, err) = spdy(
+        &["exec", "-i", "chatty", "-c", "talker", "--", "cat"],
+        &data,
+    )?;
+    ensure!(
+        code == 0 && out == data,
+        "exit {code}, {} bytes back: {err}",
+        out.len()
+    );
+
+    // -it under a pseudo-terminal.
+    let kc = cluster.kubeconfig.display().to_string();
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "{KUBECTL_SPDY} --kubeconfig {kc} exec -it chatty -c talker -- sh -c 'tty; exit 6'"
+            ),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("/dev/pts/") && out.status.code() == Some(6),
+        "exec -it: {:?} {text:?}",
+        out.status
+    );
     Ok(())
 }

@@ -31,12 +31,28 @@ const CLOSE: u8 = 255;
 /// A checked exec or attach request, ready to answer.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    attach: bool,
-    id: String,
-    options: StreamOptions,
-    stdout: bool,
-    accept: String,
-    protocol: &'static str,
+    pub(super) attach: bool,
+    pub(super) id: String,
+    pub(super) options: StreamOptions,
+    /// The client reads stdout.
+    pub(super) output: bool,
+    /// The client reads stderr.
+    pub(super) error: bool,
+    pub(super) transport: Transport,
+}
+
+/// How the session is spoken.
+#[derive(Debug)]
+pub(super) enum Transport {
+    /// WebSocket with a channel subprotocol.
+    WebSocket {
+        /// `Sec-WebSocket-Accept`.
+        accept: String,
+        /// The chosen subprotocol.
+        protocol: &'static str,
+    },
+    /// SPDY/3.1 with `v4.channel.k8s.io`.
+    Spdy,
 }
 
 /// Check the connect as the kubelet checks the request, before anything is written.
@@ -77,36 +93,15 @@ pub(super) fn prepare<R: ContainerRuntime>(
         }
     }
     let flag = |k: &str| flags.get(k).copied().unwrap_or(false);
-    let header = |k: &str| -> Vec<&str> {
+    let header = |k: &str| -> Vec<String> {
         c.header
             .iter()
             .filter(|(name, _)| name.eq_ignore_ascii_case(k))
-            .flat_map(|(_, vs)| vs.iter().flat_map(|v| v.split(',')).map(str::trim))
+            .flat_map(|(_, vs)| vs.iter().flat_map(|v| v.split(',')))
+            .map(|v| v.trim().to_owned())
             .collect()
     };
-    let upgrade = header("Upgrade");
-    if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
-        return Err(bad(
-            400,
-            format!(
-                "this edge node serves exec and attach over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io); upgrade to {upgrade:?} is not served yet"
-            ),
-        ));
-    }
-    let key = header("Sec-WebSocket-Key")
-        .first()
-        .map(|k| (*k).to_owned())
-        .ok_or_else(|| bad(400, "missing Sec-WebSocket-Key".into()))?;
-    let offered = header("Sec-WebSocket-Protocol");
-    let protocol = offered
-        .iter()
-        .find_map(|p| PROTOCOLS.iter().find(|s| *s == p).copied())
-        .ok_or_else(|| {
-            bad(
-                400,
-                format!("none of the offered stream protocols {offered:?} is supported (supported: {PROTOCOLS:?})"),
-            )
-        })?;
+    let transport = negotiate(&header)?;
     let attach = verb == "attach";
     if !attach && command.is_empty() {
         return Err(bad(
@@ -124,48 +119,107 @@ pub(super) fn prepare<R: ContainerRuntime>(
         attach,
         id,
         options,
-        stdout: flag("output") || flag("error"),
-        accept: derive_accept_key(key.as_bytes()),
-        protocol,
+        output: flag("output"),
+        error: flag("error"),
+        transport,
     })
 }
 
-/// Answer the upgrade on `io` and run the command (or attach) until it ends.
-pub(super) async fn run<R: ContainerRuntime>(
-    kubelet: Kubelet<R>,
-    p: Prepared,
-    mut io: DuplexStream,
-) {
-    let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
-        p.accept, p.protocol
-    );
-    if io.write_all(head.as_bytes()).await.is_err() {
-        return;
+/// The stream protocol the client asked for and this edge speaks: WebSocket (the channel
+/// protocols, the client's order decides) or SPDY/3.1 (`v4.channel.k8s.io`, negotiated in
+/// `X-Stream-Protocol-Version` as the kubelet does).
+fn negotiate(header: &dyn Fn(&str) -> Vec<String>) -> Result<Transport, KubeletError> {
+    let bad = |code: u16, message: String| KubeletError { code, message };
+    let upgrade = header("Upgrade");
+    if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
+        let key = header("Sec-WebSocket-Key")
+            .first()
+            .cloned()
+            .ok_or_else(|| bad(400, "missing Sec-WebSocket-Key".into()))?;
+        let offered = header("Sec-WebSocket-Protocol");
+        let protocol = offered
+            .iter()
+            .find_map(|p| PROTOCOLS.iter().find(|s| *s == p).copied())
+            .ok_or_else(|| {
+                bad(
+                    400,
+                    format!("none of the offered stream protocols {offered:?} is supported (supported: {PROTOCOLS:?})"),
+                )
+            })?;
+        return Ok(Transport::WebSocket {
+            accept: derive_accept_key(key.as_bytes()),
+            protocol,
+        });
     }
-    let mut ws = Framed::new(io, WsCodec::new(Role::Server, 1 << 20));
+    if upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
+        let offered = header("X-Stream-Protocol-Version");
+        if offered.iter().any(|o| o == super::spdy::PROTOCOL) {
+            return Ok(Transport::Spdy);
+        }
+        return Err(bad(
+            403,
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{:?}]",
+                super::spdy::PROTOCOL
+            ),
+        ));
+    }
+    Err(bad(400, "Upgrade request required".into()))
+}
+
+/// Answer the upgrade on `io` and run the command (or attach) until it ends.
+pub(super) async fn run<R: ContainerRuntime>(kubelet: Kubelet<R>, p: Prepared, io: DuplexStream) {
+    match &p.transport {
+        Transport::Spdy => super::spdy::run(kubelet, p, io).await,
+        Transport::WebSocket { accept, protocol } => {
+            let (accept, protocol) = (accept.clone(), *protocol);
+            run_websocket(kubelet, p, io, &accept, protocol).await;
+        }
+    }
+}
+
+/// Start the command (or attach) for `p`.
+pub(super) async fn start<R: ContainerRuntime>(
+    kubelet: &Kubelet<R>,
+    p: &Prepared,
+) -> Result<StreamIo, serde_json::Value> {
     let rt = kubelet.runtime();
     let session = if p.attach {
         rt.attach(&p.id, p.options.clone()).await
     } else {
         rt.exec(&p.id, p.options.clone()).await
     };
-    let session = match session {
+    session.map_err(|e| {
+        failure(
+            500,
+            "InternalError",
+            &format!("Internal error occurred: error executing command in container: {e}"),
+        )
+    })
+}
+
+async fn run_websocket<R: ContainerRuntime>(
+    kubelet: Kubelet<R>,
+    p: Prepared,
+    mut io: DuplexStream,
+    accept: &str,
+    protocol: &'static str,
+) {
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+    );
+    if io.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut ws = Framed::new(io, WsCodec::new(Role::Server, 1 << 20));
+    let session = match start(&kubelet, &p).await {
         Ok(s) => s,
-        Err(e) => {
-            let status = failure(
-                500,
-                "InternalError",
-                &format!("Internal error occurred: error executing command in container: {e}"),
-            );
-            finish(&mut ws, &status).await;
-            return;
-        }
+        Err(status) => return finish(&mut ws, &status).await,
     };
-    if p.stdout {
+    if p.output || p.error {
         let _ = ws.send(WsMessage::Binary(vec![STDOUT])).await;
     }
-    let status = pump(&mut ws, session, &p).await;
+    let status = pump(&mut ws, session, &p, protocol).await;
     finish(&mut ws, &status).await;
 }
 
@@ -176,6 +230,7 @@ async fn pump(
     ws: &mut Framed<DuplexStream, WsCodec>,
     session: StreamIo,
     p: &Prepared,
+    protocol: &str,
 ) -> serde_json::Value {
     let StreamIo {
         mut output,
@@ -183,7 +238,7 @@ async fn pump(
         resize,
         exit,
     } = session;
-    let v5 = p.protocol.starts_with("v5");
+    let v5 = protocol.starts_with("v5");
     let (mut sink, mut stream) = ws.split();
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<WsMessage>(8);
     let client = async move {
@@ -242,7 +297,15 @@ async fn pump(
     if !ended {
         return success();
     }
-    match exit.await {
+    exit_status(exit.await, p)
+}
+
+/// The error channel's `Status` for how the session ended.
+pub(super) fn exit_status(
+    exit: crate::edged::runtime::Result<Option<i64>>,
+    p: &Prepared,
+) -> serde_json::Value {
+    match exit {
         Ok(None | Some(0)) => success(),
         Ok(Some(code)) => {
             let cmd = p.options.command.join(" ");
@@ -262,7 +325,7 @@ async fn pump(
     }
 }
 
-fn terminal_size(data: &[u8]) -> Option<TerminalSize> {
+pub(super) fn terminal_size(data: &[u8]) -> Option<TerminalSize> {
     let v: serde_json::Value = serde_json::from_slice(data).ok()?;
     Some(TerminalSize {
         width: u16::try_from(v.get("Width")?.as_u64()?).ok()?,
@@ -270,12 +333,12 @@ fn terminal_size(data: &[u8]) -> Option<TerminalSize> {
     })
 }
 
-fn success() -> serde_json::Value {
+pub(super) fn success() -> serde_json::Value {
     serde_json::json!({"metadata": {}, "status": "Success"})
 }
 
 /// A `Failure` status; `code` 0 leaves the code out (as the kubelet's exit-code status does).
-fn failure(code: u16, reason: &str, message: &str) -> serde_json::Value {
+pub(super) fn failure(code: u16, reason: &str, message: &str) -> serde_json::Value {
     let mut v = serde_json::json!({"metadata": {}, "status": "Failure", "message": message, "reason": reason});
     if code != 0 {
         v["code"] = code.into();

@@ -13,6 +13,7 @@
 mod exec;
 mod kubelet;
 mod session;
+mod spdy;
 mod tunnel;
 
 use std::collections::HashMap;
