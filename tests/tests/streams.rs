@@ -398,3 +398,90 @@ fn kubectl_1_27_exec_and_attach_over_spdy() -> Result<()> {
     );
     Ok(())
 }
+
+/// A pod serving `pong` over HTTP on port 8080.
+fn web_pod(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www"]
+"#
+    )
+}
+
+/// `bin port-forward pod/web :8080`, then an HTTP GET through the local port it prints.
+fn get_through_port_forward(bin: &str, cluster: &Cluster) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut child = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["port-forward", "pod/web", ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let result: Result<String> = (|| {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("port-forward printed nothing")?;
+        let port: u16 = line
+            .strip_prefix("Forwarding from 127.0.0.1:")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("unexpected: {line:?}"))?;
+        let mut answers = String::new();
+        // Two requests: each is its own forwarded connection (a new stream pair).
+        for _ in 0..2 {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+            conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut body = String::new();
+            conn.read_to_string(&mut body)?;
+            answers.push_str(&body);
+        }
+        Ok(answers)
+    })();
+    let _ = child.kill();
+    let out = child.wait_with_output();
+    result.with_context(|| {
+        format!(
+            "{:?}",
+            out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        )
+    })
+}
+
+#[test]
+fn kubectl_port_forward_websocket_and_spdy() -> Result<()> {
+    let node = "streams-pf";
+    let cluster = joined(node)?;
+    cluster.apply(&web_pod(node))?;
+    wait_for("web running", LIMIT, || {
+        let out = cluster.kubectl(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"])?;
+        Ok(out == "Running")
+    })
+    .with_context(|| cluster.logs_tail(40))?;
+    let got = get_through_port_forward("kubectl", &cluster)?;
+    ensure!(got.matches("pong").count() == 2, "kubectl 1.32: {got:?}");
+    if std::path::Path::new(KUBECTL_SPDY).exists() {
+        let got = get_through_port_forward(KUBECTL_SPDY, &cluster)?;
+        ensure!(got.matches("pong").count() == 2, "kubectl 1.27: {got:?}");
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@
 
 mod exec;
 mod kubelet;
+mod portforward;
 mod session;
 mod spdy;
 mod tunnel;

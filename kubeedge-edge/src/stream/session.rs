@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::exec;
 use super::kubelet::{Kubelet, KubeletError, LogQuery};
+use super::{exec, portforward};
 use crate::edged::ContainerRuntime;
 
 /// The largest `DATA` payload the edge sends (upstream's cloud reads up to 1 MiB a frame).
@@ -44,6 +44,11 @@ pub(super) async fn serve<R: ContainerRuntime>(
         }),
         Ok(c) => match kind {
             TunnelMessageType::LogsConnect => logs(&kubelet, &c).map(Plan::Logs),
+            TunnelMessageType::ExecConnect if c.url.path.starts_with("/portForward/") => {
+                portforward::prepare(&kubelet, &c)
+                    .await
+                    .map(Plan::PortForward)
+            }
             TunnelMessageType::ExecConnect | TunnelMessageType::AttachConnect => {
                 exec::prepare(&kubelet, kind, &c).map(Plan::Upgrade)
             }
@@ -66,6 +71,11 @@ pub(super) async fn serve<R: ContainerRuntime>(
             tokio::spawn(exec::run(kubelet, p, far));
             pipe(near, &mut s).await;
         }
+        Ok(Plan::PortForward(p)) => {
+            let (near, far) = tokio::io::duplex(PIPE);
+            tokio::spawn(portforward::run(kubelet, p, far));
+            pipe(near, &mut s).await;
+        }
     }
     let _ = s
         .out
@@ -83,6 +93,8 @@ enum Plan {
     Logs(BoxStream<'static, std::io::Result<Bytes>>),
     /// An upgraded exec or attach.
     Upgrade(exec::Prepared),
+    /// An upgraded port-forward.
+    PortForward(portforward::Prepared),
 }
 
 /// `GET /containerLogs/{namespace}/{pod}/{container}`.
