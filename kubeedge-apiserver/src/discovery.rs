@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::body::ResponseBody;
 use crate::registry::Registry;
 
-const VERBS: [&str; 8] = [
+pub(crate) const VERBS: [&str; 8] = [
     "create",
     "delete",
     "deletecollection",
@@ -81,7 +81,7 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Value
         }
         let mut main = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-            "kind": r.kind, "verbs": if r.review { &["create"][..] } else { &VERBS[..] },
+            "kind": r.kind, "verbs": r.verbs(),
         });
         if !r.short_names.is_empty() {
             main["shortNames"] = json!(r.short_names);
@@ -237,7 +237,7 @@ pub(crate) fn aggregated(reg: &Registry, legacy: bool) -> Value {
                             "responseKind": {"group": r.group, "version": v, "kind": r.kind},
                             "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                             "singularResource": r.singular,
-                            "verbs": if r.review { &["create"][..] } else { &VERBS[..] },
+                            "verbs": r.verbs(),
                         });
                         if !r.short_names.is_empty() {
                             res["shortNames"] = json!(r.short_names);

@@ -46,6 +46,8 @@ pub(crate) struct ResourceDef {
     pub(crate) schemas: Vec<(String, Value)>,
     /// A create-only review (SelfSubjectReview, SelfSubjectAccessReview): answered, never stored.
     pub(crate) review: bool,
+    /// A `metrics.k8s.io` resource: read from the nodes' kubelets, never stored.
+    pub(crate) metrics: bool,
 }
 
 impl ResourceDef {
@@ -57,6 +59,17 @@ impl ResourceDef {
             &self.group
         };
         format!("{g}/{}", self.plural)
+    }
+
+    /// The verbs discovery lists.
+    pub(crate) fn verbs(&self) -> &'static [&'static str] {
+        if self.review {
+            &["create"]
+        } else if self.metrics {
+            &["get", "list"]
+        } else {
+            &crate::discovery::VERBS
+        }
     }
 
     pub(crate) fn api_version(&self, version: &str) -> String {
@@ -117,6 +130,7 @@ fn builtin(
         builtin: true,
         schemas: Vec::new(),
         review: false,
+        metrics: false,
     }
 }
 
@@ -284,6 +298,23 @@ fn builtins() -> Vec<ResourceDef> {
         r.review = true;
         v.push(r);
     }
+    for (plural, kind, namespaced) in [
+        ("nodes", "NodeMetrics", false),
+        ("pods", "PodMetrics", true),
+    ] {
+        let mut r = builtin(
+            "metrics.k8s.io",
+            "v1beta1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            false,
+            Printer::Default,
+        );
+        r.metrics = true;
+        v.push(r);
+    }
     for r in &mut v {
         if matches!(r.kind.as_str(), "Deployment" | "ReplicaSet") {
             r.scale = scale.clone();
@@ -432,6 +463,7 @@ pub(crate) fn from_crd(crd: &Value) -> Option<ResourceDef> {
         builtin: false,
         schemas,
         review: false,
+        metrics: false,
     })
 }
 

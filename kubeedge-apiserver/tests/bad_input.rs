@@ -230,8 +230,28 @@ async fn unknown_resource_or_object_is_404() -> anyhow::Result<()> {
         code == 404 && v["message"] == "namespaces \"nope\" not found",
         "{v}"
     );
-    // kubectl logs/exec get a Status saying why, not a bare 404.
+    // pods/log and pods/exec of a missing pod: kube-apiserver's 404 for the pod.
+    for sub in ["log", "exec"] {
+        let (code, v) = raw
+            .call(
+                Method::GET,
+                &format!("/api/v1/namespaces/default/pods/p/{sub}"),
+                JSON,
+                "",
+            )
+            .await?;
+        ensure!(
+            code == 404 && is_status(&v, 404, "NotFound") && v["message"] == "pods \"p\" not found",
+            "{sub}: {v}"
+        );
+    }
+    // A pod not on a node yet: empty logs; exec needs a host and an upgrade.
+    let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
     let (code, v) = raw
+        .call(Method::POST, "/api/v1/namespaces/default/pods", JSON, pod)
+        .await?;
+    ensure!(code == 201, "{v}");
+    let (code, _) = raw
         .call(
             Method::GET,
             "/api/v1/namespaces/default/pods/p/log",
@@ -239,14 +259,28 @@ async fn unknown_resource_or_object_is_404() -> anyhow::Result<()> {
             "",
         )
         .await?;
+    ensure!(code == 200, "log of an unscheduled pod: {code}");
+    let (code, v) = raw
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/p/exec?command=true&stdout=true",
+            JSON,
+            "",
+        )
+        .await?;
     ensure!(
-        code == 503
-            && is_status(&v, 503, "ServiceUnavailable")
-            && v["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("CloudStream")),
+        code == 400 && v["message"] == "pod p does not have a host assigned",
         "{v}"
     );
+    let (code, v) = raw
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/p/log?tailLines=-1",
+            JSON,
+            "",
+        )
+        .await?;
+    ensure!(code == 422 && is_status(&v, 422, "Invalid"), "{v}");
     Ok(())
 }
 

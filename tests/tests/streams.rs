@@ -230,6 +230,27 @@ fn kubectl_exec_stdout_exit_codes_stdin_bytes_and_errors() -> Result<()> {
     ])?;
     ensure!(out == "hello from the edge\n", "{out:?}");
 
+    // stdout and stderr stay apart (kubectl cp's tar stream depends on it).
+    let (code, out, err) = kubectl_stdin(
+        &cluster,
+        &[
+            "exec",
+            "chatty",
+            "-c",
+            "talker",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2",
+        ],
+        b"",
+    )?;
+    ensure!(
+        code == 0 && out == b"out\n" && err.contains("err"),
+        "{:?} / {err:?}",
+        String::from_utf8_lossy(&out)
+    );
+
     // The command's exit code is kubectl's.
     let (code, _, err) = kubectl_stdin(
         &cluster,
@@ -483,5 +504,193 @@ fn kubectl_port_forward_websocket_and_spdy() -> Result<()> {
         let got = get_through_port_forward(KUBECTL_SPDY, &cluster)?;
         ensure!(got.matches("pong").count() == 2, "kubectl 1.27: {got:?}");
     }
+    Ok(())
+}
+
+/// Open file descriptors of `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Processes in the container of `node`'s pod `pod`, container `name`.
+fn processes_in(node: &str, name: &str) -> Result<usize> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "id=$(docker ps -q --filter label=io.kubeedge-rs.node={node} --filter label=io.kubernetes.container.name={name}); docker exec $id ls /proc"
+        ))
+        .output()?;
+    ensure!(out.status.success(), "{out:?}");
+    // Minus the ls itself.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|e| e.chars().all(|c| c.is_ascii_digit()))
+        .count()
+        .saturating_sub(1))
+}
+
+#[test]
+fn a_cut_link_ends_kubectl_streams_within_two_heartbeats_and_leaks_nothing() -> Result<()> {
+    use kubeedge_bench::cluster::LinkProxy;
+    use std::io::Write as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(kubeedge_bench::ensure_busybox_image())?;
+    let node = "streams-cut";
+    let mut cluster = Cluster::init()?;
+    let proxy = LinkProxy::start(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        cluster.tunnel_port,
+    )))?;
+    cluster
+        .join_sets
+        .push(format!("modules.edgeStream.server={}", proxy.addr));
+    let ws = cluster.ws;
+    cluster.join(node, ws)?;
+    wait_for("node Ready", LIMIT, || cluster.node_ready(node))?;
+    cluster.apply(&pod(node))?;
+    let logs_work = || -> Result<bool> {
+        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker", "--tail=1"])?;
+        Ok(ok && out.starts_with("line "))
+    };
+    wait_for("logs through the proxied tunnel", LIMIT, logs_work)
+        .with_context(|| cluster.logs_tail(40))?;
+    let (edge, cloud) = (
+        cluster.pid("edgecore").context("edgecore")?,
+        cluster.pid("cloudcore").context("cloudcore")?,
+    );
+    let (edge_fds, cloud_fds) = (fds(edge), fds(cloud));
+    let procs = processes_in(node, "talker")?;
+
+    let kc = cluster.kubeconfig.display().to_string();
+    let mut logs = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &kc,
+            "logs",
+            "-f",
+            "chatty",
+            "-c",
+            "talker",
+            "--tail=1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut exec = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &kc,
+            "exec",
+            "-i",
+            "chatty",
+            "-c",
+            "talker",
+            "--",
+            "cat",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut logs_out = BufReader::new(logs.stdout.take().context("logs stdout")?);
+    let mut line = String::new();
+    logs_out.read_line(&mut line)?;
+    ensure!(line.starts_with("line "), "logs -f: {line:?}");
+    let mut stdin = exec.stdin.take().context("exec stdin")?;
+    stdin.write_all(b"echo\n")?;
+    let mut exec_out = BufReader::new(exec.stdout.take().context("exec stdout")?);
+    let mut echoed = String::new();
+    exec_out.read_line(&mut echoed)?;
+    ensure!(echoed == "echo\n", "exec -i: {echoed:?}");
+    ensure!(
+        processes_in(node, "talker")? == procs + 1,
+        "cat runs in the container"
+    );
+    // Keep draining logs -f so that it is not blocked on a full pipe.
+    std::thread::spawn(move || for _ in logs_out.lines() {});
+
+    let cut = Instant::now();
+    proxy.set_cut(true);
+    let deadline = Duration::from_secs(20);
+    let mut ended = (None, None);
+    while cut.elapsed() < deadline && (ended.0.is_none() || ended.1.is_none()) {
+        if ended.0.is_none() && logs.try_wait()?.is_some() {
+            ended.0 = Some(cut.elapsed());
+        }
+        if ended.1.is_none() && exec.try_wait()?.is_some() {
+            ended.1 = Some(cut.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = logs.kill();
+    let _ = exec.kill();
+    let (Some(l), Some(e)) = ended else {
+        anyhow::bail!("streams still open {deadline:?} after the cut: {ended:?}");
+    };
+    // Two 5 s heartbeats, and kubectl's own teardown.
+    ensure!(
+        l <= Duration::from_secs(13) && e <= Duration::from_secs(13),
+        "ended after {l:?} / {e:?}"
+    );
+    drop(stdin);
+
+    proxy.set_cut(false);
+    wait_for("logs again once the link is back", LIMIT, logs_work)?;
+    wait_for("nothing leaked", LIMIT, || {
+        Ok(fds(edge) <= edge_fds && fds(cloud) <= cloud_fds && processes_in(node, "talker")? == procs)
+    })
+    .with_context(|| {
+        format!(
+            "fds edgecore {} (was {edge_fds}), cloudcore {} (was {cloud_fds}), processes {:?} (was {procs})",
+            fds(edge),
+            fds(cloud),
+            processes_in(node, "talker").ok()
+        )
+    })?;
+    Ok(())
+}
+
+#[test]
+fn kubectl_top_node_and_pod_from_the_edge_stats() -> Result<()> {
+    let node = "streams-top";
+    let cluster = joined(node)?;
+    cluster.apply(&pod(node))?;
+    wait_for("talker running", LIMIT, || {
+        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
+        Ok(ok && out.contains("line 1"))
+    })
+    .with_context(|| cluster.logs_tail(40))?;
+    // The metrics API is discovered like metrics-server's.
+    let groups = cluster.kubectl(&["api-versions"])?;
+    ensure!(
+        groups.lines().any(|l| l == "metrics.k8s.io/v1beta1"),
+        "{groups}"
+    );
+
+    let top = cluster.kubectl(&["top", "node", "--no-headers"])?;
+    let row: Vec<&str> = top.split_whitespace().collect();
+    ensure!(
+        row.first() == Some(&node) && row.len() >= 5,
+        "top node: {top:?}"
+    );
+    ensure!(
+        row[1].ends_with('m') && row[3].ends_with("Mi"),
+        "top node: {top:?}"
+    );
+
+    let top = cluster.kubectl(&["top", "pod", "chatty", "--containers", "--no-headers"])?;
+    let rows: Vec<Vec<&str>> = top
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    ensure!(
+        rows.iter()
+            .any(|r| r.get(1) == Some(&"talker") && r.get(3).is_some_and(|m| m.ends_with("Mi"))),
+        "top pod: {top:?}"
+    );
+    let (ok, out) = kubectl_any(&cluster, &["top", "pod", "missing"])?;
+    ensure!(!ok && out.contains("not found"), "{out}");
     Ok(())
 }

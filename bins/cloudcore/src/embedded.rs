@@ -115,7 +115,13 @@ impl kubeedge_apiserver::NodeProxy for TunnelProxy {
         path_and_query: &str,
     ) -> BoxFuture<'static, Result<BoxStream<'static, Bytes>, NodeProxyError>> {
         let (stream, node, path) = (self.0.clone(), node.to_owned(), path_and_query.to_owned());
-        Box::pin(async move { stream.logs(&node, &path).await.map_err(proxy_error) })
+        Box::pin(async move {
+            if path.starts_with("/stats/") || path.starts_with("/metrics/") {
+                stream.metrics(&node, &path).await.map_err(proxy_error)
+            } else {
+                stream.logs(&node, &path).await.map_err(proxy_error)
+            }
+        })
     }
 
     fn upgrade(

@@ -210,6 +210,7 @@ mod create;
 mod decode;
 mod delete;
 mod log;
+mod metrics;
 mod read;
 mod response;
 mod target;
@@ -434,6 +435,9 @@ where
                 {"reason": "FieldValueNotSupported", "field": "fieldValidation",
                  "message": why.trim_start_matches("fieldValidation: ")}]})));
         }
+    }
+    if target.def.metrics {
+        return metrics::metrics(inner, target, ctx, m).await;
     }
     if target.def.review {
         return match (m, &target.name) {

@@ -32,7 +32,8 @@ pub struct StreamConfig {
     pub enforce_node_identity: bool,
     /// Accept upstream's shared `kubeedge.io` edge certificate (as the hub can).
     pub allow_legacy_certs: bool,
-    /// A tunnel silent for this long is dropped (edges ping every 5 s).
+    /// A tunnel silent for this long is dropped: two of the edge's 5 s pings missed, so that a
+    /// cut link ends kubectl's streams within two heartbeats.
     pub idle_timeout: Duration,
     /// How long a new session waits for the edge to refuse it before the answer starts.
     pub refusal_window: Duration,
@@ -45,7 +46,7 @@ impl Default for StreamConfig {
         Self {
             enforce_node_identity: true,
             allow_legacy_certs: false,
-            idle_timeout: Duration::from_secs(12),
+            idle_timeout: Duration::from_secs(10),
             refusal_window: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
         }
@@ -178,14 +179,29 @@ impl CloudStream {
         node: &str,
         path_and_query: &str,
     ) -> Result<BoxStream<'static, Bytes>, StreamError> {
+        self.get(node, TunnelMessageType::LogsConnect, path_and_query)
+            .await
+    }
+
+    /// The kubelet's `GET /stats/summary` or `/metrics/resource` (a `METRIC_CONNECT`) on
+    /// `node`: the body.
+    pub async fn metrics(
+        &self,
+        node: &str,
+        path_and_query: &str,
+    ) -> Result<BoxStream<'static, Bytes>, StreamError> {
+        self.get(node, TunnelMessageType::MetricConnect, path_and_query)
+            .await
+    }
+
+    async fn get(
+        &self,
+        node: &str,
+        kind: TunnelMessageType,
+        path_and_query: &str,
+    ) -> Result<BoxStream<'static, Bytes>, StreamError> {
         let opened = self
-            .open(
-                node,
-                TunnelMessageType::LogsConnect,
-                None,
-                path_and_query,
-                Default::default(),
-            )
+            .open(node, kind, None, path_and_query, Default::default())
             .await?;
         Ok(opened.into_stream().boxed())
     }

@@ -174,31 +174,39 @@ impl CloudStream {
         }
         info!(node, "stream tunnel connected");
         let idle = self.inner.config.idle_timeout;
+        // Only what the edge sends proves the link: the deadline moves on inbound frames, and
+        // a write that cannot finish before it (a full socket on a dead link) ends the tunnel too.
+        let mut deadline = tokio::time::Instant::now() + idle;
+        let silent = || format!("nothing from the edge for {idle:?}");
         let why = loop {
             tokio::select! {
                 () = cancel.cancelled() => {
                     let _ = ws.send(WsMessage::Close(Some(1001), Vec::new())).await;
                     break "shutting down".to_owned();
                 }
+                () = tokio::time::sleep_until(deadline) => break silent(),
                 Some(frame) = out_rx.recv() => {
-                    if let Err(e) = ws.send(WsMessage::Text(frame.encode())).await {
-                        break e.to_string();
+                    match tokio::time::timeout_at(deadline, ws.send(WsMessage::Text(frame.encode()))).await {
+                        Err(_) => break silent(),
+                        Ok(Err(e)) => break e.to_string(),
+                        Ok(Ok(())) => {}
                     }
                 }
-                msg = tokio::time::timeout(idle, ws.next()) => {
+                msg = ws.next() => {
+                    deadline = tokio::time::Instant::now() + idle;
                     let data = match msg {
-                        Err(_) => break format!("silent for {idle:?}"),
-                        Ok(None) => break "closed by the edge".to_owned(),
-                        Ok(Some(Err(e))) => break e.to_string(),
-                        Ok(Some(Ok(WsMessage::Text(d) | WsMessage::Binary(d)))) => d,
-                        Ok(Some(Ok(WsMessage::Ping(p)))) => {
-                            if let Err(e) = ws.send(WsMessage::Pong(p)).await {
-                                break e.to_string();
+                        None => break "closed by the edge".to_owned(),
+                        Some(Err(e)) => break e.to_string(),
+                        Some(Ok(WsMessage::Text(d) | WsMessage::Binary(d))) => d,
+                        Some(Ok(WsMessage::Ping(p))) => {
+                            match tokio::time::timeout_at(deadline, ws.send(WsMessage::Pong(p))).await {
+                                Err(_) => break silent(),
+                                Ok(Err(e)) => break e.to_string(),
+                                Ok(Ok(())) => continue,
                             }
-                            continue;
                         }
-                        Ok(Some(Ok(WsMessage::Pong(_)))) => continue,
-                        Ok(Some(Ok(WsMessage::Close(..)))) => break "closed by the edge".to_owned(),
+                        Some(Ok(WsMessage::Pong(_))) => continue,
+                        Some(Ok(WsMessage::Close(..))) => break "closed by the edge".to_owned(),
                     };
                     match TunnelFrame::decode(&data) {
                         Ok(f) => route(&tunnel, &node, f).await,

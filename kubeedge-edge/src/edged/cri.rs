@@ -500,7 +500,7 @@ impl ContainerRuntime for CriRuntime {
             stderr: !options.tty,
         };
         let url = self.call(self.rt.clone().exec(req)).await?.url;
-        streaming::remote_command(&url, options.tty).await
+        streaming::remote_command(&url, options.tty, options.separate_stderr).await
     }
 
     async fn attach(&self, id: &str, options: StreamOptions) -> Result<StreamIo> {
@@ -512,7 +512,7 @@ impl ContainerRuntime for CriRuntime {
             stderr: !options.tty,
         };
         let url = self.call(self.rt.clone().attach(req)).await?.url;
-        let mut io = streaming::remote_command(&url, options.tty).await?;
+        let mut io = streaming::remote_command(&url, options.tty, options.separate_stderr).await?;
         // The stream server reports success when the streams end; the exit code is the
         // container's.
         let (this, id, ended) = (self.clone(), id.to_owned(), io.exit);

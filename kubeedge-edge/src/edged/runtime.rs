@@ -310,6 +310,9 @@ pub struct StreamOptions {
     pub stdin: bool,
     /// With a TTY.
     pub tty: bool,
+    /// Without a TTY, deliver stderr apart from stdout ([`StreamIo::stderr`]), as the
+    /// kubelet's stream protocols carry them on their own channels.
+    pub separate_stderr: bool,
 }
 
 /// A terminal size, in character cells (the kubelet's `remotecommand.TerminalSize`).
@@ -326,6 +329,9 @@ pub struct StreamIo {
     /// stdout/stderr bytes (a TTY merges them). Ends when the command (or, for attach, the
     /// container's streams) ends.
     pub output: BoxStream<'static, Result<Bytes>>,
+    /// stderr bytes on their own, when [`StreamOptions::separate_stderr`] asked for them (and
+    /// there is no TTY); `output` then carries stdout only.
+    pub stderr: Option<BoxStream<'static, Result<Bytes>>>,
     /// stdin. Shutting it down closes the command's stdin on Docker; a CRI stream server
     /// speaking `v4.channel.k8s.io` over WebSocket has no half-close, so there stdin stays
     /// open until the session ends (the command must end by itself).
@@ -343,6 +349,42 @@ impl std::fmt::Debug for StreamIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamIo").finish_non_exhaustive()
     }
+}
+
+/// Split a stream of `(is_stderr, bytes)` into stdout and stderr streams: a task reads the
+/// source and hands each chunk to its side (both sides end when the source does).
+pub(crate) fn split_output(
+    src: BoxStream<'static, Result<(bool, Bytes)>>,
+) -> (
+    BoxStream<'static, Result<Bytes>>,
+    BoxStream<'static, Result<Bytes>>,
+) {
+    use futures_util::StreamExt as _;
+    let (out_tx, mut out_rx) = mpsc::channel::<Result<Bytes>>(16);
+    let (err_tx, mut err_rx) = mpsc::channel::<Result<Bytes>>(16);
+    tokio::spawn(async move {
+        let mut src = src;
+        loop {
+            // Once nobody reads either side, drop the source (it may hold the session open).
+            let item = tokio::select! {
+                item = src.next() => match item {
+                    Some(item) => item,
+                    None => return,
+                },
+                () = async { out_tx.closed().await; err_tx.closed().await } => return,
+            };
+            // A side nobody reads any more drops its chunks; the other goes on.
+            let _ = match item {
+                Ok((true, b)) => err_tx.send(Ok(b)).await,
+                Ok((false, b)) => out_tx.send(Ok(b)).await,
+                Err(e) => out_tx.send(Err(e)).await,
+            };
+        }
+    });
+    (
+        futures_util::stream::poll_fn(move |cx| out_rx.poll_recv(cx)).boxed(),
+        futures_util::stream::poll_fn(move |cx| err_rx.poll_recv(cx)).boxed(),
+    )
 }
 
 /// A bidirectional byte stream (a forwarded port).

@@ -23,7 +23,8 @@ use crate::edged::ContainerRuntime;
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
+pub(super) const STDOUT: u8 = 1;
+pub(super) const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
@@ -114,6 +115,8 @@ pub(super) fn prepare<R: ContainerRuntime>(
         command,
         stdin: flag("input"),
         tty: flag("tty"),
+        // The client reads stderr on its own channel.
+        separate_stderr: flag("error") && !flag("tty"),
     };
     Ok(Prepared {
         attach,
@@ -233,11 +236,13 @@ async fn pump(
     protocol: &str,
 ) -> serde_json::Value {
     let StreamIo {
-        mut output,
+        output,
+        stderr,
         mut input,
         resize,
         exit,
     } = session;
+    let mut output = tagged(output, stderr);
     let v5 = protocol.starts_with("v5");
     let (mut sink, mut stream) = ws.split();
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<WsMessage>(8);
@@ -269,9 +274,9 @@ async fn pump(
         loop {
             tokio::select! {
                 chunk = output.next() => match chunk {
-                    Some(Ok(b)) => {
+                    Some(Ok((channel, b))) => {
                         let mut m = Vec::with_capacity(b.len() + 1);
-                        m.push(STDOUT);
+                        m.push(channel);
                         m.extend_from_slice(&b);
                         if sink.send(WsMessage::Binary(m)).await.is_err() {
                             return false;
@@ -322,6 +327,21 @@ pub(super) fn exit_status(
             "InternalError",
             &format!("Internal error occurred: {e}"),
         ),
+    }
+}
+
+/// stdout (channel 1) and, when apart, stderr (channel 2) as one stream of tagged chunks that
+/// ends when both have.
+pub(super) fn tagged(
+    output: futures_util::stream::BoxStream<'static, crate::edged::runtime::Result<bytes::Bytes>>,
+    stderr: Option<
+        futures_util::stream::BoxStream<'static, crate::edged::runtime::Result<bytes::Bytes>>,
+    >,
+) -> futures_util::stream::BoxStream<'static, crate::edged::runtime::Result<(u8, bytes::Bytes)>> {
+    let out = output.map(|r| r.map(|b| (STDOUT, b)));
+    match stderr {
+        Some(err) => futures_util::stream::select(out, err.map(|r| r.map(|b| (STDERR, b)))).boxed(),
+        None => out.boxed(),
     }
 }
 

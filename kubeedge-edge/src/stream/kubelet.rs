@@ -138,6 +138,8 @@ fn go_bool(v: &str) -> Option<bool> {
 pub struct Kubelet<R> {
     runtime: Arc<R>,
     pods: EdgedHandle,
+    node: Arc<str>,
+    samples: super::stats::Samples,
 }
 
 impl<R> Clone for Kubelet<R> {
@@ -145,6 +147,8 @@ impl<R> Clone for Kubelet<R> {
         Self {
             runtime: self.runtime.clone(),
             pods: self.pods.clone(),
+            node: self.node.clone(),
+            samples: self.samples.clone(),
         }
     }
 }
@@ -152,7 +156,38 @@ impl<R> Clone for Kubelet<R> {
 impl<R: ContainerRuntime> Kubelet<R> {
     /// Serve from `runtime`, finding containers through edged's `pods`.
     pub fn new(runtime: Arc<R>, pods: EdgedHandle) -> Self {
-        Self { runtime, pods }
+        Self {
+            runtime,
+            pods,
+            node: Arc::from(""),
+            samples: super::stats::Samples::default(),
+        }
+    }
+
+    /// The same, serving node `name` (the name its `/stats/summary` reports).
+    pub fn for_node(mut self, name: &str) -> Self {
+        self.node = Arc::from(name);
+        self
+    }
+
+    /// The node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Every pod's latest status (`namespace/name`).
+    pub(super) fn pod_statuses(&self) -> Vec<(String, k8s_openapi::api::core::v1::PodStatus)> {
+        self.pods
+            .statuses()
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// `/stats/summary` or `/metrics/resource`.
+    pub async fn metrics(&self, path: &str) -> Result<Vec<u8>, KubeletError> {
+        super::stats::serve(self, &self.node, &self.samples, path).await
     }
 
     /// The runtime.

@@ -15,6 +15,7 @@ mod kubelet;
 mod portforward;
 mod session;
 mod spdy;
+mod stats;
 mod tunnel;
 
 use std::collections::HashMap;
@@ -115,6 +116,7 @@ impl<R: ContainerRuntime> EdgeStream<R> {
     /// Serve `kubelet` through a tunnel to `cfg.server`, presenting the node certificate in
     /// `tls` (the hub's client config).
     pub fn new(cfg: EdgeStreamConfig, tls: Arc<rustls::ClientConfig>, kubelet: Kubelet<R>) -> Self {
+        let kubelet = kubelet.for_node(&cfg.node_name);
         Self { cfg, tls, kubelet }
     }
 
@@ -168,8 +170,13 @@ impl<R: ContainerRuntime> EdgeStream<R> {
                     if frame.message_type == TunnelMessageType::RemoveConnect {
                         sessions.remove(&frame.connect_id);
                     }
-                    if let Err(e) = ws.send(WsMessage::Text(frame.encode())).await {
-                        return e.to_string();
+                    // A write that cannot finish while the link is believed alive means it
+                    // is not.
+                    let send = ws.send(WsMessage::Text(frame.encode()));
+                    match tokio::time::timeout_at(heard + silence, send).await {
+                        Err(_) => return format!("nothing from the cloud for {silence:?}"),
+                        Ok(Err(e)) => return e.to_string(),
+                        Ok(Ok(())) => {}
                     }
                 }
                 msg = ws.next() => {

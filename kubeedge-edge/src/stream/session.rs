@@ -44,6 +44,9 @@ pub(super) async fn serve<R: ContainerRuntime>(
         }),
         Ok(c) => match kind {
             TunnelMessageType::LogsConnect => logs(&kubelet, &c).map(Plan::Logs),
+            TunnelMessageType::MetricConnect => kubelet.metrics(&c.url.path).await.map(|body| {
+                Plan::Logs(futures_util::stream::once(async move { Ok(Bytes::from(body)) }).boxed())
+            }),
             TunnelMessageType::ExecConnect if c.url.path.starts_with("/portForward/") => {
                 portforward::prepare(&kubelet, &c)
                     .await

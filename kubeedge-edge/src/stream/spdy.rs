@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, ReadHalf, W
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::exec::{exit_status, failure, start, success, terminal_size, Prepared};
+use super::exec::{exit_status, failure, start, success, tagged, terminal_size, Prepared, STDERR};
 use super::kubelet::Kubelet;
 use crate::edged::runtime::StreamIo;
 use crate::edged::ContainerRuntime;
@@ -214,11 +214,14 @@ async fn pump(
     p: &Prepared,
 ) -> Option<serde_json::Value> {
     let StreamIo {
-        mut output,
+        output,
+        stderr,
         mut input,
         resize,
         exit,
     } = session;
+    let mut output = tagged(output, stderr);
+    let err_stream = streams.id("stderr");
     let (stdin, resize_id) = (streams.id("stdin"), streams.id("resize"));
     let out_stream = streams.id("stdout").or(streams.id("stderr"));
     let client = async move {
@@ -272,8 +275,16 @@ async fn pump(
     };
     let command = async {
         while let Some(chunk) = output.next().await {
-            match (chunk, out_stream) {
-                (Ok(b), Some(id)) => {
+            let chunk = chunk.map(|(channel, b)| {
+                let id = if channel == STDERR {
+                    err_stream.or(out_stream)
+                } else {
+                    out_stream
+                };
+                (id, b)
+            });
+            match chunk {
+                Ok((Some(id), b)) => {
                     let f = Frame::Data {
                         stream_id: id,
                         fin: false,
@@ -283,8 +294,8 @@ async fn pump(
                         return false;
                     }
                 }
-                (Ok(_), None) => {}
-                (Err(e), _) => {
+                Ok((None, _)) => {}
+                Err(e) => {
                     debug!(error = %e, "exec output failed");
                     break;
                 }

@@ -138,9 +138,18 @@ pub(super) fn exit_of(status: &[u8]) -> Result<Option<i64>> {
 
 /// An exec or attach session on `url`: its output, a stdin writer, a resize sender (with a
 /// TTY) and the exit status from the error channel.
-pub(super) async fn remote_command(url: &str, tty: bool) -> Result<StreamIo> {
+pub(super) async fn remote_command(url: &str, tty: bool, separate: bool) -> Result<StreamIo> {
     let ws = connect(url).await?;
     let (out_tx, mut out_rx) = mpsc::channel::<Result<Bytes>>(16);
+    let (err_tx, stderr) = if separate && !tty {
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes>>(16);
+        (
+            Some(tx),
+            Some(stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()),
+        )
+    } else {
+        (None, None)
+    };
     let (exit_tx, exit_rx) = oneshot::channel();
     let (user_in, task_in) = tokio::io::duplex(PIPE);
     let (resize, resize_rx) = if tty {
@@ -151,7 +160,7 @@ pub(super) async fn remote_command(url: &str, tty: bool) -> Result<StreamIo> {
     };
     let url = url.to_owned();
     tokio::spawn(async move {
-        let status = pump_command(ws, out_tx, task_in, resize_rx).await;
+        let status = pump_command(ws, (out_tx, err_tx), task_in, resize_rx).await;
         let _ = exit_tx.send(
             status
                 .map_err(|e| unavailable(&url, e))
@@ -166,6 +175,7 @@ pub(super) async fn remote_command(url: &str, tty: bool) -> Result<StreamIo> {
     };
     Ok(StreamIo {
         output,
+        stderr,
         input: Box::pin(user_in),
         resize,
         exit: exit.boxed(),
@@ -176,7 +186,10 @@ pub(super) async fn remote_command(url: &str, tty: bool) -> Result<StreamIo> {
 /// the caller drops the output); returns what came on the error channel.
 async fn pump_command(
     ws: Ws,
-    out: mpsc::Sender<Result<Bytes>>,
+    (out, err): (
+        mpsc::Sender<Result<Bytes>>,
+        Option<mpsc::Sender<Result<Bytes>>>,
+    ),
     mut stdin: DuplexStream,
     mut resize: Option<mpsc::Receiver<TerminalSize>>,
 ) -> std::result::Result<Vec<u8>, tokio_tungstenite::tungstenite::Error> {
@@ -194,7 +207,10 @@ async fn pump_command(
                     status.extend_from_slice(payload);
                 } else if (channel == STDOUT || channel == STDERR)
                     && !payload.is_empty()
-                    && out.send(Ok(data.slice(1..))).await.is_err()
+                    && match (&err, channel) {
+                        (Some(e), STDERR) => e.send(Ok(data.slice(1..))).await.is_err(),
+                        _ => out.send(Ok(data.slice(1..))).await.is_err(),
+                    }
                 {
                     // Nobody reads the output any more: end the session.
                     let _ = tx.close().await;

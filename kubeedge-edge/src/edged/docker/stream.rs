@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{
     AttachContainerOptions, LogsOptions, ResizeContainerTTYOptions, StatsOptions,
@@ -88,11 +89,35 @@ impl DockerRuntime {
         };
         futures_util::stream::once(stream).flatten().boxed()
     }
+}
 
+/// Docker's multiplexed output as StreamIo's streams: one, or stdout and stderr apart.
+#[allow(clippy::type_complexity)]
+fn outputs(
+    src: BoxStream<'static, std::result::Result<LogOutput, bollard::errors::Error>>,
+    options: &StreamOptions,
+) -> (
+    BoxStream<'static, Result<Bytes>>,
+    Option<BoxStream<'static, Result<Bytes>>>,
+) {
+    if !options.separate_stderr || options.tty {
+        return (src.map(log_bytes).boxed(), None);
+    }
+    let tagged = src
+        .map(|item| {
+            item.map(|o| (matches!(o, LogOutput::StdErr { .. }), o.into_bytes()))
+                .map_err(map_err)
+        })
+        .boxed();
+    let (out, err) = crate::edged::runtime::split_output(tagged);
+    (out, Some(err))
+}
+
+impl DockerRuntime {
     pub(super) async fn exec_stream(&self, id: &str, options: StreamOptions) -> Result<StreamIo> {
         let d = self.client().await?;
         let create = CreateExecOptions {
-            cmd: Some(options.command),
+            cmd: Some(options.command.clone()),
             attach_stdin: Some(options.stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -121,8 +146,10 @@ impl DockerRuntime {
                         d.resize_exec(&exec_id, size).await
                     }
                 });
+                let (output, stderr) = outputs(output.boxed(), &options);
                 Ok(StreamIo {
-                    output: output.map(log_bytes).boxed(),
+                    output,
+                    stderr,
                     input,
                     resize,
                     exit: exec_exit(d, exec.id).boxed(),
@@ -163,8 +190,10 @@ impl DockerRuntime {
         };
         let id = id.to_owned();
         let exit = async move { exit_code_once_stopped(&rt, &id).await };
+        let (output, stderr) = outputs(r.output, &options);
         Ok(StreamIo {
-            output: r.output.map(log_bytes).boxed(),
+            output,
+            stderr,
             input: r.input,
             resize,
             exit: exit.boxed(),
