@@ -271,6 +271,34 @@ async fn hostile_tunnels_are_refused_and_others_go_on() -> Result<()> {
     eventually("edge-b dropped", || !t.stream.is_connected("edge-b")).await?;
     ensure!(t.stream.is_connected("edge-a"));
 
+    // The tunnel as a tower service with a layer of the caller's own: one session opened
+    // through a concurrency limit, the edge sees its connect.
+    let svc = t.stream.service("edge-a")?;
+    let mut limited = tower::ServiceBuilder::new()
+        .concurrency_limit(1)
+        .service(svc.clone());
+    let req = kubeedge_cloud::stream::StreamRequest::new(
+        TunnelMessageType::MetricConnect,
+        "/stats/summary",
+    );
+    let ready = tower::ServiceExt::ready(&mut limited).await?;
+    let session = tower::Service::call(ready, req);
+    let connect = next_frame(&mut a).await?;
+    ensure!(
+        connect.message_type == TunnelMessageType::MetricConnect,
+        "{connect:?}"
+    );
+    send(
+        &mut a,
+        TunnelFrame::new(
+            connect.connect_id,
+            TunnelMessageType::RemoveConnect,
+            Vec::new(),
+        ),
+    )
+    .await?;
+    drop(within("the metrics session", session).await??);
+
     // A link cut mid-stream: the body ends, the session is released.
     let body = t
         .stream
@@ -281,6 +309,12 @@ async fn hostile_tunnels_are_refused_and_others_go_on() -> Result<()> {
     let rest: Vec<_> = within("the body ends after the cut", body.collect()).await?;
     ensure!(rest.is_empty(), "{rest:?}");
     eventually("edge-a dropped", || !t.stream.is_connected("edge-a")).await?;
+    // A service made for the old tunnel is not ready any more.
+    let mut old = svc;
+    ensure!(matches!(
+        within("readiness", tower::ServiceExt::ready(&mut old)).await?,
+        Err(StreamError::TunnelClosed(_))
+    ));
     match t.stream.logs("edge-a", "/containerLogs/default/p/c").await {
         Err(StreamError::NoTunnel(n)) if n == "edge-a" => {}
         other => anyhow::bail!("expected NoTunnel, got {:?}", other.map(|_| ())),

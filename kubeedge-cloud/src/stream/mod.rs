@@ -8,6 +8,7 @@
 //! the API server's `pods/log` asks a kubelet for.
 
 mod server;
+mod service;
 mod session;
 mod upgrade;
 
@@ -18,9 +19,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt as _};
-use kubeedge_proto::{GoUrl, StreamConnect, TunnelFrame, TunnelMessageType};
+use kubeedge_proto::{GoUrl, TunnelFrame, TunnelMessageType};
 use tokio::sync::mpsc;
+use tower::ServiceExt as _;
 
+pub use service::{StreamRequest, TunnelService};
 pub use session::{Opened, SessionSender};
 pub use upgrade::Upgraded;
 
@@ -135,7 +138,7 @@ impl CloudStream {
 
     /// Start a session on `node`: send `kind` with the kubelet request `method path?query`
     /// and `headers`. The edge's refusal within [`StreamConfig::refusal_window`] is an error;
-    /// after it, the session is open.
+    /// after it, the session is open. (A `oneshot` on [`CloudStream::service`].)
     pub async fn open(
         &self,
         node: &str,
@@ -144,32 +147,13 @@ impl CloudStream {
         path_and_query: &str,
         headers: std::collections::BTreeMap<String, Vec<String>>,
     ) -> Result<Opened, StreamError> {
-        let tunnel = self
-            .tunnels()
-            .get(node)
-            .cloned()
-            .ok_or_else(|| StreamError::NoTunnel(node.to_owned()))?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
-        let mut connect = StreamConnect::default();
-        connect.mess_id = id;
-        connect.url = kubelet_url(path, query);
-        connect.header = headers;
-        connect.method = method.map(str::to_owned);
-        let (tx, rx) = mpsc::channel(64);
-        tunnel.sessions_mut().insert(id, tx);
-        let opened = Opened::new(id, node, tunnel.clone(), rx);
-        if tunnel
-            .out
-            .send(TunnelFrame::new(id, kind, connect.encode()))
-            .await
-            .is_err()
-        {
-            return Err(StreamError::TunnelClosed(node.to_owned()));
-        }
-        opened.await_refusal(self.inner.config.refusal_window).await
+        let mut req = StreamRequest::new(kind, path_and_query).headers(headers);
+        req.method = method.map(str::to_owned);
+        self.service(node)?.oneshot(req).await
+    }
+
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The kubelet's `GET /containerLogs/{namespace}/{pod}/{container}?{query}` on `node`:
