@@ -355,21 +355,40 @@ impl CloudCoreFile {
                 .max(edge.upstream_workers);
         }
         let cs = &self.modules.cloud_stream;
-        let stream = if cs.get("enable").and_then(serde_yaml::Value::as_bool) == Some(true) {
+        let stream: Option<std::net::SocketAddr> =
+            if cs.get("enable").and_then(serde_yaml::Value::as_bool) == Some(true) {
+                let port = cs
+                    .get("tunnelPort")
+                    .and_then(serde_yaml::Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(10004);
+                // Upstream listens on every address; here the tunnel listens where the hub does.
+                let ip = listen(&hubf.websocket, "websocket")?
+                    .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                Some((ip, port).into())
+            } else {
+                None
+            };
+        // The stream server for a real kube-apiserver, with the CA of its kubelet-client
+        // certificate (upstream's `tlsStreamCAFile`).
+        let stream_server = stream.map(|tunnel: std::net::SocketAddr| {
             let port = cs
-                .get("tunnelPort")
+                .get("streamPort")
                 .and_then(serde_yaml::Value::as_u64)
                 .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(10004);
-            // Upstream listens on every address; here the tunnel listens where the hub does.
-            let ip = listen(&hubf.websocket, "websocket")?
-                .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-            Some((ip, port).into())
-        } else {
-            None
-        };
+                .unwrap_or(10003);
+            let ca = cs
+                .get("tlsStreamCAFile")
+                .and_then(serde_yaml::Value::as_str)
+                .unwrap_or("/etc/kubeedge/ca/streamCA.crt");
+            (
+                std::net::SocketAddr::new(tunnel.ip(), port),
+                std::path::PathBuf::from(ca),
+            )
+        });
         Ok(Settings {
             stream,
+            stream_server,
             hub_enabled: hubf.enable,
             websocket: listen(&hubf.websocket, "websocket")?,
             https: listen(&hubf.https, "https")?,
@@ -426,6 +445,9 @@ pub struct Settings {
     /// Where the CloudStream tunnel listens (`cloudStream.enable` and `tunnelPort`; the
     /// hub's websocket address). `None`: disabled.
     pub stream: Option<std::net::SocketAddr>,
+    /// Where the stream server for a real kube-apiserver listens (`streamPort`) and the CA
+    /// file of the API server's client certificate (`tlsStreamCAFile`), with the tunnel.
+    pub stream_server: Option<(std::net::SocketAddr, std::path::PathBuf)>,
     /// `cloudHub.enable`.
     pub hub_enabled: bool,
     /// Where the websocket hub listens (`None`: disabled).

@@ -25,7 +25,7 @@ type Ws =
 struct Tunnel {
     stream: CloudStream,
     addr: std::net::SocketAddr,
-    _cloud: common::Cloud,
+    cloud: common::Cloud,
     a: ClientTls,
     b: ClientTls,
     cancel: CancellationToken,
@@ -52,7 +52,7 @@ async fn tunnel() -> Result<Tunnel> {
     Ok(Tunnel {
         stream,
         addr,
-        _cloud: cloud,
+        cloud,
         a,
         b,
         cancel,
@@ -318,6 +318,196 @@ async fn hostile_tunnels_are_refused_and_others_go_on() -> Result<()> {
     match t.stream.logs("edge-a", "/containerLogs/default/p/c").await {
         Err(StreamError::NoTunnel(n)) if n == "edge-a" => {}
         other => anyhow::bail!("expected NoTunnel, got {:?}", other.map(|_| ())),
+    }
+    Ok(())
+}
+
+/// A CA and a client certificate it signed, as a cluster's CA and kube-apiserver's
+/// `--kubelet-client-certificate`: (CA PEM, client chain, client key).
+fn apiserver_client(
+    cn: &str,
+) -> Result<(
+    String,
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+)> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "kubernetes");
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((
+        ca_cert.pem(),
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    ))
+}
+
+/// GET `path` from the stream server as a client presenting `identity`: (status, body).
+async fn kubelet_get(
+    addr: std::net::SocketAddr,
+    ca_der: &[u8],
+    identity: Option<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )>,
+    path: &str,
+) -> Result<(u16, Vec<u8>)> {
+    use http_body_util::BodyExt as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec()))?;
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("Host", "127.0.0.1:10350")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_server_serves_only_the_api_server_and_passes_requests_through() -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let t = tunnel().await?;
+    let mut ws = dial(&t, &t.a, "edge-a")
+        .await?
+        .map_err(|c| anyhow::anyhow!("refused {c}"))?;
+    eventually("edge-a registered", || t.stream.is_connected("edge-a")).await?;
+    let (_dir, client) = common::controlled::api().await?;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"nodeName": "edge-a", "containers": [{"name": "c", "image": "i"}]},
+    }))?;
+    kube::Api::<Pod>::namespaced(client.clone(), "default")
+        .create(&Default::default(), &pod)
+        .await?;
+    let (ca_pem, chain, key) = apiserver_client("kube-apiserver-kubelet-client")?;
+    let (chain_srv, key_srv) = t.cloud.pki.server_identity();
+    let tls = kubeedge_cloud::stream::kubelet_api_tls(chain_srv, key_srv, ca_pem.as_bytes())?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (s, c, cancel) = (t.stream.clone(), client.clone(), t.cancel.clone());
+    tokio::spawn(async move { s.serve_kubelet_api(listener, tls, c, cancel).await });
+    let ca_der = t.cloud.pki.ca_cert_der().to_vec();
+
+    // Logs: the pod's node gets the kubelet URL; its bytes are the body.
+    let get = kubelet_get(
+        addr,
+        &ca_der,
+        Some((chain.clone(), key.clone_key())),
+        "/containerLogs/default/p/c?tailLines=1",
+    );
+    let edge = async {
+        let connect = next_frame(&mut ws).await?;
+        ensure!(
+            connect.message_type == TunnelMessageType::LogsConnect,
+            "{connect:?}"
+        );
+        let c = StreamConnect::decode(&connect.data)?;
+        ensure!(
+            c.url.path == "/containerLogs/default/p/c" && c.url.raw_query == "tailLines=1",
+            "{:?}",
+            c.url
+        );
+        send(
+            &mut ws,
+            TunnelFrame::new(
+                connect.connect_id,
+                TunnelMessageType::Data,
+                b"a log line\n".to_vec(),
+            ),
+        )
+        .await?;
+        send(
+            &mut ws,
+            TunnelFrame::new(
+                connect.connect_id,
+                TunnelMessageType::RemoveConnect,
+                Vec::new(),
+            ),
+        )
+        .await?;
+        Ok(())
+    };
+    let (got, edge) = within("logs through the stream server", async {
+        tokio::join!(get, edge)
+    })
+    .await?;
+    edge?;
+    let (status, body) = got?;
+    ensure!(
+        status == 200 && body == b"a log line\n",
+        "{status} {body:?}"
+    );
+
+    // Stats: the node is the one whose tunnel announced the Host's IP.
+    let get = kubelet_get(
+        addr,
+        &ca_der,
+        Some((chain, key.clone_key())),
+        "/stats/summary",
+    );
+    let edge = async {
+        let connect = next_frame(&mut ws).await?;
+        ensure!(
+            connect.message_type == TunnelMessageType::MetricConnect,
+            "{connect:?}"
+        );
+        send(
+            &mut ws,
+            TunnelFrame::new(connect.connect_id, TunnelMessageType::Data, b"{}".to_vec()),
+        )
+        .await?;
+        send(
+            &mut ws,
+            TunnelFrame::new(
+                connect.connect_id,
+                TunnelMessageType::RemoveConnect,
+                Vec::new(),
+            ),
+        )
+        .await?;
+        Ok(())
+    };
+    let (got, edge) = within("stats through the stream server", async {
+        tokio::join!(get, edge)
+    })
+    .await?;
+    edge?;
+    ensure!(got? == (200, b"{}".to_vec()));
+
+    // Anyone else is refused at the handshake: no certificate, or one of another CA.
+    let (_, other_chain, other_key) = apiserver_client("kube-apiserver-kubelet-client")?;
+    for identity in [None, Some((other_chain, other_key))] {
+        let r = kubelet_get(addr, &ca_der, identity, "/containerLogs/default/p/c").await;
+        ensure!(r.is_err(), "served an unverified caller: {r:?}");
     }
     Ok(())
 }

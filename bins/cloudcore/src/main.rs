@@ -206,12 +206,37 @@ async fn run(
             .await
             .with_context(|| format!("cannot listen on {addr} (stream tunnel)"))?;
         info!(addr = %l.local_addr()?, "cloudstream tunnel listening");
-        let (pki, c) = (Arc::clone(&pki), cancel.clone());
+        let (pki, c, s) = (Arc::clone(&pki), cancel.clone(), stream.clone());
         tracker.spawn(async move {
-            if let Err(e) = stream.serve_tunnel(l, pki, c).await {
+            if let Err(e) = s.serve_tunnel(l, pki, c).await {
                 error!(error = %e, "stream tunnel server failed");
             }
         });
+    }
+    // On a real cluster, the kube-apiserver reaches edge pods through the stream server (its
+    // calls to a node's kubelet port are led here); the embedded API needs none.
+    if let (Some((addr, ca_file)), None) = (settings.stream_server.clone(), &embedded) {
+        match std::fs::read(&ca_file) {
+            Ok(ca) => {
+                let (chain, key) = pki.server_identity();
+                let tls = kubeedge_cloud::stream::kubelet_api_tls(chain, key, &ca)?;
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (stream server)"))?;
+                info!(addr = %l.local_addr()?, "cloudstream stream server listening");
+                let (s, client, c) = (stream.clone(), client.clone(), cancel.clone());
+                tracker.spawn(async move {
+                    if let Err(e) = s.serve_kubelet_api(l, tls, client, c).await {
+                        error!(error = %e, "stream server failed");
+                    }
+                });
+            }
+            Err(e) => warn!(
+                file = %ca_file.display(),
+                error = %e,
+                "no stream server: the CA of the API server's kubelet-client certificate is not readable (copy the cluster's ca.crt there)"
+            ),
+        }
     }
     let mut controllers = ControllersConfig::default();
     controllers.edge = settings.edge_controller.clone();

@@ -7,6 +7,7 @@
 //! sends `REMOVE_CONNECT`. [`CloudStream::logs`] is `GET /containerLogs/...` on top of it, what
 //! the API server's `pods/log` asks a kubelet for.
 
+mod kubelet_api;
 mod server;
 mod service;
 mod session;
@@ -23,6 +24,7 @@ use kubeedge_proto::{GoUrl, TunnelFrame, TunnelMessageType};
 use tokio::sync::mpsc;
 use tower::ServiceExt as _;
 
+pub use kubelet_api::kubelet_api_tls;
 pub use service::{StreamRequest, TunnelService};
 pub use session::{Opened, SessionSender};
 pub use upgrade::Upgraded;
@@ -86,6 +88,8 @@ pub enum StreamError {
 struct Tunnel {
     /// Distinguishes a replaced tunnel of the same node.
     serial: u64,
+    /// The node's internal IP (`SessionInternalIP`), how a kube-apiserver names the kubelet.
+    ip: String,
     out: mpsc::Sender<TunnelFrame>,
     sessions: Mutex<HashMap<u64, mpsc::Sender<TunnelFrame>>>,
 }
@@ -122,6 +126,14 @@ impl CloudStream {
     /// Nodes with a tunnel.
     pub fn connected(&self) -> usize {
         self.tunnels().len()
+    }
+
+    /// The node whose tunnel announced internal IP `ip`.
+    pub fn node_by_ip(&self, ip: &str) -> Option<String> {
+        self.tunnels()
+            .iter()
+            .find(|(_, t)| t.ip == ip)
+            .map(|(n, _)| n.clone())
     }
 
     /// Open sessions on `node`'s tunnel.

@@ -130,11 +130,12 @@ impl CloudStream {
                 "client certificate does not match SessionHostNameOverride",
             );
         }
+        let ip = text("SessionInternalIP").to_owned();
         let me = self.clone();
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(io) => me.run(node, io, cancel).await,
+                Ok(io) => me.run(node, ip, io, cancel).await,
                 Err(e) => debug!(error = %e, "tunnel upgrade failed"),
             }
         });
@@ -156,7 +157,13 @@ impl CloudStream {
     }
 
     /// One node's tunnel, registered under its name (replacing an older one) until it ends.
-    async fn run(&self, node: String, io: hyper::upgrade::Upgraded, cancel: CancellationToken) {
+    async fn run(
+        &self,
+        node: String,
+        ip: String,
+        io: hyper::upgrade::Upgraded,
+        cancel: CancellationToken,
+    ) {
         let mut ws = Framed::new(
             TokioIo::new(io),
             WsCodec::new(Role::Server, MAX_TUNNEL_FRAME + 32),
@@ -165,6 +172,7 @@ impl CloudStream {
         let serial = SERIALS.fetch_add(1, Ordering::Relaxed);
         let tunnel = Arc::new(Tunnel {
             serial,
+            ip,
             out,
             sessions: Mutex::new(HashMap::new()),
         });
