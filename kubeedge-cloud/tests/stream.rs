@@ -511,3 +511,57 @@ async fn the_stream_server_serves_only_the_api_server_and_passes_requests_throug
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_ports_are_negotiated_per_replica_and_written_on_connect() -> Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Node};
+    use kubeedge_cloud::stream::{negotiate_tunnel_port, set_kubelet_port, TUNNEL_PORT_ANNOTATION};
+    let (_dir, client) = common::controlled::api().await?;
+    // Two replicas get 10351 and 10352; asking again gives the same port.
+    ensure!(negotiate_tunnel_port(&client, "10.0.0.1").await? == 10351);
+    ensure!(negotiate_tunnel_port(&client, "10.0.0.2").await? == 10352);
+    ensure!(negotiate_tunnel_port(&client, "10.0.0.1").await? == 10351);
+    let cm = kube::Api::<ConfigMap>::namespaced(client.clone(), "kubeedge")
+        .get("tunnelport")
+        .await?;
+    let record: serde_json::Value = serde_json::from_str(
+        cm.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TUNNEL_PORT_ANNOTATION))
+            .context("annotation")?,
+    )?;
+    ensure!(
+        record
+            == serde_json::json!({"ipTunnelPort": {"10.0.0.1": 10351, "10.0.0.2": 10352},
+                                     "port": {"10351": true, "10352": true}}),
+        "{record}"
+    );
+    // A tunnel connecting is announced; the node's kubelet port is written.
+    let nodes = kube::Api::<Node>::all(client.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "edge-a"}}))?;
+    nodes.create(&Default::default(), &node).await?;
+    let t = tunnel().await?;
+    let mut conns = t.stream.connections();
+    let _ws = dial(&t, &t.a, "edge-a")
+        .await?
+        .map_err(|c| anyhow::anyhow!("refused {c}"))?;
+    let connected = within("the connection event", conns.recv()).await??;
+    ensure!(connected == "edge-a");
+    set_kubelet_port(
+        &client,
+        &connected,
+        10351,
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+    )
+    .await?;
+    let got = nodes.get("edge-a").await?;
+    let port = got
+        .status
+        .and_then(|s| s.daemon_endpoints)
+        .and_then(|d| d.kubelet_endpoint)
+        .map(|k| k.port);
+    ensure!(port == Some(10351), "{port:?}");
+    Ok(())
+}

@@ -224,6 +224,33 @@ async fn run(
                     .await
                     .with_context(|| format!("cannot listen on {addr} (stream server)"))?;
                 info!(addr = %l.local_addr()?, "cloudstream stream server listening");
+                // This replica's kubelet port, written into each node whose tunnel connects
+                // here (the DNAT to the stream server keys on it).
+                let port =
+                    kubeedge_cloud::stream::negotiate_tunnel_port(&client, &host_ip().to_string())
+                        .await
+                        .context("tunnel port")?;
+                info!(port, "kubelet port of this cloudcore's nodes");
+                let (mut conns, api, c2) = (stream.connections(), client.clone(), cancel.clone());
+                tracker.spawn(async move {
+                    loop {
+                        let node = tokio::select! {
+                            () = c2.cancelled() => return,
+                            n = conns.recv() => match n {
+                                Ok(n) => n,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                                Err(_) => return,
+                            },
+                        };
+                        let api = api.clone();
+                        tokio::spawn(async move {
+                            let every = Duration::from_secs(20);
+                            if let Err(e) = kubeedge_cloud::stream::set_kubelet_port(&api, &node, port, every, every * 6).await {
+                                warn!(node, error = %e, "cannot write the node's kubelet port");
+                            }
+                        });
+                    }
+                });
                 let (s, client, c) = (stream.clone(), client.clone(), cancel.clone());
                 tracker.spawn(async move {
                     if let Err(e) = s.serve_kubelet_api(l, tls, client, c).await {

@@ -7,6 +7,7 @@
 //! sends `REMOVE_CONNECT`. [`CloudStream::logs`] is `GET /containerLogs/...` on top of it, what
 //! the API server's `pods/log` asks a kubelet for.
 
+mod endpoint;
 mod kubelet_api;
 mod server;
 mod service;
@@ -24,6 +25,9 @@ use kubeedge_proto::{GoUrl, TunnelFrame, TunnelMessageType};
 use tokio::sync::mpsc;
 use tower::ServiceExt as _;
 
+pub use endpoint::{
+    negotiate_tunnel_port, set_kubelet_port, TunnelPortRecord, TUNNEL_PORT_ANNOTATION,
+};
 pub use kubelet_api::kubelet_api_tls;
 pub use service::{StreamRequest, TunnelService};
 pub use session::{Opened, SessionSender};
@@ -94,11 +98,24 @@ struct Tunnel {
     sessions: Mutex<HashMap<u64, mpsc::Sender<TunnelFrame>>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     config: StreamConfig,
     tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
     next_id: AtomicU64,
+    /// The name of each node whose tunnel connects.
+    connected: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            config: StreamConfig::default(),
+            tunnels: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            connected: tokio::sync::broadcast::channel(64).0,
+        }
+    }
 }
 
 /// The cloud end of the stream tunnel (a cheap clone).
@@ -121,6 +138,11 @@ impl CloudStream {
     /// Whether `node` has a tunnel.
     pub fn is_connected(&self, node: &str) -> bool {
         self.tunnels().contains_key(node)
+    }
+
+    /// The name of each node whose tunnel connects, from now on.
+    pub fn connections(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.connected.subscribe()
     }
 
     /// Nodes with a tunnel.

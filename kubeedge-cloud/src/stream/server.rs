@@ -181,6 +181,7 @@ impl CloudStream {
             old.sessions_mut().clear();
         }
         info!(node, "stream tunnel connected");
+        let _ = self.inner.connected.send(node.clone());
         let idle = self.inner.config.idle_timeout;
         // Only what the edge sends proves the link: the deadline moves on inbound frames, and
         // a write that cannot finish before it (a full socket on a dead link) ends the tunnel too.
