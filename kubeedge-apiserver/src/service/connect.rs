@@ -162,7 +162,13 @@ pub(super) async fn connect<S: Store>(
             match on_upgrade.await {
                 Ok(up) => {
                     let mut up = TokioIo::new(up);
-                    let _ = tokio::io::copy_bidirectional(&mut up, &mut io).await;
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut up,
+                        &mut io,
+                        8 * 1024,
+                        16 * 1024,
+                    )
+                    .await;
                 }
                 Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
             }

@@ -220,7 +220,13 @@ impl CloudStream {
             tokio::spawn(async move {
                 if let Ok(client) = on_upgrade.await {
                     let mut client = TokioIo::new(client);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut io).await;
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut client,
+                        &mut io,
+                        8 * 1024,
+                        16 * 1024,
+                    )
+                    .await;
                 }
             });
         }

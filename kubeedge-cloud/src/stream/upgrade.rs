@@ -14,7 +14,7 @@ use super::{CloudStream, Opened, StreamError};
 /// The largest response head accepted from an edge.
 const MAX_HEAD: usize = 16 * 1024;
 /// Buffer of the in-process pipe between a session and its user.
-const PIPE: usize = 64 * 1024;
+const PIPE: usize = 256 * 1024;
 
 /// The edge's answer to an upgrade request.
 #[derive(Debug)]
@@ -117,13 +117,17 @@ async fn splice(mut s: Opened, near: DuplexStream, first: Bytes) {
         let _ = wr.shutdown().await;
     };
     let to_edge = async {
-        let mut buf = vec![0u8; 32 * 1024];
+        // Small while idle, doubled while reads fill it (up to 64 KiB).
+        let mut buf = vec![0u8; 4 * 1024];
         loop {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     if sender.send(buf[..n].to_vec()).await.is_err() {
                         return;
+                    }
+                    if n == buf.len() && buf.len() < 64 * 1024 {
+                        buf.resize(buf.len() * 2, 0);
                     }
                 }
             }

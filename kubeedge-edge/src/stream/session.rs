@@ -14,9 +14,9 @@ use super::{exec, portforward};
 use crate::edged::ContainerRuntime;
 
 /// The largest `DATA` payload the edge sends (upstream's cloud reads up to 1 MiB a frame).
-const DATA_CHUNK: usize = 32 * 1024;
+const DATA_CHUNK: usize = 64 * 1024;
 /// Buffer of the in-process pipe between the tunnel and an upgraded session's server.
-const PIPE: usize = 64 * 1024;
+const PIPE: usize = 256 * 1024;
 
 /// What a session task holds.
 pub(super) struct Session {
@@ -177,7 +177,8 @@ async fn pipe(near: DuplexStream, s: &mut Session) {
         }
     };
     let to_cloud = async move {
-        let mut buf = vec![0u8; DATA_CHUNK];
+        // Small while idle, doubled while reads fill it (up to DATA_CHUNK).
+        let mut buf = vec![0u8; 4 * 1024];
         loop {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
@@ -185,6 +186,9 @@ async fn pipe(near: DuplexStream, s: &mut Session) {
                     let f = TunnelFrame::new(id, TunnelMessageType::Data, buf[..n].to_vec());
                     if out.send(f).await.is_err() {
                         return;
+                    }
+                    if n == buf.len() && buf.len() < DATA_CHUNK {
+                        buf.resize(buf.len() * 2, 0);
                     }
                 }
             }
