@@ -92,6 +92,16 @@ async fn next_frame(ws: &mut Ws) -> Result<TunnelFrame> {
     }
 }
 
+/// The edge's whole answer to session `id`: `data`, then `REMOVE_CONNECT`.
+async fn answer(ws: &mut Ws, id: u64, data: Vec<u8>) -> Result<()> {
+    send(ws, TunnelFrame::new(id, TunnelMessageType::Data, data)).await?;
+    send(
+        ws,
+        TunnelFrame::new(id, TunnelMessageType::RemoveConnect, Vec::new()),
+    )
+    .await
+}
+
 async fn send(ws: &mut Ws, f: TunnelFrame) -> Result<()> {
     ws.send(WsMessage::Binary(f.encode().into())).await?;
     Ok(())
@@ -436,24 +446,7 @@ async fn the_stream_server_serves_only_the_api_server_and_passes_requests_throug
             "{:?}",
             c.url
         );
-        send(
-            &mut ws,
-            TunnelFrame::new(
-                connect.connect_id,
-                TunnelMessageType::Data,
-                b"a log line\n".to_vec(),
-            ),
-        )
-        .await?;
-        send(
-            &mut ws,
-            TunnelFrame::new(
-                connect.connect_id,
-                TunnelMessageType::RemoveConnect,
-                Vec::new(),
-            ),
-        )
-        .await?;
+        answer(&mut ws, connect.connect_id, b"a log line\n".to_vec()).await?;
         Ok(())
     };
     let (got, edge) = within("logs through the stream server", async {
@@ -480,20 +473,7 @@ async fn the_stream_server_serves_only_the_api_server_and_passes_requests_throug
             connect.message_type == TunnelMessageType::MetricConnect,
             "{connect:?}"
         );
-        send(
-            &mut ws,
-            TunnelFrame::new(connect.connect_id, TunnelMessageType::Data, b"{}".to_vec()),
-        )
-        .await?;
-        send(
-            &mut ws,
-            TunnelFrame::new(
-                connect.connect_id,
-                TunnelMessageType::RemoveConnect,
-                Vec::new(),
-            ),
-        )
-        .await?;
+        answer(&mut ws, connect.connect_id, b"{}".to_vec()).await?;
         Ok(())
     };
     let (got, edge) = within("stats through the stream server", async {

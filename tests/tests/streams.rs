@@ -52,6 +52,18 @@ spec:
     )
 }
 
+/// A joined node running the `chatty` pod, its talker already talking.
+fn chatty(node: &str) -> Result<Cluster> {
+    let cluster = joined(node)?;
+    cluster.apply(&pod(node))?;
+    wait_for("talker running", LIMIT, || {
+        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
+        Ok(ok && out.contains("line 1"))
+    })
+    .with_context(|| cluster.logs_tail(40))?;
+    Ok(cluster)
+}
+
 /// kubectl's combined output and whether it succeeded.
 fn kubectl_any(cluster: &Cluster, args: &[&str]) -> Result<(bool, String)> {
     let out = Command::new("kubectl")
@@ -211,13 +223,7 @@ fn kubectl_bin_stdin(
 #[test]
 fn kubectl_exec_stdout_exit_codes_stdin_bytes_and_errors() -> Result<()> {
     let node = "streams-exec";
-    let cluster = joined(node)?;
-    cluster.apply(&pod(node))?;
-    wait_for("talker running", LIMIT, || {
-        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
-        Ok(ok && out.contains("line 1"))
-    })
-    .with_context(|| cluster.logs_tail(40))?;
+    let cluster = chatty(node)?;
 
     let out = cluster.kubectl(&[
         "exec",
@@ -288,13 +294,7 @@ fn kubectl_exec_stdout_exit_codes_stdin_bytes_and_errors() -> Result<()> {
 #[test]
 fn kubectl_exec_tty_attach_and_cp_both_ways() -> Result<()> {
     let node = "streams-tty";
-    let cluster = joined(node)?;
-    cluster.apply(&pod(node))?;
-    wait_for("talker running", LIMIT, || {
-        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
-        Ok(ok && out.contains("line 1"))
-    })
-    .with_context(|| cluster.logs_tail(40))?;
+    let cluster = chatty(node)?;
     let kc = cluster.kubeconfig.display().to_string();
 
     // -it under a pseudo-terminal (script): the command sees a terminal.
@@ -365,13 +365,7 @@ fn kubectl_1_27_exec_and_attach_over_spdy() -> Result<()> {
         anyhow::bail!("{KUBECTL_SPDY} is missing (it ships beside the stock kubectl)");
     }
     let node = "streams-spdy";
-    let cluster = joined(node)?;
-    cluster.apply(&pod(node))?;
-    wait_for("talker running", LIMIT, || {
-        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
-        Ok(ok && out.contains("line 1"))
-    })
-    .with_context(|| cluster.logs_tail(40))?;
+    let cluster = chatty(node)?;
     let spdy = |args: &[&str], stdin: &[u8]| kubectl_bin_stdin(KUBECTL_SPDY, &cluster, args, stdin);
 
     let (code, out, err) = spdy(
@@ -655,13 +649,7 @@ fn a_cut_link_ends_kubectl_streams_within_two_heartbeats_and_leaks_nothing() -> 
 #[test]
 fn kubectl_top_node_and_pod_from_the_edge_stats() -> Result<()> {
     let node = "streams-top";
-    let cluster = joined(node)?;
-    cluster.apply(&pod(node))?;
-    wait_for("talker running", LIMIT, || {
-        let (ok, out) = kubectl_any(&cluster, &["logs", "chatty", "-c", "talker"])?;
-        Ok(ok && out.contains("line 1"))
-    })
-    .with_context(|| cluster.logs_tail(40))?;
+    let cluster = chatty(node)?;
     // The metrics API is discovered like metrics-server's.
     let groups = cluster.kubectl(&["api-versions"])?;
     ensure!(

@@ -22,10 +22,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
 
 use super::{CloudStream, StreamError};
 
@@ -73,42 +70,22 @@ impl CloudStream {
         client: kube::Client,
         cancel: CancellationToken,
     ) -> Result<(), StreamError> {
-        let acceptor = TlsAcceptor::from(tls);
-        let tracker = TaskTracker::new();
-        info!(addr = ?listener.local_addr().ok(), "stream server listening");
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = cancel.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        debug!(error = %e, "stream server accept failed");
-                        continue;
-                    }
-                },
-            };
-            let (me, acceptor, client) = (self.clone(), acceptor.clone(), client.clone());
-            let timeout = self.inner.config.handshake_timeout;
-            tracker.spawn(async move {
-                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "stream server: tls refused"),
-                    Err(_) => return debug!(%peer, "stream server: tls handshake timed out"),
-                };
-                let svc = hyper::service::service_fn(move |req| {
+        let me = self.clone();
+        super::server::serve_tls(
+            listener,
+            tls,
+            self.inner.config.handshake_timeout,
+            cancel,
+            "stream server",
+            move |_| {
+                let (me, client) = (me.clone(), client.clone());
+                hyper::service::service_fn(move |req| {
                     let (me, client) = (me.clone(), client.clone());
                     async move { Ok::<_, Infallible>(me.kubelet_request(req, &client).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    debug!(%peer, error = %e, "stream server connection ended");
-                }
-            });
-        }
-        tracker.close();
-        tracker.wait().await;
+                })
+            },
+        )
+        .await;
         Ok(())
     }
 

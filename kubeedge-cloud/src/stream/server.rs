@@ -29,6 +29,65 @@ use crate::hub::tls::{peer_identity, server_config};
 
 static SERIALS: AtomicU64 = AtomicU64::new(1);
 
+/// Accept TLS connections on `listener` until `cancel` (each handshake bounded by `timeout`)
+/// and serve HTTP/1.1 with upgrades on each with the service `make` builds for it; returns
+/// once every connection has ended.
+pub(super) async fn serve_tls<M, S, B>(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    timeout: std::time::Duration,
+    cancel: CancellationToken,
+    what: &'static str,
+    make: M,
+) where
+    M: Fn(&tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> S
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let acceptor = TlsAcceptor::from(config);
+    let tracker = TaskTracker::new();
+    info!(addr = ?listener.local_addr().ok(), what, "listening");
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(what, error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, make) = (acceptor.clone(), make.clone());
+        tracker.spawn(async move {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(what, %peer, error = %e, "tls handshake failed"),
+                Err(_) => return debug!(what, %peer, "tls handshake timed out"),
+            };
+            let svc = make(&tls);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                debug!(what, %peer, error = %e, "connection ended");
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
 impl CloudStream {
     /// Serve edge tunnels on `listener` until `cancel`, verifying node certificates against
     /// `pki`'s CA.
@@ -39,29 +98,14 @@ impl CloudStream {
         cancel: CancellationToken,
     ) -> Result<(), StreamError> {
         let config = server_config(&pki, true).map_err(|e| StreamError::Server(e.to_string()))?;
-        let acceptor = TlsAcceptor::from(config);
-        let tracker = TaskTracker::new();
-        info!(addr = ?listener.local_addr().ok(), "stream tunnel server listening");
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = cancel.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        debug!(error = %e, "tunnel accept failed");
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let (me, acceptor, cancel) = (self.clone(), acceptor.clone(), cancel.clone());
-            tracker.spawn(async move {
-                let timeout = me.inner.config.handshake_timeout;
-                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "tunnel tls handshake failed"),
-                    Err(_) => return debug!(%peer, "tunnel tls handshake timed out"),
-                };
+        let me = self.clone();
+        serve_tls(
+            listener,
+            config,
+            self.inner.config.handshake_timeout,
+            cancel.clone(),
+            "tunnel",
+            move |tls| {
                 let cn = tls
                     .get_ref()
                     .1
@@ -70,20 +114,14 @@ impl CloudStream {
                     .and_then(peer_identity)
                     .map(|(cn, _)| cn)
                     .unwrap_or_default();
-                let svc = hyper::service::service_fn(move |req| {
+                let (me, cancel) = (me.clone(), cancel.clone());
+                hyper::service::service_fn(move |req| {
                     let (me, cn, cancel) = (me.clone(), cn.clone(), cancel.clone());
                     async move { Ok::<_, Infallible>(me.accept_tunnel(req, &cn, cancel)) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    debug!(%peer, error = %e, "tunnel connection ended");
-                }
-            });
-        }
-        tracker.close();
-        tracker.wait().await;
+                })
+            },
+        )
+        .await;
         Ok(())
     }
 

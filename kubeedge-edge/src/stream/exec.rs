@@ -94,14 +94,7 @@ pub(super) fn prepare<R: ContainerRuntime>(
         }
     }
     let flag = |k: &str| flags.get(k).copied().unwrap_or(false);
-    let header = |k: &str| -> Vec<String> {
-        c.header
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case(k))
-            .flat_map(|(_, vs)| vs.iter().flat_map(|v| v.split(',')))
-            .map(|v| v.trim().to_owned())
-            .collect()
-    };
+    let header = |k: &str| header_values(c, k);
     let transport = negotiate(&header)?;
     let attach = verb == "attach";
     if !attach && command.is_empty() {
@@ -126,6 +119,17 @@ pub(super) fn prepare<R: ContainerRuntime>(
         error: flag("error"),
         transport,
     })
+}
+
+/// Every value of header `name` in a connect (names match case-insensitively, comma lists
+/// are split).
+pub(super) fn header_values(c: &StreamConnect, name: &str) -> Vec<String> {
+    c.header
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .flat_map(|(_, vs)| vs.iter().flat_map(|v| v.split(',')))
+        .map(|v| v.trim().to_owned())
+        .collect()
 }
 
 /// The stream protocol the client asked for and this edge speaks: WebSocket (the channel

@@ -51,14 +51,7 @@ pub(super) async fn prepare<R: ContainerRuntime>(
         ["portForward", ns, pod] | ["portForward", ns, pod, _] => (ns, pod),
         _ => return Err(bad(404, format!("404 page not found: {}", c.url.path))),
     };
-    let values = |k: &str| -> Vec<String> {
-        c.header
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case(k))
-            .flat_map(|(_, vs)| vs.iter().flat_map(|v| v.split(',')))
-            .map(|v| v.trim().to_owned())
-            .collect()
-    };
+    let values = |k: &str| super::exec::header_values(c, k);
     let upgrade = values("Upgrade");
     let websocket = if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         if !values("Sec-WebSocket-Protocol")
