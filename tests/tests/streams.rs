@@ -149,6 +149,26 @@ fn kubectl_logs_tail_timestamps_limit_follow_previous_and_errors() -> Result<()>
     })?;
     let (ok, now) = kubectl_any(&cluster, &["logs", "chatty", "-c", "crasher"])?;
     ensure!(ok && now.starts_with("run "), "{now}");
+    // -f on a container that exits: kubectl ends with it, successfully (the crasher runs 2 s).
+    wait_for("crasher running again", LIMIT, || {
+        let st = cluster.kubectl(&[
+            "get", "pod", "chatty", "-o",
+            "jsonpath={.status.containerStatuses[?(@.name==\"crasher\")].state.running}",
+        ])?;
+        Ok(!st.is_empty())
+    })?;
+    let started = Instant::now();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["logs", "-f", "chatty", "-c", "crasher"])
+        .output()?;
+    ensure!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("run ")
+            && started.elapsed() < Duration::from_secs(30),
+        "logs -f of an exiting container: {out:?} after {:?}",
+        started.elapsed()
+    );
 
     // Refusals read as kube-apiserver and the kubelet word them.
     // kubectl picks the first container itself; the API, asked with none, names them all.
