@@ -545,3 +545,71 @@ async fn kubelet_ports_are_negotiated_per_replica_and_written_on_connect() -> Re
     ensure!(port == Some(10351), "{port:?}");
     Ok(())
 }
+
+/// A network namespace of this test's own, removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Result<Self> {
+        let name = format!("kers-{tag}-{}", std::process::id());
+        let st = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()?;
+        ensure!(st.success(), "ip netns add {name}");
+        Ok(Self(name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn the_iptables_manager_keeps_one_dnat_rule_per_replica() -> Result<()> {
+    use kubeedge_cloud::stream::iptables::{Iptables, CHAIN};
+    use kubeedge_cloud::stream::TunnelPortRecord;
+    let ns = Netns::new("ipt")?;
+    let ipt = Iptables::with_command(
+        ["ip", "netns", "exec", &ns.0, "iptables"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+    );
+    let rules = || -> Result<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "iptables", "-t", "nat", "-S"])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut record = TunnelPortRecord::default();
+    record.ip_tunnel_port.insert("10.0.0.1".into(), 10351);
+    record.ip_tunnel_port.insert("10.0.0.2".into(), 10352);
+    ipt.reconcile(&record, 10003).await?;
+    // Twice: nothing is added the second time.
+    ipt.reconcile(&record, 10003).await?;
+    let got = rules()?;
+    for want in [
+        format!("-A OUTPUT -m comment --comment \"kubeedge tunnel port\" -j {CHAIN}"),
+        format!("-A PREROUTING -m comment --comment \"kubeedge tunnel port\" -j {CHAIN}"),
+        format!("-A {CHAIN} -p tcp -m tcp --dport 10351 -j DNAT --to-destination 10.0.0.1:10003"),
+        format!("-A {CHAIN} -p tcp -m tcp --dport 10352 -j DNAT --to-destination 10.0.0.2:10003"),
+    ] {
+        ensure!(
+            got.matches(&want).count() == 1,
+            "{want:?} not once in:\n{got}"
+        );
+    }
+    // A replica gone from the record loses its rule.
+    record.ip_tunnel_port.remove("10.0.0.1");
+    ipt.reconcile(&record, 10003).await?;
+    let got = rules()?;
+    ensure!(
+        !got.contains("10.0.0.1") && got.contains("10.0.0.2:10003"),
+        "{got}"
+    );
+    Ok(())
+}

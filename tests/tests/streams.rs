@@ -152,7 +152,10 @@ fn kubectl_logs_tail_timestamps_limit_follow_previous_and_errors() -> Result<()>
     // -f on a container that exits: kubectl ends with it, successfully (the crasher runs 2 s).
     wait_for("crasher running again", LIMIT, || {
         let st = cluster.kubectl(&[
-            "get", "pod", "chatty", "-o",
+            "get",
+            "pod",
+            "chatty",
+            "-o",
             "jsonpath={.status.containerStatuses[?(@.name==\"crasher\")].state.running}",
         ])?;
         Ok(!st.is_empty())
@@ -164,7 +167,8 @@ fn kubectl_logs_tail_timestamps_limit_follow_previous_and_errors() -> Result<()>
         .args(["logs", "-f", "chatty", "-c", "crasher"])
         .output()?;
     ensure!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("run ")
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).starts_with("run ")
             && started.elapsed() < Duration::from_secs(30),
         "logs -f of an exiting container: {out:?} after {:?}",
         started.elapsed()

@@ -55,6 +55,11 @@ pub(crate) struct Args {
     /// Embedded mode: where to write the admin kubeconfig (default `<data-dir>/admin.kubeconfig`).
     #[arg(long)]
     kubeconfig_out: Option<PathBuf>,
+    /// Run only upstream's iptables manager, on a kube-apiserver host of a real cluster: keep
+    /// the nat chain TUNNEL-PORT leading each cloudcore replica's kubelet port (from the
+    /// ConfigMap kubeedge/tunnelport) to its stream server.
+    #[arg(long)]
+    iptables_manager: bool,
 }
 
 /// The host's outbound IP (no packet is sent), or loopback.
@@ -90,6 +95,29 @@ async fn main() -> anyhow::Result<()> {
     let file = CloudCoreFile::parse(&text)?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    if args.iptables_manager {
+        let client = external_client(&file).await?;
+        let port = file
+            .settings()?
+            .stream_server
+            .map_or(10003, |(addr, _)| addr.port());
+        info!(stream_port = port, "iptables manager running");
+        let manager = kubeedge_cloud::stream::iptables::run_manager(
+            client,
+            Default::default(),
+            port,
+            Duration::from_secs(10),
+            cancel.clone(),
+        );
+        tokio::pin!(manager);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            () = &mut manager => {}
+            _ = term.recv() => cancel.cancel(),
+            _ = tokio::signal::ctrl_c() => cancel.cancel(),
+        }
+        return Ok(());
+    }
     let hub = file.settings()?.hub;
     let mut stream_cfg = StreamConfig::default();
     stream_cfg.enforce_node_identity = hub.enforce_node_identity;

@@ -8,6 +8,7 @@
 //! the API server's `pods/log` asks a kubelet for.
 
 mod endpoint;
+pub mod iptables;
 mod kubelet_api;
 mod server;
 mod service;
