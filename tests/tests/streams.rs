@@ -304,7 +304,36 @@ fn kubectl_exec_stdout_exit_codes_stdin_bytes_and_errors() -> Result<()> {
         data.len()
     );
 
-    // Refusals.
+    // Refusals: a container that has exited (its pod still running), a missing pod or
+    // container.
+    cluster.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: half, namespace: default}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: up, image: {BUSYBOX_IMAGE}, command: ["sleep", "3600"]}}
+  - {{name: done, image: {BUSYBOX_IMAGE}, command: ["true"]}}
+"#
+    ))?;
+    wait_for("half's done container exited", LIMIT, || {
+        let st = cluster.kubectl(&[
+            "get",
+            "pod",
+            "half",
+            "-o",
+            "jsonpath={.status.containerStatuses[?(@.name==\"done\")].state.terminated.reason}",
+        ])?;
+        Ok(st == "Completed")
+    })?;
+    let (ok, out) = kubectl_any(&cluster, &["exec", "half", "-c", "done", "--", "true"])?;
+    ensure!(
+        !ok && out.contains("container is not created or running"),
+        "exec into an exited container: {out}"
+    );
     let (ok, out) = kubectl_any(&cluster, &["exec", "missing", "--", "true"])?;
     ensure!(!ok && out.contains("pods \"missing\" not found"), "{out}");
     let (ok, out) = kubectl_any(&cluster, &["exec", "chatty", "-c", "nope", "--", "true"])?;
