@@ -52,6 +52,21 @@ spec:
     )
 }
 
+/// The lines `child` prints, as they come (a thread reads its stdout).
+fn lines_of(child: &mut std::process::Child) -> Result<mpsc::Receiver<String>> {
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
 /// A joined node running the `chatty` pod, its talker already talking.
 fn chatty(node: &str) -> Result<Cluster> {
     let cluster = joined(node)?;
@@ -113,16 +128,7 @@ fn kubectl_logs_tail_timestamps_limit_follow_previous_and_errors() -> Result<()>
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(&mut child)?;
     let started = Instant::now();
     let mut seen = Vec::new();
     while seen.len() < 3 && started.elapsed() < LIMIT {
@@ -373,16 +379,7 @@ fn kubectl_exec_tty_attach_and_cp_both_ways() -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(&mut child)?;
     let line = rx.recv_timeout(Duration::from_secs(30));
     let _ = child.kill();
     let _ = child.wait();
@@ -494,16 +491,7 @@ fn get_through_port_forward(bin: &str, cluster: &Cluster) -> Result<String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(&mut child)?;
     let result: Result<String> = (|| {
         let line = rx
             .recv_timeout(Duration::from_secs(30))

@@ -11,9 +11,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::log::{reason, validate_container};
-use super::{key_of, store_internal, target_name, ApiError, Inner, Res, Target};
+use super::{target_name, ApiError, Inner, Res, Target};
 use crate::body::ResponseBody;
-use crate::error::StoreError;
 use crate::nodeproxy::UpgradeKind;
 use crate::store::Store;
 
@@ -44,13 +43,7 @@ pub(super) async fn connect<S: Store>(
         ));
     }
     let name = target_name(t);
-    let stored = inner
-        .store
-        .get(key_of(t, name))
-        .await
-        .map_err(store_internal)?
-        .ok_or_else(|| ApiError::store(&t.def, name, StoreError::NotFound(key_of(t, name))))?;
-    let pod = stored.value().map_err(store_internal)?;
+    let pod = super::read::load_target(inner, t).await?;
     let query: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
         .into_owned()
         .collect();

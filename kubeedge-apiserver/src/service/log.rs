@@ -9,21 +9,14 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{key_of, store_internal, target_name, ApiError, Ctx, Inner, Res, Target};
+use super::{target_name, ApiError, Ctx, Inner, Res, Target};
 use crate::body::ResponseBody;
-use crate::error::StoreError;
 use crate::store::Store;
 
 pub(super) async fn log<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx) -> Res {
     let name = target_name(t);
     let query = options(ctx, name)?;
-    let stored = inner
-        .store
-        .get(key_of(t, name))
-        .await
-        .map_err(store_internal)?
-        .ok_or_else(|| ApiError::store(&t.def, name, StoreError::NotFound(key_of(t, name))))?;
-    let pod = stored.value().map_err(store_internal)?;
+    let pod = super::read::load_target(inner, t).await?;
     let container = validate_container(ctx.q("container").unwrap_or_default(), &pod, name)?;
     let node = pod
         .pointer("/spec/nodeName")

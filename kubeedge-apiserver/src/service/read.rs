@@ -14,12 +14,8 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Scope, Store};
 use crate::table;
 
-pub(super) async fn get<S: Store>(
-    inner: &Inner<S>,
-    t: &Target,
-    ctx: &Ctx,
-    sub: Option<&str>,
-) -> Res {
+/// The target object as stored; 404 in the API's words when it is not there.
+pub(super) async fn load_target<S: Store>(inner: &Inner<S>, t: &Target) -> Result<Value, ApiError> {
     let name = target_name(t);
     let stored = inner
         .store
@@ -27,7 +23,16 @@ pub(super) async fn get<S: Store>(
         .await
         .map_err(store_internal)?
         .ok_or_else(|| ApiError::store(&t.def, name, StoreError::NotFound(key_of(t, name))))?;
-    let v = stored.value().map_err(store_internal)?;
+    stored.value().map_err(store_internal)
+}
+
+pub(super) async fn get<S: Store>(
+    inner: &Inner<S>,
+    t: &Target,
+    ctx: &Ctx,
+    sub: Option<&str>,
+) -> Res {
+    let v = load_target(inner, t).await?;
     if sub == Some("scale") {
         return Ok(json_response(200, &scale_of(t, &v)));
     }
