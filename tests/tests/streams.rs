@@ -443,6 +443,23 @@ fn kubectl_1_27_exec_and_attach_over_spdy() -> Result<()> {
         out.len()
     );
 
+    // attach follows the main process's output (the talker's lines).
+    let mut attach = Command::new(KUBECTL_SPDY)
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["attach", "chatty", "-c", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let lines = lines_of(&mut attach)?;
+    let line = lines.recv_timeout(Duration::from_secs(30));
+    let _ = attach.kill();
+    let _ = attach.wait();
+    ensure!(
+        line.as_deref().is_ok_and(|l| l.starts_with("line ")),
+        "attach over spdy: {line:?}"
+    );
+
     // -it under a pseudo-terminal.
     let kc = cluster.kubeconfig.display().to_string();
     let out = Command::new("script")
@@ -481,9 +498,8 @@ spec:
     )
 }
 
-/// `bin port-forward pod/web :8080`, then an HTTP GET through the local port it prints.
+/// `bin port-forward pod/web :8080`, then curl through the local port it prints.
 fn get_through_port_forward(bin: &str, cluster: &Cluster) -> Result<String> {
-    use std::io::{Read as _, Write as _};
     let mut child = Command::new(bin)
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
@@ -502,14 +518,18 @@ fn get_through_port_forward(bin: &str, cluster: &Cluster) -> Result<String> {
             .and_then(|p| p.parse().ok())
             .with_context(|| format!("unexpected: {line:?}"))?;
         let mut answers = String::new();
-        // Two requests: each is its own forwarded connection (a new stream pair).
+        // Two requests with curl: each is its own forwarded connection (a new stream pair).
         for _ in 0..2 {
-            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
-            conn.set_read_timeout(Some(Duration::from_secs(20)))?;
-            conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-            let mut body = String::new();
-            conn.read_to_string(&mut body)?;
-            answers.push_str(&body);
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    &format!("http://127.0.0.1:{port}/"),
+                ])
+                .output()?;
+            ensure!(out.status.success(), "curl: {out:?}");
+            answers.push_str(&String::from_utf8_lossy(&out.stdout));
         }
         Ok(answers)
     })();
