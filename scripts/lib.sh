@@ -37,6 +37,12 @@ ensure_build_deps() {
   ensure_apt build-essential pkg-config protobuf-compiler
 }
 
+# ensure_stream_test_deps: what the kubectl streams tests run beside kubectl: curl through
+# port-forward, script(1) for a pseudo-terminal, ip netns and iptables for the iptables manager.
+ensure_stream_test_deps() {
+  ensure_apt curl bsdutils iproute2 iptables
+}
+
 # ensure_kubectl: a kubectl client (Debian's kubernetes-client when none is installed).
 ensure_kubectl() {
   command -v kubectl >/dev/null 2>&1 || ensure_apt kubernetes-client

@@ -8,5 +8,6 @@ ensure_rust
 ensure_docker
 ensure_containerd
 ensure_device_test_deps
+ensure_stream_test_deps
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
