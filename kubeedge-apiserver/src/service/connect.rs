@@ -150,22 +150,55 @@ pub(super) async fn connect<S: Store>(
         }
     }
     if resp.status == 101 {
-        let mut io = resp.io;
+        let io = resp.io;
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(up) => {
-                    let mut up = TokioIo::new(up);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                        &mut up,
-                        &mut io,
-                        8 * 1024,
-                        16 * 1024,
-                    )
-                    .await;
+                    splice(TokioIo::new(up), io).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
             }
         });
     }
     Ok(out)
+}
+
+/// Copy both ways between the client and the node until either side ends. Toward the client
+/// the buffer starts at 4 KiB and doubles while reads fill it (to 64 KiB), so an idle session
+/// stays small and a busy one writes large TLS records.
+async fn splice<A, B>(client: A, node: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut node_rd, mut node_wr) = tokio::io::split(node);
+    // The client's end (EOF) is passed on as a shutdown; the session ends with the node's side.
+    let up = async {
+        let _ = tokio::io::copy(&mut client_rd, &mut node_wr).await;
+        let _ = node_wr.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; 4 * 1024];
+        loop {
+            match node_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if client_wr.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    if n == buf.len() && buf.len() < 64 * 1024 {
+                        buf.resize(buf.len() * 2, 0);
+                    }
+                }
+            }
+        }
+        let _ = client_wr.shutdown().await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
 }

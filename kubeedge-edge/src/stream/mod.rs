@@ -167,12 +167,27 @@ impl<R: ContainerRuntime> EdgeStream<R> {
                     }
                 }
                 Some(frame) = out_rx.recv() => {
-                    if frame.message_type == TunnelMessageType::RemoveConnect {
-                        sessions.remove(&frame.connect_id);
+                    // Whatever else is queued goes out with it, in one flush.
+                    let mut batch = vec![frame];
+                    while batch.len() < 64 {
+                        match out_rx.try_recv() {
+                            Ok(f) => batch.push(f),
+                            Err(_) => break,
+                        }
                     }
+                    for f in &batch {
+                        if f.message_type == TunnelMessageType::RemoveConnect {
+                            sessions.remove(&f.connect_id);
+                        }
+                    }
+                    let send = async {
+                        for f in batch {
+                            ws.feed(WsMessage::Text(f.encode())).await?;
+                        }
+                        ws.flush().await
+                    };
                     // A write that cannot finish while the link is believed alive means it
                     // is not.
-                    let send = ws.send(WsMessage::Text(frame.encode()));
                     match tokio::time::timeout_at(heard + silence, send).await {
                         Err(_) => return format!("nothing from the cloud for {silence:?}"),
                         Ok(Err(e)) => return e.to_string(),
