@@ -82,9 +82,20 @@ pub enum HubError {
         /// Why.
         reason: String,
     },
+    /// A layer of the client's stack failed (a layer of your own, or a transport of your own).
+    #[error("hub client stack: {0}")]
+    Stack(#[source] tower::BoxError),
 }
 
 impl HubError {
+    /// A stack error as a hub error: the hub error itself when it is one.
+    pub fn from_stack(e: tower::BoxError) -> Self {
+        match e.downcast::<HubError>() {
+            Ok(e) => *e,
+            Err(e) => Self::Stack(e),
+        }
+    }
+
     /// Whether retrying later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Timeout { .. } | Self::Connect { .. })

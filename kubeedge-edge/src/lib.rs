@@ -3,7 +3,9 @@
 //! - [`hub`]: the edge hub client. [`hub::bootstrap`] turns a join token into a CA and a client
 //!   certificate; [`hub::connect`] gives a [`hub::Client`] handle, the inbound message stream and
 //!   a [`hub::Driver`] that keeps the mTLS websocket to CloudHub up (keepalive, dead-link
-//!   detection, reconnect with backoff and jitter, rate limit, request/reply).
+//!   detection, reconnect with backoff and jitter). The rate limit, request/reply and the
+//!   handling of resends are tower layers ([`hub::RateLimitLayer`], [`hub::Replies`],
+//!   [`hub::Acks`]) that [`hub::connect`] stacks over the bare [`hub::Link`].
 //! - [`meta`]: MetaManager, persisting pushes on SQLite (group commit) and acking after commit.
 //! - [`metaserver`]: the node's local Kubernetes API (reads from the store, writes through the
 //!   cloud).

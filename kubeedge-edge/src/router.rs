@@ -32,28 +32,7 @@ where
 /// A [`Handler`] that puts each message on a module's inbound channel; it is ready while the
 /// channel has room.
 pub fn channel_handler(tx: mpsc::Sender<Message>) -> Handler {
-    let sink = tokio_util::sync::PollSender::new(tx);
-    handler(ChannelSink(sink))
-}
-
-#[derive(Clone)]
-struct ChannelSink(tokio_util::sync::PollSender<Message>);
-
-impl tower::Service<Message> for ChannelSink {
-    type Response = ();
-    type Error = BoxError;
-    type Future = std::future::Ready<Result<(), BoxError>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        self.0.poll_reserve(cx).map_err(|_| "module gone".into())
-    }
-
-    fn call(&mut self, msg: Message) -> Self::Future {
-        std::future::ready(self.0.send_item(msg).map_err(|_| "module gone".into()))
-    }
+    handler(hub::handle_sink(tx))
 }
 
 /// Where routed messages go; `None` = module disabled (messages get an error reply).

@@ -1,16 +1,14 @@
 //! The websocket client to CloudHub (PROTOCOL.md §2): upstream's URL and headers over mTLS, a
 //! keepalive every `heartbeat`, websocket pings to notice a dead link within two heartbeats,
-//! reconnects with exponential backoff and jitter, a token-bucket rate limit, and request/reply
-//! matched by parent_msg_id.
+//! and reconnects with exponential backoff and jitter. The rate limit, request/reply and
+//! duplicate handling are layers over it, stacked by [`connect`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use kubeedge_proto::{
-    Content, FrameKind, HubCodec, Message, MessageId, Operation, Route, TokenBucket,
-};
+use kubeedge_proto::{Content, FrameKind, HubCodec, Message, Operation, Route};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -19,9 +17,14 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 use tracing::{debug, info, warn, Instrument};
 
-use super::handle::{resolve, Client, Inbound, Pending};
+use super::dedup::Acks;
+use super::handle::{Client, Inbound, Link};
+use super::ratelimit::RateLimitLayer;
+use super::reply::Replies;
 use super::tls::{authority_of, server_name, ClientTls};
 use crate::error::HubError;
 
@@ -112,59 +115,61 @@ pub enum ConnectionState {
     Connected(u64),
 }
 
+/// What the driver hands each message from the cloud to: the inbound stack.
+pub type InboundService = BoxCloneSyncService<Message, (), BoxError>;
+
 /// Keeps the link up; run it with [`Driver::run`].
 #[derive(Debug)]
 pub struct Driver {
     config: HubConfig,
     tls: ClientTls,
     rx: mpsc::Receiver<Message>,
-    inbound: mpsc::Sender<Message>,
-    pending: Pending,
+    inbound: Option<InboundService>,
     state: watch::Sender<ConnectionState>,
 }
 
-/// A client handle, the inbound stream and the driver that must be run.
-pub fn connect(config: HubConfig, tls: ClientTls) -> (Client, Inbound, Driver) {
+/// The bare link and its driver, for a stack of your own: give the driver its inbound stack
+/// with [`Driver::inbound`] before running it (without one, messages from the cloud are
+/// dropped). [`connect`] builds the standard stacks.
+pub fn link(config: HubConfig, tls: ClientTls) -> (Link, Driver) {
     let (tx, rx) = mpsc::channel(config.outbound_capacity.max(1));
-    let (in_tx, in_rx) = mpsc::channel(config.inbound_capacity.max(1));
     let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
-    let pending: Pending = Arc::default();
     (
-        Client::new(tx, pending.clone(), state_rx),
-        in_rx,
+        Link::new(tx, state_rx),
         Driver {
             config,
             tls,
             rx,
-            inbound: in_tx,
-            pending,
+            inbound: None,
             state: state_tx,
         },
     )
 }
 
-/// Recently seen inbound message ids, and whether the consumer acked each, so that a resend
-/// (same msg_id, after a lost ack) is acked again instead of delivered twice. The cloud keeps
-/// at most a window of messages in flight, so a few thousand ids are plenty.
-#[derive(Debug, Default)]
-struct Seen {
-    order: VecDeque<MessageId>,
-    acks: HashMap<MessageId, bool>,
-}
-
-impl Seen {
-    const CAP: usize = 2048;
-
-    fn insert(&mut self, id: MessageId) {
-        if self.acks.insert(id.clone(), false).is_none() {
-            self.order.push_back(id);
-            if self.order.len() > Self::CAP {
-                if let Some(old) = self.order.pop_front() {
-                    self.acks.remove(&old);
-                }
-            }
-        }
-    }
+/// A client handle, the inbound stream and the driver that must be run, with the standard
+/// layers: read each stack top to bottom.
+pub fn connect(config: HubConfig, tls: ClientTls) -> (Client, Inbound, Driver) {
+    let (qps, burst, capacity) = (
+        config.message_qps,
+        config.message_burst,
+        config.inbound_capacity,
+    );
+    let (link, driver) = link(config, tls);
+    let replies = Replies::default();
+    let acks = Acks::default();
+    // Edge to cloud: what the modules send.
+    let uplink = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(qps, burst)) // messageQPS / messageBurst: callers wait
+        .layer(acks.note_layer()) // remember which deliveries the modules acked
+        .service(link.clone()); // the outbound queue of the websocket
+    let client = Client::new(uplink, replies.clone(), link.state());
+    // Cloud to edge: what the driver reads.
+    let (tx, inbound) = mpsc::channel(capacity.max(1));
+    let downlink = ServiceBuilder::new()
+        .layer(replies.layer()) // a reply goes to its waiting request
+        .layer(acks.dedup_layer(link)) // a resend is acked again, never delivered twice
+        .service(super::handle::ChannelSink::new(tx)); // the modules' inbound queue
+    (client, inbound, driver.inbound(downlink))
 }
 
 enum End {
@@ -187,6 +192,17 @@ fn rotation_deadline(tls: &ClientTls) -> Option<Instant> {
 }
 
 impl Driver {
+    /// Hand every message from the cloud to `stack` (each message waits for the previous one).
+    pub fn inbound<S>(mut self, stack: S) -> Self
+    where
+        S: tower::Service<Message, Response = ()> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        self.inbound = Some(BoxCloneSyncService::new(stack.map_err(Into::into)));
+        self
+    }
+
     /// Connect, and reconnect until `cancel`. Returns when cancelled or when every [`Client`]
     /// is dropped.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), HubError> {
@@ -198,8 +214,6 @@ impl Driver {
             let mut rotate_retry = Duration::from_secs(2);
             let mut backoff = self.config.backoff_min;
             let mut sessions = 0u64;
-            let mut seen = Seen::default();
-            let mut bucket = TokenBucket::new(self.config.message_qps, self.config.message_burst);
             let mut held: VecDeque<Message> = VecDeque::new();
             loop {
                 let started = Instant::now();
@@ -213,7 +227,7 @@ impl Driver {
                         info!(session = sessions, "connected to cloudhub");
                         let _ = self.state.send(ConnectionState::Connected(sessions));
                         let end = self
-                            .session(ws, &cancel, &mut seen, &mut bucket, &mut held, rotate_at)
+                            .session(ws, &cancel, &mut held, rotate_at)
                             .await;
                         let _ = self.state.send(ConnectionState::Disconnected);
                         match end {
@@ -325,8 +339,6 @@ impl Driver {
         &mut self,
         ws: Ws,
         cancel: &CancellationToken,
-        seen: &mut Seen,
-        bucket: &mut TokenBucket,
         held: &mut VecDeque<Message>,
         rotate_at: Option<Instant>,
     ) -> End {
@@ -337,36 +349,23 @@ impl Driver {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let dead_after = cfg.heartbeat * 2;
-        let mut throttle_until: Option<Instant> = None;
 
         loop {
             // Messages taken from the queue (and any left when the last link broke) go out in
-            // order, as the rate limit allows, in one flush.
-            let mut fed = false;
-            while throttle_until.is_none_or(|t| t <= Instant::now()) {
-                let Some(m) = held.front() else { break };
-                if let Some(at) = bucket
-                    .take(Instant::now().into_std())
-                    .map(Instant::from_std)
-                {
-                    throttle_until = Some(at);
-                    break;
+            // order, in one flush.
+            if !held.is_empty() {
+                while let Some(m) = held.front() {
+                    if let Err(why) = feed(&mut sink, &codec, m, cfg.write_timeout).await {
+                        return End::Link(why);
+                    }
+                    held.pop_front();
                 }
-                throttle_until = None;
-                if let Err(why) = feed(&mut sink, &codec, m, cfg.write_timeout).await {
-                    return End::Link(why);
-                }
-                held.pop_front();
-                fed = true;
-            }
-            if fed {
                 match tokio::time::timeout(cfg.write_timeout, sink.flush()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return End::Link("write failed"),
                     Err(_) => return End::Link("write timed out"),
                 }
             }
-            let throttled = throttle_until.is_some_and(|t| t > Instant::now());
             tokio::select! {
                 _ = cancel.cancelled() => {
                     let _ = sink.close().await;
@@ -391,9 +390,6 @@ impl Driver {
                         return End::Link("ping timed out");
                     }
                 }
-                _ = sleep_until(throttle_until.unwrap_or_else(Instant::now)), if throttled => {
-                    throttle_until = None;
-                }
                 out = self.rx.recv(), if held.is_empty() => {
                     let Some(first) = out else {
                         let _ = sink.close().await;
@@ -404,15 +400,6 @@ impl Driver {
                         match self.rx.try_recv() {
                             Ok(m) => held.push_back(m),
                             Err(_) => break,
-                        }
-                    }
-                    for msg in held.iter() {
-                        if msg.route.is_operation(&Operation::Response) {
-                            if let Some(parent) = msg.parent_id() {
-                                if let Some(acked) = seen.acks.get_mut(parent) {
-                                    *acked = true;
-                                }
-                            }
                         }
                     }
                 }
@@ -439,22 +426,20 @@ impl Driver {
                             continue;
                         }
                     };
-                    let Some(msg) = resolve(&self.pending, msg) else { continue };
-                    if !msg.header.id.is_empty() {
-                        if let Some(acked) = seen.acks.get(&msg.header.id) {
-                            // A resend: the cloud missed our ack. Ack again; deliver once.
-                            debug!(msg_id = %msg.id(), "duplicate from cloud");
-                            if *acked {
-                                if let Err(why) = write(&mut sink, &codec, &msg.ack(), cfg.write_timeout).await {
-                                    return End::Link(why);
-                                }
-                            }
-                            continue;
+                    let Some(inbound) = self.inbound.clone() else {
+                        debug!(msg_id = %msg.id(), "no inbound stack: message dropped");
+                        continue;
+                    };
+                    let delivered = async {
+                        let mut inbound = inbound;
+                        let ready = inbound.ready().await.map_err(|_| ())?;
+                        if let Err(e) = tower::Service::call(ready, msg).await {
+                            debug!(error = %e, "inbound stack refused a message");
                         }
-                        seen.insert(msg.header.id.clone());
-                    }
+                        Ok::<(), ()>(())
+                    };
                     tokio::select! {
-                        r = self.inbound.send(msg) => if r.is_err() { return End::Closed },
+                        r = delivered => if r.is_err() { return End::Closed },
                         _ = cancel.cancelled() => return End::Cancelled,
                     }
                 }

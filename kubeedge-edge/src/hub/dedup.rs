@@ -1,0 +1,179 @@
+//! The edge's half of ack and resend, as two layers over one table. The cloud resends a
+//! message (same msg_id) when our ack was lost. [`Acks::dedup_layer`] on the inbound side
+//! delivers each message once and acks a resend again if the modules acked the first copy;
+//! [`Acks::note_layer`] on the outbound side records those acks as the modules send them.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use kubeedge_proto::{Message, MessageId, Operation};
+use tower::{BoxError, ServiceExt as _};
+use tracing::debug;
+
+/// Recently delivered message ids and whether each was acked. The cloud keeps at most a
+/// window of messages in flight, so a few thousand ids are plenty.
+#[derive(Debug, Default)]
+struct Seen {
+    order: VecDeque<MessageId>,
+    acked: HashMap<MessageId, bool>,
+}
+
+impl Seen {
+    const CAP: usize = 2048;
+
+    /// Record a delivery: `None` for a new id, else whether the first copy was acked.
+    fn deliver(&mut self, id: &MessageId) -> Option<bool> {
+        if let Some(acked) = self.acked.get(id) {
+            return Some(*acked);
+        }
+        self.acked.insert(id.clone(), false);
+        self.order.push_back(id.clone());
+        if self.order.len() > Self::CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.acked.remove(&old);
+            }
+        }
+        None
+    }
+}
+
+/// The table both layers share. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Acks(Arc<Mutex<Seen>>);
+
+impl Acks {
+    /// The outbound layer that records acks (responses to a delivered message).
+    pub fn note_layer(&self) -> NoteAcksLayer {
+        NoteAcksLayer(self.clone())
+    }
+
+    /// The inbound layer that delivers each message once; a resend of an acked message is
+    /// acked again through `link` (put the link itself here, under any rate limit).
+    pub fn dedup_layer<L>(&self, link: L) -> DedupLayer<L> {
+        DedupLayer {
+            acks: self.clone(),
+            link,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Makes [`NoteAcks`] services.
+#[derive(Debug, Clone)]
+pub struct NoteAcksLayer(Acks);
+
+impl<S> tower::Layer<S> for NoteAcksLayer {
+    type Service = NoteAcks<S>;
+
+    fn layer(&self, inner: S) -> NoteAcks<S> {
+        NoteAcks {
+            acks: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// Passes outbound messages on, recording each ack of a delivered message.
+#[derive(Debug, Clone)]
+pub struct NoteAcks<S> {
+    acks: Acks,
+    inner: S,
+}
+
+impl<S: tower::Service<Message>> tower::Service<Message> for NoteAcks<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, msg: Message) -> S::Future {
+        if msg.route.is_operation(&Operation::Response) {
+            if let Some(parent) = msg.parent_id() {
+                if let Some(acked) = self.acks.lock().acked.get_mut(parent) {
+                    *acked = true;
+                }
+            }
+        }
+        self.inner.call(msg)
+    }
+}
+
+/// Makes [`Dedup`] services.
+#[derive(Debug, Clone)]
+pub struct DedupLayer<L> {
+    acks: Acks,
+    link: L,
+}
+
+impl<S, L: Clone> tower::Layer<S> for DedupLayer<L> {
+    type Service = Dedup<S, L>;
+
+    fn layer(&self, inner: S) -> Dedup<S, L> {
+        Dedup {
+            acks: self.acks.clone(),
+            link: self.link.clone(),
+            inner,
+        }
+    }
+}
+
+/// Delivers each inbound message once. A resend of a message the modules acked is acked
+/// again; a resend of one not acked (yet) is dropped, as the modules are still on it.
+/// Messages without an id are always delivered. Always ready; the returned future waits for
+/// the inner service (or the link).
+#[derive(Debug, Clone)]
+pub struct Dedup<S, L> {
+    acks: Acks,
+    link: L,
+    inner: S,
+}
+
+impl<S, L> tower::Service<Message> for Dedup<S, L>
+where
+    S: tower::Service<Message, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    L: tower::Service<Message, Response = ()> + Clone + Send + 'static,
+    L::Error: Into<BoxError>,
+    L::Future: Send,
+{
+    type Response = ();
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, msg: Message) -> Self::Future {
+        let seen = match msg.header.id.is_empty() {
+            true => None,
+            false => self.acks.lock().deliver(&msg.header.id),
+        };
+        match seen {
+            None => {
+                let inner = self.inner.clone();
+                Box::pin(async move { inner.oneshot(msg).await.map_err(Into::into) })
+            }
+            Some(acked) => {
+                debug!(msg_id = %msg.id(), acked, "duplicate from cloud");
+                let link = self.link.clone();
+                Box::pin(async move {
+                    if acked {
+                        link.oneshot(msg.ack()).await.map_err(Into::into)?;
+                    }
+                    Ok(())
+                })
+            }
+        }
+    }
+}
