@@ -260,3 +260,65 @@ async fn dedup_passes_module_errors_up_and_the_note_layer_passes_backpressure() 
     })?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_meta_cache_waits_for_its_transport_and_reports_its_failure() -> Result<()> {
+    use kubeedge_edge::hub::{Client, ConnectionState};
+    use kubeedge_edge::meta::{MetaDb, MetaLayer, Outputs, SqliteStore};
+    use kubeedge_proto::Group;
+    let dir = tempfile::tempdir()?;
+    let (store, _) = SqliteStore::open(&dir.path().join("edge.db"))?;
+    let db = MetaDb::spawn(store);
+    let (transport, mut handle): (Mock, _) = mock::pair();
+    let (_, state) = tokio::sync::watch::channel(ConnectionState::Connected(1));
+    let client = Client::new(
+        tower::ServiceExt::map_err(transport, HubError::from_stack),
+        Replies::default(),
+        state,
+    );
+    let mut meta = MetaLayer::new(db.clone(), Outputs::default()).layer(client);
+    let cm = |name: &str| -> Result<Message> {
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": "7"}});
+        Ok(Message::new(
+            Route::new(
+                "edgecontroller",
+                Group::Resource,
+                "insert",
+                format!("default/configmap/{name}"),
+            ),
+            Content::json(&body)?,
+        ))
+    };
+    // The transport has no room: the push is committed, and its ack waits for the room.
+    handle.allow(0);
+    let first = cm("a")?;
+    let mut call = tokio_test::task::spawn(meta.call(first.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while db.get("default/configmap/a").await?.is_none() {
+        ensure!(tokio::time::Instant::now() < deadline, "never stored");
+        ensure!(call.poll().is_pending(), "finished without a transport");
+        tokio::task::yield_now().await;
+    }
+    ensure!(
+        call.poll().is_pending(),
+        "acked without room in the transport"
+    );
+    handle.allow(1);
+    ensure!(call.is_woken(), "room in the transport wakes the ack");
+    ensure!(
+        call.poll().is_pending(),
+        "acked before the transport answered"
+    );
+    let (ack, done) = handle.next_request().await.context("ack")?;
+    ensure!(ack.parent_id() == Some(first.id()));
+    done.send_response(());
+    call.await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The transport fails: the push is still stored (it is re-sent and acked later), and the
+    // call reports the hub's error.
+    handle.send_error("link gone");
+    let err = meta.call(cm("b")?).await.err().context("an error")?;
+    ensure!(err.to_string().contains("hub"), "{err}");
+    ensure!(db.get("default/configmap/b").await?.is_some());
+    Ok(())
+}
