@@ -59,6 +59,19 @@ file_struct! {
     CommonConfig {
         /// `tunnelPort`.
         tunnel_port: u16 = 10350,
+        /// `monitorServer`.
+        monitor_server: MonitorServerFile = MonitorServerFile::default(),
+    }
+}
+
+file_struct! {
+    /// `commonConfig.monitorServer`: where `/metrics`, `/healthz` and `/readyz` are served.
+    MonitorServerFile {
+        /// `bindAddress` (upstream's default, loopback only; `0.0.0.0:9091` for all
+        /// interfaces, port 0 for any free port).
+        bind_address: String = "127.0.0.1:9091".to_owned(),
+        /// `enableProfiling`: upstream's Go pprof handlers. Not served here; a warning says so.
+        enable_profiling: bool = false,
     }
 }
 

@@ -79,6 +79,8 @@ pub mod dynamiccontroller;
 pub mod edgecontroller;
 mod error;
 pub mod hub;
+pub mod metrics;
+pub mod monitor;
 mod object;
 pub mod secrets;
 pub mod stream;

@@ -203,6 +203,26 @@ async fn run(
         embedded::start_control_plane(client.clone(), e, tracker, cancel.clone());
     }
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
+    // /metrics, /healthz and /readyz (commonConfig.monitorServer).
+    let mut registry = prometheus_client::registry::Registry::default();
+    hub.register_metrics(&mut registry);
+    let (ready, ready_rx) = tokio::sync::watch::channel(false);
+    let monitor = &file.common_config.monitor_server;
+    if monitor.enable_profiling {
+        warn!("monitorServer.enableProfiling: Go's pprof handlers have no equivalent here; not served");
+    }
+    if !monitor.bind_address.is_empty() {
+        match TcpListener::bind(&monitor.bind_address).await {
+            Ok(l) => {
+                let m = kubeedge_cloud::monitor::Monitor::new(Arc::new(registry), ready_rx);
+                tracker.spawn(m.serve(l, cancel.clone()));
+            }
+            // A clash on the metrics port must not take the hub down with it.
+            Err(e) => {
+                warn!(addr = %monitor.bind_address, error = %e, "no monitor server: cannot listen")
+            }
+        }
+    }
     if settings.hub_enabled {
         if let Some(addr) = settings.websocket {
             let l = TcpListener::bind(addr)
@@ -303,6 +323,7 @@ async fn run(
         d.impersonate_nodes = embedded.is_some();
         d
     });
+    let _ = ready.send(true);
     kubeedge_cloud::run_controllers(client, hub, down, up, controllers, cancel)
         .await
         .context("controllers")?;

@@ -8,6 +8,7 @@
 //! ```
 
 mod bootstrap;
+mod collector;
 mod outbox;
 mod session;
 pub(crate) mod tls;
@@ -151,6 +152,7 @@ struct Inner {
     upstream: mpsc::Sender<Upstream>,
     events: broadcast::Sender<HubEvent>,
     tracker: TaskTracker,
+    metrics: crate::metrics::HubMetrics,
 }
 
 impl Inner {
@@ -258,7 +260,7 @@ pub enum TrySend {
 
 /// The next connection, or `None` once `cancel` fires. Accept errors (such as running out of
 /// file descriptors) are logged and retried.
-async fn next_conn(
+pub(crate) async fn next_conn(
     listener: &TcpListener,
     cancel: &CancellationToken,
 ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
@@ -353,6 +355,7 @@ impl CloudHub {
             upstream: tx,
             events: broadcast::channel(EVENT_CAPACITY).0,
             tracker: TaskTracker::new(),
+            metrics: crate::metrics::HubMetrics::default(),
         });
         (
             Self {
@@ -402,6 +405,16 @@ impl CloudHub {
     /// Nodes with a live session.
     pub fn connected(&self) -> usize {
         self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// Register the hub's metrics in `registry`: the counters of [`crate::metrics::HubMetrics`],
+    /// and the outbox figures read at each scrape (the total, and the deepest and oldest
+    /// [`crate::metrics::TOP_NODES`] nodes).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.metrics.register(registry);
+        registry.register_collector(Box::new(collector::OutboxCollector(Arc::downgrade(
+            &self.inner,
+        ))));
     }
 
     /// Serve both ports (websocket hub and certificate bootstrap) until `cancel`.

@@ -60,6 +60,8 @@ enum Key {
 struct InFlight {
     msg: Message,
     due: Option<Instant>,
+    /// The first write (for the ack latency).
+    first_sent: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +121,8 @@ pub struct Outbox {
     noack: VecDeque<Message>,
     /// Last acked resourceVersion per object, to drop stale re-deliveries.
     acked_rv: HashMap<String, String>,
+    /// Resends written since [`Outbox::take_resends`] last asked.
+    resends: u64,
 }
 
 impl Outbox {
@@ -132,6 +136,7 @@ impl Outbox {
             inflight: 0,
             noack: VecDeque::new(),
             acked_rv: HashMap::new(),
+            resends: 0,
         }
     }
 
@@ -263,6 +268,7 @@ impl Outbox {
                 if f.due.is_none_or(|d| d <= now) {
                     f.due = Some(now + resend_after);
                     out.push(f.msg.clone());
+                    self.resends += 1;
                 }
             }
         }
@@ -294,9 +300,32 @@ impl Outbox {
             slot.inflight = Some(InFlight {
                 msg,
                 due: Some(now + resend_after),
+                first_sent: now,
             });
         }
         released
+    }
+
+    /// When the in-flight message `parent` was first written.
+    pub fn sent_at(&self, parent: &MessageId) -> Option<Instant> {
+        let key = self.inflight_ids.get(parent)?;
+        self.slots.get(key)?.inflight.as_ref().map(|f| f.first_sent)
+    }
+
+    /// Resends written since the last call (a new session's rewrites included).
+    pub fn take_resends(&mut self) -> u64 {
+        std::mem::take(&mut self.resends)
+    }
+
+    /// The `timestamp` (ms since the epoch) of the oldest message held.
+    pub fn oldest_timestamp(&self) -> Option<i64> {
+        self.slots
+            .values()
+            .flat_map(|s| [s.inflight.as_ref().map(|f| &f.msg), s.pending.as_ref()])
+            .flatten()
+            .chain(self.noack.iter())
+            .map(|m| m.header.timestamp)
+            .min()
     }
 
     /// When the next resend is due, if anything is in flight.

@@ -148,7 +148,8 @@ pub(super) async fn accept(
         old.cancel.cancel();
         let _ = old.done.await;
     }
-    inner.connected.fetch_add(1, Ordering::Relaxed);
+    let now_connected = inner.connected.fetch_add(1, Ordering::Relaxed) + 1;
+    inner.metrics.session_started(now_connected);
     info!(node = %node_id, "edge node connected");
     let _ = inner.events.send(HubEvent::Connected {
         node: node_id.clone(),
@@ -157,7 +158,11 @@ pub(super) async fn accept(
     let result = run(&inner, &state, &node_id, ws, cancel.clone())
         .instrument(span)
         .await;
-    inner.connected.fetch_sub(1, Ordering::Relaxed);
+    let now_connected = inner
+        .connected
+        .fetch_sub(1, Ordering::Relaxed)
+        .saturating_sub(1);
+    inner.metrics.set_connected(now_connected);
     {
         // Clear our handle unless a newer session already took the slot.
         let mut slot = state.session.lock().await;
@@ -203,13 +208,19 @@ async fn run(
     let reason = loop {
         // Write whatever is due.
         out.clear();
-        let released = state.outbox().poll_transmit(Instant::now(), &mut out);
+        let (released, resent) = {
+            let mut outbox = state.outbox();
+            let released = outbox.poll_transmit(Instant::now(), &mut out);
+            (released, outbox.take_resends())
+        };
+        inner.metrics.resent(resent);
         if released > 0 {
             state.space.add_permits(released);
         }
         if !out.is_empty() {
             let mut failed = false;
             for m in &out {
+                inner.metrics.sent(m.route.operation_str());
                 let text = match codec.encode(m) {
                     Ok(b) => String::from_utf8(b).unwrap_or_default(),
                     Err(e) => {
@@ -266,6 +277,7 @@ async fn run(
                         continue;
                     }
                 };
+                inner.metrics.received(msg.route.operation_str());
                 match msg.route.operation.as_ref() {
                     Some(Operation::Keepalive) => {
                         keepalive = Instant::now() + cfg.keepalive_interval;
@@ -277,8 +289,15 @@ async fn run(
                         }
                     }
                     Some(Operation::Response) if msg.parent_id().is_some() => {
-                        let acked = msg.parent_id().and_then(|p| state.outbox().take_acked(p));
-                        if let Some(acked) = acked {
+                        let acked = msg.parent_id().and_then(|p| {
+                            let mut outbox = state.outbox();
+                            let sent = outbox.sent_at(p);
+                            outbox.take_acked(p).map(|m| (m, sent))
+                        });
+                        if let Some((acked, sent)) = acked {
+                            if let Some(sent) = sent {
+                                inner.metrics.acked_after(sent.elapsed());
+                            }
                             state.space.add_permits(1);
                             // Nobody listening is fine: the events are hints for the ledger.
                             let _ = inner.events.send(HubEvent::Acked { node: node.to_owned(), msg: Arc::new(acked) });

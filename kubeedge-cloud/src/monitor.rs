@@ -1,0 +1,94 @@
+//! The monitor server of `commonConfig.monitorServer` (127.0.0.1:9091 by default, as
+//! upstream's): `/metrics` in the Prometheus (OpenMetrics) text format, and `/healthz` and
+//! `/readyz` for probes. Plain HTTP, meant for loopback or a scrape network.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+/// OpenMetrics' text format, which Prometheus scrapes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the monitor server shows.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    registry: Arc<Registry>,
+    ready: watch::Receiver<bool>,
+}
+
+impl Monitor {
+    /// Serve `registry`'s metrics; `/readyz` answers 200 while `ready` holds `true`.
+    pub fn new(registry: Arc<Registry>, ready: watch::Receiver<bool>) -> Self {
+        Self { registry, ready }
+    }
+
+    /// Answer one request.
+    pub fn handle<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
+                    Ok(()) => Response::builder()
+                        .header(header::CONTENT_TYPE, OPENMETRICS)
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap_or_default(),
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
+                }
+            }
+            "/healthz" | "/livez" => text(StatusCode::OK, "ok"),
+            "/readyz" if *self.ready.borrow() => text(StatusCode::OK, "ok"),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// Serve on `listener` until `cancel`.
+    pub async fn serve(self, listener: TcpListener, cancel: CancellationToken) {
+        let tracker = TaskTracker::new();
+        info!(addr = ?listener.local_addr().ok(), "monitor server listening");
+        while let Some((tcp, peer)) = crate::hub::next_conn(&listener, &cancel).await {
+            let monitor = self.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let resp = monitor.handle(&req);
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tcp), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => if let Err(e) = r { debug!(%peer, error = %e, "monitor connection error") },
+                    _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+                }
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
