@@ -30,6 +30,7 @@ pub(crate) async fn start(
     args: &Args,
     file: &CloudCoreFile,
     stream: &CloudStream,
+    registry: &mut prometheus_client::registry::Registry,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<(kube::Client, Embedded)> {
@@ -43,7 +44,9 @@ pub(crate) async fn start(
     )));
     let cluster_ip = first_ip(&api_config.service_cidr)
         .with_context(|| format!("bad service range {}", api_config.service_cidr))?;
-    let service = kubeedge_apiserver::ApiService::new(store, api_config).await?;
+    let service = kubeedge_apiserver::ApiService::new(store, api_config)
+        .await?
+        .with_metrics(registry);
     let mut hosts: Vec<String> = file.modules.cloud_hub.advertise_address.clone();
     hosts.push(host_ip().to_string());
     let pki = kubeedge_apiserver::Pki::load_or_generate(&args.data_dir.join("pki"), &hosts)?;

@@ -124,14 +124,31 @@ async fn main() -> anyhow::Result<()> {
     stream_cfg.allow_legacy_certs = hub.allow_legacy_certs;
     let stream = CloudStream::new(stream_cfg);
 
+    // What the monitor server shows: the API's figures (embedded mode), then the hub's.
+    let mut registry = prometheus_client::registry::Registry::default();
     let (client, embedded) = if file.kube_api_config.is_external() {
         (external_client(&file).await?, None)
     } else {
-        let (client, svc) =
-            embedded::start(&args, &file, &stream, &tracker, cancel.clone()).await?;
+        let (client, svc) = embedded::start(
+            &args,
+            &file,
+            &stream,
+            &mut registry,
+            &tracker,
+            cancel.clone(),
+        )
+        .await?;
         (client, Some(svc))
     };
-    let run = run(file, client, embedded, stream, &tracker, cancel.clone());
+    let run = run(
+        file,
+        client,
+        embedded,
+        stream,
+        registry,
+        &tracker,
+        cancel.clone(),
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::pin!(run);
     let result = tokio::select! {
@@ -184,6 +201,7 @@ async fn run(
     client: kube::Client,
     embedded: Option<embedded::Embedded>,
     stream: CloudStream,
+    mut registry: prometheus_client::registry::Registry,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -204,7 +222,6 @@ async fn run(
     }
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
     // /metrics, /healthz and /readyz (commonConfig.monitorServer).
-    let mut registry = prometheus_client::registry::Registry::default();
     hub.register_metrics(&mut registry);
     let (ready, ready_rx) = tokio::sync::watch::channel(false);
     let monitor = &file.common_config.monitor_server;

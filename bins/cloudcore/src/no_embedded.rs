@@ -16,6 +16,7 @@ pub(crate) async fn start(
     _args: &Args,
     _file: &CloudCoreFile,
     _stream: &kubeedge_cloud::stream::CloudStream,
+    _registry: &mut prometheus_client::registry::Registry,
     _tracker: &TaskTracker,
     _cancel: CancellationToken,
 ) -> anyhow::Result<(kube::Client, Embedded)> {

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response};
@@ -24,40 +23,7 @@ use crate::{discovery, patch, table, time};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Settings of the REST layer.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ApiConfig {
-    /// The range ClusterIPs are allocated from, as `a.b.c.d/prefix`.
-    pub service_cidr: String,
-    /// Largest accepted request body; larger ones get 413.
-    pub max_body_bytes: usize,
-    /// How often a watch that asked for bookmarks receives one.
-    pub bookmark_interval: Duration,
-    /// The `gitVersion` reported by `/version`.
-    pub git_version: String,
-    /// When set, only these resources (store names such as `core/pods`) are served and
-    /// listed in discovery; every other resource path gets 404. `None` serves them all.
-    pub resources: Option<Vec<String>>,
-    /// Create the default namespaces at start when they are missing.
-    pub default_namespaces: bool,
-    /// How `pods/log` reaches a pod's node; without one it answers 503.
-    pub node_proxy: Option<crate::NodeProxyHandle>,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            service_cidr: "10.96.0.0/12".into(),
-            max_body_bytes: 3 * 1024 * 1024,
-            bookmark_interval: Duration::from_secs(30),
-            git_version: "v1.33.0-kubeedge-rs".into(),
-            resources: None,
-            default_namespaces: true,
-            node_proxy: None,
-        }
-    }
-}
+pub use config::ApiConfig;
 
 struct Inner<S> {
     store: S,
@@ -73,12 +39,14 @@ struct Inner<S> {
 /// store's bounded queue inside that future.
 pub struct ApiService<S> {
     inner: Arc<Inner<S>>,
+    metrics: Option<instrument::ApiMetrics>,
 }
 
 impl<S> Clone for ApiService<S> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -108,6 +76,7 @@ impl<S: Store> ApiService<S> {
                 watches: Arc::new(AtomicUsize::new(0)),
                 service_ips: tokio::sync::Mutex::new(()),
             }),
+            metrics: None,
         };
         let namespaces: &[&str] = if default_namespaces {
             &["default", "kube-system", "kube-public", "kube-node-lease"]
@@ -157,6 +126,18 @@ impl<S: Store> ApiService<S> {
         Ok(svc)
     }
 
+    /// Record this service's requests in `registry` (latency and counts by verb, group,
+    /// resource, subresource and code; the open watches). Clones made afterwards record too;
+    /// call it before handing the service to a server.
+    #[must_use]
+    pub fn with_metrics(mut self, registry: &mut prometheus_client::registry::Registry) -> Self {
+        self.metrics = Some(instrument::ApiMetrics::register(
+            registry,
+            Arc::clone(&self.inner.watches),
+        ));
+        self
+    }
+
     /// The number of open watch streams (they are released when a client goes away).
     pub fn active_watches(&self) -> usize {
         self.inner.watches.load(Ordering::SeqCst)
@@ -191,6 +172,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
+        let labels = self.metrics.as_ref().map(|m| {
+            let uri = req.uri();
+            let labels =
+                instrument::request_labels(&inner.registry, req.method(), uri.path(), uri.query());
+            (m.clone(), labels, std::time::Instant::now())
+        });
         Box::pin(async move {
             let method = req.method().clone();
             let path = req.uri().path().to_owned();
@@ -199,16 +186,21 @@ where
                 Err(e) => e.into_response(),
             };
             tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+            if let Some((metrics, labels, started)) = labels {
+                metrics.observe(labels, resp.status().as_u16(), started.elapsed());
+            }
             Ok(resp)
         })
     }
 }
 
 mod bind;
+mod config;
 mod connect;
 mod create;
 mod decode;
 mod delete;
+mod instrument;
 mod log;
 mod metrics;
 mod read;
