@@ -152,6 +152,8 @@ pub struct Cluster {
     api_port: u16,
     /// cloudcore's stream tunnel port.
     pub tunnel_port: u16,
+    /// cloudcore's monitor server (`/metrics`, `/healthz`, `/readyz`).
+    pub monitor: SocketAddr,
     join_args: Vec<String>,
     /// The joined node's name, once joined.
     pub node: Option<String>,
@@ -192,6 +194,7 @@ impl Cluster {
             https_port,
             api_port,
             tunnel_port: free_port()?,
+            monitor: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             join_args: Vec::new(),
             node: None,
             mqtt_port: 0,
@@ -246,13 +249,30 @@ impl Cluster {
             "--advertise-address=127.0.0.1",
             &format!("--apiserver-listen=127.0.0.1:{}", self.api_port),
             &format!(
-                "--set=modules.cloudHub.websocket.port={},modules.cloudHub.https.port={},modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1,modules.cloudStream.tunnelPort={}",
+                "--set=modules.cloudHub.websocket.port={},modules.cloudHub.https.port={},modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1,modules.cloudStream.tunnelPort={},commonConfig.monitorServer.bindAddress={}",
                 self.ws.port(),
                 self.https_port,
                 self.tunnel_port,
+                self.monitor,
             ),
             &format!("--set={}", self.init_sets.join(",")),
         ])
+    }
+
+    /// `GET path` on cloudcore's monitor server: the status code and the body.
+    pub fn monitor_get(&self, path: &str) -> Result<(u16, String)> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(self.monitor)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: cloudcore\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out.get(9..12).unwrap_or_default().parse()?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        Ok((status, body.to_owned()))
     }
 
     /// A kube-rs client with the admin kubeconfig.

@@ -124,6 +124,33 @@ fn join_deploy_scale_configmap_delete_and_reset() -> Result<()> {
         "{wide}"
     );
 
+    // cloudcore's monitor server: ready, and its figures say what just happened.
+    ensure!(cluster.monitor_get("/readyz")?.0 == 200);
+    let (status, metrics) = cluster.monitor_get("/metrics")?;
+    ensure!(status == 200, "{metrics}");
+    let sample = |name: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    ensure!(
+        sample("kubeedge_cloudhub_connected_nodes") == Some(1.0),
+        "{metrics}"
+    );
+    ensure!(
+        sample("KubeEdge_CloudHub_connected_nodes") == Some(1.0),
+        "{metrics}"
+    );
+    ensure!(
+        sample("kubeedge_cloudhub_ack_latency_seconds_count").is_some_and(|n| n >= 2.0),
+        "both pods were pushed and acked: {metrics}"
+    );
+    ensure!(
+        sample(r#"kubeedge_apiserver_requests_total{verb="list",group="",resource="pods",subresource="",code="200"}"#)
+            .is_some_and(|n| n >= 1.0),
+        "kubectl get po is counted: {metrics}"
+    );
+
     // The mounted ConfigMap follows an update.
     let first = app_containers(node)?
         .into_iter()
