@@ -7,7 +7,8 @@
 //!
 //! It prints: the connect rate; cloud RSS per connected idle node; cloud CPU at idle (upstream's
 //! 15 s heartbeat); downstream and upstream msgs/s at 1,000 nodes; p50/p99 delivery latency at
-//! 1,000 nodes sending 1 msg/s each.
+//! 1,000 nodes sending 1 msg/s each. The downstream and upstream rounds run twice, side by
+//! side: without scrapes, and with the cloud's `/metrics` scraped 10 times a second.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +42,7 @@ fn now_nanos() -> u128 {
 ///   connected                 -> <n>
 ///   rss                       -> <kB>
 ///   cpu                       -> <clock ticks used so far>
-///   send <per-node> <nodes>   -> <seconds to enqueue>
+///   send <per-node> <nodes> <round> -> <seconds to enqueue>
 ///   upcount <n>               -> <seconds until n upstream messages arrived>
 ///   latency <n>               -> <p50 ms> <p99 ms> over the next n upstream messages
 /// ```
@@ -60,8 +61,19 @@ async fn cloud(dir: PathBuf) -> Result<()> {
         let (hub, cancel) = (hub.clone(), cancel.clone());
         tokio::spawn(async move { hub.serve_websocket(listener, cancel).await });
     }
+    // cloudcore's monitor server, as it runs beside the hub.
+    let mut registry = prometheus_client::registry::Registry::default();
+    hub.register_metrics(&mut registry);
+    let monitor_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let monitor = monitor_listener.local_addr()?;
+    let (_ready, ready_rx) = tokio::sync::watch::channel(true);
+    tokio::spawn(
+        kubeedge_cloud::monitor::Monitor::new(Arc::new(registry), ready_rx)
+            .serve(monitor_listener, cancel.clone()),
+    );
     let mut out = tokio::io::stdout();
-    out.write_all(format!("{addr}\n").as_bytes()).await?;
+    out.write_all(format!("{addr} {monitor}\n").as_bytes())
+        .await?;
     out.flush().await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
@@ -70,15 +82,16 @@ async fn cloud(dir: PathBuf) -> Result<()> {
             ["connected"] => hub.connected().to_string(),
             ["rss"] => proc_status_kb("VmRSS").to_string(),
             ["cpu"] => proc_cpu_ticks().to_string(),
-            ["send", per, nodes] => {
+            ["send", per, nodes, round] => {
                 let (per, nodes): (usize, usize) = (per.parse()?, nodes.parse()?);
+                let round: usize = round.parse()?;
                 let start = Instant::now();
                 let mut tasks = Vec::new();
                 for n in 0..nodes {
                     let down = down.clone();
                     tasks.push(tokio::spawn(async move {
                         for i in 0..per {
-                            let _ = down.send(&format!("node-{n}"), pod(n, i)).await;
+                            let _ = down.send(&format!("node-{n}"), pod(n, i, round)).await;
                         }
                     }));
                 }
@@ -122,11 +135,11 @@ async fn cloud(dir: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn pod(node: usize, i: usize) -> Message {
+fn pod(node: usize, i: usize, round: usize) -> Message {
     let content = Content::json(&serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("p{i}"), "namespace": "default",
-                     "uid": format!("{node}-{i}"), "resourceVersion": "1"},
+                     "uid": format!("{node}-{i}-{round}"), "resourceVersion": "1"},
         "spec": {"nodeName": format!("node-{node}"), "containers": [{"name": "c", "image": "nginx"}]}
     }))
     .unwrap_or_default();
@@ -217,6 +230,25 @@ async fn start_edge(
     Edge { client, received }
 }
 
+/// Scrape `/metrics` every `every` until aborted, counting complete answers.
+async fn scrape_every(monitor: std::net::SocketAddr, every: Duration, done: Arc<AtomicU64>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Ok(mut s) = tokio::net::TcpStream::connect(monitor).await else {
+            continue;
+        };
+        let _ = s
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: cloud\r\n\r\n")
+            .await;
+        let mut out = Vec::new();
+        if s.read_to_end(&mut out).await.is_ok() && out.get(9..12) == Some(b"200") {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn wait_for(mut cond: impl FnMut() -> bool, limit: Duration) -> Result<()> {
     let start = Instant::now();
     while !cond() {
@@ -268,7 +300,11 @@ async fn main() -> Result<()> {
         lines: BufReader::new(proc.stdout.take().context("stdout")?).lines(),
         _proc: proc,
     };
-    let server = child.lines.next_line().await?.context("cloud address")?;
+    let addrs = child.lines.next_line().await?.context("cloud address")?;
+    let (server, monitor) = addrs
+        .split_once(' ')
+        .context("cloud and monitor addresses")?;
+    let (server, monitor) = (server.to_owned(), monitor.parse::<std::net::SocketAddr>()?);
     let base_rss: u64 = child.ask("rss").await?.parse()?;
 
     // One key, one certificate per node (CN system:node:<name>), signed through the CSR path.
@@ -340,60 +376,81 @@ async fn main() -> Result<()> {
     let cpu = (t1 - t0) as f64 / ticks_per_sec / window.as_secs_f64() * 100.0;
     println!("cloud CPU at idle        {cpu:.2} % of one core ({nodes} nodes, 15 s heartbeat, {window:?} window)");
 
-    // 3. Downstream at `busy` nodes: ACK-mode pod inserts, each acked by the edge consumer.
-    let per = if smoke { 10 } else { 100 };
-    let total = (per * busy) as u64;
-    let before: u64 = edges
-        .iter()
-        .take(busy)
-        .map(|e| e.received.load(Ordering::Relaxed))
-        .sum();
-    let start = Instant::now();
-    child.ask(&format!("send {per} {busy}")).await?;
-    wait_for(
-        || {
-            edges
-                .iter()
-                .take(busy)
-                .map(|e| e.received.load(Ordering::Relaxed))
-                .sum::<u64>()
-                - before
-                >= total
-        },
-        Duration::from_secs(300),
-    )
-    .await?;
-    let secs = start.elapsed().as_secs_f64();
-    println!("downstream               {total} msgs to {busy} nodes in {secs:.2} s: {:.0} msgs/s (ACK mode, acked)", total as f64 / secs);
+    // 3 and 4, twice: without scrapes, then with /metrics scraped 10 times a second.
+    for (round, scraped) in [(0usize, false), (1, true)] {
+        let suffix = if scraped { ", scraped 10/s" } else { "" };
+        let down_label = format!("{:<25}", format!("downstream{suffix}"));
+        let up_label = format!("{:<25}", format!("upstream{suffix}"));
+        let scrapes = Arc::new(AtomicU64::new(0));
+        let scraper = scraped.then(|| {
+            tokio::spawn(scrape_every(
+                monitor,
+                Duration::from_millis(100),
+                scrapes.clone(),
+            ))
+        });
+        // 3. Downstream at `busy` nodes: ACK-mode pod inserts, each acked by the edge consumer.
+        let per = if smoke { 10 } else { 100 };
+        let total = (per * busy) as u64;
+        let before: u64 = edges
+            .iter()
+            .take(busy)
+            .map(|e| e.received.load(Ordering::Relaxed))
+            .sum();
+        let start = Instant::now();
+        child.ask(&format!("send {per} {busy} {round}")).await?;
+        wait_for(
+            || {
+                edges
+                    .iter()
+                    .take(busy)
+                    .map(|e| e.received.load(Ordering::Relaxed))
+                    .sum::<u64>()
+                    - before
+                    >= total
+            },
+            Duration::from_secs(300),
+        )
+        .await?;
+        let secs = start.elapsed().as_secs_f64();
+        println!("{down_label}{total} msgs to {busy} nodes in {secs:.2} s: {:.0} msgs/s (ACK mode, acked)", total as f64 / secs);
 
-    // 4. Upstream at `busy` nodes.
-    let per_up = if smoke { 10 } else { 100 };
-    let total_up = per_up * busy;
-    child.cmd(&format!("upcount {total_up}")).await?;
-    let senders: Vec<_> = edges
-        .iter()
-        .take(busy)
-        .map(|e| {
-            let c = e.client.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_up {
-                    let m = Message::new(
-                        Route::new("edged", "meta", "update", "default/podstatus/p"),
-                        Content::string("{}"),
-                    );
-                    let _ = c.send(m).await;
-                }
+        // 4. Upstream at `busy` nodes.
+        let per_up = if smoke { 10 } else { 100 };
+        let total_up = per_up * busy;
+        child.cmd(&format!("upcount {total_up}")).await?;
+        let senders: Vec<_> = edges
+            .iter()
+            .take(busy)
+            .map(|e| {
+                let c = e.client.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per_up {
+                        let m = Message::new(
+                            Route::new("edged", "meta", "update", "default/podstatus/p"),
+                            Content::string("{}"),
+                        );
+                        let _ = c.send(m).await;
+                    }
+                })
             })
-        })
-        .collect();
-    let took: f64 = child.answer().await?.parse()?;
-    for s in senders {
-        s.await?;
+            .collect();
+        let took: f64 = child.answer().await?.parse()?;
+        for s in senders {
+            s.await?;
+        }
+        println!(
+            "{up_label}{total_up} msgs from {busy} nodes in {took:.2} s: {:.0} msgs/s",
+            total_up as f64 / took
+        );
+        if let Some(s) = scraper {
+            s.abort();
+            println!(
+                "  /metrics scraped {} times during the two rounds",
+                scrapes.load(Ordering::Relaxed)
+            );
+        }
     }
-    println!(
-        "upstream                 {total_up} msgs from {busy} nodes in {took:.2} s: {:.0} msgs/s",
-        total_up as f64 / took
-    );
 
     // 5. Latency: `busy` nodes each send 1 msg/s carrying its send time.
     let seconds = if smoke { 2 } else { 10 };
