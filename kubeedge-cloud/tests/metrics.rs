@@ -4,54 +4,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-
-/// `GET path` on the monitor server: the status code and the body.
-async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    within(path, async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        let text = String::from_utf8(out)?;
-        let status = text.get(9..12).unwrap_or_default().parse()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        Ok::<_, anyhow::Error>((status, body.to_owned()))
-    })
-    .await?
-}
-
-/// The value of the sample `name` (with its labels, as exposed), if present.
-fn sample(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-async fn until_sample(addr: SocketAddr, name: &str, cond: impl Fn(f64) -> bool) -> Result<String> {
-    let what = format!("{name} to move");
-    within(&what, async {
-        loop {
-            let (_, body) = get(addr, "/metrics").await?;
-            if sample(&body, name).is_some_and(&cond) {
-                return Ok::<_, anyhow::Error>(body);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await?
-}
 
 #[tokio::test]
 async fn hub_metrics_move_with_what_the_hub_does() -> Result<()> {
@@ -66,17 +23,17 @@ async fn hub_metrics_move_with_what_the_hub_does() -> Result<()> {
     let server = tokio::spawn(monitor.serve(listener, cancel.clone()));
 
     // Probes.
-    ensure!(get(addr, "/healthz").await?.0 == 200);
+    ensure!(http_get(addr, "/healthz").await?.0 == 200);
     ensure!(
-        get(addr, "/readyz").await?.0 == 503,
+        http_get(addr, "/readyz").await?.0 == 503,
         "ready before being told"
     );
     ready.send(true)?;
-    ensure!(get(addr, "/readyz").await?.0 == 200);
-    ensure!(get(addr, "/nothing").await?.0 == 404);
+    ensure!(http_get(addr, "/readyz").await?.0 == 200);
+    ensure!(http_get(addr, "/nothing").await?.0 == 404);
 
     // Nothing connected: both names of the gauge say 0.
-    let (status, body) = get(addr, "/metrics").await?;
+    let (status, body) = http_get(addr, "/metrics").await?;
     ensure!(status == 200);
     ensure!(
         sample(&body, "kubeedge_cloudhub_connected_nodes") == Some(0.0),

@@ -171,13 +171,6 @@ pub async fn start_with(
             cancel.child_token(),
         ));
     }
-    let node = config.node_name().to_owned();
-    let (metaserver, metaserver_addr) = if config.modules.meta_manager.meta_server.enable {
-        let (server, addr) = start_metaserver(&config, &db, &node, &cancel, &tracker).await?;
-        (Some(server), Some(addr))
-    } else {
-        (None, None)
-    };
     let bus = match bus_cfg {
         Some(b) => Some(
             start_eventbus(
@@ -192,9 +185,29 @@ pub async fn start_with(
         ),
         None => None,
     };
-    let (bus_tx, bus_cloud) = match bus {
-        Some((tx, rx)) => (Some(tx), Some(rx)),
-        None => (None, None),
+    let (bus_tx, bus_cloud, broker) = match bus {
+        Some((tx, rx, broker)) => (Some(tx), Some(rx), broker),
+        None => (None, None, None),
+    };
+    // MetaServer, with edgecore's metrics at /metrics.
+    let node = config.node_name().to_owned();
+    let (metaserver, metaserver_addr) = if config.modules.meta_manager.meta_server.enable {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let path = config.database.data_source.clone();
+        tracker.spawn(crate::metrics::register_store(
+            &mut registry,
+            &db,
+            path,
+            cancel.child_token(),
+        ));
+        if let Some(stats) = broker {
+            crate::metrics::register_broker(&mut registry, stats);
+        }
+        let (server, addr) =
+            start_metaserver(&config, &db, &node, registry, &cancel, &tracker).await?;
+        (Some(server), Some(addr))
+    } else {
+        (None, None)
     };
     let twin_tx = plugins.twin;
     let twin_cloud = plugins.twin_cloud;
@@ -280,10 +293,11 @@ async fn start_eventbus(
     twin_bus: Option<mpsc::Receiver<Message>>,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<(mpsc::Sender<Message>, mpsc::Receiver<Message>), EdgeCoreError> {
+) -> Result<EventBusParts, EdgeCoreError> {
     use crate::eventbus::{
         self, BrokerConfig, EventBusError, EventBusOutputs, MqttMode, SubTopics,
     };
+    let mut stats = None;
     if cfg.mode != MqttMode::External {
         let addr = tokio::net::lookup_host((cfg.internal.host.as_str(), cfg.internal.port))
             .await
@@ -296,7 +310,9 @@ async fn start_eventbus(
         let mut b = BrokerConfig::new(addr);
         b.max_payload = cfg.max_payload;
         let listener = eventbus::broker::bind(&b).await?;
-        tracker.spawn(eventbus::broker::Broker::new(b).serve(listener, cancel.child_token()));
+        let broker = eventbus::broker::Broker::new(b);
+        stats = Some(broker.stats());
+        tracker.spawn(broker.serve(listener, cancel.child_token()));
     }
     let store = SubTopics::open(&config.database.data_source)?;
     let (up_tx, up_rx) = mpsc::channel(1024);
@@ -322,14 +338,22 @@ async fn start_eventbus(
             }
         });
     }
-    Ok((bus.sender(), up_rx))
+    Ok((bus.sender(), up_rx, stats))
 }
+
+/// The event bus's inbound channel, its cloud-bound uploads, and the embedded broker's figures.
+type EventBusParts = (
+    mpsc::Sender<Message>,
+    mpsc::Receiver<Message>,
+    Option<crate::eventbus::broker::BrokerStats>,
+);
 
 /// MetaServer on `metaServer.server`, serving the store from the start (the cloud may be away).
 async fn start_metaserver(
     config: &EdgeCoreConfig,
     db: &MetaDb,
     node: &str,
+    registry: prometheus_client::registry::Registry,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(MetaServer, std::net::SocketAddr), EdgeCoreError> {
@@ -345,7 +369,7 @@ async fn start_metaserver(
     let view = MetaView::load(db.clone(), cancel.child_token())
         .await
         .map_err(crate::metaserver::MetaServerError::from)?;
-    let server = MetaServer::new(view, node).await?;
+    let server = MetaServer::new(view, node).await?.with_metrics(registry);
     let c = cancel.clone();
     let s = server.clone();
     tracker.spawn(async move {

@@ -117,6 +117,8 @@ pub mod hub;
 pub mod meta;
 #[cfg(feature = "metaserver")]
 pub mod metaserver;
+#[cfg(feature = "metaserver")]
+pub mod metrics;
 #[cfg(feature = "meta")]
 pub mod router;
 #[cfg(feature = "stream")]

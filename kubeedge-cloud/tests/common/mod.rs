@@ -178,3 +178,50 @@ pub async fn raw_dial(
     };
     kubeedge_bench::ws_dial(cloud.ws, config, "x", headers).await
 }
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    within(path, async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        let text = String::from_utf8(out)?;
+        let status = text.get(9..12).unwrap_or_default().parse()?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        Ok::<_, anyhow::Error>((status, body.to_owned()))
+    })
+    .await?
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in a Prometheus text body.
+pub fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Scrape `addr`'s `/metrics` until the sample `name` satisfies `cond`; the body that did.
+pub async fn until_sample(
+    addr: SocketAddr,
+    name: &str,
+    cond: impl Fn(f64) -> bool,
+) -> Result<String> {
+    let what = format!("{name} to move");
+    within(&what, async {
+        loop {
+            let (_, body) = http_get(addr, "/metrics").await?;
+            if sample(&body, name).is_some_and(&cond) {
+                return Ok::<_, anyhow::Error>(body);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?
+}

@@ -138,6 +138,26 @@ pub struct Broker {
     router: Arc<Mutex<Router>>,
     next_id: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    published: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Live figures of a [`Broker`], for metrics. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BrokerStats {
+    connections: Arc<AtomicUsize>,
+    published: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl BrokerStats {
+    /// MQTT connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// PUBLISH packets routed since start (the broker's own wills included).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -167,6 +187,15 @@ impl Broker {
             router: Arc::new(Mutex::new(Router::default())),
             next_id: Arc::new(AtomicUsize::new(1)),
             connections: Arc::new(AtomicUsize::new(0)),
+            published: Arc::default(),
+        }
+    }
+
+    /// The broker's live figures.
+    pub fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            connections: self.connections.clone(),
+            published: self.published.clone(),
         }
     }
 
@@ -325,6 +354,7 @@ impl Broker {
         }
         let mut p = Publish::new(w.topic, w.qos, w.message.to_vec());
         p.retain = w.retain;
+        self.published.fetch_add(1, Ordering::Relaxed);
         self.router().route(&p);
     }
 
@@ -355,6 +385,7 @@ impl Broker {
                         write(stream, out, Packet::PubRec(PubRec::new(p.pkid)), max).await?
                     }
                 }
+                self.published.fetch_add(1, Ordering::Relaxed);
                 self.router().route(&p);
             }
             Packet::PubRel(r) => {

@@ -62,6 +62,7 @@ pub struct MetaServer {
     node: Arc<str>,
     hub: Arc<OnceLock<hub::Client>>,
     timeout: Duration,
+    metrics: Option<Arc<prometheus_client::registry::Registry>>,
 }
 
 impl MetaServer {
@@ -79,7 +80,21 @@ impl MetaServer {
             node: node.into(),
             hub: Arc::new(OnceLock::new()),
             timeout: REMOTE_TIMEOUT,
+            metrics: None,
         })
+    }
+
+    /// Serve `registry` at `GET /metrics`, with the hub link's figures added (connected, and
+    /// the reconnects), and record the API's own requests in it.
+    #[must_use]
+    pub fn with_metrics(mut self, mut registry: prometheus_client::registry::Registry) -> Self {
+        registry.register_collector(Box::new(crate::metrics::HubCollector {
+            hub: Arc::clone(&self.hub),
+            sessions: Default::default(),
+        }));
+        self.api = self.api.with_metrics(&mut registry);
+        self.metrics = Some(Arc::new(registry));
+        self
     }
 
     /// Route writes through `client` from now on (the first call wins).
@@ -105,6 +120,11 @@ impl MetaServer {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if let (Some(registry), &Method::GET, "/metrics") =
+            (&self.metrics, req.method(), req.uri().path())
+        {
+            return crate::metrics::render(registry);
+        }
         let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let target = if read {
             None
