@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -67,14 +66,9 @@ impl Monitor {
                     let resp = monitor.handle(&req);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(tcp), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => if let Err(e) = r { debug!(%peer, error = %e, "monitor connection error") },
-                    _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+                let timeout = Duration::from_secs(10);
+                if let Err(e) = crate::hub::serve_http1(tcp, svc, timeout, &cancel).await {
+                    debug!(%peer, error = %e, "monitor connection error");
                 }
             });
         }

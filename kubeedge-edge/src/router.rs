@@ -32,7 +32,7 @@ where
 /// A [`Handler`] that puts each message on a module's inbound channel; it is ready while the
 /// channel has room.
 pub fn channel_handler(tx: mpsc::Sender<Message>) -> Handler {
-    handler(hub::handle_sink(tx))
+    handler(hub::ChannelSink::new(tx))
 }
 
 /// Where routed messages go; `None` = module disabled (messages get an error reply).

@@ -258,6 +258,35 @@ pub enum TrySend {
     Failed(HubError),
 }
 
+/// Serve one HTTP/1.1 connection until it ends, reading each request head within
+/// `header_timeout`; once `cancel` fires, the connection is told to shut down and left.
+pub(crate) async fn serve_http1<I, S>(
+    io: I,
+    svc: S,
+    header_timeout: std::time::Duration,
+    cancel: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            Ok(())
+        }
+    }
+}
+
 /// The next connection, or `None` once `cancel` fires. Accept errors (such as running out of
 /// file descriptors) are logged and retried.
 pub(crate) async fn next_conn(
@@ -478,7 +507,9 @@ impl CloudHub {
             tracker.spawn(async move {
                 let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "bootstrap tls handshake failed"),
+                    Ok(Err(e)) => {
+                        return debug!(%peer, error = %e, "bootstrap tls handshake failed")
+                    }
                     Err(_) => return debug!(%peer, "bootstrap tls handshake timed out"),
                 };
                 let peer_cert = tls
@@ -496,14 +527,8 @@ impl CloudHub {
                         )
                     }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .serve_connection(TokioIo::new(tls), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => if let Err(e) = r { debug!(%peer, error = %e, "bootstrap connection error") },
-                    _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+                if let Err(e) = serve_http1(tls, svc, timeout, &cancel).await {
+                    debug!(%peer, error = %e, "bootstrap connection error");
                 }
             });
         }

@@ -12,13 +12,9 @@ pub(crate) mod tls;
 pub use bootstrap::{bootstrap, node_common_name, renew};
 pub use client::{connect, link, CertRotation, ConnectionState, Driver, HubConfig, InboundService};
 pub use dedup::{Acks, Dedup, DedupLayer, NoteAcks, NoteAcksLayer};
+#[cfg(feature = "meta")]
 pub(crate) use handle::ChannelSink;
 pub use handle::{channel, Client, Inbound, Link, Uplink};
-
-/// A service putting each message on `tx` (ready while it has room).
-pub(crate) fn handle_sink(tx: tokio::sync::mpsc::Sender<kubeedge_proto::Message>) -> ChannelSink {
-    ChannelSink::new(tx)
-}
 pub use ratelimit::{RateLimit, RateLimitLayer};
 pub use reply::{Replies, Requester, Resolve, ResolveLayer};
 pub use tls::{CertFiles, ClientTls};
