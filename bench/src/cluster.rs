@@ -154,6 +154,8 @@ pub struct Cluster {
     pub tunnel_port: u16,
     /// cloudcore's monitor server (`/metrics`, `/healthz`, `/readyz`).
     pub monitor: SocketAddr,
+    /// The joined edgecore's MetaServer (and its `/metrics`), once joined.
+    pub metaserver: Option<SocketAddr>,
     join_args: Vec<String>,
     /// The joined node's name, once joined.
     pub node: Option<String>,
@@ -195,6 +197,7 @@ impl Cluster {
             api_port,
             tunnel_port: free_port()?,
             monitor: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            metaserver: None,
             join_args: Vec::new(),
             node: None,
             mqtt_port: 0,
@@ -261,18 +264,7 @@ impl Cluster {
 
     /// `GET path` on cloudcore's monitor server: the status code and the body.
     pub fn monitor_get(&self, path: &str) -> Result<(u16, String)> {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(self.monitor)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: cloudcore\r\n\r\n").as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let status = out.get(9..12).unwrap_or_default().parse()?;
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        Ok((status, body.to_owned()))
+        http_get(self.monitor, path)
     }
 
     /// A kube-rs client with the admin kubeconfig.
@@ -337,6 +329,8 @@ impl Cluster {
     /// [`Cluster::join`] with a token already in hand.
     pub fn join_with_token(&mut self, node: &str, ws: SocketAddr, token: &str) -> Result<String> {
         self.mqtt_port = free_port()?;
+        let metaserver = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        self.metaserver = Some(metaserver);
         self.join_args = vec![
             "join".into(),
             format!("--cloudcore-ipport={ws}"),
@@ -344,8 +338,7 @@ impl Cluster {
             format!("--edgenode-name={node}"),
             format!("--token={token}"),
             format!(
-                "--set=modules.metaManager.metaServer.server=127.0.0.1:{},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt},modules.edgeStream.server=127.0.0.1:{}{}",
-                free_port()?,
+                "--set=modules.metaManager.metaServer.server={metaserver},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt},modules.edgeStream.server=127.0.0.1:{}{}",
                 self.tunnel_port,
                 self.join_sets.iter().map(|s| format!(",{s}")).collect::<String>(),
                 mqtt = self.mqtt_port,
@@ -523,4 +516,26 @@ impl LinkProxy {
             self.proxy.blackhole(false);
         }
     }
+}
+
+/// `GET path` over plain HTTP/1.0 on `addr`: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: kubeedge\r\n\r\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.get(9..12).unwrap_or_default().parse()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    Ok((status, body.to_owned()))
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in a Prometheus text body.
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -25,6 +25,9 @@ pub struct ControllersConfig {
     pub dynamic: Option<DynamicConfig>,
     /// Device controller.
     pub device: Option<crate::devicecontroller::DeviceControllerConfig>,
+    /// Where the sync controller's figures are read from, once it runs (see
+    /// [`crate::metrics::SyncMetrics`]).
+    pub metrics: Option<crate::metrics::SyncMetrics>,
 }
 
 impl Default for ControllersConfig {
@@ -34,6 +37,7 @@ impl Default for ControllersConfig {
             sync: Some(SyncConfig::default()),
             dynamic: Some(DynamicConfig::default()),
             device: Some(crate::devicecontroller::DeviceControllerConfig::default()),
+            metrics: None,
         }
     }
 }
@@ -60,6 +64,9 @@ pub async fn run_controllers(
         sync.load().await?;
     }
     let handle = sync.handle();
+    if let Some(m) = &config.metrics {
+        m.set(handle.clone());
+    }
     let (edge_tx, edge_rx) = mpsc::channel::<Upstream>(1024);
     let (dyn_tx, dyn_rx) = mpsc::channel::<Upstream>(1024);
     let (dev_tx, dev_rx) = mpsc::channel::<Upstream>(1024);

@@ -159,3 +159,51 @@ impl HubMetrics {
         self.ack_latency.observe(latency.as_secs_f64());
     }
 }
+
+/// The sync controller's figures, read when scraped: the ObjectSync ledger's rows and the
+/// ObjectSync writes still waiting for the API (the backlog). Register it before the
+/// controllers start and pass it in [`crate::ControllersConfig::metrics`]; until they run it
+/// shows nothing.
+#[derive(Debug, Clone, Default)]
+pub struct SyncMetrics(std::sync::Arc<std::sync::OnceLock<crate::synccontroller::SyncHandle>>);
+
+impl SyncMetrics {
+    /// Register the figures in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.clone()));
+    }
+
+    pub(crate) fn set(&self, handle: crate::synccontroller::SyncHandle) {
+        let _ = self.0.set(handle);
+    }
+}
+
+impl prometheus_client::collector::Collector for SyncMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let Some(sync) = self.0.get() else {
+            return Ok(());
+        };
+        for (name, help, value) in [
+            (
+                "kubeedge_synccontroller_objectsyncs",
+                "Objects acked by edge nodes and tracked for resync (ObjectSync rows)",
+                sync.len(),
+            ),
+            (
+                "kubeedge_synccontroller_pending_writes",
+                "ObjectSync writes waiting to reach the API (the backlog)",
+                sync.pending_writes(),
+            ),
+        ] {
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                .encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        Ok(())
+    }
+}

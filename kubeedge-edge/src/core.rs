@@ -154,6 +154,7 @@ pub async fn start_with(
         )
     });
     let (edged_tx, started) = edged.unzip();
+    let pod_statuses = started.as_ref().map(|s| s.handle().statuses());
     // EdgeStream starts once the node certificate is at hand (from disk or the bootstrap).
     let (stream_tls, stream_tls_rx) = watch::channel(None);
     if let (Some(started), true) = (started, config.modules.edge_stream.enable) {
@@ -202,6 +203,9 @@ pub async fn start_with(
         ));
         if let Some(stats) = broker {
             crate::metrics::register_broker(&mut registry, stats);
+        }
+        if let Some(statuses) = pod_statuses {
+            crate::metrics::register_pods(&mut registry, statuses);
         }
         let (server, addr) =
             start_metaserver(&config, &db, &node, registry, &cancel, &tracker).await?;

@@ -129,6 +129,56 @@ impl Collector for StoreSize {
     }
 }
 
+/// Register edged's pods by phase, read from its latest statuses when scraped.
+#[cfg(feature = "edged")]
+pub fn register_pods(
+    registry: &mut Registry,
+    statuses: tokio::sync::watch::Receiver<
+        std::collections::BTreeMap<String, k8s_openapi::api::core::v1::PodStatus>,
+    >,
+) {
+    registry.register_collector(Box::new(Pods(statuses)));
+}
+
+/// The pod phases, always all exposed so that each series exists from the start.
+#[cfg(feature = "edged")]
+const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
+
+#[cfg(feature = "edged")]
+#[derive(Debug)]
+struct Pods(
+    tokio::sync::watch::Receiver<
+        std::collections::BTreeMap<String, k8s_openapi::api::core::v1::PodStatus>,
+    >,
+);
+
+#[cfg(feature = "edged")]
+impl Collector for Pods {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut counts = [0i64; PHASES.len()];
+        for status in self.0.borrow().values() {
+            let phase = status.phase.as_deref().unwrap_or("Unknown");
+            let i = PHASES
+                .iter()
+                .position(|p| *p == phase)
+                .unwrap_or(PHASES.len() - 1);
+            if let Some(c) = counts.get_mut(i) {
+                *c += 1;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubeedge_edged_pods",
+            "Pods edged runs, by phase",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (phase, n) in PHASES.iter().zip(counts) {
+            ConstGauge::new(n).encode(family.encode_family(&[("phase", *phase)])?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Register the embedded MQTT broker's figures: its clients and the messages it routed.
 #[cfg(feature = "eventbus")]
 pub fn register_broker(registry: &mut Registry, stats: crate::eventbus::broker::BrokerStats) {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
-use kubeedge_bench::cluster::{app_containers, containers, wait_for, Cluster, LinkProxy};
+use kubeedge_bench::cluster::{app_containers, containers, metric, wait_for, Cluster, LinkProxy};
 use kubeedge_bench::BUSYBOX_IMAGE;
 
 /// Generous bound for things that take a few seconds when the machine is quiet.
@@ -128,11 +128,7 @@ fn join_deploy_scale_configmap_delete_and_reset() -> Result<()> {
     ensure!(cluster.monitor_get("/readyz")?.0 == 200);
     let (status, metrics) = cluster.monitor_get("/metrics")?;
     ensure!(status == 200, "{metrics}");
-    let sample = |name: &str| -> Option<f64> {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-    };
+    let sample = |name: &str| metric(&metrics, name);
     ensure!(
         sample("kubeedge_cloudhub_connected_nodes") == Some(1.0),
         "{metrics}"
@@ -149,6 +145,26 @@ fn join_deploy_scale_configmap_delete_and_reset() -> Result<()> {
         sample(r#"kubeedge_apiserver_requests_total{verb="list",group="",resource="pods",subresource="",code="200"}"#)
             .is_some_and(|n| n >= 1.0),
         "kubectl get po is counted: {metrics}"
+    );
+    ensure!(
+        sample("kubeedge_synccontroller_objectsyncs").is_some_and(|n| n >= 2.0),
+        "the acked pods are in the ObjectSync ledger: {metrics}"
+    );
+    ensure!(
+        sample("kubeedge_synccontroller_pending_writes").is_some(),
+        "{metrics}"
+    );
+    // edgecore's, at its MetaServer: the link is up and edged runs both pods.
+    let metaserver = cluster.metaserver.context("joined")?;
+    let (status, edge) = kubeedge_bench::cluster::http_get(metaserver, "/metrics")?;
+    ensure!(status == 200, "{edge}");
+    ensure!(
+        metric(&edge, "kubeedge_edgehub_connected") == Some(1.0),
+        "{edge}"
+    );
+    ensure!(
+        metric(&edge, r#"kubeedge_edged_pods{phase="Running"}"#) == Some(2.0),
+        "{edge}"
     );
 
     // The mounted ConfigMap follows an update.

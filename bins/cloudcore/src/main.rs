@@ -223,6 +223,8 @@ async fn run(
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
     // /metrics, /healthz and /readyz (commonConfig.monitorServer).
     hub.register_metrics(&mut registry);
+    let sync_metrics = kubeedge_cloud::metrics::SyncMetrics::default();
+    sync_metrics.register(&mut registry);
     let (ready, ready_rx) = tokio::sync::watch::channel(false);
     let monitor = &file.common_config.monitor_server;
     if monitor.enable_profiling {
@@ -334,6 +336,7 @@ async fn run(
     controllers.edge = settings.edge_controller.clone();
     controllers.sync = settings.sync.clone();
     controllers.device = settings.device.clone();
+    controllers.metrics = Some(sync_metrics);
     controllers.dynamic = settings.dynamic.clone().map(|mut d| {
         // Embedded: the API is ours, so requests run as the node. On a real cluster, as
         // upstream, as cloudcore (impersonation would need extra RBAC).

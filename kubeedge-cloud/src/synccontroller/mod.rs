@@ -221,6 +221,16 @@ impl SyncHandle {
         self.len() == 0
     }
 
+    /// ObjectSync writes (acked versions, deletions) waiting to reach the API.
+    pub fn pending_writes(&self) -> usize {
+        self.inner
+            .pending
+            .writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// The Node is gone: drop its rows and delete its ObjectSyncs.
     pub fn forget_node(&self, node: &str) {
         let rows = self.inner.ledger().forget_node(node);

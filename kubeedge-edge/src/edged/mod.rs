@@ -481,6 +481,15 @@ pub enum Started {
     Cri(Arc<CriRuntime>, EdgedHandle),
 }
 
+impl Started {
+    /// The handle to edged's pod statuses.
+    pub fn handle(&self) -> &EdgedHandle {
+        match self {
+            Self::Docker(_, h) | Self::Cri(_, h) => h,
+        }
+    }
+}
+
 /// Start edged for edgecore on the configured runtime (Docker, or a CRI runtime such as
 /// containerd): returns the sender MetaManager forwards to, and what it runs on.
 pub fn spawn(
