@@ -7,10 +7,12 @@
 //! upstream's one metric, `KubeEdge_CloudHub_connected_nodes`, kept under its own name so that
 //! existing dashboards work.
 
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 /// Nodes listed by the per-node (top-N) gauges.
@@ -179,31 +181,46 @@ impl SyncMetrics {
 }
 
 impl prometheus_client::collector::Collector for SyncMetrics {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric as _;
-        use prometheus_client::metrics::gauge::ConstGauge;
-        use prometheus_client::metrics::MetricType;
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(sync) = self.0.get() else {
             return Ok(());
         };
-        for (name, help, value) in [
-            (
-                "kubeedge_synccontroller_objectsyncs",
-                "Objects acked by edge nodes and tracked for resync (ObjectSync rows)",
-                sync.len(),
-            ),
-            (
-                "kubeedge_synccontroller_pending_writes",
-                "ObjectSync writes waiting to reach the API (the backlog)",
-                sync.pending_writes(),
-            ),
-        ] {
-            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
-                .encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
-        }
-        Ok(())
+        gauge(
+            &mut encoder,
+            "kubeedge_synccontroller_objectsyncs",
+            "Objects acked by edge nodes and tracked for resync (ObjectSync rows)",
+            sync.len(),
+        )?;
+        gauge(
+            &mut encoder,
+            "kubeedge_synccontroller_pending_writes",
+            "ObjectSync writes waiting to reach the API (the backlog)",
+            sync.pending_writes(),
+        )
     }
+}
+
+/// Encode one gauge read at scrape time.
+pub(crate) fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: usize,
+) -> Result<(), std::fmt::Error> {
+    let value = i64::try_from(value).unwrap_or(i64::MAX);
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// Encode a gauge family with one sample per node (`node` label), read at scrape time.
+pub(crate) fn node_gauges<'a, N: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (&'a str, N)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (node, value) in rows {
+        ConstGauge::new(value).encode(family.encode_family(&[("node", node)])?)?;
+    }
+    Ok(())
 }

@@ -19,9 +19,7 @@ impl prometheus_client::collector::Collector for OutboxCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric as _;
-        use prometheus_client::metrics::gauge::ConstGauge;
-        use prometheus_client::metrics::MetricType;
+        use crate::metrics::{gauge, node_gauges, TOP_NODES};
         let Some(inner) = self.0.upgrade() else {
             return Ok(());
         };
@@ -36,49 +34,39 @@ impl prometheus_client::collector::Collector for OutboxCollector {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
+        // (node, messages held, age of the oldest in seconds) for every node holding some.
         let mut held: Vec<(String, usize, f64)> = states
             .into_iter()
             .filter_map(|(node, state)| {
                 let outbox = state.outbox();
-                let depth = outbox.len();
-                let age = outbox
-                    .oldest_timestamp()
-                    .map(|t| (now_ms.saturating_sub(t).max(0)) as f64 / 1000.0)?;
-                Some((node, depth, age))
+                let oldest = outbox.oldest_timestamp()?;
+                let age = now_ms.saturating_sub(oldest).max(0) as f64 / 1000.0;
+                Some((node, outbox.len(), age))
             })
-            .filter(|(_, depth, _)| *depth > 0)
             .collect();
-        let total: usize = held.iter().map(|(_, d, _)| d).sum();
-        let gauge = ConstGauge::new(i64::try_from(total).unwrap_or(i64::MAX));
-        gauge.encode(encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "kubeedge_cloudhub_outbox_messages",
             "Messages held in the nodes' outboxes (pending, in flight and NO-ACK)",
-            None,
-            MetricType::Gauge,
-        )?)?;
+            held.iter().map(|(_, d, _)| d).sum(),
+        )?;
         held.sort_by_key(|h| std::cmp::Reverse(h.1));
-        let mut family = encoder.encode_descriptor(
+        node_gauges(
+            &mut encoder,
             "kubeedge_cloudhub_outbox_messages_top",
             "Messages held in the outbox of each of the deepest nodes (top 10)",
-            None,
-            MetricType::Gauge,
+            held.iter()
+                .take(TOP_NODES)
+                .map(|(n, d, _)| (n.as_str(), i64::try_from(*d).unwrap_or(i64::MAX))),
         )?;
-        for (node, depth, _) in held.iter().take(crate::metrics::TOP_NODES) {
-            let labels = [("node", node.as_str())];
-            ConstGauge::new(i64::try_from(*depth).unwrap_or(i64::MAX))
-                .encode(family.encode_family(&labels)?)?;
-        }
         held.sort_by(|a, b| b.2.total_cmp(&a.2));
-        let mut family = encoder.encode_descriptor(
+        node_gauges(
+            &mut encoder,
             "kubeedge_cloudhub_outbox_oldest_message_age_seconds",
             "Age of the oldest message held for each of the nodes waiting longest (top 10)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (node, _, age) in held.iter().take(crate::metrics::TOP_NODES) {
-            let labels = [("node", node.as_str())];
-            ConstGauge::new(*age).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+            held.iter()
+                .take(TOP_NODES)
+                .map(|(n, _, a)| (n.as_str(), *a)),
+        )
     }
 }

@@ -202,10 +202,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 /// The value of the sample `name` (with its labels, as exposed) in a Prometheus text body.
-pub fn sample(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
+pub use kubeedge_bench::cluster::metric as sample;
 
 /// Scrape `addr`'s `/metrics` until the sample `name` satisfies `cond`; the body that did.
 pub async fn until_sample(

@@ -205,22 +205,42 @@ impl<R: ContainerRuntime> Kubelet<R> {
         container: &str,
         previous: bool,
     ) -> Result<String, KubeletError> {
+        let cs = self.container_status(
+            namespace,
+            pod,
+            container,
+            || KubeletError::new(404, format!("pod {pod:?} does not exist")),
+            || {
+                KubeletError::new(
+                    400,
+                    format!("container {container:?} in pod {pod:?} is not available"),
+                )
+            },
+        )?;
+        pick(&cs, pod, previous).map(|id| strip_scheme(&id).to_owned())
+    }
+
+    /// The status of `container` (a main or an init container) of `namespace/pod`, or the
+    /// caller's error for a missing pod or container (logs and exec word them differently).
+    fn container_status(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        no_pod: impl FnOnce() -> KubeletError,
+        no_container: impl FnOnce() -> KubeletError,
+    ) -> Result<ContainerStatus, KubeletError> {
         let status = self
             .pods
             .status(&format!("{namespace}/{pod}"))
-            .ok_or_else(|| KubeletError::new(404, format!("pod {pod:?} does not exist")))?;
-        let statuses = status
+            .ok_or_else(no_pod)?;
+        status
             .container_statuses
-            .iter()
+            .into_iter()
             .flatten()
-            .chain(status.init_container_statuses.iter().flatten());
-        let Some(cs) = statuses.into_iter().find(|c| c.name == container) else {
-            return Err(KubeletError::new(
-                400,
-                format!("container {container:?} in pod {pod:?} is not available"),
-            ));
-        };
-        pick(cs, pod, previous).map(|id| strip_scheme(&id).to_owned())
+            .chain(status.init_container_statuses.into_iter().flatten())
+            .find(|c| c.name == container)
+            .ok_or_else(no_container)
     }
 
     /// The runtime id of `container` in `namespace/pod` when it runs (exec and attach need a
@@ -231,19 +251,13 @@ impl<R: ContainerRuntime> Kubelet<R> {
         pod: &str,
         container: &str,
     ) -> Result<String, KubeletError> {
-        let status = self
-            .pods
-            .status(&format!("{namespace}/{pod}"))
-            .ok_or_else(|| KubeletError::new(404, "pod does not exist"))?;
-        let cs = status
-            .container_statuses
-            .iter()
-            .flatten()
-            .chain(status.init_container_statuses.iter().flatten())
-            .find(|c| c.name == container)
-            .ok_or_else(|| {
-                KubeletError::new(404, format!("container not found ({container:?})"))
-            })?;
+        let cs = self.container_status(
+            namespace,
+            pod,
+            container,
+            || KubeletError::new(404, "pod does not exist"),
+            || KubeletError::new(404, format!("container not found ({container:?})")),
+        )?;
         let running = cs.state.as_ref().is_some_and(|s| s.running.is_some());
         match cs.container_id.as_deref().filter(|id| !id.is_empty()) {
             Some(id) if running => Ok(strip_scheme(id).to_owned()),
