@@ -13,8 +13,12 @@
 //! selectors, `as=Table`, the core and apps types kubeedge needs, and
 //! CustomResourceDefinitions (validated against their structural schema).
 //!
+//! Authenticated requests are authorized with RBAC after `system:masters` ([`authz`]), with
+//! Kubernetes' default roles, the access reviews behind `kubectl auth can-i`, and
+//! impersonation; in-process callers are trusted.
+//!
 //! Not provided: controllers (a Deployment creates no pods here; the cloud's embedded control
-//! plane runs those), authorization (every authenticated user may do everything), admission
+//! plane runs those), privilege-escalation checks on RBAC writes, ServiceAccount tokens, admission
 //! webhooks, aggregated API servers, protobuf responses (protobuf request bodies are decoded
 //! for the kinds `kubectl create`/`expose` send: Namespace, ConfigMap, Secret, ServiceAccount,
 //! Service and Deployment) and HTTP/2, `kubectl explain` schemas,
@@ -55,6 +59,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod authz;
 mod body;
 mod discovery;
 mod error;

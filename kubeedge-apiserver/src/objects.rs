@@ -172,6 +172,9 @@ pub(crate) fn validate(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
     match def.kind.as_str() {
         "Pod" => containers(obj.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" | "DaemonSet" => workload(obj, &mut causes),
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {
+            causes.extend(crate::authz::validate::object(&def.kind, obj));
+        }
         "Service" => {
             let ty = obj
                 .pointer("/spec/type")
@@ -430,7 +433,9 @@ mod tests {
 /// Decodes a built-in object into its typed form and encodes it again. `None` for kinds without
 /// a typed form here; `Err` with the decoder's message when the object does not decode.
 fn typed_roundtrip(kind: &str, v: &Value) -> Option<Result<Value, String>> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::api::{
+        apps::v1 as apps, coordination::v1 as coord, core::v1 as core, rbac::v1 as rbac,
+    };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
     fn rt<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
         let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
@@ -451,6 +456,10 @@ fn typed_roundtrip(kind: &str, v: &Value) -> Option<Result<Value, String>> {
         "ReplicaSet" => rt::<apps::ReplicaSet>(v),
         "DaemonSet" => rt::<apps::DaemonSet>(v),
         "CustomResourceDefinition" => rt::<ext::CustomResourceDefinition>(v),
+        "Role" => rt::<rbac::Role>(v),
+        "ClusterRole" => rt::<rbac::ClusterRole>(v),
+        "RoleBinding" => rt::<rbac::RoleBinding>(v),
+        "ClusterRoleBinding" => rt::<rbac::ClusterRoleBinding>(v),
         _ => return None,
     })
 }

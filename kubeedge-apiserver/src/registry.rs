@@ -100,6 +100,10 @@ impl ResourceDef {
                 | "ServiceAccount"
                 | "Lease"
                 | "Service"
+                | "Role"
+                | "ClusterRole"
+                | "RoleBinding"
+                | "ClusterRoleBinding"
         )
     }
 }
@@ -273,16 +277,49 @@ fn builtins() -> Vec<ResourceDef> {
             Printer::Crd,
         ),
     ];
-    for (group, plural, kind) in [
+    for (plural, kind, namespaced) in [
+        ("roles", "Role", true),
+        ("clusterroles", "ClusterRole", false),
+        ("rolebindings", "RoleBinding", true),
+        ("clusterrolebindings", "ClusterRoleBinding", false),
+    ] {
+        v.push(builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            false,
+            Printer::Default,
+        ));
+    }
+    let authz = "authorization.k8s.io";
+    for (group, plural, kind, namespaced) in [
         (
             "authentication.k8s.io",
             "selfsubjectreviews",
             "SelfSubjectReview",
+            false,
         ),
         (
-            "authorization.k8s.io",
+            authz,
             "selfsubjectaccessreviews",
             "SelfSubjectAccessReview",
+            false,
+        ),
+        (authz, "subjectaccessreviews", "SubjectAccessReview", false),
+        (
+            authz,
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
+        (
+            authz,
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            false,
         ),
     ] {
         let mut r = builtin(
@@ -290,7 +327,7 @@ fn builtins() -> Vec<ResourceDef> {
             "v1",
             plural,
             kind,
-            false,
+            namespaced,
             &[],
             false,
             Printer::Default,
@@ -362,6 +399,10 @@ pub(crate) fn is_builtin_kind(kind: &str) -> bool {
             | "ReplicaSet"
             | "DaemonSet"
             | "CustomResourceDefinition"
+            | "Role"
+            | "ClusterRole"
+            | "RoleBinding"
+            | "ClusterRoleBinding"
     )
 }
 

@@ -271,6 +271,150 @@ msg!(
     [(1, "limits", MapQuantity), (2, "requests", MapQuantity)]
 );
 
+msg!(
+    POLICY_RULE,
+    "PolicyRule",
+    [
+        (1, "verbs", RepStr),
+        (2, "apiGroups", RepStr),
+        (3, "resources", RepStr),
+        (4, "resourceNames", RepStr),
+        (5, "nonResourceURLs", RepStr),
+    ]
+);
+msg!(
+    ROLE,
+    "Role",
+    [
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "rules", RepMsg(&POLICY_RULE)),
+    ]
+);
+msg!(
+    CLUSTER_ROLE,
+    "ClusterRole",
+    [
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "rules", RepMsg(&POLICY_RULE)),
+        (3, "aggregationRule", Msg(&AGGREGATION_RULE)),
+    ]
+);
+msg!(
+    AGGREGATION_RULE,
+    "AggregationRule",
+    [(1, "clusterRoleSelectors", RepMsg(&LABEL_SELECTOR))]
+);
+msg!(
+    SUBJECT,
+    "Subject",
+    [
+        (1, "kind", Str),
+        (2, "apiGroup", Str),
+        (3, "name", Str),
+        (4, "namespace", Str),
+    ]
+);
+msg!(
+    ROLE_REF,
+    "RoleRef",
+    [(1, "apiGroup", Str), (2, "kind", Str), (3, "name", Str)]
+);
+msg!(
+    ROLE_BINDING,
+    "RoleBinding",
+    [
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "subjects", RepMsg(&SUBJECT)),
+        (3, "roleRef", Msg(&ROLE_REF)),
+    ]
+);
+msg!(
+    RESOURCE_ATTRIBUTES,
+    "ResourceAttributes",
+    [
+        (1, "namespace", Str),
+        (2, "verb", Str),
+        (3, "group", Str),
+        (4, "version", Str),
+        (5, "resource", Str),
+        (6, "subresource", Str),
+        (7, "name", Str),
+    ]
+);
+msg!(
+    NON_RESOURCE_ATTRIBUTES,
+    "NonResourceAttributes",
+    [(1, "path", Str), (2, "verb", Str)]
+);
+msg!(
+    ACCESS_REVIEW_SPEC,
+    "SubjectAccessReviewSpec",
+    [
+        (1, "resourceAttributes", Msg(&RESOURCE_ATTRIBUTES)),
+        (2, "nonResourceAttributes", Msg(&NON_RESOURCE_ATTRIBUTES)),
+        (3, "user", Str),
+        (4, "groups", RepStr),
+        (6, "uid", Str),
+    ]
+);
+msg!(
+    ACCESS_REVIEW,
+    "SubjectAccessReview",
+    [
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "spec", Msg(&ACCESS_REVIEW_SPEC)),
+        (3, "status", Msg(&ACCESS_REVIEW_STATUS)),
+    ]
+);
+msg!(
+    RULES_REVIEW_SPEC,
+    "SelfSubjectRulesReviewSpec",
+    [(1, "namespace", Str)]
+);
+msg!(
+    RULES_REVIEW,
+    "SelfSubjectRulesReview",
+    [
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "spec", Msg(&RULES_REVIEW_SPEC)),
+        (3, "status", Msg(&RULES_REVIEW_STATUS)),
+    ]
+);
+msg!(
+    SELF_REVIEW,
+    "SelfSubjectReview",
+    [
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "status", Msg(&SELF_REVIEW_STATUS))
+    ]
+);
+// Review statuses are the server's answer; clients send them empty, with Go's zero values.
+msg!(
+    ACCESS_REVIEW_STATUS,
+    "SubjectAccessReviewStatus",
+    [
+        (1, "allowed", Bool),
+        (2, "reason", Str),
+        (3, "evaluationError", Str),
+        (4, "denied", Bool),
+    ]
+);
+msg!(
+    RULES_REVIEW_STATUS,
+    "SubjectRulesReviewStatus",
+    [(3, "incomplete", Bool), (4, "evaluationError", Str)]
+);
+msg!(
+    SELF_REVIEW_STATUS,
+    "SelfSubjectReviewStatus",
+    [(1, "userInfo", Msg(&USER_INFO))]
+);
+msg!(
+    USER_INFO,
+    "UserInfo",
+    [(1, "username", Str), (2, "uid", Str), (3, "groups", RepStr)]
+);
+
 /// The object types a protobuf body may carry.
 pub(super) fn schema(api_version: &str, kind: &str) -> Option<&'static Msg> {
     Some(match (api_version, kind) {
@@ -280,6 +424,15 @@ pub(super) fn schema(api_version: &str, kind: &str) -> Option<&'static Msg> {
         ("v1", "ServiceAccount") => &SERVICE_ACCOUNT,
         ("v1", "Service") => &SERVICE,
         ("apps/v1", "Deployment") => &DEPLOYMENT,
+        ("rbac.authorization.k8s.io/v1", "Role") => &ROLE,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => &CLUSTER_ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => &ROLE_BINDING,
+        (
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview",
+        ) => &ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => &RULES_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => &SELF_REVIEW,
         _ => return None,
     })
 }

@@ -21,6 +21,10 @@ pub struct ApiConfig {
     pub default_namespaces: bool,
     /// How `pods/log` reaches a pod's node; without one it answers 503.
     pub node_proxy: Option<crate::NodeProxyHandle>,
+    /// Authorize authenticated requests with RBAC (after `system:masters`), and create
+    /// Kubernetes' default ClusterRoles and bindings at start. Off: every authenticated user
+    /// may do everything. In-process callers are trusted either way.
+    pub authorization: bool,
 }
 
 impl Default for ApiConfig {
@@ -33,6 +37,7 @@ impl Default for ApiConfig {
             resources: None,
             default_namespaces: true,
             node_proxy: None,
+            authorization: true,
         }
     }
 }

@@ -31,6 +31,7 @@ struct Inner<S> {
     config: ApiConfig,
     watches: Arc<AtomicUsize>,
     service_ips: tokio::sync::Mutex<()>,
+    authz: authorize::Authz,
 }
 
 /// The Kubernetes REST API over a [`Store`]. Cheap to clone.
@@ -75,6 +76,7 @@ impl<S: Store> ApiService<S> {
                 config,
                 watches: Arc::new(AtomicUsize::new(0)),
                 service_ips: tokio::sync::Mutex::new(()),
+                authz: authorize::Authz::default(),
             }),
             metrics: None,
         };
@@ -101,6 +103,10 @@ impl<S: Store> ApiService<S> {
                     Err(e) => return Err(e.into()),
                 }
             }
+        }
+        if svc.inner.config.authorization {
+            authorize::bootstrap(&svc.inner.store).await?;
+            svc.inner.authz.changed(&svc.inner.store).await;
         }
         if svc.inner.config.resources.is_some() {
             return Ok(svc);
@@ -194,6 +200,7 @@ where
     }
 }
 
+mod authorize;
 mod bind;
 mod config;
 mod connect;
@@ -205,6 +212,7 @@ mod log;
 mod metrics;
 mod read;
 mod response;
+mod review;
 mod target;
 mod update;
 mod watch;
@@ -270,8 +278,17 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let user = authorize::authorize(
+        &inner,
+        parts.extensions.get::<crate::serve::UserInfo>().cloned(),
+        &parts.method,
+        &path,
+        &query,
+        &parts.headers,
+    )
+    .await?;
     let ctx = Ctx {
-        user: parts.extensions.get::<crate::serve::UserInfo>().cloned(),
+        user,
         warnings: std::sync::Mutex::new(Vec::new()),
         table: accept.contains("as=Table"),
         include: query
@@ -381,6 +398,9 @@ where
     };
     let m = parts.method;
     let res = dispatch(&inner, &target, &ctx, &m, read).await;
+    if m != Method::GET && target.def.group == "rbac.authorization.k8s.io" {
+        inner.authz.changed(&inner.store).await;
+    }
     let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
     res.map(|mut r| {
         for w in warnings {
@@ -435,7 +455,7 @@ where
         return match (m, &target.name) {
             (&Method::POST, None) => {
                 let b = read().await?;
-                review(target, ctx, &b)
+                review::review(inner, target, ctx, &b).await
             }
             _ => Err(ApiError::new(
                 405,
@@ -562,39 +582,4 @@ fn set_meta(v: &mut Value, k: &str, x: Value) {
             }
         }
     }
-}
-
-/// Answers SelfSubjectReview (who am I) and SelfSubjectAccessReview (always allowed: there is
-/// no authorization layer).
-fn review(t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
-    // kubectl sends reviews as protobuf; the request carries nothing the answer depends on.
-    let mut v = if ctx.content_type.contains("protobuf") {
-        json!({"metadata": {}, "spec": {}})
-    } else {
-        parse_body(ctx, body)?
-    };
-    let (name, groups) = match &ctx.user {
-        Some(u) => (u.name.clone(), u.groups.clone()),
-        None => (
-            "system:apiserver".to_owned(),
-            vec!["system:masters".to_owned()],
-        ),
-    };
-    let mut all_groups = groups;
-    all_groups.push("system:authenticated".into());
-    let status = match t.def.kind.as_str() {
-        "SelfSubjectReview" => json!({"userInfo": {"username": name, "groups": all_groups}}),
-        _ => {
-            json!({"allowed": true, "reason": "no authorization is configured: every authenticated user may do everything"})
-        }
-    };
-    if let Some(m) = v.as_object_mut() {
-        m.insert(
-            "apiVersion".into(),
-            Value::String(t.def.api_version(&t.version)),
-        );
-        m.insert("kind".into(), Value::String(t.def.kind.clone()));
-        m.insert("status".into(), status);
-    }
-    Ok(json_response(201, &v))
 }

@@ -40,6 +40,21 @@ impl ApiError {
         )
     }
 
+    /// Kubernetes' 403 for a request its authorizers did not allow.
+    pub(crate) fn forbidden(a: &crate::authz::Attributes, reason: &str) -> Self {
+        let mut d = serde_json::Map::new();
+        for (k, v) in [
+            ("name", &a.name),
+            ("group", &a.api_group),
+            ("kind", &a.resource),
+        ] {
+            if !v.is_empty() {
+                d.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        Self::new(403, "Forbidden", a.forbidden_message(reason)).details(Value::Object(d))
+    }
+
     pub(super) fn details(mut self, d: Value) -> Self {
         self.details = Some(d);
         self

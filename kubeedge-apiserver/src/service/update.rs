@@ -129,6 +129,7 @@ async fn write_update<S: Store>(
     check_schema(t, ctx, &mut new)?;
     let mut causes = uid_causes;
     causes.extend(objects::validate(def, &new));
+    causes.extend(crate::authz::validate::update(&def.kind, &oldv, &new));
     causes.extend(validation::update_causes(
         def,
         &oldv,

@@ -1,0 +1,346 @@
+//! The authorization step of a request, after authentication: impersonation (`Impersonate-*`
+//! headers, each impersonated name checked with the `impersonate` verb), then the decision on
+//! what the request asks. In-process callers (no authenticated user) are trusted, as before.
+//!
+//! RBAC decides from a snapshot of the four RBAC kinds. Every RBAC write through this service
+//! rebuilds the snapshot before it is answered, so a binding applies to the request right
+//! after it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use super::{ApiError, Inner};
+use crate::authz::rbac::{self, Policy};
+use crate::authz::{bootstrap, effective_groups, Attributes, Decision, MASTERS};
+use crate::error::StoreError;
+use crate::serve::UserInfo;
+use crate::store::{ObjectKey, Scope, Store, WriteOp};
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// The RBAC snapshot and what makes it stale.
+#[derive(Debug, Default)]
+pub(super) struct Authz {
+    /// Bumped by every RBAC write.
+    generation: AtomicU64,
+    /// The snapshot and the generation it was built at.
+    snapshot: tokio::sync::RwLock<(u64, Arc<Policy>)>,
+    /// One rebuild at a time.
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+impl Authz {
+    /// Marks the snapshot stale after an RBAC write and rebuilds it now, which also stores
+    /// the aggregated ClusterRoles' new rules. A failed rebuild is retried by the next request.
+    pub(super) async fn changed<S: Store>(&self, store: &S) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.policy(store).await {
+            tracing::debug!(error = %e.message, "rbac snapshot not rebuilt");
+        }
+    }
+
+    /// The current snapshot, rebuilt from the store when an RBAC write made it stale.
+    async fn policy<S: Store>(&self, store: &S) -> Result<Arc<Policy>, ApiError> {
+        let wanted = self.generation.load(Ordering::SeqCst) + 1;
+        {
+            let s = self.snapshot.read().await;
+            if s.0 == wanted {
+                return Ok(Arc::clone(&s.1));
+            }
+        }
+        let _one = self.rebuild.lock().await;
+        let wanted = self.generation.load(Ordering::SeqCst) + 1;
+        {
+            let s = self.snapshot.read().await;
+            if s.0 == wanted {
+                return Ok(Arc::clone(&s.1));
+            }
+        }
+        let cluster_roles = load(store, "clusterroles").await?;
+        let policy = Arc::new(Policy::new(
+            &cluster_roles,
+            &load(store, "roles").await?,
+            &load(store, "clusterrolebindings").await?,
+            &load(store, "rolebindings").await?,
+        ));
+        write_aggregated(store, &cluster_roles).await;
+        *self.snapshot.write().await = (wanted, Arc::clone(&policy));
+        Ok(policy)
+    }
+}
+
+async fn load<S: Store>(store: &S, resource: &str) -> Result<Vec<Value>, ApiError> {
+    let page = store
+        .list(
+            Scope {
+                resource: format!("{RBAC_GROUP}/{resource}"),
+                namespace: None,
+            },
+            None,
+            None,
+        )
+        .await
+        .map_err(super::store_internal)?;
+    Ok(page.items.iter().filter_map(|s| s.value().ok()).collect())
+}
+
+/// Stores the computed rules of aggregated ClusterRoles whose stored rules differ (the
+/// aggregation controller's job). A failed write is retried on the next rebuild.
+async fn write_aggregated<S: Store>(store: &S, cluster_roles: &[Value]) {
+    for (name, rules) in rbac::aggregate(cluster_roles) {
+        let Some(stored) = cluster_roles
+            .iter()
+            .find(|r| r.pointer("/metadata/name").and_then(Value::as_str) == Some(&name))
+        else {
+            continue;
+        };
+        let want: Vec<Value> = rules.iter().map(rbac::Rule::to_value).collect();
+        let have: Vec<rbac::Rule> = stored
+            .get("rules")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(rbac::Rule::from_value).collect())
+            .unwrap_or_default();
+        if have == rules {
+            continue;
+        }
+        let mut updated = stored.clone();
+        updated["rules"] = Value::Array(want);
+        let rv = stored
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok());
+        let key = ObjectKey::new(format!("{RBAC_GROUP}/clusterroles"), "", &name);
+        if let Err(e) = store
+            .write(WriteOp::Update {
+                key,
+                value: updated,
+                expected_rv: rv,
+            })
+            .await
+        {
+            tracing::debug!(role = %name, error = %e, "aggregated cluster role not written");
+        }
+    }
+}
+
+/// Creates the default ClusterRoles and ClusterRoleBindings, and puts back changed ones whose
+/// `autoupdate` annotation is not `"false"`.
+pub(super) async fn bootstrap<S: Store>(store: &S) -> Result<(), StoreError> {
+    let sets = [
+        ("clusterroles", bootstrap::cluster_roles()),
+        ("clusterrolebindings", bootstrap::cluster_role_bindings()),
+    ];
+    for (resource, objects) in sets {
+        for mut obj in objects {
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let key = ObjectKey::new(format!("{RBAC_GROUP}/{resource}"), "", &name);
+            match store.get(key.clone()).await? {
+                None => {
+                    obj["metadata"]["uid"] = Value::String(uuid::Uuid::new_v4().to_string());
+                    obj["metadata"]["creationTimestamp"] = Value::String(crate::time::now());
+                    match store.write(WriteOp::Create { key, value: obj }).await {
+                        Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(stored) => {
+                    let have = stored.value()?;
+                    let keep = have
+                        .pointer(
+                            "/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate",
+                        )
+                        .and_then(Value::as_str)
+                        == Some("false");
+                    // An aggregated role's rules are computed, so only its selectors are put
+                    // back.
+                    let mut fields = vec!["rules", "aggregationRule", "roleRef", "subjects"];
+                    if obj.get("aggregationRule").is_some() {
+                        fields.retain(|f| *f != "rules");
+                    }
+                    let mut updated = have.clone();
+                    for k in fields {
+                        match (obj.get(k), updated.as_object_mut()) {
+                            (Some(v), Some(m)) => {
+                                m.insert(k.into(), v.clone());
+                            }
+                            (None, Some(m)) => {
+                                m.remove(k);
+                            }
+                            _ => {}
+                        }
+                    }
+                    if keep || updated == have {
+                        continue;
+                    }
+                    store
+                        .write(WriteOp::Update {
+                            key,
+                            value: updated,
+                            expected_rv: Some(stored.rv),
+                        })
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The user a request runs as: the authenticated one, or the one it impersonates when the
+/// authenticated user may. `None` for in-process callers.
+async fn acting_user<S: Store>(
+    inner: &Inner<S>,
+    user: UserInfo,
+    headers: &HeaderMap,
+) -> Result<UserInfo, ApiError> {
+    let all = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let target = all("impersonate-user").into_iter().next();
+    let groups = all("impersonate-group");
+    let extras: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = k.as_str().strip_prefix("impersonate-extra-")?;
+            Some((key.to_owned(), v.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let uid = all("impersonate-uid").into_iter().next();
+    let Some(target) = target else {
+        if !groups.is_empty() || !extras.is_empty() || uid.is_some() {
+            return Err(ApiError::bad_request(
+                "requested impersonation of groups, extra or uid without impersonating a user",
+            ));
+        }
+        return Ok(user);
+    };
+    let actor = UserInfo {
+        name: user.name.clone(),
+        groups: effective_groups(&user),
+    };
+    let ask = |resource: &str, group: &str, sub: &str, ns: &str, name: &str| Attributes {
+        user: actor.name.clone(),
+        groups: actor.groups.clone(),
+        verb: "impersonate".into(),
+        resource_request: true,
+        api_group: group.into(),
+        api_version: "*".into(),
+        resource: resource.into(),
+        subresource: sub.into(),
+        namespace: ns.into(),
+        name: name.into(),
+        path: String::new(),
+    };
+    let mut checks = Vec::new();
+    let mut implied = Vec::new();
+    match target
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
+        Some((ns, name)) => {
+            checks.push(ask("serviceaccounts", "", "", ns, name));
+            implied = vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{ns}"),
+            ];
+        }
+        None => checks.push(ask("users", "", "", "", &target)),
+    }
+    for g in &groups {
+        checks.push(ask("groups", "", "", "", g));
+    }
+    for (k, v) in &extras {
+        checks.push(ask("userextras", "authentication.k8s.io", k, "", v));
+    }
+    if let Some(u) = &uid {
+        checks.push(ask("uids", "authentication.k8s.io", "", "", u));
+    }
+    for a in &checks {
+        let (d, why) = decide(inner, a).await?;
+        if d != Decision::Allow {
+            return Err(ApiError::forbidden(a, &why));
+        }
+    }
+    let mut all_groups = groups;
+    for g in implied {
+        if !all_groups.contains(&g) {
+            all_groups.push(g);
+        }
+    }
+    let as_user = UserInfo {
+        name: target,
+        groups: all_groups,
+    };
+    if as_user.name == "system:anonymous" {
+        let mut u = as_user;
+        if !u.groups.iter().any(|g| g == "system:unauthenticated") {
+            u.groups.push("system:unauthenticated".into());
+        }
+        return Ok(u);
+    }
+    Ok(as_user)
+}
+
+/// The union of authorizers: `system:masters` may do everything, then RBAC.
+pub(super) async fn decide<S: Store>(
+    inner: &Inner<S>,
+    a: &Attributes,
+) -> Result<(Decision, String), ApiError> {
+    if a.groups.iter().any(|g| g == MASTERS) {
+        return Ok((Decision::Allow, String::new()));
+    }
+    let policy = inner.authz.policy(&inner.store).await?;
+    Ok(policy.authorize(a))
+}
+
+/// The RBAC rules that apply to a user in a namespace (SelfSubjectRulesReview).
+pub(super) async fn rules_for<S: Store>(
+    inner: &Inner<S>,
+    user: &UserInfo,
+    namespace: &str,
+) -> Result<Vec<rbac::Rule>, ApiError> {
+    let policy = inner.authz.policy(&inner.store).await?;
+    Ok(policy.rules_for(&user.name, &effective_groups(user), namespace))
+}
+
+/// Authorizes a request: returns the user it runs as (impersonation applied), or the 403.
+/// In-process requests (no user) are trusted and pass unchanged.
+pub(super) async fn authorize<S: Store>(
+    inner: &Inner<S>,
+    user: Option<UserInfo>,
+    method: &http::Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Option<UserInfo>, ApiError> {
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    if !inner.config.authorization {
+        return Ok(Some(user));
+    }
+    let user = acting_user(inner, user, headers).await?;
+    let acting = UserInfo {
+        name: user.name.clone(),
+        groups: effective_groups(&user),
+    };
+    let a = Attributes::from_request(&acting, method, path, query);
+    let (d, why) = decide(inner, &a).await?;
+    if d != Decision::Allow {
+        tracing::debug!(user = %a.user, verb = %a.verb, resource = %a.full_resource(), path, "forbidden");
+        return Err(ApiError::forbidden(&a, &why));
+    }
+    Ok(Some(user))
+}
