@@ -53,7 +53,7 @@ fn aggregated(name: &str, label: Option<&str>, selects: &str) -> Value {
 }
 
 /// `system:node`'s rules (`NodeRules()`), for the resources a kubelet uses.
-fn node_rules() -> Vec<Value> {
+pub(crate) fn node_rules() -> Vec<Value> {
     vec![
         rule(&["create"], "authentication.k8s.io", &["tokenreviews"]),
         rule(

@@ -6,7 +6,9 @@
 //! carry Kubernetes' message (`User "u" cannot get resource "pods" in API group "" in the
 //! namespace "ns"`).
 
+pub(crate) mod admission;
 pub(crate) mod bootstrap;
+pub(crate) mod node;
 pub(crate) mod rbac;
 pub(crate) mod validate;
 
@@ -47,6 +49,8 @@ pub struct Attributes {
     pub name: String,
     /// The request path (for non-resource requests).
     pub path: String,
+    /// The raw field selector of a list or watch (`spec.nodeName=n1`), or `""`.
+    pub field_selector: String,
 }
 
 impl Attributes {
@@ -117,6 +121,7 @@ impl Attributes {
         }
         // A list or watch of one object by `metadata.name` is about that object.
         if matches!(a.verb.as_str(), "list" | "watch") {
+            a.field_selector = query.get("fieldSelector").cloned().unwrap_or_default();
             if let Some(name) = query.get("fieldSelector").and_then(|s| {
                 s.split(',').find_map(|t| {
                     let v = t.trim().strip_prefix("metadata.name")?;

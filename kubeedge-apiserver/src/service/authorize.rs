@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{ApiError, Inner};
 use crate::authz::rbac::{self, Policy};
-use crate::authz::{bootstrap, effective_groups, Attributes, Decision, MASTERS};
+use crate::authz::{admission, bootstrap, effective_groups, node, Attributes, Decision, MASTERS};
 use crate::error::StoreError;
 use crate::serve::UserInfo;
 use crate::store::{ObjectKey, Scope, Store, WriteOp};
@@ -242,6 +242,7 @@ async fn acting_user<S: Store>(
         namespace: ns.into(),
         name: name.into(),
         path: String::new(),
+        field_selector: String::new(),
     };
     let mut checks = Vec::new();
     let mut implied = Vec::new();
@@ -293,7 +294,20 @@ async fn acting_user<S: Store>(
     Ok(as_user)
 }
 
-/// The union of authorizers: `system:masters` may do everything, then RBAC.
+/// The user an in-process request names in `Impersonate-User`/`Impersonate-Group`, if any.
+fn trusted_impersonation(headers: &HeaderMap) -> Option<UserInfo> {
+    let name = headers.get("impersonate-user")?.to_str().ok()?.to_owned();
+    let groups = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    Some(UserInfo { name, groups })
+}
+
+/// The union of authorizers, as kube-apiserver's `--authorization-mode=Node,RBAC`:
+/// `system:masters` may do everything, then the Node authorizer for nodes, then RBAC. The first
+/// decision wins; the reasons of those without an opinion are joined.
 pub(super) async fn decide<S: Store>(
     inner: &Inner<S>,
     a: &Attributes,
@@ -301,8 +315,64 @@ pub(super) async fn decide<S: Store>(
     if a.groups.iter().any(|g| g == MASTERS) {
         return Ok((Decision::Allow, String::new()));
     }
+    let mut reasons = Vec::new();
+    if let Some(node) = node::node_name(&a.user, &a.groups) {
+        let (d, why) = if node.is_empty() {
+            (
+                Decision::NoOpinion,
+                format!("unknown node for user {:?}", a.user),
+            )
+        } else {
+            node::authorize(&inner.store, &node, a)
+                .await
+                .map_err(super::store_internal)?
+        };
+        if d != Decision::NoOpinion {
+            return Ok((d, why));
+        }
+        reasons.push(why);
+    }
     let policy = inner.authz.policy(&inner.store).await?;
-    Ok(policy.authorize(a))
+    let (d, why) = policy.authorize(a);
+    if d != Decision::NoOpinion {
+        return Ok((d, why));
+    }
+    reasons.push(why);
+    reasons.retain(|r| !r.is_empty());
+    Ok((Decision::NoOpinion, reasons.join("\n")))
+}
+
+/// Whether the request runs as a node.
+pub(super) fn is_node(user: Option<&UserInfo>) -> bool {
+    user.is_some_and(|u| node::node_name(&u.name, &u.groups).is_some())
+}
+
+/// NodeRestriction for a write by a node; other users pass.
+pub(super) fn admit(user: Option<&UserInfo>, r: &admission::Request<'_>) -> Result<(), ApiError> {
+    let Some(node) = user.and_then(|u| node::node_name(&u.name, &u.groups)) else {
+        return Ok(());
+    };
+    admission::node_restriction(&node, r).map_err(|msg| {
+        let gr = if r.group.is_empty() {
+            r.resource.to_owned()
+        } else {
+            format!("{}.{}", r.resource, r.group)
+        };
+        let name = if r.name.is_empty() {
+            r.new
+                .and_then(|v| v.pointer("/metadata/name"))
+                .and_then(Value::as_str)
+                .unwrap_or("Unknown")
+        } else {
+            r.name
+        };
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!("{gr} \"{name}\" is forbidden: {msg}"),
+        )
+        .details(serde_json::json!({"name": name, "group": r.group, "kind": r.resource}))
+    })
 }
 
 /// The RBAC rules that apply to a user in a namespace (SelfSubjectRulesReview).
@@ -316,7 +386,7 @@ pub(super) async fn rules_for<S: Store>(
 }
 
 /// Authorizes a request: returns the user it runs as (impersonation applied), or the 403.
-/// In-process requests (no user) are trusted and pass unchanged.
+/// In-process requests (no user) are trusted and pass unchanged, unless they impersonate.
 pub(super) async fn authorize<S: Store>(
     inner: &Inner<S>,
     user: Option<UserInfo>,
@@ -325,13 +395,18 @@ pub(super) async fn authorize<S: Store>(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<Option<UserInfo>, ApiError> {
-    let Some(user) = user else {
-        return Ok(None);
-    };
     if !inner.config.authorization {
-        return Ok(Some(user));
+        return Ok(user);
     }
-    let user = acting_user(inner, user, headers).await?;
+    let user = match user {
+        Some(user) => acting_user(inner, user, headers).await?,
+        // In process: trusted, and free to act as anyone (cloudcore runs a node's requests as
+        // that node), which is then authorized like anyone.
+        None => match trusted_impersonation(headers) {
+            Some(u) => u,
+            None => return Ok(None),
+        },
+    };
     let acting = UserInfo {
         name: user.name.clone(),
         groups: effective_groups(&user),

@@ -154,6 +154,19 @@ pub(super) async fn create_value<S: Store>(
     if !causes.is_empty() {
         return Err(ApiError::invalid(def, &name, &causes));
     }
+    authorize::admit(
+        ctx.user.as_ref(),
+        &admission::Request {
+            op: admission::Op::Create,
+            group: &def.group,
+            resource: &def.plural,
+            subresource: "",
+            namespace: t.namespace.as_deref().unwrap_or_default(),
+            name: &name,
+            old: None,
+            new: Some(v),
+        },
+    )?;
     let _ip_guard = if def.kind == "Service" {
         let guard = inner.service_ips.lock().await;
         allocate_cluster_ip(inner, v).await?;

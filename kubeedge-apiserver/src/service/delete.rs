@@ -62,6 +62,22 @@ fn delete_opts(ctx: &Ctx, body: &[u8]) -> Result<DeleteOpts, ApiError> {
 
 pub(super) async fn delete<S: Store>(inner: &Inner<S>, t: &Target, ctx: &Ctx, body: &[u8]) -> Res {
     let opts = delete_opts(ctx, body)?;
+    if authorize::is_node(ctx.user.as_ref()) {
+        let old = load(inner, t).await?.value().map_err(store_internal)?;
+        authorize::admit(
+            ctx.user.as_ref(),
+            &admission::Request {
+                op: admission::Op::Delete,
+                group: &t.def.group,
+                resource: &t.def.plural,
+                subresource: "",
+                namespace: t.namespace.as_deref().unwrap_or_default(),
+                name: target_name(t),
+                old: Some(&old),
+                new: None,
+            },
+        )?;
+    }
     let out = delete_one(inner, t, target_name(t), &opts).await?;
     Ok(render(t, ctx, 200, out))
 }

@@ -12,6 +12,7 @@ use http::{header, Method, Request, Response};
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
+use crate::authz::admission;
 use crate::body::ResponseBody;
 use crate::error::{Error, StoreError};
 use crate::objects::{self, Cause};

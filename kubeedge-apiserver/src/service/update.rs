@@ -124,6 +124,21 @@ async fn write_update<S: Store>(
             ));
         }
     }
+    // NodeRestriction sees the object as sent, before the status strategy drops what a
+    // status update may not change (upstream runs admission before the strategy too).
+    authorize::admit(
+        ctx.user.as_ref(),
+        &admission::Request {
+            op: admission::Op::Update,
+            group: &def.group,
+            resource: &def.plural,
+            subresource: t.sub.as_deref().unwrap_or_default(),
+            namespace: t.namespace.as_deref().unwrap_or_default(),
+            name,
+            old: Some(&oldv),
+            new: Some(&new),
+        },
+    )?;
     let uid_causes = validation::uid_causes(&oldv, &new);
     let mut new = prepare_update(t, &oldv, new);
     check_schema(t, ctx, &mut new)?;
