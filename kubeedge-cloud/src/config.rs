@@ -420,6 +420,7 @@ impl CloudCoreFile {
                 .enable
                 .then(DynamicConfig::default),
             device: self.device_settings()?,
+            node_authorization: authorization != Some(false),
         })
     }
 
@@ -481,6 +482,9 @@ pub struct Settings {
     pub dynamic: Option<DynamicConfig>,
     /// Device controller (`None`: disabled).
     pub device: Option<crate::devicecontroller::DeviceControllerConfig>,
+    /// Node authorization: edges' requests run as their node. Off only when
+    /// `cloudHub.authorization.enable: false` is written out (upstream compatibility).
+    pub node_authorization: bool,
 }
 
 #[cfg(test)]

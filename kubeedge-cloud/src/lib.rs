@@ -79,6 +79,7 @@ pub mod dynamiccontroller;
 pub mod edgecontroller;
 mod error;
 pub mod hub;
+mod impersonate;
 pub mod metrics;
 pub mod monitor;
 mod object;

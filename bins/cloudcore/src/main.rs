@@ -333,14 +333,24 @@ async fn run(
         }
     }
     let mut controllers = ControllersConfig::default();
-    controllers.edge = settings.edge_controller.clone();
+    // Embedded: the API is ours, so edges' requests run as their node and its Node authorizer
+    // decides them. On a real cluster, as upstream, as cloudcore (impersonation would need
+    // extra RBAC).
+    let as_nodes = embedded.is_some() && settings.node_authorization;
+    if embedded.is_some() && !settings.node_authorization {
+        tracing::warn!(
+            "cloudHub.authorization.enable is false: edge nodes' requests run as cloudcore, without node authorization"
+        );
+    }
+    controllers.edge = settings.edge_controller.clone().map(|mut e| {
+        e.impersonate_nodes = as_nodes;
+        e
+    });
     controllers.sync = settings.sync.clone();
     controllers.device = settings.device.clone();
     controllers.metrics = Some(sync_metrics);
     controllers.dynamic = settings.dynamic.clone().map(|mut d| {
-        // Embedded: the API is ours, so requests run as the node. On a real cluster, as
-        // upstream, as cloudcore (impersonation would need extra RBAC).
-        d.impersonate_nodes = embedded.is_some();
+        d.impersonate_nodes = as_nodes;
         d
     });
     let _ = ready.send(true);

@@ -52,6 +52,10 @@ pub struct EdgeControllerConfig {
     pub worker_queue: usize,
     /// Which upstream's error replies to follow.
     pub compat: Compat,
+    /// Run each node's requests as that node (`system:node:<name>` in `system:nodes`), so
+    /// that the API server's Node authorizer and NodeRestriction decide them. Needs the
+    /// `impersonate` permission on a real cluster; cloudcore turns it on for its embedded API.
+    pub impersonate_nodes: bool,
 }
 
 impl Default for EdgeControllerConfig {
@@ -60,6 +64,7 @@ impl Default for EdgeControllerConfig {
             upstream_workers: 32,
             worker_queue: 256,
             compat: Compat::Latest,
+            impersonate_nodes: false,
         }
     }
 }
@@ -297,6 +302,7 @@ impl EdgeController {
             sync: self.sync.clone(),
             state: self.state.clone(),
             compat: self.config.compat,
+            impersonate: self.config.impersonate_nodes,
         });
         let workers = self.config.upstream_workers.max(1);
         let mut queues = Vec::with_capacity(workers);

@@ -36,9 +36,32 @@ pub(crate) struct Ctx {
     pub(crate) sync: SyncHandle,
     pub(crate) state: Arc<Mutex<State>>,
     pub(crate) compat: Compat,
+    /// Run each node's requests as that node.
+    pub(crate) impersonate: bool,
 }
 
 impl Ctx {
+    /// This context with a client acting as `node` (when impersonating).
+    fn for_node(&self, node: &str) -> Self {
+        Self {
+            client: if self.impersonate {
+                crate::impersonate::as_node(&self.client, node)
+            } else {
+                self.client.clone()
+            },
+            sync: self.sync.clone(),
+            state: Arc::clone(&self.state),
+            compat: self.compat,
+            impersonate: self.impersonate,
+        }
+    }
+
+    /// Whether `node` may change the object `name` of its own kind here, checked before the
+    /// API is asked. With impersonation the API server decides (with Kubernetes' message).
+    fn owns(&self, node: &str, name: &str) -> bool {
+        self.impersonate || name == node
+    }
+
     fn cached_pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
         self.state
             .lock()
@@ -129,6 +152,8 @@ pub(crate) async fn handle(ctx: &Ctx, node: &str, msg: &Message) -> Option<Messa
         .operation
         .clone()
         .unwrap_or(Operation::Unknown(String::new()));
+    let node_ctx = ctx.for_node(node);
+    let ctx = &node_ctx;
     match (rtype, &op) {
         (ResourceType::Node, Operation::Query) => query_node(ctx, msg, &name).await,
         (ResourceType::Node, Operation::Insert) => Some(insert_node(ctx, node, msg, &name).await),

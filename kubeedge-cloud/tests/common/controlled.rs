@@ -56,6 +56,17 @@ pub fn start_controllers(
     CancellationToken,
     tokio::task::JoinHandle<Result<(), kubeedge_cloud::ControllerError>>,
 ) {
+    start_controllers_with(cloud, client, controllers())
+}
+
+pub fn start_controllers_with(
+    cloud: &mut Cloud,
+    client: &kube::Client,
+    config: ControllersConfig,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), kubeedge_cloud::ControllerError>>,
+) {
     let up = std::mem::replace(&mut cloud.up, mpsc::channel(1).1);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(kubeedge_cloud::run_controllers(
@@ -63,16 +74,20 @@ pub fn start_controllers(
         cloud.hub.clone(),
         cloud.down.clone(),
         up,
-        controllers(),
+        config,
         cancel.clone(),
     ));
     (cancel, task)
 }
 
 pub async fn controlled() -> Result<Controlled> {
+    controlled_with(controllers()).await
+}
+
+pub async fn controlled_with(config: ControllersConfig) -> Result<Controlled> {
     let (dir, client) = api().await?;
     let mut cloud = cloud(fast()).await?;
-    let (cancel, task) = start_controllers(&mut cloud, &client);
+    let (cancel, task) = start_controllers_with(&mut cloud, &client, config);
     Ok(Controlled {
         cloud,
         client,

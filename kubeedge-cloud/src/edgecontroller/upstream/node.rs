@@ -28,7 +28,7 @@ pub(super) async fn query_node(ctx: &Ctx, msg: &Message, name: &str) -> Option<M
 }
 
 pub(super) async fn insert_node(ctx: &Ctx, node: &str, msg: &Message, name: &str) -> Message {
-    if name != node {
+    if !ctx.owns(node, name) {
         return reply(
             msg,
             object_resp::<Node>(None, Some(&forbidden(node, name))),
@@ -52,7 +52,7 @@ pub(super) async fn insert_node(ctx: &Ctx, node: &str, msg: &Message, name: &str
 }
 
 pub(super) async fn update_node(ctx: &Ctx, node: &str, msg: &Message, name: &str) -> Message {
-    if name != node {
+    if !ctx.owns(node, name) {
         return error_reply(ctx, msg, &forbidden(node, name).err_status.message);
     }
     let n: Node = match decode(msg) {
@@ -75,7 +75,7 @@ pub(super) async fn update_node(ctx: &Ctx, node: &str, msg: &Message, name: &str
 }
 
 pub(super) async fn patch_node(ctx: &Ctx, node: &str, msg: &Message, name: &str) -> Message {
-    if name != node {
+    if !ctx.owns(node, name) {
         return reply(
             msg,
             object_resp::<Node>(None, Some(&forbidden(node, name))),
@@ -110,7 +110,7 @@ struct NodeStatusRequest {
 }
 
 pub(super) async fn node_status(ctx: &Ctx, node: &str, msg: &Message, name: &str) -> Message {
-    if name != node {
+    if !ctx.owns(node, name) {
         return error_reply(ctx, msg, &forbidden(node, name).err_status.message);
     }
     let req: NodeStatusRequest = match decode(msg) {
@@ -136,7 +136,7 @@ pub(super) async fn lease(
     ns: &str,
     name: &str,
 ) -> Message {
-    if name != node {
+    if !ctx.owns(node, name) {
         return reply(
             msg,
             object_resp::<Lease>(None, Some(&forbidden(node, name))),

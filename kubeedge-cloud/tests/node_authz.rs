@@ -1,0 +1,212 @@
+//! Node authorization through the cloud, as cloudcore runs it on its embedded API: node A's
+//! messages (through the hub) and MetaServer Applications run as `system:node:A`, so the API
+//! server's Node authorizer and NodeRestriction decide them. Node A asks for node B's pod, for
+//! a Secret no pod of A uses, to change node B's status and to delete a Node: each is refused
+//! with Kubernetes' 403 and nothing changes, while A's own requests go through.
+
+mod common;
+
+use anyhow::{ensure, Result};
+use common::controlled::*;
+use common::*;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::api::{Api, PostParams};
+use kubeedge_proto::{Application, ApplicationStatus, ApplicationVerb, Content, Message, Route};
+use serde_json::{json, Value};
+
+const A: &str = "edge-a";
+const B: &str = "edge-b";
+
+fn as_nodes() -> kubeedge_cloud::ControllersConfig {
+    let mut c = controllers();
+    if let Some(e) = c.edge.as_mut() {
+        e.impersonate_nodes = true;
+    }
+    if let Some(d) = c.dynamic.as_mut() {
+        d.impersonate_nodes = true;
+    }
+    c
+}
+
+fn pod(name: &str, node: &str, secret: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"nodeName": node,
+        "containers": [{"name": "c", "image": "nginx"}],
+        "volumes": [{"name": "s", "secret": {"secretName": secret}}]}})
+}
+
+async fn setup(client: &kube::Client) -> Result<()> {
+    edge_node(client, A).await?;
+    edge_node(client, B).await?;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    for s in ["sa", "sb", "unused"] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": s}, "stringData": {"k": s}}))?,
+            )
+            .await?;
+    }
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    for (p, n, s) in [("pa", A, "sa"), ("pb", B, "sb")] {
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(pod(p, n, s))?,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn forbidden(app: &Application) -> String {
+    assert_eq!(app.status, ApplicationStatus::Rejected, "{}", app.reason);
+    assert_eq!(app.error.err_status.code, 403, "{:?}", app.error);
+    app.error.err_status.message.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metaserver_requests_run_as_the_node() -> Result<()> {
+    trace();
+    let c = controlled_with(as_nodes()).await?;
+    setup(&c.client).await?;
+    let em = edge_meta(&c.cloud, A).await?;
+    let user = "User \"system:node:edge-a\"";
+    let no_rel = "no relationship found between node 'edge-a' and this object";
+
+    // Its own: the pod, the secret the pod uses, its Node.
+    for key in [
+        "/core/v1/pods/default/pa",
+        "/core/v1/secrets/default/sa",
+        "/core/v1/nodes/null/edge-a",
+    ] {
+        let got = apply(&em.edge, application(ApplicationVerb::Get, key, A)).await?;
+        ensure!(
+            got.status == ApplicationStatus::Approved,
+            "{key}: {}",
+            got.reason
+        );
+    }
+
+    for (verb, key, want) in [
+        (
+            ApplicationVerb::Get,
+            "/core/v1/pods/default/pb",
+            format!("pods \"pb\" is forbidden: {user} cannot get resource \"pods\" in API group \"\" in the namespace \"default\": {no_rel}"),
+        ),
+        (
+            ApplicationVerb::Get,
+            "/core/v1/secrets/default/unused",
+            format!("secrets \"unused\" is forbidden: {user} cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": {no_rel}"),
+        ),
+        (
+            ApplicationVerb::Get,
+            "/core/v1/nodes/null/edge-b",
+            format!("nodes \"edge-b\" is forbidden: {user} cannot get resource \"nodes\" in API group \"\" at the cluster scope: node 'edge-a' cannot read 'edge-b', only its own Node object"),
+        ),
+        (
+            ApplicationVerb::Delete,
+            "/core/v1/nodes/null/edge-a",
+            format!("nodes \"edge-a\" is forbidden: {user} cannot delete resource \"nodes\" in API group \"\" at the cluster scope"),
+        ),
+    ] {
+        let got = apply(&em.edge, application(verb, key, A)).await?;
+        let msg = forbidden(&got);
+        ensure!(msg == want, "{key}:\n got: {msg}\nwant: {want}");
+    }
+
+    // Node B's status: NodeRestriction.
+    let mut app = application(
+        ApplicationVerb::UpdateStatus,
+        "/core/v1/nodes/null/edge-b",
+        A,
+    );
+    let mut b: Value = serde_json::to_value(Api::<Node>::all(c.client.clone()).get(B).await?)?;
+    b["status"]["phase"] = json!("Terminated");
+    app.set_req_body(&b)?;
+    let got = apply(&em.edge, app).await?;
+    let msg = forbidden(&got);
+    ensure!(
+        msg == "nodes \"edge-b\" is forbidden: node \"edge-a\" is not allowed to modify node \"edge-b\"",
+        "{msg}"
+    );
+
+    // Nothing changed.
+    let b = Api::<Node>::all(c.client.clone()).get(B).await?;
+    ensure!(b.status.and_then(|s| s.phase).as_deref() != Some("Terminated"));
+    Api::<Node>::all(c.client.clone()).get(A).await?;
+    Ok(())
+}
+
+fn request(op: &str, resource: &str, content: Content) -> Message {
+    Message::new(Route::new("edged", "meta", op, resource), content)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_messages_run_as_the_node() -> Result<()> {
+    trace();
+    let c = controlled_with(as_nodes()).await?;
+    setup(&c.client).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = join(&c.cloud, A, dir.path()).await?;
+    let e = edge(&c.cloud, A, tls);
+    within("connect", e.client.connected()).await??;
+
+    // The secret its pod uses is answered; another is not (upstream stays silent on a
+    // refused query, since an upstream edge would store any reply as the object).
+    let reply = e
+        .client
+        .request(request("query", "default/secret/sa", Content::null()), T)
+        .await?;
+    let v: Value = reply.content.decode()?;
+    ensure!(v["metadata"]["name"] == "sa", "{v}");
+    for other in ["default/secret/unused", "default/secret/sb"] {
+        let r = e
+            .client
+            .request(
+                request("query", other, Content::null()),
+                std::time::Duration::from_millis(500),
+            )
+            .await;
+        ensure!(r.is_err(), "{other} answered: {r:?}");
+    }
+
+    // Node B's status: the API's 403 comes back in the error reply.
+    let status = json!({"Status": {"phase": "Terminated", "conditions": []}});
+    let reply = e
+        .client
+        .request(
+            request(
+                "update",
+                "default/nodestatus/edge-b",
+                Content::json(&status)?,
+            ),
+            T,
+        )
+        .await?;
+    let text = format!("{:?}", reply.content);
+    ensure!(
+        text.contains("nodes \\\"edge-b\\\" is forbidden: node \\\"edge-a\\\" is not allowed to modify node \\\"edge-b\\\"")
+            || text.contains("nodes \"edge-b\" is forbidden: node \"edge-a\" is not allowed to modify node \"edge-b\""),
+        "{text}"
+    );
+    // Its own status goes through.
+    let reply = e
+        .client
+        .request(
+            request(
+                "update",
+                "default/nodestatus/edge-a",
+                Content::json(&json!({"Status": {"phase": "Running"}}))?,
+            ),
+            T,
+        )
+        .await?;
+    ensure!(
+        reply.route.operation_str() != "error",
+        "{:?}",
+        reply.content
+    );
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    ensure!(nodes.get(B).await?.status.and_then(|s| s.phase).as_deref() != Some("Terminated"));
+    ensure!(nodes.get(A).await?.status.and_then(|s| s.phase).as_deref() == Some("Running"));
+    Ok(())
+}
