@@ -105,4 +105,7 @@ pub enum Error {
     /// The kubeconfig could not be encoded.
     #[error("cannot encode kubeconfig")]
     Kubeconfig(#[source] serde_yaml::Error),
+    /// The ServiceAccount signing key is unusable.
+    #[error("service account key")]
+    Token(#[from] crate::authz::token::TokenError),
 }

@@ -37,6 +37,11 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
+/// A bearer token that is none of the configured ones: the API service checks it as a
+/// ServiceAccount token (and answers 401 if it is not one).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingToken(pub(crate) String);
+
 /// A certificate authority with a serving certificate it signed; it also issues client
 /// certificates.
 pub struct Pki {
@@ -74,6 +79,11 @@ fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
 
 /// Writes a file readable by its owner only (it may hold a private key).
 fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+    write_private_bytes(path, contents.as_bytes())
+}
+
+/// Writes bytes to a file readable by its owner only.
+pub(crate) fn write_private_bytes(path: &Path, contents: &[u8]) -> Result<(), Error> {
     use std::io::Write as _;
     let io = |source| Error::Io {
         what: format!("write {}", path.display()),
@@ -87,7 +97,7 @@ fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)
+    f.write_all(contents).map_err(io)
 }
 
 impl Pki {
@@ -368,14 +378,21 @@ fn cert_identity(der: &[u8]) -> Option<UserInfo> {
     Some(UserInfo { name, groups })
 }
 
+/// Who a request is: a verified client certificate, a configured token, a token for the API
+/// service to check, or anonymous for the health and version paths.
+enum Authn {
+    User(UserInfo),
+    Pending(PendingToken),
+}
+
 fn authenticate<B>(
     auth: &ServeConfig,
     cert_user: Option<&UserInfo>,
     req: &Request<B>,
-) -> Result<UserInfo, ApiError> {
+) -> Result<Authn, ApiError> {
     let path = req.uri().path();
     if let Some(u) = cert_user {
-        return Ok(u.clone());
+        return Ok(Authn::User(u.clone()));
     }
     if let Some(h) = req.headers().get(http::header::AUTHORIZATION) {
         let token = h
@@ -384,17 +401,19 @@ fn authenticate<B>(
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .unwrap_or_default();
-        return auth
-            .tokens
-            .get(token)
-            .cloned()
-            .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"));
+        if let Some(u) = auth.tokens.get(token) {
+            return Ok(Authn::User(u.clone()));
+        }
+        if token.split('.').count() == 3 {
+            return Ok(Authn::Pending(PendingToken(token.to_owned())));
+        }
+        return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
     }
     if matches!(path, "/healthz" | "/livez" | "/readyz" | "/version") {
-        return Ok(UserInfo {
+        return Ok(Authn::User(UserInfo {
             name: "system:anonymous".into(),
             groups: vec!["system:unauthenticated".into()],
-        });
+        }));
     }
     Err(ApiError::new(401, "Unauthorized", "Unauthorized"))
 }
@@ -517,9 +536,16 @@ async fn serve_conn<S: Store>(
         let cert_user = cert_user.clone();
         async move {
             let resp: Response<ResponseBody> = match authenticate(&auth, cert_user.as_ref(), &req) {
-                Ok(user) => {
+                Ok(who) => {
                     let mut req = req;
-                    req.extensions_mut().insert(user);
+                    match who {
+                        Authn::User(u) => {
+                            req.extensions_mut().insert(u);
+                        }
+                        Authn::Pending(t) => {
+                            req.extensions_mut().insert(t);
+                        }
+                    }
                     match service.oneshot(req).await {
                         Ok(r) => r,
                         Err(never) => match never {},

@@ -91,6 +91,11 @@ async fn a_user_gets_what_its_bindings_grant_and_the_kubernetes_403_otherwise() 
         !ok && err.contains("configmaps is forbidden: User \"alice\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"default\""),
         "{err}"
     );
+    let (ok, _, err) = run(&srv, &refs(&a(&["run", "web", "--image=nginx"]))).await?;
+    ensure!(
+        !ok && err.contains("pods is forbidden: User \"alice\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{err}"
+    );
     let (ok, _, err) = run(
         &srv,
         &refs(&a(&["get", "cm", "-n", "default", "--as", "bob"])),
@@ -139,6 +144,35 @@ async fn service_accounts_roles_aggregation_and_access_reviews() -> anyhow::Resu
         "--serviceaccount=default:bot",
     ])
     .await?;
+    // Its own token (TokenRequest, as `kubectl create token` asks) does what the Role allows.
+    srv.kubectl(&["create", "configmap", "settings", "--from-literal=a=b"])
+        .await?;
+    srv.kubectl(&["create", "configmap", "other", "--from-literal=a=b"])
+        .await?;
+    let token = srv.kubectl(&["create", "token", "bot"]).await?;
+    let bot = srv.path("bot.kubeconfig");
+    kubeedge_apiserver::write_kubeconfig(
+        &bot,
+        &format!("https://127.0.0.1:{}", srv.addr.port()),
+        &srv.pki.ca_pem(),
+        None,
+        Some(token.trim()),
+    )?;
+    let bot = bot.display().to_string();
+    let who = srv
+        .kubectl(&["--kubeconfig", &bot, "auth", "whoami"])
+        .await?;
+    ensure!(
+        who.contains(sa) && who.contains("system:serviceaccounts:default"),
+        "{who}"
+    );
+    srv.kubectl(&["--kubeconfig", &bot, "get", "configmap", "settings"])
+        .await?;
+    let (ok, _, err) = run(&srv, &["--kubeconfig", &bot, "get", "configmap", "other"]).await?;
+    ensure!(
+        !ok && err.contains(&format!("configmaps \"other\" is forbidden: User \"{sa}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\"")),
+        "{err}"
+    );
     for (verb, what, want) in [
         ("get", "configmap/settings", "yes"),
         ("get", "configmap/other", "no"),
@@ -148,6 +182,14 @@ async fn service_accounts_roles_aggregation_and_access_reviews() -> anyhow::Resu
         let (_, out, _) = run(&srv, &["auth", "can-i", verb, what, "--as", sa]).await?;
         ensure!(out == want, "{verb} {what}: {out}, want {want}");
     }
+    // A token dies with its ServiceAccount.
+    srv.kubectl(&["delete", "serviceaccount", "bot"]).await?;
+    let (ok, _, err) = run(
+        &srv,
+        &["--kubeconfig", &bot, "get", "configmap", "settings"],
+    )
+    .await?;
+    ensure!(!ok && err.contains("Unauthorized"), "{err}");
 
     // Aggregation: a ClusterRole labelled for `view` adds its rules to view, edit and admin.
     srv.kubectl(&[

@@ -30,6 +30,7 @@ fn as_nodes() -> kubeedge_cloud::ControllersConfig {
 
 fn pod(name: &str, node: &str, secret: &str) -> Value {
     json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"nodeName": node,
+        "serviceAccountName": "app",
         "containers": [{"name": "c", "image": "nginx"}],
         "volumes": [{"name": "s", "secret": {"secretName": secret}}]}})
 }
@@ -46,6 +47,12 @@ async fn setup(client: &kube::Client) -> Result<()> {
             )
             .await?;
     }
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::default_namespaced(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "app"}}))?,
+        )
+        .await?;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     for (p, n, s) in [("pa", A, "sa"), ("pb", B, "sb")] {
         pods.create(
@@ -167,6 +174,41 @@ async fn hub_messages_run_as_the_node() -> Result<()> {
             )
             .await;
         ensure!(r.is_err(), "{other} answered: {r:?}");
+    }
+
+    // A ServiceAccount token for its own pod, not for node B's.
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    for (pod, ok) in [("pa", true), ("pb", false)] {
+        let uid = pods.get(pod).await?.metadata.uid.unwrap_or_default();
+        let tr = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": ["https://kubernetes.default.svc.cluster.local"], "expirationSeconds": 3600,
+                     "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid}}});
+        let reply = e
+            .client
+            .request(
+                request(
+                    "query",
+                    "default/serviceaccounttoken/app",
+                    Content::json(&tr)?,
+                ),
+                T,
+            )
+            .await?;
+        let text = format!("{:?}", reply.content);
+        if ok {
+            let v: Value = reply.content.decode()?;
+            ensure!(
+                v["status"]["token"]
+                    .as_str()
+                    .is_some_and(|t| t.split('.').count() == 3),
+                "{v}"
+            );
+        } else {
+            ensure!(
+                text.contains("node requested token bound to a pod scheduled on a different node"),
+                "{text}"
+            );
+        }
     }
 
     // Node B's status: the API's 403 comes back in the error reply.

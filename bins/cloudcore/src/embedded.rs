@@ -38,6 +38,13 @@ pub(crate) async fn start(
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let store = kubeedge_apiserver::SqliteStore::open(args.data_dir.join("state.db"))?;
     let mut api_config = kubeedge_apiserver::ApiConfig::default();
+    // ServiceAccount tokens stay valid across restarts.
+    let pki_dir = args.data_dir.join("pki");
+    std::fs::create_dir_all(&pki_dir)
+        .with_context(|| format!("cannot create {}", pki_dir.display()))?;
+    api_config.service_account_key = Some(
+        kubeedge_apiserver::authz::token::SigningKey::load_or_generate(&pki_dir.join("sa.key"))?,
+    );
     // pods/log goes to the pod's node through the CloudStream tunnel, in process.
     api_config.node_proxy = Some(kubeedge_apiserver::NodeProxyHandle(std::sync::Arc::new(
         TunnelProxy(stream.clone()),

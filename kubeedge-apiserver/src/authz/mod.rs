@@ -10,6 +10,7 @@ pub(crate) mod admission;
 pub(crate) mod bootstrap;
 pub(crate) mod node;
 pub(crate) mod rbac;
+pub mod token;
 pub(crate) mod validate;
 
 use std::collections::HashMap;

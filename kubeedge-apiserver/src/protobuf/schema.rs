@@ -415,6 +415,40 @@ msg!(
     [(1, "username", Str), (2, "uid", Str), (3, "groups", RepStr)]
 );
 
+msg!(
+    TOKEN_REQUEST,
+    "TokenRequest",
+    [
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "spec", Msg(&TOKEN_REQUEST_SPEC)),
+        (3, "status", Msg(&TOKEN_REQUEST_STATUS)),
+    ]
+);
+msg!(
+    TOKEN_REQUEST_SPEC,
+    "TokenRequestSpec",
+    [
+        (1, "audiences", RepStr),
+        (3, "boundObjectRef", Msg(&BOUND_OBJECT_REF)),
+        (4, "expirationSeconds", OptInt),
+    ]
+);
+msg!(
+    BOUND_OBJECT_REF,
+    "BoundObjectReference",
+    [
+        (1, "kind", Str),
+        (2, "apiVersion", Str),
+        (3, "name", Str),
+        (4, "uid", Str),
+    ]
+);
+msg!(
+    TOKEN_REQUEST_STATUS,
+    "TokenRequestStatus",
+    [(1, "token", Str), (2, "expirationTimestamp", Time)]
+);
+
 /// The object types a protobuf body may carry.
 pub(super) fn schema(api_version: &str, kind: &str) -> Option<&'static Msg> {
     Some(match (api_version, kind) {
@@ -433,6 +467,7 @@ pub(super) fn schema(api_version: &str, kind: &str) -> Option<&'static Msg> {
         ) => &ACCESS_REVIEW,
         ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => &RULES_REVIEW,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => &SELF_REVIEW,
+        ("authentication.k8s.io/v1", "TokenRequest") => &TOKEN_REQUEST,
         _ => return None,
     })
 }

@@ -25,6 +25,9 @@ pub struct ApiConfig {
     /// Kubernetes' default ClusterRoles and bindings at start. Off: every authenticated user
     /// may do everything. In-process callers are trusted either way.
     pub authorization: bool,
+    /// The key ServiceAccount tokens are signed with; `None` makes one at start (tokens then
+    /// last until a restart).
+    pub service_account_key: Option<crate::authz::token::SigningKey>,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +41,7 @@ impl Default for ApiConfig {
             default_namespaces: true,
             node_proxy: None,
             authorization: true,
+            service_account_key: None,
         }
     }
 }

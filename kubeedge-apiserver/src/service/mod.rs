@@ -33,6 +33,7 @@ struct Inner<S> {
     watches: Arc<AtomicUsize>,
     service_ips: tokio::sync::Mutex<()>,
     authz: authorize::Authz,
+    tokens: crate::authz::token::TokenIssuer,
 }
 
 /// The Kubernetes REST API over a [`Store`]. Cheap to clone.
@@ -70,6 +71,11 @@ impl<S: Store> ApiService<S> {
             None => Registry::new(),
         };
         let default_namespaces = config.default_namespaces;
+        let key = match &config.service_account_key {
+            Some(k) => k.clone(),
+            None => crate::authz::token::SigningKey::generate()?,
+        };
+        let tokens = crate::authz::token::TokenIssuer::new(&key.0)?;
         let svc = Self {
             inner: Arc::new(Inner {
                 store,
@@ -78,6 +84,7 @@ impl<S: Store> ApiService<S> {
                 watches: Arc::new(AtomicUsize::new(0)),
                 service_ips: tokio::sync::Mutex::new(()),
                 authz: authorize::Authz::default(),
+                tokens,
             }),
             metrics: None,
         };
@@ -215,6 +222,7 @@ mod read;
 mod response;
 mod review;
 mod target;
+mod token;
 mod update;
 mod watch;
 
@@ -279,9 +287,15 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let mut authenticated = parts.extensions.get::<crate::serve::UserInfo>().cloned();
+    if authenticated.is_none() {
+        if let Some(crate::serve::PendingToken(t)) = parts.extensions.get() {
+            authenticated = Some(token::authenticate(&inner, t).await?);
+        }
+    }
     let user = authorize::authorize(
         &inner,
-        parts.extensions.get::<crate::serve::UserInfo>().cloned(),
+        authenticated,
         &parts.method,
         &path,
         &query,
@@ -466,6 +480,15 @@ where
         };
     }
     match (m, &target.name, target.sub.as_deref()) {
+        (&Method::POST, Some(_), Some("token")) => {
+            let b = read().await?;
+            token::create(inner, target, ctx, &b).await
+        }
+        (_, Some(_), Some("token")) => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {m}"),
+        )),
         (&Method::POST, Some(_), Some("binding")) => {
             let b = read().await?;
             bind(inner, target, ctx, &b).await

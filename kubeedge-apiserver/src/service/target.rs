@@ -49,6 +49,7 @@ pub(super) fn resolve(
         Some("scale") if def.scale.is_some() => {}
         Some("finalize") if def.kind == "Namespace" => {}
         Some("binding") if def.kind == "Pod" => {}
+        Some("token") if def.kind == "ServiceAccount" => {}
         Some("log" | "exec" | "attach" | "portforward") if def.kind == "Pod" => {}
         Some(_) => return Err(ApiError::not_found_path()),
     }
