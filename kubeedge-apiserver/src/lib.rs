@@ -13,12 +13,13 @@
 //! selectors, `as=Table`, the core and apps types kubeedge needs, and
 //! CustomResourceDefinitions (validated against their structural schema).
 //!
-//! Authenticated requests are authorized with RBAC after `system:masters` ([`authz`]), with
-//! Kubernetes' default roles, the access reviews behind `kubectl auth can-i`, and
-//! impersonation; in-process callers are trusted.
+//! Authenticated requests are authorized as `--authorization-mode=Node,RBAC` with
+//! NodeRestriction ([`authz`]): Kubernetes' default roles, the escalation check on RBAC writes,
+//! the access reviews behind `kubectl auth can-i`, impersonation, and ServiceAccount tokens
+//! (TokenRequest). In-process callers are trusted (and authorized when they impersonate).
 //!
 //! Not provided: controllers (a Deployment creates no pods here; the cloud's embedded control
-//! plane runs those), privilege-escalation checks on RBAC writes, ServiceAccount tokens, admission
+//! plane runs those), admission
 //! webhooks, aggregated API servers, protobuf responses (protobuf request bodies are decoded
 //! for the kinds `kubectl create`/`expose` send: Namespace, ConfigMap, Secret, ServiceAccount,
 //! Service and Deployment) and HTTP/2, `kubectl explain` schemas,

@@ -172,7 +172,7 @@ pub(crate) fn validate(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
     match def.kind.as_str() {
         "Pod" => containers(obj.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" | "DaemonSet" => workload(obj, &mut causes),
-        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" if def.builtin => {
             causes.extend(crate::authz::validate::object(&def.kind, obj));
         }
         "Service" => {

@@ -234,6 +234,49 @@ async fn service_accounts_roles_aggregation_and_access_reviews() -> anyhow::Resu
     ])
     .await?;
 
+    // A namespace admin grants what it holds, and nothing more (RBAC's escalation check).
+    fn carol<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend(["--as", "carol"]);
+        v
+    }
+    srv.kubectl(&carol(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get",
+        "--resource=pods",
+    ]))
+    .await?;
+    srv.kubectl(&carol(&[
+        "create",
+        "rolebinding",
+        "erin-view",
+        "--clusterrole=view",
+        "--user=erin",
+    ]))
+    .await?;
+    let not_held = "is attempting to grant RBAC permissions not currently held";
+    for (args, want) in [
+        (
+            carol(&["create", "role", "node-reader", "--verb=get", "--resource=nodes"]),
+            format!("roles.rbac.authorization.k8s.io \"node-reader\" is forbidden: user \"carol\" (groups=[\"system:authenticated\"]) {not_held}:\n{{APIGroups:[\"\"], Resources:[\"nodes\"], Verbs:[\"get\"]}}"),
+        ),
+        (
+            carol(&["create", "rolebinding", "carol-root", "--clusterrole=cluster-admin", "--user=carol"]),
+            format!("rolebindings.rbac.authorization.k8s.io \"carol-root\" is forbidden: user \"carol\" (groups=[\"system:authenticated\"]) {not_held}:"),
+        ),
+        (
+            carol(&["create", "clusterrole", "mine", "--verb=get", "--resource=pods"]),
+            "clusterroles.rbac.authorization.k8s.io is forbidden: User \"carol\" cannot create resource \"clusterroles\" in API group \"rbac.authorization.k8s.io\" at the cluster scope".to_owned(),
+        ),
+    ] {
+        let (ok, _, err) = run(&srv, &args).await?;
+        ensure!(!ok && err.contains(&want), "{args:?}:\n got: {err}\nwant: {want}");
+    }
+    let (_, out, _) = run(&srv, &["auth", "can-i", "list", "nodes", "--as", "carol"]).await?;
+    ensure!(out == "no", "{out}");
+
     // A SubjectAccessReview names the binding that allows; a bad binding is refused.
     let sar = srv
         .kubectl_stdin(

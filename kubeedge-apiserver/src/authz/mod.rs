@@ -8,6 +8,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod bootstrap;
+pub(crate) mod escalation;
 pub(crate) mod node;
 pub(crate) mod rbac;
 pub mod token;

@@ -315,6 +315,16 @@ impl Policy {
             .filter_map(move |b| b.applies_to(user, groups).map(|s| (b, s)))
     }
 
+    /// The rules of the role a binding refers to; `None` when it does not exist.
+    pub(crate) fn referenced(&self, kind: &str, namespace: &str, name: &str) -> Option<&[Rule]> {
+        let rules = match kind {
+            "ClusterRole" => self.cluster_roles.get(name),
+            "Role" => self.roles.get(&(namespace.to_owned(), name.to_owned())),
+            _ => None,
+        };
+        rules.map(Vec::as_slice)
+    }
+
     /// RBAC's decision: allow with the binding that grants it, or no opinion.
     pub(crate) fn authorize(&self, a: &Attributes) -> (Decision, String) {
         for (b, subject) in self.visit(&a.user, &a.groups, &a.namespace) {

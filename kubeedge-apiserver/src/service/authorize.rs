@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use super::{ApiError, Inner};
 use crate::authz::rbac::{self, Policy};
-use crate::authz::{admission, bootstrap, effective_groups, node, Attributes, Decision, MASTERS};
+use crate::authz::{
+    admission, bootstrap, effective_groups, escalation, node, Attributes, Decision, MASTERS,
+};
 use crate::error::StoreError;
 use crate::serve::UserInfo;
 use crate::store::{ObjectKey, Scope, Store, WriteOp};
@@ -340,6 +342,117 @@ pub(super) async fn decide<S: Store>(
     reasons.push(why);
     reasons.retain(|r| !r.is_empty());
     Ok((Decision::NoOpinion, reasons.join("\n")))
+}
+
+/// RBAC's escalation check on a write of a Role, ClusterRole or binding by an authenticated
+/// user (`pkg/registry/rbac/*/policybased`): `system:masters` may write anything; otherwise a
+/// role needs the `escalate` verb or rules the user holds, and a binding needs the `bind` verb
+/// on its role or the role's rules.
+pub(super) async fn no_escalation<S: Store>(
+    inner: &Inner<S>,
+    user: Option<&UserInfo>,
+    kind: &str,
+    namespace: &str,
+    new: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let resource = match kind {
+        "Role" => "roles",
+        "ClusterRole" => "clusterroles",
+        "RoleBinding" => "rolebindings",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        _ => return Ok(()),
+    };
+    let Some(user) = user.filter(|_| inner.config.authorization) else {
+        return Ok(());
+    };
+    let groups = effective_groups(user);
+    if groups.iter().any(|g| g == MASTERS) {
+        return Ok(());
+    }
+    let s = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let name = s(new, "/metadata/name");
+    let forbidden = |msg: String| {
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!("{resource}.{RBAC_GROUP} \"{name}\" is forbidden: {msg}"),
+        )
+        .details(serde_json::json!({"name": name, "group": RBAC_GROUP, "kind": resource}))
+    };
+    let ask = |verb: &str, resource: &str, ns: &str, name: &str| Attributes {
+        user: user.name.clone(),
+        groups: groups.clone(),
+        verb: verb.into(),
+        resource_request: true,
+        api_group: RBAC_GROUP.into(),
+        api_version: "*".into(),
+        resource: resource.into(),
+        namespace: ns.into(),
+        name: name.into(),
+        ..Attributes::default()
+    };
+    let policy = inner.authz.policy(&inner.store).await?;
+    let wanted: Vec<rbac::Rule> = if matches!(kind, "Role" | "ClusterRole") {
+        let unchanged = old.is_some_and(|o| {
+            o.get("rules") == new.get("rules")
+                && o.get("aggregationRule") == new.get("aggregationRule")
+        });
+        if unchanged
+            || decide(inner, &ask("escalate", resource, namespace, &name))
+                .await?
+                .0
+                == Decision::Allow
+        {
+            return Ok(());
+        }
+        if new.get("aggregationRule").is_some_and(|a| !a.is_null()) {
+            return Err(forbidden(
+                "must have cluster-admin privileges to use the aggregationRule".into(),
+            ));
+        }
+        new.get("rules")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(rbac::Rule::from_value).collect())
+            .unwrap_or_default()
+    } else {
+        let (rkind, rname) = (s(new, "/roleRef/kind"), s(new, "/roleRef/name"));
+        let role_resource = if rkind == "Role" {
+            "roles"
+        } else {
+            "clusterroles"
+        };
+        if decide(inner, &ask("bind", role_resource, namespace, &rname))
+            .await?
+            .0
+            == Decision::Allow
+        {
+            return Ok(());
+        }
+        match policy.referenced(&rkind, namespace, &rname) {
+            Some(r) => r.to_vec(),
+            None => {
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("{role_resource}.{RBAC_GROUP} \"{rname}\" not found"),
+                ))
+            }
+        }
+    };
+    let held = policy.rules_for(&user.name, &groups, namespace);
+    let missing = escalation::uncovered(&held, &wanted);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(forbidden(escalation::message(
+        &user.name, &groups, &missing,
+    )))
 }
 
 /// Whether the request runs as a node.

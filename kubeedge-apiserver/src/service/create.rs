@@ -167,6 +167,17 @@ pub(super) async fn create_value<S: Store>(
             new: Some(v),
         },
     )?;
+    if def.builtin {
+        authorize::no_escalation(
+            inner,
+            ctx.user.as_ref(),
+            &def.kind,
+            t.namespace.as_deref().unwrap_or_default(),
+            v,
+            None,
+        )
+        .await?;
+    }
     let _ip_guard = if def.kind == "Service" {
         let guard = inner.service_ips.lock().await;
         allocate_cluster_ip(inner, v).await?;

@@ -139,12 +139,25 @@ async fn write_update<S: Store>(
             new: Some(&new),
         },
     )?;
+    if def.builtin {
+        authorize::no_escalation(
+            inner,
+            ctx.user.as_ref(),
+            &def.kind,
+            t.namespace.as_deref().unwrap_or_default(),
+            &new,
+            Some(&oldv),
+        )
+        .await?;
+    }
     let uid_causes = validation::uid_causes(&oldv, &new);
     let mut new = prepare_update(t, &oldv, new);
     check_schema(t, ctx, &mut new)?;
     let mut causes = uid_causes;
     causes.extend(objects::validate(def, &new));
-    causes.extend(crate::authz::validate::update(&def.kind, &oldv, &new));
+    if def.builtin {
+        causes.extend(crate::authz::validate::update(&def.kind, &oldv, &new));
+    }
     causes.extend(validation::update_causes(
         def,
         &oldv,
