@@ -1,10 +1,12 @@
 //! Authorization: what a request asks to do ([`Attributes`], read from its method and path as
 //! kube-apiserver's `RequestInfoFactory` does) and whether its user may ([`Decision`]).
 //!
-//! The embedded API server authorizes with RBAC ([`rbac::Policy`]) after the privileged group
-//! `system:masters`, as a kube-apiserver started with `--authorization-mode=RBAC` does. Denials
-//! carry Kubernetes' message (`User "u" cannot get resource "pods" in API group "" in the
-//! namespace "ns"`).
+//! The embedded API server decides as a kube-apiserver started with
+//! `--authorization-mode=Node,RBAC` and the NodeRestriction admission plugin: `system:masters`
+//! may do everything, then the Node authorizer for `system:node:<name>` users, then RBAC, and
+//! writes by nodes pass NodeRestriction. RBAC writes pass the escalation check. Denials carry
+//! Kubernetes' message (`User "u" cannot get resource "pods" in API group "" in the namespace
+//! "ns"`). [`token`] issues and verifies ServiceAccount tokens.
 
 pub(crate) mod admission;
 pub(crate) mod bootstrap;
