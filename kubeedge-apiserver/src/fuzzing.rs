@@ -79,6 +79,10 @@ pub const KINDS: &[&str] = &[
     "ReplicaSet",
     "DaemonSet",
     "CustomResourceDefinition",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
     CUSTOM_KIND,
 ];
 

@@ -236,4 +236,16 @@ mod tests {
             Err(TokenError::Malformed)
         ));
     }
+
+    proptest::proptest! {
+        /// Any bearer string is refused with a typed error, never a panic.
+        #[test]
+        fn arbitrary_tokens_are_refused(token in "[A-Za-z0-9_.=-]{0,300}") {
+            static KEYED: std::sync::OnceLock<TokenIssuer> = std::sync::OnceLock::new();
+            let issuer = KEYED.get_or_init(|| {
+                TokenIssuer::new(&generate_signing_key().expect("key")).expect("issuer")
+            });
+            proptest::prop_assert!(issuer.verify(&token, 0).is_err());
+        }
+    }
 }

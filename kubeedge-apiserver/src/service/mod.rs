@@ -32,7 +32,7 @@ struct Inner<S> {
     config: ApiConfig,
     watches: Arc<AtomicUsize>,
     service_ips: tokio::sync::Mutex<()>,
-    authz: authorize::Authz,
+    authz: policy::Authz,
     tokens: crate::authz::token::TokenIssuer,
 }
 
@@ -83,7 +83,7 @@ impl<S: Store> ApiService<S> {
                 config,
                 watches: Arc::new(AtomicUsize::new(0)),
                 service_ips: tokio::sync::Mutex::new(()),
-                authz: authorize::Authz::default(),
+                authz: policy::Authz::default(),
                 tokens,
             }),
             metrics: None,
@@ -113,7 +113,7 @@ impl<S: Store> ApiService<S> {
             }
         }
         if svc.inner.config.authorization {
-            authorize::bootstrap(&svc.inner.store).await?;
+            policy::bootstrap(&svc.inner.store).await?;
             svc.inner.authz.changed(&svc.inner.store).await;
         }
         if svc.inner.config.resources.is_some() {
@@ -218,6 +218,7 @@ mod delete;
 mod instrument;
 mod log;
 mod metrics;
+mod policy;
 mod read;
 mod response;
 mod review;
