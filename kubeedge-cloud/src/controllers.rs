@@ -2,7 +2,7 @@
 //! cloudhub routes them (by source: `metaserver` → dynamic controller, `twin` → device
 //! controller, everything else → edge controller).
 
-use kubeedge_proto::Source;
+use kubeedge_proto::{Group, Source};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -28,6 +28,8 @@ pub struct ControllersConfig {
     /// Where the sync controller's figures are read from, once it runs (see
     /// [`crate::metrics::SyncMetrics`]).
     pub metrics: Option<crate::metrics::SyncMetrics>,
+    /// The Router, which takes the edges' ServiceBus answers.
+    pub router: Option<crate::router::Router>,
 }
 
 impl Default for ControllersConfig {
@@ -38,6 +40,7 @@ impl Default for ControllersConfig {
             dynamic: Some(DynamicConfig::default()),
             device: Some(crate::devicecontroller::DeviceControllerConfig::default()),
             metrics: None,
+            router: None,
         }
     }
 }
@@ -114,6 +117,18 @@ pub async fn run_controllers(
                 _ = cancel.cancelled() => break,
                 up = upstream.recv() => match up { Some(u) => u, None => break },
             };
+            if up.msg.route.source == Some(Source::ServiceBus)
+                && up.msg.route.group == Some(Group::User)
+            {
+                let delivered = config
+                    .router
+                    .as_ref()
+                    .is_some_and(|r| r.deliver(up.msg.clone()));
+                if !delivered {
+                    debug!(node = %up.node, msg_id = %up.msg.id(), "servicebus message with no waiting call: dropped");
+                }
+                continue;
+            }
             let target = match up.msg.route.source {
                 Some(Source::MetaServer) if has_dyn => &dyn_tx,
                 Some(Source::MetaServer) => {

@@ -83,6 +83,7 @@ mod impersonate;
 pub mod metrics;
 pub mod monitor;
 mod object;
+pub mod router;
 pub mod secrets;
 pub mod stream;
 pub mod synccontroller;

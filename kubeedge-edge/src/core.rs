@@ -217,6 +217,7 @@ pub async fn start_with(
     let twin_cloud = plugins.twin_cloud;
     let https = config.modules.edge_hub.http_server.clone();
     let remote_timeout = config.remote_query_timeout();
+    let service_bus = config.modules.service_bus.enable;
     let db2 = db.clone();
     let c = cancel.clone();
     let t2 = tracker.clone();
@@ -274,7 +275,7 @@ pub async fn start_with(
             meta: Some(meta),
             twin: twin_tx.map(router::channel_handler),
             eventbus: bus_tx.map(router::channel_handler),
-            ..Routes::default()
+            servicebus: service_bus.then(|| router::handler(crate::servicebus::ServiceBus::new(client.clone()))),
         };
         t2.spawn(driver.run(c.child_token()));
         t2.spawn(router::run(inbound, client, routes, c.child_token()));

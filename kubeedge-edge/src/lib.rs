@@ -121,6 +121,8 @@ pub mod metaserver;
 pub mod metrics;
 #[cfg(feature = "meta")]
 pub mod router;
+#[cfg(feature = "meta")]
+pub mod servicebus;
 #[cfg(feature = "stream")]
 pub mod stream;
 

@@ -157,7 +157,8 @@ pub struct TwinProperty {
 }
 
 /// The CustomResourceDefinitions of these types, as one multi-document YAML (Device and
-/// DeviceModel in v1alpha2 and v1beta1, ObjectSync and ClusterObjectSync), with open schemas:
+/// DeviceModel in v1alpha2 and v1beta1, ObjectSync and ClusterObjectSync, and the Router's
+/// `rules.kubeedge.io/v1` RuleEndpoint and Rule):
 /// what cloudcore installs in its embedded control plane and `keadm init` applies to a cluster.
 pub const CRDS: &str = include_str!("../manifests/crds.yaml");
 

@@ -40,6 +40,7 @@ mod names;
 mod ratelimit;
 pub mod report;
 mod resource;
+pub mod servicebus;
 #[cfg(feature = "spdy")]
 pub mod spdy;
 mod token;
