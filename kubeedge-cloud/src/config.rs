@@ -421,6 +421,7 @@ impl CloudCoreFile {
                 .then(DynamicConfig::default),
             device: self.device_settings()?,
             node_authorization: authorization != Some(false),
+            router: crate::router::RouterSettings::from_file(&self.modules.router)?,
         })
     }
 
@@ -482,6 +483,8 @@ pub struct Settings {
     pub dynamic: Option<DynamicConfig>,
     /// Device controller (`None`: disabled).
     pub device: Option<crate::devicecontroller::DeviceControllerConfig>,
+    /// The Router (`None`: disabled, upstream's default).
+    pub router: Option<crate::router::RouterSettings>,
     /// Node authorization: edges' requests run as their node. Off only when
     /// `cloudHub.authorization.enable: false` is written out (upstream compatibility).
     pub node_authorization: bool,

@@ -117,16 +117,15 @@ pub async fn run_controllers(
                 _ = cancel.cancelled() => break,
                 up = upstream.recv() => match up { Some(u) => u, None => break },
             };
+            // An answer to a Router call (the app's, or the edge's error reply).
+            if let Some(r) = config.router.as_ref().filter(|r| r.waits_for(&up.msg)) {
+                r.deliver(up.msg);
+                continue;
+            }
             if up.msg.route.source == Some(Source::ServiceBus)
                 && up.msg.route.group == Some(Group::User)
             {
-                let delivered = config
-                    .router
-                    .as_ref()
-                    .is_some_and(|r| r.deliver(up.msg.clone()));
-                if !delivered {
-                    debug!(node = %up.node, msg_id = %up.msg.id(), "servicebus message with no waiting call: dropped");
-                }
+                debug!(node = %up.node, msg_id = %up.msg.id(), "servicebus message with no waiting call: dropped");
                 continue;
             }
             let target = match up.msg.route.source {

@@ -178,6 +178,23 @@ async fn a_rest_call_reaches_an_app_on_the_edge_and_its_answer_comes_back() -> R
     ensure!(code == 404, "{code}");
     let (code, body, _) = call(&router, "GET", "/edge-9/default/api", "").await?;
     ensure!(code == 503 && body.contains("edge-9"), "{code} {body}");
+    // A node without ServiceBus refuses at once.
+    let dir2 = tempfile::tempdir()?;
+    let tls2 = join(&cloud, "edge-2", dir2.path()).await?;
+    let mut e2 = edge(&cloud, "edge-2", tls2);
+    within("connect", e2.client.connected()).await??;
+    let inbound2 = std::mem::replace(&mut e2.inbound, tokio::sync::mpsc::channel(1).1);
+    tokio::spawn(edge_router::run(
+        inbound2,
+        e2.client.clone(),
+        Routes::default(),
+        e2.cancel.clone(),
+    ));
+    let (code, body, _) = call(&router, "GET", "/edge-2/default/api", "").await?;
+    ensure!(
+        code == 502 && body.contains("no edge module handles"),
+        "{code} {body}"
+    );
     let (code, body, _) = call(&router, "GET", "/edge-1/default/api/slow", "").await?;
     ensure!(
         code == 408 && body == "wait to get response time out",
@@ -218,7 +235,7 @@ async fn a_rest_call_reaches_an_app_on_the_edge_and_its_answer_comes_back() -> R
         loop {
             if let Ok(r) = rules.get("to-app").await {
                 let s = &r.data["status"];
-                if s["successMessages"] == 1 && s["failMessages"] == 2 {
+                if s["successMessages"] == 1 && s["failMessages"] == 3 {
                     return r.data["status"].clone();
                 }
             }
@@ -231,4 +248,175 @@ async fn a_rest_call_reaches_an_app_on_the_edge_and_its_answer_comes_back() -> R
         "{counted}"
     );
     Ok(())
+}
+
+/// curl's status code and body for a call to the served Router.
+async fn curl(url: &str, ca: &std::path::Path, token: Option<&str>) -> Result<(u16, String)> {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(ca)
+        .args(["-w", "\n%{http_code}", "-X", "POST", "--data", "ping"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = within("curl", cmd.arg(url).kill_on_drop(true).output()).await??;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+}
+
+/// The Router served over TLS, each call authorized by the API with the caller's token: no
+/// token is 401, a token without the right is 403, and a ServiceAccount bound to a Role that
+/// allows `create` on `rules/proxy` gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_router_takes_only_callers_the_api_allows() -> Result<()> {
+    trace();
+    // The API, in process for the controllers and over HTTPS for the Router's reviews.
+    let dir = tempfile::tempdir()?;
+    let store = kubeedge_apiserver::SqliteStore::open(dir.path().join("state.db"))?;
+    let service = kubeedge_apiserver::ApiService::new(store, Default::default()).await?;
+    let client = kube::Client::new(service.clone(), "default");
+    let api_pki = kubeedge_apiserver::Pki::generate(&[])?;
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_addr = api_listener.local_addr()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_api = stop.clone().drop_guard();
+    tokio::spawn(kubeedge_apiserver::serve(
+        api_listener,
+        service,
+        api_pki.server_tls()?,
+        kubeedge_apiserver::ServeConfig::default(),
+        stop.clone().cancelled_owned(),
+    ));
+    let kc = dir.path().join("router.kubeconfig");
+    kubeedge_apiserver::write_kubeconfig(
+        &kc,
+        &format!("https://{api_addr}"),
+        &api_pki.ca_pem(),
+        None,
+        Some("none"),
+    )?;
+    let base = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kc)?,
+        &Default::default(),
+    )
+    .await?;
+
+    let mut cloud = cloud(fast()).await?;
+    let mut config = RouterConfig::default();
+    config.auth = kubeedge_cloud::router::RouterAuth::Token(Box::new(base));
+    let router = Router::new(
+        client.clone(),
+        cloud.hub.clone(),
+        cloud.down.clone(),
+        config,
+    );
+    let mut controllers = controllers();
+    controllers.router = Some(router.clone());
+    let (cancel, _task) = start_controllers_with(&mut cloud, &client, controllers);
+    let _stop = cancel.clone().drop_guard();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!(
+        "https://127.0.0.1:{}/edge-1/default/api/x",
+        listener.local_addr()?.port()
+    );
+    let tls = kubeedge_cloud::router::server_tls(&cloud.pki)?;
+    tokio::spawn(router.clone().serve(listener, Some(tls), cancel.clone()));
+    let ca = dir.path().join("kubeedge-ca.pem");
+    std::fs::write(&ca, pem_of(cloud.pki.ca_cert_der()))?;
+
+    let edir = tempfile::tempdir()?;
+    let tls = join(&cloud, NODE, edir.path()).await?;
+    let mut e = edge(&cloud, NODE, tls);
+    within("connect", e.client.connected()).await??;
+    let inbound = std::mem::replace(&mut e.inbound, tokio::sync::mpsc::channel(1).1);
+    let routes = Routes {
+        servicebus: Some(edge_router::handler(ServiceBus::new(e.client.clone()))),
+        ..Routes::default()
+    };
+    tokio::spawn(edge_router::run(
+        inbound,
+        e.client.clone(),
+        routes,
+        e.cancel.clone(),
+    ));
+    let port = app().await?;
+    let eps = api(&client, "RuleEndpoint", "ruleendpoints");
+    create(
+        &eps,
+        json!({"apiVersion": "rules.kubeedge.io/v1", "kind": "RuleEndpoint",
+        "metadata": {"name": "rest-ep"}, "spec": {"ruleEndpointType": "rest"}}),
+    )
+    .await?;
+    create(
+        &eps,
+        json!({"apiVersion": "rules.kubeedge.io/v1", "kind": "RuleEndpoint",
+        "metadata": {"name": "sb-ep"}, "spec": {"ruleEndpointType": "servicebus",
+        "properties": {"service_port": port.to_string()}}}),
+    )
+    .await?;
+    create(&api(&client, "Rule", "rules"), json!({"apiVersion": "rules.kubeedge.io/v1", "kind": "Rule",
+        "metadata": {"name": "to-app"}, "spec": {"source": "rest-ep", "sourceResource": {"path": "/api"},
+        "target": "sb-ep", "targetResource": {"path": "/app"}}})).await?;
+
+    // A ServiceAccount token (TokenRequest, as `kubectl create token`).
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: Api<ServiceAccount> = Api::default_namespaced(client.clone());
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "caller"}}))?,
+    )
+    .await?;
+    let token = sas
+        .create_token_request("caller", &PostParams::default(), &TokenRequest::default())
+        .await?
+        .status
+        .map(|s| s.token)
+        .unwrap_or_default();
+
+    let (code, _) = curl(&url, &ca, None).await?;
+    ensure!(code == 401, "no token: {code}");
+    let (code, _) = curl(&url, &ca, Some("not-a-token")).await?;
+    ensure!(code == 401, "bad token: {code}");
+    let (code, body) = curl(&url, &ca, Some(&token)).await?;
+    ensure!(
+        code == 403 && body.contains("cannot create resource \"rules/proxy\" in API group \"rules.kubeedge.io\" in the namespace \"default\""),
+        "{code} {body}"
+    );
+    let rbac = |kind: &str, plural: &str| {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind),
+            plural,
+        );
+        Api::<DynamicObject>::namespaced_with(client.clone(), "default", &ar)
+    };
+    create(&rbac("Role", "roles"), json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "call-app"}, "rules": [{"verbs": ["create"], "apiGroups": ["rules.kubeedge.io"],
+        "resources": ["rules/proxy"], "resourceNames": ["to-app"]}]})).await?;
+    create(
+        &rbac("RoleBinding", "rolebindings"),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "caller-call-app"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "call-app"},
+        "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": "default"}]}),
+    )
+    .await?;
+    let (code, body) = curl(&url, &ca, Some(&token)).await?;
+    ensure!(code == 201 && body == "POST /app/x ping", "{code} {body}");
+    Ok(())
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }

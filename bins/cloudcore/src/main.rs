@@ -29,6 +29,7 @@ mod embedded;
 #[cfg(not(feature = "embedded"))]
 #[path = "no_embedded.rs"]
 mod embedded;
+mod router;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -140,9 +141,15 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         (client, Some(svc))
     };
+    let api = if file.settings()?.router.is_some() {
+        Some(api_config(&file, &args).await?)
+    } else {
+        None
+    };
     let run = run(
         file,
         client,
+        api,
         embedded,
         stream,
         registry,
@@ -172,6 +179,27 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn external_client(file: &CloudCoreFile) -> anyhow::Result<kube::Client> {
+    let config = external_config(file).await?;
+    info!(server = %config.cluster_url, "running against a cluster");
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Where the API is and how to trust it (the embedded API's admin kubeconfig, or the
+/// cluster's): what the Router checks its callers' tokens against.
+async fn api_config(file: &CloudCoreFile, args: &Args) -> anyhow::Result<kube::Config> {
+    if file.kube_api_config.is_external() {
+        return external_config(file).await;
+    }
+    let path = args
+        .kubeconfig_out
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
+    let kc = kube::config::Kubeconfig::read_from(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
+}
+
+async fn external_config(file: &CloudCoreFile) -> anyhow::Result<kube::Config> {
     let api = &file.kube_api_config;
     let mut config = if api.kube_config.is_empty() {
         kube::Config::new(
@@ -192,13 +220,14 @@ async fn external_client(file: &CloudCoreFile) -> anyhow::Result<kube::Client> {
             .parse()
             .context("kubeAPIConfig.master is not a URL")?;
     }
-    info!(server = %config.cluster_url, "running against a cluster");
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     file: CloudCoreFile,
     client: kube::Client,
+    api: Option<kube::Config>,
     embedded: Option<embedded::Embedded>,
     stream: CloudStream,
     mut registry: prometheus_client::registry::Registry,
@@ -349,6 +378,10 @@ async fn run(
     controllers.sync = settings.sync.clone();
     controllers.device = settings.device.clone();
     controllers.metrics = Some(sync_metrics);
+    if let (Some(s), Some(api)) = (&settings.router, api) {
+        controllers.router =
+            Some(router::start(s, api, &client, &hub, &down, &pki, tracker, cancel.clone()).await?);
+    }
     controllers.dynamic = settings.dynamic.clone().map(|mut d| {
         d.impersonate_nodes = as_nodes;
         d

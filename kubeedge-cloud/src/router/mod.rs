@@ -12,10 +12,19 @@
 //! Each call counts in its Rule's `status`: `successMessages` when the target answered (or
 //! the publish was queued), `failMessages` and the reason in `errors` otherwise.
 //!
-//! [`Router`] is a `tower::Service` over HTTP requests; serving it on a socket is the
-//! caller's.
+//! [`Router`] is a `tower::Service` over HTTP requests; [`Router::serve`] serves it on a
+//! socket, over TLS, with each call authorized by the API ([`RouterAuth`]).
 
 mod rules;
+mod serve;
+
+pub use serve::{RouterAuth, RouterSettings};
+
+/// A TLS configuration presenting cloudcore's certificate (signed by the KubeEdge CA), for
+/// [`Router::serve`].
+pub fn server_tls(pki: &crate::certs::Pki) -> Result<Arc<rustls::ServerConfig>, crate::CertError> {
+    crate::hub::tls::server_config(pki, false)
+}
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,6 +50,8 @@ pub struct RouterConfig {
     pub rest_timeout: Duration,
     /// Largest accepted request body (upstream's 12 MiB); larger ones get 413.
     pub max_body: usize,
+    /// Who may call (default: anyone, upstream's plain mode; cloudcore checks tokens).
+    pub auth: RouterAuth,
 }
 
 impl Default for RouterConfig {
@@ -48,6 +59,7 @@ impl Default for RouterConfig {
         Self {
             rest_timeout: Duration::from_secs(60),
             max_body: 12 << 20,
+            auth: RouterAuth::None,
         }
     }
 }
@@ -136,6 +148,17 @@ impl Router {
         }
     }
 
+    /// Whether `msg` answers a call that waits.
+    pub fn waits_for(&self, msg: &Message) -> bool {
+        msg.parent_id().is_some_and(|p| {
+            self.inner
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(p.as_str())
+        })
+    }
+
     /// The number of calls waiting for an edge.
     pub fn waiting(&self) -> usize {
         self.inner
@@ -175,6 +198,12 @@ impl Router {
             param = format!("{param}?{q}");
         }
         let rule = rule.clone();
+        if let Err(r) =
+            serve::authorize(&self.inner.config.auth, &parts.headers, &ns, &rule.name).await
+        {
+            let (code, why) = r.status();
+            return text(code, why);
+        }
         if !self.inner.hub.is_connected(&node) {
             let why = format!("node {node:?} is not connected");
             self.count(&rule, Err(why.clone()));
@@ -268,6 +297,18 @@ impl Router {
                 ))
             }
         };
+        if answer.route.operation_str() == "error" {
+            // The edge could not take the call (no ServiceBus there, say).
+            let why = answer
+                .content
+                .as_str()
+                .map(|s| s.into_owned())
+                .unwrap_or_default();
+            return Err((
+                StatusCode::BAD_GATEWAY,
+                format!("the edge refused the call: {why}"),
+            ));
+        }
         let resp: HttpResponse = answer.content.decode().map_err(|_| {
             (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,0 +1,45 @@
+//! The Router (`modules.router`): REST calls to edge apps by Rule, served over TLS with
+//! cloudcore's certificate, each call authorized by the API with the caller's token (or, with
+//! `insecure: true`, plain HTTP to anyone, as upstream).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kubeedge_cloud::certs::Pki;
+use kubeedge_cloud::hub::{CloudHub, Downstream};
+use kubeedge_cloud::router::{Router, RouterAuth, RouterConfig, RouterSettings};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Starts the Router's listener; the Router is returned for the controllers (it takes the
+/// edges' answers).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start(
+    settings: &RouterSettings,
+    api: kube::Config,
+    client: &kube::Client,
+    hub: &CloudHub,
+    down: &Downstream,
+    pki: &Arc<Pki>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> anyhow::Result<Router> {
+    let mut config = RouterConfig::default();
+    config.rest_timeout = settings.rest_timeout;
+    let tls = if settings.insecure {
+        warn!("modules.router.insecure: the router serves plain HTTP to anyone, as upstream");
+        None
+    } else {
+        config.auth = RouterAuth::Token(Box::new(api));
+        Some(kubeedge_cloud::router::server_tls(pki).context("router tls")?)
+    };
+    let router = Router::new(client.clone(), hub.clone(), down.clone(), config);
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (router)", settings.listen))?;
+    info!(addr = %listener.local_addr()?, tls = tls.is_some(), "router listening");
+    tracker.spawn(router.clone().serve(listener, tls, cancel));
+    Ok(router)
+}

@@ -1,0 +1,131 @@
+//! The Router and ServiceBus as a user runs them: `keadm init` with `modules.router.enable`,
+//! `keadm join` with `modules.serviceBus.enable`, a Rule applied with the stock kubectl, and
+//! `curl` on the cloud's Router reaching an HTTP app on the edge host, with a ServiceAccount
+//! token that RBAC allows to call the Rule.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use kubeedge_bench::cluster::{output_text, wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// An HTTP app on 127.0.0.1 answering `edge app: <method> <path> <body>`.
+fn app() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(&conn);
+                let mut head = String::new();
+                if r.read_line(&mut head).is_err() {
+                    return;
+                }
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).is_err() || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let mut parts = head.split_whitespace();
+                let text = format!(
+                    "edge app: {} {} {}",
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    String::from_utf8_lossy(&body)
+                );
+                let _ = (&conn).write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// `examples/router-rules.yaml`, with this test's app port.
+fn rules(app_port: u16) -> Result<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/router-rules.yaml");
+    let yaml = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
+    ensure!(
+        yaml.contains("service_port: \"8080\""),
+        "the example's port moved"
+    );
+    Ok(yaml.replace(
+        "service_port: \"8080\"",
+        &format!("service_port: \"{app_port}\""),
+    ))
+}
+
+fn curl(cluster: &Cluster, url: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let ca = cluster.root().join("etc/kubeedge/ca/rootCA.crt");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&ca)
+        .args(["-w", "\n%{http_code}", "-X", "POST", "--data", "ping"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd.arg(url).output().context("run curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    ensure!(out.status.success(), "curl: {}", output_text(&out));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+}
+
+#[test]
+fn curl_on_the_cloud_router_reaches_an_app_on_the_edge() -> Result<()> {
+    let node = "router-edge";
+    let router_port = kubeedge_bench::free_port()?;
+    let mut cluster = Cluster::init_with(&[
+        "modules.router.enable=true",
+        "modules.router.address=127.0.0.1",
+        &format!("modules.router.port={router_port}"),
+    ])?;
+    cluster
+        .join_sets
+        .push("modules.serviceBus.enable=true".into());
+    let ws = cluster.ws;
+    cluster.join(node, ws)?;
+    wait_for("node Ready", LIMIT, || cluster.node_ready(node))
+        .with_context(|| cluster.logs_tail(30))?;
+    let port = app()?;
+    let yaml = rules(port)?;
+    wait_for("rules applied", LIMIT, || Ok(cluster.apply(&yaml).is_ok()))?;
+    let token = cluster.kubectl(&["create", "token", "caller"])?;
+    let token = token.trim();
+    let url = format!("https://127.0.0.1:{router_port}/{node}/default/api/x?y=1");
+
+    let (code, _) = curl(&cluster, &url, None)?;
+    ensure!(code == 401, "no token: {code}");
+    let mut last = (0, String::new());
+    wait_for("the app answers through the router", LIMIT, || {
+        last = curl(&cluster, &url, Some(token))?;
+        Ok(last.0 == 200)
+    })
+    .with_context(|| format!("last answer: {last:?}\n{}", cluster.logs_tail(30)))?;
+    ensure!(last.1 == "edge app: POST /hello/x?y=1 ping", "{last:?}");
+    let counted = cluster.kubectl(&[
+        "get",
+        "rule",
+        "to-app",
+        "-o",
+        "jsonpath={.status.successMessages}",
+    ])?;
+    ensure!(!counted.trim().is_empty(), "rule status not counted");
+    Ok(())
+}
