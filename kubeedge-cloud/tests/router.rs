@@ -173,6 +173,23 @@ async fn a_rest_call_reaches_an_app_on_the_edge_and_its_answer_comes_back() -> R
     ensure!(body == "POST /app/items/7?x=1 hello", "{body}");
     ensure!(app.as_deref() == Some("yes"));
 
+    // A body over the limit; a Rule whose target endpoint is missing.
+    let big = http::Request::builder()
+        .method("POST")
+        .uri("/edge-1/default/api/big")
+        .body(Full::new(Bytes::from(vec![b'x'; 13 << 20])))?;
+    let resp = router.clone().oneshot(big).await?;
+    ensure!(resp.status() == 413, "{}", resp.status());
+    create(&rules, json!({"apiVersion": "rules.kubeedge.io/v1", "kind": "Rule",
+        "metadata": {"name": "dangling"}, "spec": {"source": "rest-ep", "sourceResource": {"path": "/dangling"},
+        "target": "gone-ep", "targetResource": {"path": "/x"}}})).await?;
+    let (code, body, _) = call(&router, "GET", "/edge-1/default/dangling", "").await?;
+    ensure!(
+        code == 500
+            && body == "rule \"dangling\": its target RuleEndpoint \"gone-ep\" does not exist",
+        "{code} {body}"
+    );
+
     // No rule for the path; a node that is not connected; an app that hangs.
     let (code, _, _) = call(&router, "GET", "/edge-1/default/nothing", "").await?;
     ensure!(code == 404, "{code}");

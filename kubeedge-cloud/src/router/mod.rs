@@ -42,6 +42,10 @@ use tracing::debug;
 
 use crate::hub::{CloudHub, Downstream};
 
+/// The most a call's encoded content may take in a hub frame (the frame limit, less room for
+/// the envelope).
+const FRAME_ROOM: usize = kubeedge_proto::HubCodec::DEFAULT_MAX_FRAME_SIZE - 64 * 1024;
+
 /// The Router's settings (upstream `modules.router`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -209,10 +213,17 @@ impl Router {
             self.count(&rule, Err(why.clone()));
             return text(StatusCode::SERVICE_UNAVAILABLE, why);
         }
-        let result = match rule.target.kind.as_str() {
-            "servicebus" => self.to_servicebus(&node, &rule, &param, &parts, body).await,
-            "eventbus" => self.to_eventbus(&node, &rule, &param, body).await,
-            other => Err((
+        let result = match rule.target.as_ref().map(|t| t.kind.as_str()) {
+            None => Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "rule {:?}: its target RuleEndpoint {:?} does not exist",
+                    rule.name, rule.target_name
+                ),
+            )),
+            Some("servicebus") => self.to_servicebus(&node, &rule, &param, &parts, body).await,
+            Some("eventbus") => self.to_eventbus(&node, &rule, &param, body).await,
+            Some(other) => Err((
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
                     "rule {:?}: a rest source cannot go to a {other:?} target",
@@ -240,15 +251,19 @@ impl Router {
         parts: &http::request::Parts,
         body: Bytes,
     ) -> Result<Response<Body>, (StatusCode, String)> {
-        let port = rule.target.properties.get("service_port").ok_or_else(|| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "rule {:?}: the servicebus endpoint has no service_port",
-                    rule.name
-                ),
-            )
-        })?;
+        let port = rule
+            .target
+            .as_ref()
+            .and_then(|t| t.properties.get("service_port"))
+            .ok_or_else(|| {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "rule {:?}: the servicebus endpoint has no service_port",
+                        rule.name
+                    ),
+                )
+            })?;
         let path = rule.target_resource.get("path").map_or("", String::as_str);
         let mut header: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (k, v) in &parts.headers {
@@ -267,6 +282,16 @@ impl Router {
         };
         let content = Content::json(&request)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        // The body travels base64-encoded in one hub frame.
+        if content.raw_json().len() > FRAME_ROOM {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request is too large for the hub link ({} bytes encoded, at most {FRAME_ROOM})",
+                    content.raw_json().len()
+                ),
+            ));
+        }
         let resource = format!("{port}:{}{param}", path.trim_end_matches('/'));
         let msg = Message::new(
             Route::new("router_servicebus", "user", parts.method.as_str(), resource),

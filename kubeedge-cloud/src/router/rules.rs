@@ -20,7 +20,9 @@ pub(crate) struct Resolved {
     pub(crate) namespace: String,
     pub(crate) source: Endpoint,
     pub(crate) source_resource: BTreeMap<String, String>,
-    pub(crate) target: Endpoint,
+    /// The target endpoint's name, and the endpoint when it exists.
+    pub(crate) target_name: String,
+    pub(crate) target: Option<Endpoint>,
     pub(crate) target_resource: BTreeMap<String, String>,
 }
 
@@ -54,7 +56,8 @@ fn spec_str(o: &DynamicObject, k: &str) -> String {
         .to_owned()
 }
 
-/// Every rule of `namespace` whose endpoints exist.
+/// Every rule of `namespace` whose source endpoint exists (a missing target is reported when
+/// a call matches the rule).
 pub(crate) async fn load(
     client: &kube::Client,
     namespace: &str,
@@ -92,7 +95,8 @@ pub(crate) async fn load(
                 namespace: namespace.to_owned(),
                 source: endpoints.get(&spec_str(&r, "source"))?.clone(),
                 source_resource: map(r.data.pointer("/spec/sourceResource")),
-                target: endpoints.get(&spec_str(&r, "target"))?.clone(),
+                target_name: spec_str(&r, "target"),
+                target: endpoints.get(&spec_str(&r, "target")).cloned(),
                 target_resource: map(r.data.pointer("/spec/targetResource")),
             })
         })
@@ -147,7 +151,8 @@ mod tests {
             namespace: "default".into(),
             source: ep("rest"),
             source_resource: [("path".to_owned(), path.to_owned())].into(),
-            target: ep("servicebus"),
+            target_name: "t".into(),
+            target: Some(ep("servicebus")),
             target_resource: BTreeMap::new(),
         }
     }
