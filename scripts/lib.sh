@@ -34,7 +34,13 @@ ensure_rust() {
 
 # ensure_build_deps: what the workspace needs to build (a C compiler for bundled SQLite etc.).
 ensure_build_deps() {
-  ensure_apt build-essential pkg-config protobuf-compiler
+  ensure_apt build-essential pkg-config protobuf-compiler libprotobuf-dev
+}
+
+# ensure_etcd: Debian's etcd server and etcdctl, for the etcd store's tests (each test starts
+# its own members on free loopback ports; the packaged service is not used).
+ensure_etcd() {
+  command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1 || ensure_apt etcd-server etcd-client
 }
 
 # ensure_stream_test_deps: what the kubectl streams tests run beside kubectl: curl through

@@ -9,5 +9,8 @@ ensure_docker
 ensure_containerd
 ensure_device_test_deps
 ensure_stream_test_deps
+ensure_etcd
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+# The API server's whole suite again, on etcd (a cluster of its own per test).
+KUBEEDGE_TEST_STORE=etcd cargo test -p kubeedge-apiserver --features etcd --tests --locked

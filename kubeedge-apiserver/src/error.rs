@@ -71,6 +71,10 @@ pub enum StoreError {
     /// A lock was poisoned by a panic elsewhere.
     #[error("store lock poisoned")]
     Poisoned,
+    /// An etcd request failed.
+    #[cfg(feature = "etcd")]
+    #[error("etcd request failed")]
+    Etcd(#[source] Box<etcd_client::Error>),
     /// The store cannot serve this now (for example, a write that must reach a cloud that is
     /// unreachable); answered with 503 (retryable).
     #[error("{0}")]

@@ -1,9 +1,12 @@
-//! A Kubernetes-compatible REST API server on SQLite.
+//! A Kubernetes-compatible REST API server on SQLite or etcd.
 //!
 //! The protocol is a tower service, [`ApiService`], over a [`Store`] (the SQLite implementation
 //! is [`SqliteStore`]: WAL, one writer thread with group commit, one monotonic revision across
 //! all objects, compare-and-swap writes, a bounded in-memory history window for resuming
-//! watches). It serves in-process (`kube::Client::new(service, "default")`, no socket), over
+//! watches). With the `etcd` feature, `EtcdStore` keeps the objects in an etcd v3 cluster
+//! instead, as kube-apiserver does (its key layout, etcd's mod revision as the
+//! resourceVersion), so that several API servers share one state; [`AnyStore`] is either,
+//! chosen at run time. It serves in-process (`kube::Client::new(service, "default")`, no socket), over
 //! HTTPS with bearer-token and client-certificate authentication ([`serve`], [`Pki`],
 //! [`write_kubeconfig`]), or over plain HTTP on loopback ([`serve_insecure`]).
 //!
@@ -91,7 +94,9 @@ pub use serve::{
 };
 pub use service::{ApiConfig, ApiService};
 pub use store::{
-    Event, EventType, ListPage, ObjectKey, Scope, SqliteConfig, SqliteStore, Store, Stored,
-    Subscription, WriteOp,
+    AnyStore, Event, EventType, ListPage, ObjectKey, Scope, SqliteConfig, SqliteStore, Store,
+    Stored, Subscription, WriteOp,
 };
+#[cfg(feature = "etcd")]
+pub use store::{EtcdConfig, EtcdStore};
 pub use validation::{decode_json_object, DecodeError, Decoded, FieldValidation};

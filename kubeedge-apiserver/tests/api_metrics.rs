@@ -6,7 +6,9 @@ use anyhow::{ensure, Result};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
-use kubeedge_apiserver::{ApiConfig, ApiService, SqliteStore};
+mod common;
+
+use kubeedge_apiserver::{AnyStore, ApiConfig, ApiService, SqliteConfig};
 use prometheus_client::registry::Registry;
 use tower::ServiceExt as _;
 
@@ -26,7 +28,7 @@ fn value(body: &str, sample: &str) -> Option<f64> {
     })
 }
 
-async fn call(svc: &ApiService<SqliteStore>, method: &str, uri: &str, body: &str) -> Result<u16> {
+async fn call(svc: &ApiService<AnyStore>, method: &str, uri: &str, body: &str) -> Result<u16> {
     let req = Request::builder()
         .method(method)
         .uri(uri)
@@ -40,8 +42,7 @@ async fn call(svc: &ApiService<SqliteStore>, method: &str, uri: &str, body: &str
 
 #[tokio::test]
 async fn requests_and_watches_are_counted_by_verb_and_resource() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(dir.path().join("api.db"))?;
+    let (_dir, store) = common::store(SqliteConfig::default()).await?;
     let mut registry = Registry::default();
     let svc = ApiService::new(store, ApiConfig::default())
         .await?

@@ -11,19 +11,18 @@ use http::{Method, Request};
 use http_body_util::{BodyExt as _, Full};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, WatchParams};
-use kubeedge_apiserver::{ApiConfig, ApiService, SqliteConfig, SqliteStore};
+use kubeedge_apiserver::{AnyStore, ApiConfig, ApiService, SqliteConfig};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
 struct Raw {
-    _dir: tempfile::TempDir,
-    svc: ApiService<SqliteStore>,
+    _dir: common::Scratch,
+    svc: ApiService<AnyStore>,
 }
 
 impl Raw {
     async fn new() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path().join("db"))?;
+        let (dir, store) = common::store(SqliteConfig::default()).await?;
         let mut cfg = ApiConfig::default();
         cfg.max_body_bytes = 64 * 1024;
         let svc = ApiService::new(store, cfg).await?;
@@ -464,8 +463,7 @@ async fn abandoned_watches_are_reclaimed() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn watch_timeout_and_bookmarks() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(dir.path().join("db"))?;
+    let (_dir, store) = common::store(SqliteConfig::default()).await?;
     let mut cfg = ApiConfig::default();
     cfg.bookmark_interval = Duration::from_millis(50);
     let svc = ApiService::new(store, cfg).await?;
@@ -535,10 +533,9 @@ async fn streaming_list_sends_initial_events_then_a_marked_bookmark() -> anyhow:
 
 #[tokio::test]
 async fn a_watcher_that_falls_behind_gets_410_not_unbounded_memory() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
     let mut cfg = SqliteConfig::default();
     cfg.watch_buffer = 16;
-    let store = SqliteStore::open_with(dir.path().join("db"), cfg)?;
+    let (_dir, store) = common::store(cfg).await?;
     let svc = ApiService::new(store, ApiConfig::default()).await?;
     let rv = svc.store_revision();
     let req = Request::builder()

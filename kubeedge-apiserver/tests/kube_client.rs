@@ -343,8 +343,7 @@ async fn kube_in_process() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_over_plain_http_on_loopback() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = kubeedge_apiserver::SqliteStore::open(dir.path().join("db"))?;
+    let (_dir, store) = common::store(SqliteConfig::default()).await?;
     let service = kubeedge_apiserver::ApiService::new(store, Default::default()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

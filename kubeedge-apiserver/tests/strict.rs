@@ -6,13 +6,15 @@ use anyhow::ensure;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt as _, Full};
-use kubeedge_apiserver::{ApiConfig, ApiService, SqliteStore};
+mod common;
+
+use kubeedge_apiserver::{AnyStore, ApiConfig, ApiService, SqliteConfig};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
 struct Api {
-    _dir: tempfile::TempDir,
-    svc: ApiService<SqliteStore>,
+    _dir: common::Scratch,
+    svc: ApiService<AnyStore>,
 }
 
 struct Reply {
@@ -23,8 +25,7 @@ struct Reply {
 
 impl Api {
     async fn new() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path().join("db"))?;
+        let (dir, store) = common::store(SqliteConfig::default()).await?;
         let svc = ApiService::new(store, ApiConfig::default()).await?;
         Ok(Self { _dir: dir, svc })
     }

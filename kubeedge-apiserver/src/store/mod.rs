@@ -1,7 +1,13 @@
 //! The storage boundary: a `Store` keeps JSON objects under one monotonic revision.
 
+mod any;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod sqlite;
 
+pub use any::AnyStore;
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 
 use std::future::Future;

@@ -9,8 +9,55 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use kubeedge_apiserver::{
-    serve, write_kubeconfig, ApiConfig, ApiService, Pki, ServeConfig, SqliteConfig, SqliteStore,
+    serve, write_kubeconfig, AnyStore, ApiConfig, ApiService, Pki, ServeConfig, SqliteConfig,
+    SqliteStore,
 };
+
+pub mod etcd;
+
+/// What a test's store needs kept alive: its directory and, on etcd, the cluster.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub etcd: Option<etcd::EtcdCluster>,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Whether the suite runs on etcd (`KUBEEDGE_TEST_STORE=etcd`, with the `etcd` feature).
+pub fn on_etcd() -> bool {
+    std::env::var("KUBEEDGE_TEST_STORE").is_ok_and(|v| v == "etcd")
+}
+
+/// A fresh store for one test: SQLite in a temp dir, or a one-member etcd cluster of its own
+/// when the suite runs on etcd.
+pub async fn store(config: SqliteConfig) -> anyhow::Result<(Scratch, AnyStore)> {
+    let dir = tempfile::tempdir()?;
+    if on_etcd() {
+        #[cfg(feature = "etcd")]
+        {
+            let cluster = etcd::EtcdCluster::start(1).await?;
+            let mut cfg = kubeedge_apiserver::EtcdConfig::new(cluster.endpoints());
+            cfg.history = config.history;
+            cfg.watch_buffer = config.watch_buffer;
+            let store = kubeedge_apiserver::EtcdStore::connect(cfg).await?;
+            return Ok((
+                Scratch {
+                    dir,
+                    etcd: Some(cluster),
+                },
+                store.into(),
+            ));
+        }
+        #[cfg(not(feature = "etcd"))]
+        bail!("KUBEEDGE_TEST_STORE=etcd needs --features etcd");
+    }
+    let store = SqliteStore::open_with(dir.path().join("state.db"), config)?;
+    Ok((Scratch { dir, etcd: None }, store.into()))
+}
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -21,8 +68,9 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     pub token_kubeconfig: PathBuf,
-    pub service: ApiService<SqliteStore>,
+    pub service: ApiService<AnyStore>,
     pub pki: Pki,
+    _etcd: Option<etcd::EtcdCluster>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -37,8 +85,7 @@ impl TestServer {
     }
 
     pub async fn start_full(config: ApiConfig, store_config: SqliteConfig) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open_with(dir.path().join("state.db"), store_config)?;
+        let (Scratch { dir, etcd }, store) = store(store_config).await?;
         let service = ApiService::new(store, config).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -66,6 +113,7 @@ impl TestServer {
             token_kubeconfig,
             service,
             pki,
+            _etcd: etcd,
             stop: Some(stop),
             task: Some(task),
         })
@@ -196,9 +244,8 @@ where
 /// An in-process service on a fresh store (no socket).
 pub async fn in_process(
     store_config: SqliteConfig,
-) -> anyhow::Result<(tempfile::TempDir, ApiService<SqliteStore>, kube::Client)> {
-    let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open_with(dir.path().join("state.db"), store_config)?;
+) -> anyhow::Result<(Scratch, ApiService<AnyStore>, kube::Client)> {
+    let (dir, store) = store(store_config).await?;
     let service = ApiService::new(store, ApiConfig::default()).await?;
     let client = kube::Client::new(service.clone(), "default");
     Ok((dir, service, client))

@@ -1,0 +1,166 @@
+//! A real etcd cluster on loopback for tests: Debian's `etcd` binary, members with their own
+//! data directories and free ports, killed when the cluster is dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use tokio::process::{Child, Command};
+
+struct Member {
+    name: String,
+    client: String,
+    peer: String,
+    child: Option<Child>,
+}
+
+/// An etcd cluster of one or more members on 127.0.0.1.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster answers (60 s at most).
+    pub async fn start(n: usize) -> anyhow::Result<Self> {
+        let mut last = None;
+        // A port taken between the probe and etcd's bind fails the start: try again.
+        for _ in 0..3 {
+            match Self::try_start(n).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
+    }
+
+    async fn try_start(n: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut members = Vec::new();
+        for i in 0..n {
+            members.push(Member {
+                name: format!("m{i}"),
+                client: format!("http://127.0.0.1:{}", free_port()?),
+                peer: format!("http://127.0.0.1:{}", free_port()?),
+                child: None,
+            });
+        }
+        let mut cluster = Self { members, dir };
+        for i in 0..n {
+            cluster.spawn(i, "new")?;
+        }
+        cluster.wait_healthy(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(&self.members[i].name)
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) -> anyhow::Result<()> {
+        let initial = self.initial_cluster();
+        let data = self.data_dir(i);
+        let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log")))?;
+        let m = &mut self.members[i];
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &m.client])
+            .args(["--advertise-client-urls", &m.client])
+            .args(["--listen-peer-urls", &m.peer])
+            .args(["--initial-advertise-peer-urls", &m.peer])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-state", state])
+            .args(["--initial-cluster-token", "kubeedge-rs-test"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot run etcd (Debian package etcd-server)")?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    /// The client URLs of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client.clone()).collect()
+    }
+
+    /// Kills member `i` with SIGKILL and waits for it to exit.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut c) = self.members[i].child.take() {
+            c.start_kill()?;
+            c.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn(i, "existing")?;
+        self.wait_healthy(Duration::from_secs(60)).await
+    }
+
+    /// Runs etcdctl against the running members and returns its stdout.
+    pub async fn etcdctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client.clone())
+            .collect();
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", live.join(",")))
+            .args(args)
+            .output()
+            .await
+            .context("cannot run etcdctl (Debian package etcd-client)")?;
+        if !out.status.success() {
+            bail!(
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn wait_healthy(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            for (i, m) in self.members.iter_mut().enumerate() {
+                if let Some(c) = m.child.as_mut() {
+                    if let Some(status) = c.try_wait()? {
+                        let log =
+                            std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
+                                .unwrap_or_default();
+                        let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+                        bail!("etcd member {i} exited with {status}: {tail}");
+                    }
+                }
+            }
+            if self.etcdctl(&["endpoint", "health"]).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("etcd not healthy within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
