@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build each documented feature set of the library crates (kubeedge-edge's module features,
-# cloudcore without the embedded cluster), with clippy so that code behind a feature that is
+# cloudcore without the embedded cluster or without etcd, the API server with and without etcd), with clippy so that code behind a feature that is
 # off stays warning-free too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,3 +10,8 @@ for features in hub meta "hub,meta" metaserver edged eventbus stream; do
 done
 echo "== cloudcore --no-default-features (external mode only)"
 cargo clippy --locked -q -p cloudcore --no-default-features -- -D warnings
+echo "== cloudcore --no-default-features --features embedded (SQLite only, no etcd client)"
+cargo clippy --locked -q -p cloudcore --no-default-features --features embedded -- -D warnings
+echo "== kubeedge-apiserver (SQLite only) and --features etcd"
+cargo clippy --locked -q -p kubeedge-apiserver -- -D warnings
+cargo clippy --locked -q -p kubeedge-apiserver --features etcd -- -D warnings

@@ -162,6 +162,7 @@ pub struct Cluster {
     /// The joined edgecore's embedded MQTT broker port.
     pub mqtt_port: u16,
     init_sets: Vec<String>,
+    init_flags: Vec<String>,
     /// Extra `--set` keys for edgecore.yaml that [`Cluster::join`] passes (`key.path=value`).
     pub join_sets: Vec<String>,
     /// Extra flags [`Cluster::join`] passes (e.g. `--remote-runtime-endpoint=…`).
@@ -185,6 +186,11 @@ impl Cluster {
 
     /// [`Cluster::init`] with extra `--set` keys for cloudcore.yaml (`key.path=value`).
     pub fn init_with(sets: &[&str]) -> Result<Self> {
+        Self::init_with_flags(&[], sets)
+    }
+
+    /// [`Cluster::init_with`] with extra `keadm init` flags (`--etcd-servers=…`).
+    pub fn init_with_flags(flags: &[&str], sets: &[&str]) -> Result<Self> {
         let bins = bin_dir()?;
         let root = tempfile::Builder::new().prefix("kubeedge-e2e").tempdir()?;
         let (ws, https_port, api_port) = (free_port()?, free_port()?, free_port()?);
@@ -202,6 +208,7 @@ impl Cluster {
             node: None,
             mqtt_port: 0,
             init_sets: sets.iter().map(|s| (*s).to_owned()).collect(),
+            init_flags: flags.iter().map(|s| (*s).to_owned()).collect(),
             join_sets: Vec::new(),
             join_flags: Vec::new(),
         };
@@ -247,19 +254,28 @@ impl Cluster {
 
     /// `keadm init` (again): starts cloudcore when it is not running.
     pub fn start_cloudcore(&mut self) -> Result<String> {
-        self.keadm(&[
-            "init",
-            "--advertise-address=127.0.0.1",
-            &format!("--apiserver-listen=127.0.0.1:{}", self.api_port),
-            &format!(
+        let sets = format!("--set={}", self.init_sets.join(","));
+        let mut args: Vec<&str> = self.init_flags.iter().map(String::as_str).collect();
+        args.push(&sets);
+        self.keadm_init(&args)
+    }
+
+    fn keadm_init(&self, more: &[&str]) -> Result<String> {
+        let mut args = vec![
+            "init".to_owned(),
+            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--apiserver-listen=127.0.0.1:{}", self.api_port),
+            format!(
                 "--set=modules.cloudHub.websocket.port={},modules.cloudHub.https.port={},modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1,modules.cloudStream.tunnelPort={},commonConfig.monitorServer.bindAddress={}",
                 self.ws.port(),
                 self.https_port,
                 self.tunnel_port,
                 self.monitor,
             ),
-            &format!("--set={}", self.init_sets.join(",")),
-        ])
+        ];
+        args.extend(more.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.keadm(&args)
     }
 
     /// `GET path` on cloudcore's monitor server: the status code and the body.

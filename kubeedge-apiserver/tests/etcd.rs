@@ -255,3 +255,39 @@ async fn a_member_killed_loses_no_write_and_no_event() -> anyhow::Result<()> {
     ensure!(seen == revisions, "{seen:?} != {revisions:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_revisions_are_compacted_as_kube_apiserver_compacts() -> anyhow::Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let mut config = EtcdConfig::new(cluster.endpoints());
+    config.compaction_interval = Some(Duration::from_millis(100));
+    let store = EtcdStore::connect(config).await?;
+    let first = store
+        .write(WriteOp::Create {
+            key: key("default", "x"),
+            value: pod("default", "x", None),
+        })
+        .await?;
+    store
+        .write(WriteOp::Update {
+            key: key("default", "x"),
+            value: pod("default", "x", None),
+            expected_rv: None,
+        })
+        .await?;
+    let rev = format!("--rev={}", first.object.rv);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match cluster
+            .etcdctl(&["get", "/registry/pods/default/x", &rev])
+            .await
+        {
+            Err(e) if e.to_string().contains("compacted") => break,
+            _ if tokio::time::Instant::now() > deadline => anyhow::bail!("never compacted"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    // The newest state is intact.
+    ensure!(store.get(key("default", "x")).await?.is_some());
+    Ok(())
+}

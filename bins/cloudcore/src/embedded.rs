@@ -25,6 +25,26 @@ use crate::{host_ip, Args};
 #[derive(Debug, Clone)]
 pub(crate) struct Embedded(KubernetesService);
 
+/// The API's store: etcd with `--etcd-servers`, else SQLite under `--data-dir`.
+async fn open_store(args: &Args) -> anyhow::Result<kubeedge_apiserver::AnyStore> {
+    if args.etcd_servers.is_empty() {
+        let path = args.data_dir.join("state.db");
+        return Ok(kubeedge_apiserver::SqliteStore::open(path)?.into());
+    }
+    #[cfg(feature = "etcd")]
+    {
+        let mut config = kubeedge_apiserver::EtcdConfig::new(args.etcd_servers.clone());
+        config.prefix = args.etcd_prefix.clone();
+        let store = kubeedge_apiserver::EtcdStore::connect(config)
+            .await
+            .with_context(|| format!("cannot reach etcd at {}", args.etcd_servers.join(",")))?;
+        info!(servers = %args.etcd_servers.join(","), prefix = %args.etcd_prefix, "API objects in etcd");
+        Ok(store.into())
+    }
+    #[cfg(not(feature = "etcd"))]
+    anyhow::bail!("--etcd-servers needs cloudcore built with the etcd feature")
+}
+
 /// Start the embedded API server; a client for the controllers (in process).
 pub(crate) async fn start(
     args: &Args,
@@ -36,7 +56,7 @@ pub(crate) async fn start(
 ) -> anyhow::Result<(kube::Client, Embedded)> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    let store = kubeedge_apiserver::SqliteStore::open(args.data_dir.join("state.db"))?;
+    let store = open_store(args).await?;
     let mut api_config = kubeedge_apiserver::ApiConfig::default();
     // ServiceAccount tokens stay valid across restarts.
     let pki_dir = args.data_dir.join("pki");

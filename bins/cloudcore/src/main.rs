@@ -53,6 +53,13 @@ pub(crate) struct Args {
     /// Embedded mode: where the Kubernetes API listens (HTTPS).
     #[arg(long, default_value = "0.0.0.0:6443")]
     apiserver_listen: SocketAddr,
+    /// Embedded mode: keep the API's objects in this etcd v3 cluster (comma-separated client
+    /// URLs, as kube-apiserver's flag) instead of SQLite under `--data-dir`.
+    #[arg(long, value_delimiter = ',')]
+    etcd_servers: Vec<String>,
+    /// Embedded mode with `--etcd-servers`: the key prefix (kube-apiserver's default).
+    #[arg(long, default_value = "/registry")]
+    etcd_prefix: String,
     /// Embedded mode: where to write the admin kubeconfig (default `<data-dir>/admin.kubeconfig`).
     #[arg(long)]
     kubeconfig_out: Option<PathBuf>,

@@ -41,6 +41,10 @@ pub(crate) struct InitArgs {
     /// Where the embedded Kubernetes API listens (HTTPS).
     #[arg(long = "apiserver-listen", default_value = "0.0.0.0:6443")]
     apiserver_listen: String,
+    /// Keep the embedded API's objects in this etcd v3 cluster (comma-separated client URLs)
+    /// instead of SQLite on this host.
+    #[arg(long = "etcd-servers", value_delimiter = ',')]
+    etcd_servers: Vec<String>,
     /// Set cloudcore.yaml keys: `--set modules.cloudHub.websocket.port=10000,modules.dynamicController.enable=true`.
     #[arg(long = "set", value_delimiter = ',')]
     set: Vec<String>,
@@ -118,6 +122,9 @@ pub(crate) async fn run(paths: &Paths, args: &InitArgs) -> Result<()> {
             bail!("--advertise-address {a:?} is not an IP address");
         }
     }
+    if args.kube_config.is_some() && !args.etcd_servers.is_empty() {
+        bail!("--etcd-servers is for the embedded control plane; a cluster given with --kube-config keeps its own state");
+    }
     match &args.kube_config {
         Some(kc) => init_cluster(args, kc).await,
         None => init_embedded(paths, args).await,
@@ -143,7 +150,7 @@ async fn init_embedded(paths: &Paths, args: &InitArgs) -> Result<()> {
         process::write_file(&config, &yaml)?;
     }
     println!("[3/{TOTAL}] Start cloudcore with its embedded control plane");
-    let extra = [
+    let mut extra = vec![
         "--data-dir".to_owned(),
         paths.var_lib().join("cloudcore").display().to_string(),
         "--kubeconfig-out".to_owned(),
@@ -151,6 +158,9 @@ async fn init_embedded(paths: &Paths, args: &InitArgs) -> Result<()> {
         "--apiserver-listen".to_owned(),
         args.apiserver_listen.clone(),
     ];
+    if !args.etcd_servers.is_empty() {
+        extra.push(format!("--etcd-servers={}", args.etcd_servers.join(",")));
+    }
     let how = process::start(paths, "cloudcore", &cloudcore, &config, &extra)?;
     println!("cloudcore started as {how}");
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
@@ -245,6 +255,7 @@ async fn init_cluster(args: &InitArgs, kubeconfig: &Path) -> Result<()> {
         timeout: args.timeout,
         apiserver_listen: args.apiserver_listen.clone(),
         set: args.set.clone(),
+        etcd_servers: Vec::new(),
     };
     let yaml = cloudcore_config(&Paths::for_image(), &cloudcore, &in_cluster)?;
     let docs = cluster_manifests(args, &yaml)?;

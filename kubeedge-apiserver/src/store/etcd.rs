@@ -12,9 +12,10 @@ mod watch;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp};
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
@@ -37,6 +38,9 @@ pub struct EtcdConfig {
     pub history: usize,
     /// Capacity of each watcher's live feed before it is considered lagging.
     pub watch_buffer: usize,
+    /// How often old revisions are compacted away, kube-apiserver's
+    /// `--etcd-compaction-interval` (5 minutes); `None` leaves compaction to others.
+    pub compaction_interval: Option<Duration>,
 }
 
 impl EtcdConfig {
@@ -47,6 +51,7 @@ impl EtcdConfig {
             prefix: "/registry".into(),
             history: 10_000,
             watch_buffer: 4_096,
+            compaction_interval: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -73,7 +78,7 @@ pub(super) struct Shared {
 #[derive(Clone)]
 pub struct EtcdStore {
     shared: Arc<Shared>,
-    _stop: Arc<oneshot::Sender<()>>,
+    _stop: Arc<(oneshot::Sender<()>, oneshot::Sender<()>)>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -150,7 +155,11 @@ fn encode(mut value: Value) -> Result<(Vec<u8>, Vec<String>), StoreError> {
 impl EtcdStore {
     /// Connects to the cluster and starts following its changes.
     pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
-        let client = Client::connect(&config.endpoints, None)
+        // Keep-alives find a member that died under an idle connection (a watch).
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(etcd)?;
         let layout = Layout::new(&config.prefix);
@@ -174,16 +183,20 @@ impl EtcdStore {
             watch_buffer: config.watch_buffer.max(16),
         });
         let (stop, stopped) = oneshot::channel();
+        let (stop_compact, compact_stopped) = oneshot::channel();
         tokio::spawn(watch::follow(
             client.clone(),
             Arc::clone(&shared),
             revision,
             stopped,
         ));
+        if let Some(every) = config.compaction_interval {
+            tokio::spawn(watch::compact(client.clone(), every, compact_stopped));
+        }
         tracing::info!(endpoints = ?config.endpoints, revision, "etcd store connected");
         Ok(Self {
             shared,
-            _stop: Arc::new(stop),
+            _stop: Arc::new((stop, stop_compact)),
         })
     }
 

@@ -123,3 +123,30 @@ fn take(shared: &Shared, resp: &WatchResponse, mut revision: u64) -> u64 {
     shared.publish(events, revision);
     revision
 }
+
+/// Compacts, every `every`, to the revision the previous round saw (as kube-apiserver does), so
+/// that etcd keeps at least one interval of history for watches to resume from.
+pub(super) async fn compact(client: Client, every: Duration, mut stop: oneshot::Receiver<()>) {
+    let mut kv = client.kv_client();
+    let mut seen: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Some(at) = seen.filter(|r| *r > 0) {
+            match kv.compact(at, None).await {
+                Ok(_) => tracing::debug!(revision = at, "etcd compacted"),
+                // Another replica compacted there first, or the cluster is away: next round.
+                Err(e) => tracing::debug!(revision = at, error = %e, "etcd compaction skipped"),
+            }
+        }
+        seen = match kv
+            .get("/", Some(etcd_client::GetOptions::new().with_count_only()))
+            .await
+        {
+            Ok(r) => r.header().map(|h| h.revision()),
+            Err(_) => None,
+        };
+    }
+}
