@@ -4,6 +4,7 @@
 //! edge node joins and turns Ready.
 
 #[path = "../../kubeedge-apiserver/tests/common/etcd.rs"]
+#[allow(dead_code, unreachable_pub)]
 mod etcd;
 
 use std::time::Duration;
