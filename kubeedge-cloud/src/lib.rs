@@ -80,6 +80,7 @@ pub mod edgecontroller;
 mod error;
 pub mod hub;
 mod impersonate;
+pub mod leader;
 pub mod metrics;
 pub mod monitor;
 mod object;

@@ -17,6 +17,7 @@ use anyhow::Context;
 use clap::Parser;
 use kubeedge_cloud::config::CloudCoreFile;
 use kubeedge_cloud::hub::CloudHub;
+use kubeedge_cloud::leader::LeaderElection;
 use kubeedge_cloud::stream::{CloudStream, StreamConfig};
 use kubeedge_cloud::ControllersConfig;
 use tokio::net::TcpListener;
@@ -60,6 +61,16 @@ pub(crate) struct Args {
     /// Embedded mode with `--etcd-servers`: the key prefix (kube-apiserver's default).
     #[arg(long, default_value = "/registry")]
     etcd_prefix: String,
+    /// Leader election (the singleton duties): how long a lease holds without renewal
+    /// (kube-controller-manager's flag and default).
+    #[arg(long, default_value = "15s")]
+    leader_elect_lease_duration: GoDuration,
+    /// Leader election: how long the leader tries to renew before it steps down.
+    #[arg(long, default_value = "10s")]
+    leader_elect_renew_deadline: GoDuration,
+    /// Leader election: how often to try to acquire or renew.
+    #[arg(long, default_value = "2s")]
+    leader_elect_retry_period: GoDuration,
     /// Embedded mode: where to write the admin kubeconfig (default `<data-dir>/admin.kubeconfig`).
     #[arg(long)]
     kubeconfig_out: Option<PathBuf>,
@@ -68,6 +79,48 @@ pub(crate) struct Args {
     /// ConfigMap kubeedge/tunnelport) to its stream server.
     #[arg(long)]
     iptables_manager: bool,
+}
+
+/// This replica's leader election: the Lease `kubeedge/cloudcore`, held as
+/// `<hostname>_<hash of --data-dir and --apiserver-listen>` so that a restarted replica takes its
+/// own lease back at once while two replicas on one host stay apart.
+fn election(args: &Args) -> LeaderElection {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "cloudcore".to_owned());
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let seed = format!("{}|{}", args.data_dir.display(), args.apiserver_listen);
+    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut e = LeaderElection::new("kubeedge", "cloudcore", format!("{host}_{hash:016x}"));
+    e.lease_duration = args.leader_elect_lease_duration.0;
+    e.renew_deadline = args.leader_elect_renew_deadline.0;
+    e.retry_period = args.leader_elect_retry_period.0;
+    e
+}
+
+/// A duration flag as Go writes one (`15s`, `500ms`, `2m`; a bare number is seconds).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GoDuration(Duration);
+
+impl std::str::FromStr for GoDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (num, unit) = s
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or((s, "s"), |i| s.split_at(i));
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like 15s"))?;
+        match unit {
+            "ms" => Ok(Self(Duration::from_millis(n))),
+            "s" => Ok(Self(Duration::from_secs(n))),
+            "m" => Ok(Self(Duration::from_secs(n * 60))),
+            _ => Err(format!("{s:?}: the unit must be ms, s or m")),
+        }
+    }
 }
 
 /// The host's outbound IP (no packet is sent), or loopback.
@@ -153,8 +206,10 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let election = election(&args);
     let run = run(
         file,
+        election,
         client,
         api,
         embedded,
@@ -233,6 +288,7 @@ async fn external_config(file: &CloudCoreFile) -> anyhow::Result<kube::Config> {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     file: CloudCoreFile,
+    election: LeaderElection,
     client: kube::Client,
     api: Option<kube::Config>,
     embedded: Option<embedded::Embedded>,
@@ -247,14 +303,28 @@ async fn run(
             .await
             .context("certificates")?;
     info!(ca_hash = %kubeedge_proto::ca_hash(pki.ca_cert_der()), "cloudcore pki ready");
+    // The singleton duties run on the one replica that holds the Lease kubeedge/cloudcore:
+    // the join-token refresh and, in embedded mode, the control plane's controllers.
     {
-        let (pki, client, cancel) = (pki.clone(), client.clone(), cancel.clone());
-        tracker.spawn(kubeedge_cloud::secrets::run_token_secret(
-            pki, client, cancel,
-        ));
-    }
-    if let Some(e) = &embedded {
-        embedded::start_control_plane(client.clone(), e, tracker, cancel.clone());
+        let lease_client = client.clone();
+        let (pki, client, embedded) = (pki.clone(), client.clone(), embedded.clone());
+        let duty = move |lead: CancellationToken| {
+            let (pki, client, embedded) = (pki.clone(), client.clone(), embedded.clone());
+            async move {
+                let duties = TaskTracker::new();
+                duties.spawn(kubeedge_cloud::secrets::run_token_secret(
+                    pki,
+                    client.clone(),
+                    lead.clone(),
+                ));
+                if let Some(e) = &embedded {
+                    embedded::start_control_plane(client, e, &duties, lead);
+                }
+                duties.close();
+                duties.wait().await;
+            }
+        };
+        tracker.spawn(election.run(lease_client, cancel.clone(), duty));
     }
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
     // /metrics, /healthz and /readyz (commonConfig.monitorServer).
