@@ -91,6 +91,49 @@ async fn a_second_replica_takes_the_singleton_duties_when_the_leader_dies() -> R
     let b = Cluster::init_with_flags(&[&servers], &[])?;
     // B sees A's lease and does not take it.
     ensure!(holder(&b)? == leader, "B took a live lease");
+    // One CA and one ServiceAccount key: A's admin kubeconfig and a token A issued work on B.
+    let b_server = server_of(&b)?;
+    let on_b = a.kubectl(&[
+        "--server",
+        &b_server,
+        "get",
+        "namespace",
+        "kubeedge",
+        "-o",
+        "name",
+    ])?;
+    ensure!(on_b.trim() == "namespace/kubeedge", "{on_b}");
+    wait_for("the default ServiceAccount", LIMIT, || {
+        Ok(
+            a.kubectl(&["get", "serviceaccount", "default", "-o", "name"])
+                .is_ok(),
+        )
+    })?;
+    let token = a.kubectl(&["create", "token", "default"])?;
+    let ca = a.root().join("var/lib/kubeedge/cloudcore/pki/ca.crt");
+    let who = std::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &b_server,
+            "--token",
+            token.trim(),
+        ])
+        .arg(format!("--certificate-authority={}", ca.display()))
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()?;
+    let who_text = String::from_utf8_lossy(&who.stdout);
+    ensure!(
+        who_text == "system:serviceaccount:default:default",
+        "{who_text} {}",
+        String::from_utf8_lossy(&who.stderr)
+    );
 
     a.kill9("cloudcore")?;
     let killed = std::time::Instant::now();
@@ -115,4 +158,13 @@ async fn a_second_replica_takes_the_singleton_duties_when_the_leader_dies() -> R
             .is_empty())
     })?;
     Ok(())
+}
+
+/// The API server URL in `cluster`'s admin kubeconfig.
+fn server_of(cluster: &Cluster) -> Result<String> {
+    let text = std::fs::read_to_string(&cluster.kubeconfig)?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .map(|s| s.trim().trim_matches('"').to_owned())
+        .context("no server in the kubeconfig")
 }

@@ -62,6 +62,13 @@ pub(crate) async fn start(
     let pki_dir = args.data_dir.join("pki");
     std::fs::create_dir_all(&pki_dir)
         .with_context(|| format!("cannot create {}", pki_dir.display()))?;
+    // Replicas on one etcd serve with one CA and one ServiceAccount key.
+    #[cfg(feature = "etcd")]
+    if !args.etcd_servers.is_empty() {
+        crate::shared_pki::share(&store, &pki_dir)
+            .await
+            .context("sharing the API's CA through etcd")?;
+    }
     api_config.service_account_key = Some(
         kubeedge_apiserver::authz::token::SigningKey::load_or_generate(&pki_dir.join("sa.key"))?,
     );

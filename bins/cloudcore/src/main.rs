@@ -31,6 +31,8 @@ mod embedded;
 #[path = "no_embedded.rs"]
 mod embedded;
 mod router;
+#[cfg(feature = "etcd")]
+mod shared_pki;
 
 #[derive(Parser, Debug)]
 #[command(
