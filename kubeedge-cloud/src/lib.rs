@@ -84,6 +84,7 @@ pub mod leader;
 pub mod metrics;
 pub mod monitor;
 mod object;
+pub mod ownership;
 pub mod router;
 pub mod secrets;
 pub mod stream;

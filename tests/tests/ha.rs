@@ -59,6 +59,21 @@ async fn the_embedded_control_plane_keeps_its_state_in_etcd() -> Result<()> {
         .etcdctl(&["get", "/registry/minions/etcd-edge", "--print-value-only"])
         .await?;
     ensure!(node.contains("\"etcd-edge\""), "{node}");
+    // The node's record names this replica, the leader of the singleton duties too.
+    let leader = holder(&cluster)?;
+    wait_for("the node's record", LIMIT, || {
+        Ok(cluster
+            .kubectl(&[
+                "get",
+                "lease",
+                "-n",
+                "kubeedge",
+                "node-etcd-edge",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])
+            .is_ok_and(|h| h.trim() == leader))
+    })?;
     Ok(())
 }
 

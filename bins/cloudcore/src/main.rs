@@ -305,6 +305,7 @@ async fn run(
             .await
             .context("certificates")?;
     info!(ca_hash = %kubeedge_proto::ca_hash(pki.ca_cert_der()), "cloudcore pki ready");
+    let identity = election.identity.clone();
     // The singleton duties run on the one replica that holds the Lease kubeedge/cloudcore:
     // the join-token refresh and, in embedded mode, the control plane's controllers.
     {
@@ -329,6 +330,14 @@ async fn run(
         tracker.spawn(election.run(lease_client, cancel.clone(), duty));
     }
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
+    // Which replica holds which edge: a Lease kubeedge/node-<node> per node.
+    tracker.spawn(
+        kubeedge_cloud::ownership::NodeOwnership::new("kubeedge", identity).run(
+            client.clone(),
+            hub.clone(),
+            cancel.clone(),
+        ),
+    );
     // /metrics, /healthz and /readyz (commonConfig.monitorServer).
     hub.register_metrics(&mut registry);
     let sync_metrics = kubeedge_cloud::metrics::SyncMetrics::default();

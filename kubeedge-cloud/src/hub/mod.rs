@@ -431,6 +431,44 @@ impl CloudHub {
         }
     }
 
+    /// The names of the nodes with a live session.
+    pub fn connected_nodes(&self) -> Vec<String> {
+        let nodes = self
+            .inner
+            .nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        nodes
+            .iter()
+            .filter(|(_, s)| s.session.try_lock().map_or(true, |h| h.is_some()))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Drops what is queued for `node` when it has no session here (another replica serves
+    /// it); returns how many messages were dropped.
+    pub fn forget(&self, node: &str) -> usize {
+        let state = {
+            let nodes = self
+                .inner
+                .nodes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            nodes.get(node).cloned()
+        };
+        let Some(state) = state else { return 0 };
+        // A session being set up or running keeps its queue.
+        let Ok(session) = state.session.try_lock() else {
+            return 0;
+        };
+        if session.is_some() {
+            return 0;
+        }
+        let n = state.outbox().clear();
+        state.space.add_permits(n);
+        n
+    }
+
     /// Nodes with a live session.
     pub fn connected(&self) -> usize {
         self.inner.connected.load(Ordering::Relaxed)

@@ -218,6 +218,18 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// Drops every message held (the node is served elsewhere); returns how many there were,
+    /// the capacity they held. What the node acked through this outbox is remembered.
+    pub fn clear(&mut self) -> usize {
+        let n = self.len();
+        self.slots.clear();
+        self.queue.clear();
+        self.inflight_ids.clear();
+        self.inflight = 0;
+        self.noack.clear();
+        n
+    }
+
     /// The edge acked `parent`; returns true when it matched an in-flight message.
     pub fn ack(&mut self, parent: &MessageId) -> bool {
         self.take_acked(parent).is_some()

@@ -1,0 +1,211 @@
+//! Which replica holds which edge node: a `coordination.k8s.io/v1` Lease per node,
+//! `<namespace>/node-<node>`, labelled `kubeedge.io/owner-record=node`. This hub writes itself
+//! as the holder when the node's websocket arrives, whoever held it before (the edge is where it
+//! is), and clears the holder when the session ends, unless another replica took the node
+//! meanwhile. `kubectl get lease -n kubeedge -l kubeedge.io/owner-record=node` shows where each
+//! edge is connected.
+//!
+//! A replica whose node was taken by another drops what it queued for that node: the new holder
+//! queued the same changes (every replica's controllers queue every change) and, with the
+//! ObjectSync ledger in the API, resends what the node has not acked. Should the node come back,
+//! what changed since then is queued here again.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::hub::{CloudHub, HubEvent};
+
+/// The label every node record carries.
+pub const LABEL: &str = "kubeedge.io/owner-record";
+
+/// The record's name for `node`.
+pub fn record_name(node: &str) -> String {
+    format!("node-{node}")
+}
+
+/// Settings of [`NodeOwnership`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeOwnership {
+    /// Where the records live (`kubeedge`).
+    pub namespace: String,
+    /// This replica's identity, as in its leader election.
+    pub identity: String,
+}
+
+impl NodeOwnership {
+    /// Records in `namespace`, written as `identity`.
+    pub fn new(namespace: impl Into<String>, identity: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            identity: identity.into(),
+        }
+    }
+
+    /// Keeps the records of `hub`'s nodes, and drops the queues of nodes other replicas took,
+    /// until `cancel`.
+    pub async fn run(self, client: kube::Client, hub: CloudHub, cancel: CancellationToken) {
+        let api: Api<Lease> = Api::namespaced(client, &self.namespace);
+        let mut events = hub.events();
+        let records = watcher(
+            api.clone(),
+            watcher::Config::default().labels(&format!("{LABEL}=node")),
+        );
+        let mut records = std::pin::pin!(records);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                ev = events.recv() => match ev {
+                    Ok(HubEvent::Connected { node }) => self.take(&api, &hub, &node).await,
+                    Ok(HubEvent::Disconnected { node }) => self.release(&api, &hub, &node).await,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        for node in hub.connected_nodes() {
+                            self.take(&api, &hub, &node).await;
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                ev = records.next() => match ev {
+                    Some(Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) => {
+                        self.observe(&hub, &l);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => debug!(error = %e, "node records watch"),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Another replica holds the node of `lease` and it has no session here: drop its queue.
+    fn observe(&self, hub: &CloudHub, lease: &Lease) {
+        let Some(node) = lease
+            .metadata
+            .name
+            .as_deref()
+            .and_then(|n| n.strip_prefix("node-"))
+        else {
+            return;
+        };
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref());
+        if holder.is_some_and(|h| h != self.identity) && !hub.is_connected(node) {
+            let dropped = hub.forget(node);
+            if dropped > 0 {
+                info!(%node, holder = holder.unwrap_or_default(), dropped, "node held by another replica; its queue here is dropped");
+            }
+        }
+    }
+
+    /// Writes this replica as the holder of `node` (retried on conflicts, a few times).
+    async fn take(&self, api: &Api<Lease>, hub: &CloudHub, node: &str) {
+        for _ in 0..5 {
+            if !hub.is_connected(node) {
+                return;
+            }
+            match self.write(api, node, true).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => {
+                    warn!(%node, error = %e, "cannot record the node's holder");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Clears the holder of `node` if it is still this replica.
+    async fn release(&self, api: &Api<Lease>, hub: &CloudHub, node: &str) {
+        for _ in 0..5 {
+            if hub.is_connected(node) {
+                return;
+            }
+            match self.write(api, node, false).await {
+                // Taken by another replica while this session ended: its queue goes.
+                Ok(Some(other)) => {
+                    let dropped = hub.forget(node);
+                    info!(%node, holder = %other, dropped, "node moved to another replica");
+                    return;
+                }
+                Ok(None) => return,
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => {
+                    debug!(%node, error = %e, "cannot clear the node's holder");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes (`hold`) or clears the record; `Ok(Some(other))` when another replica holds it and
+    /// it was left alone.
+    async fn write(
+        &self,
+        api: &Api<Lease>,
+        node: &str,
+        hold: bool,
+    ) -> Result<Option<String>, kube::Error> {
+        let name = record_name(node);
+        let now = MicroTime(jiff::Timestamp::now());
+        let Some(mut lease) = api.get_opt(&name).await? else {
+            if !hold {
+                return Ok(None);
+            }
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(self.namespace.clone()),
+                    labels: Some(BTreeMap::from([(LABEL.to_owned(), "node".to_owned())])),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..LeaseSpec::default()
+                }),
+            };
+            return api
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| None);
+        };
+        let mut spec = lease.spec.take().unwrap_or_default();
+        let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        if hold {
+            if mine {
+                return Ok(None);
+            }
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+            spec.holder_identity = Some(self.identity.clone());
+            spec.acquire_time = Some(now.clone());
+            spec.renew_time = Some(now);
+        } else {
+            if !mine {
+                return Ok(spec.holder_identity);
+            }
+            spec.holder_identity = None;
+            spec.renew_time = Some(now);
+        }
+        lease.spec = Some(spec);
+        api.replace(
+            &lease.metadata.name.clone().unwrap_or_default(),
+            &PostParams::default(),
+            &lease,
+        )
+        .await
+        .map(|_| None)
+    }
+}
