@@ -37,10 +37,12 @@ ensure_build_deps() {
   ensure_apt build-essential pkg-config protobuf-compiler libprotobuf-dev
 }
 
-# ensure_etcd: Debian's etcd server and etcdctl, for the etcd store's tests (each test starts
-# its own members on free loopback ports; the packaged service is not used).
+# ensure_etcd: Debian's etcd server and etcdctl, and HAProxy, for the etcd store's and the HA
+# tests (each test starts its own processes on free loopback ports; the packaged services are
+# not used).
 ensure_etcd() {
   command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1 || ensure_apt etcd-server etcd-client
+  command -v haproxy >/dev/null 2>&1 || ensure_apt haproxy
 }
 
 # ensure_stream_test_deps: what the kubectl streams tests run beside kubectl: curl through

@@ -183,3 +183,126 @@ fn server_of(cluster: &Cluster) -> Result<String> {
         .map(|s| s.trim().trim_matches('"').to_owned())
         .context("no server in the kubeconfig")
 }
+
+/// HAProxy (Debian's) in TCP mode on free loopback ports: `first` balancing, so every
+/// connection goes to the first live server, with fast health checks.
+struct Haproxy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    /// One frontend per `(listen port, backend ports)`.
+    fn start(routes: &[(u16, [u16; 2])]) -> Result<Self> {
+        let mut cfg = String::from(
+            "global\n  maxconn 512\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  retries 3\n  option redispatch\n",
+        );
+        for (i, (listen, servers)) in routes.iter().enumerate() {
+            cfg += &format!("frontend f{i}\n  bind 127.0.0.1:{listen}\n  default_backend b{i}\n");
+            cfg += &format!("backend b{i}\n  balance first\n");
+            for (j, port) in servers.iter().enumerate() {
+                cfg += &format!("  server s{j} 127.0.0.1:{port} check inter 300 fall 1 rise 1\n");
+            }
+        }
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg)?;
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot run haproxy (Debian package haproxy)")?;
+        Ok(Self { child, _dir: dir })
+    }
+}
+
+fn record_holder(cluster: &Cluster, node: &str) -> String {
+    cluster
+        .kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kubeedge",
+            &format!("node-{node}"),
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn busybox_pod(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: {}\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n",
+        kubeedge_bench::BUSYBOX_IMAGE
+    )
+}
+
+fn phase(cluster: &Cluster, pod: &str) -> String {
+    cluster
+        .kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"])
+        .map(|p| p.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_moves_through_haproxy_when_its_replica_dies() -> Result<()> {
+    kubeedge_bench::ensure_busybox_image().await?;
+    let members = etcd::EtcdCluster::start(3).await?;
+    let servers = format!("--etcd-servers={}", members.endpoints().join(","));
+    let mut a = Cluster::init_with_flags(&[&servers], &[])?;
+    wait_for("A leads", LIMIT, || Ok(!holder(&a)?.is_empty()))?;
+    let b = Cluster::init_with_flags(&[&servers], &[])?;
+    let (ws, https) = (kubeedge_bench::free_port()?, kubeedge_bench::free_port()?);
+    let _lb = Haproxy::start(&[
+        (ws, [a.ws.port(), b.ws.port()]),
+        (https, [a.https_port, b.https_port]),
+    ])?;
+
+    // The edge joins through the load balancer's single address, and lands on A.
+    let node = "ha-edge";
+    a.https_port = https;
+    a.join_sets.push("modules.edgeHub.heartbeat=2".into());
+    a.join(node, std::net::SocketAddr::from(([127, 0, 0, 1], ws)))?;
+    wait_for("node Ready", LIMIT, || a.node_ready(node)).with_context(|| a.logs_tail(30))?;
+    let on_a = record_holder(&a, node);
+    ensure!(!on_a.is_empty() && on_a == holder(&a)?, "{on_a:?}");
+    a.apply(&busybox_pod("before", node))?;
+    wait_for("pod before Running", LIMIT, || {
+        Ok(phase(&a, "before") == "Running")
+    })
+    .with_context(|| a.logs_tail(30))?;
+
+    // A dies; a pod applied meanwhile runs once the edge is on B and B leads.
+    a.kill9("cloudcore")?;
+    let killed = std::time::Instant::now();
+    b.apply(&busybox_pod("during", node))?;
+    wait_for("the edge on B", LIMIT, || {
+        let h = record_holder(&b, node);
+        Ok(!h.is_empty() && h != on_a)
+    })
+    .with_context(|| a.logs_tail(30))?;
+    let moved = killed.elapsed();
+    wait_for("pod during Running", LIMIT, || {
+        Ok(phase(&b, "during") == "Running")
+    })
+    .with_context(|| a.logs_tail(30))?;
+    println!(
+        "edge on the other replica {:.1} s after kill -9; the pod applied meanwhile Running after {:.1} s",
+        moved.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    ensure!(phase(&b, "before") == "Running");
+    ensure!(b.node_ready(node)?, "node not Ready on B");
+    Ok(())
+}
