@@ -36,7 +36,11 @@ async fn the_embedded_control_plane_keeps_its_state_in_etcd() -> Result<()> {
     // kill -9 and start again: the state was in etcd, not in the process.
     let before = cluster.pid("cloudcore");
     cluster.kill9("cloudcore")?;
-    cluster.start_cloudcore()?;
+    let said = cluster.start_cloudcore()?;
+    ensure!(
+        said.contains("one replica of a control plane on etcd") && said.contains("haproxy.cfg"),
+        "{said}"
+    );
     let after = cluster.pid("cloudcore");
     ensure!(
         after.is_some() && after != before,

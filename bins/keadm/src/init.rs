@@ -198,7 +198,71 @@ async fn init_embedded(paths: &Paths, args: &InitArgs) -> Result<()> {
     println!("  kubectl --kubeconfig {} get nodes", kubeconfig.display());
     println!("Join an edge node with:");
     println!("  keadm join --cloudcore-ipport={addr}:{port} --token={token}");
+    if !args.etcd_servers.is_empty() {
+        let yaml = std::fs::read_to_string(&config)
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<Value>(&t).ok())
+            .unwrap_or(Value::Null);
+        print!("{}", ha_instructions(&yaml, args));
+    }
     Ok(())
+}
+
+/// What an operator puts in front of replicas on one etcd: the ports, the certificate names,
+/// and an HAProxy example.
+fn ha_instructions(yaml: &Value, args: &InitArgs) -> String {
+    let hub = &yaml["modules"]["cloudHub"];
+    let port = |v: &Value, default: u64| v.as_u64().unwrap_or(default);
+    let api_port = args
+        .apiserver_listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(6443);
+    let ports = [
+        (
+            "cloudhub-websocket",
+            port(&hub["websocket"]["port"], 10000),
+            "keadm join --cloudcore-ipport=<VIP>:PORT",
+        ),
+        (
+            "cloudhub-https",
+            port(&hub["https"]["port"], 10002),
+            "keadm join --certport=PORT",
+        ),
+        (
+            "cloudstream-tunnel",
+            port(&yaml["modules"]["cloudStream"]["tunnelPort"], 10004),
+            "edgecore.yaml modules.edgeStream.server=<VIP>:PORT",
+        ),
+        ("kube-apiserver", api_port, "the server of the kubeconfigs"),
+    ];
+    let me = args
+        .advertise_address
+        .first()
+        .map_or("<this host>", String::as_str);
+    let mut out = format!(
+        "\nThis cloudcore is one replica of a control plane on etcd ({}).\n\
+         Start the others with the same command on their hosts: one leads the singleton duties\n\
+         (Lease kubeedge/cloudcore), each records the edges it holds (Leases kubeedge/node-*),\n\
+         and all share the CAs. Give every replica --advertise-address=<VIP>,<its own address>\n\
+         (the first replica's certificates are the ones shared, so its list must name the VIP).\n\
+         Put these TCP ports of every replica behind one VIP or load balancer:\n",
+        args.etcd_servers.join(",")
+    );
+    for (name, p, how) in &ports {
+        out += &format!(
+            "  {p:>5}/tcp  {name:<19} {}\n",
+            how.replace("PORT", &p.to_string())
+        );
+    }
+    out += "For example, in haproxy.cfg (one server line per replica):\n";
+    for (name, p, _) in &ports {
+        out += &format!(
+            "  frontend {name}\n    bind <VIP>:{p}\n    mode tcp\n    default_backend {name}\n  backend {name}\n    mode tcp\n    option redispatch\n    server replica-1 {me}:{p} check\n"
+        );
+    }
+    out
 }
 
 /// The objects `keadm init --kube-config` applies, in order.
@@ -299,4 +363,39 @@ async fn init_cluster(args: &InitArgs, kubeconfig: &Path) -> Result<()> {
         kubeconfig.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ha_instructions_name_the_configured_ports() {
+        let args = InitArgs {
+            advertise_address: vec!["10.0.0.5".into()],
+            kube_config: None,
+            dry_run: false,
+            kubeedge_version: None,
+            timeout: 60,
+            apiserver_listen: "0.0.0.0:7443".into(),
+            set: Vec::new(),
+            etcd_servers: vec!["http://10.0.0.9:2379".into()],
+        };
+        let yaml: Value = serde_yaml::from_str(
+            "modules: {cloudHub: {websocket: {port: 11000}, https: {port: 11002}}, cloudStream: {tunnelPort: 11004}}",
+        )
+        .expect("yaml");
+        let text = ha_instructions(&yaml, &args);
+        for want in [
+            "control plane on etcd (http://10.0.0.9:2379)",
+            "11000/tcp  cloudhub-websocket  keadm join --cloudcore-ipport=<VIP>:11000",
+            "11002/tcp  cloudhub-https      keadm join --certport=11002",
+            "11004/tcp  cloudstream-tunnel",
+            " 7443/tcp  kube-apiserver",
+            "server replica-1 10.0.0.5:11000 check",
+            "--advertise-address=<VIP>,<its own address>",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+    }
 }
