@@ -152,6 +152,8 @@ pub struct Cluster {
     api_port: u16,
     /// cloudcore's stream tunnel port.
     pub tunnel_port: u16,
+    /// cloudcore's stream server port (kubelet API for an API server or other replicas).
+    pub stream_port: u16,
     /// cloudcore's monitor server (`/metrics`, `/healthz`, `/readyz`).
     pub monitor: SocketAddr,
     /// The joined edgecore's MetaServer (and its `/metrics`), once joined.
@@ -202,6 +204,7 @@ impl Cluster {
             https_port,
             api_port,
             tunnel_port: free_port()?,
+            stream_port: free_port()?,
             monitor: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             metaserver: None,
             join_args: Vec::new(),
@@ -266,10 +269,11 @@ impl Cluster {
             "--advertise-address=127.0.0.1".to_owned(),
             format!("--apiserver-listen=127.0.0.1:{}", self.api_port),
             format!(
-                "--set=modules.cloudHub.websocket.port={},modules.cloudHub.https.port={},modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1,modules.cloudStream.tunnelPort={},commonConfig.monitorServer.bindAddress={}",
+                "--set=modules.cloudHub.websocket.port={},modules.cloudHub.https.port={},modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1,modules.cloudStream.tunnelPort={},modules.cloudStream.streamPort={},commonConfig.monitorServer.bindAddress={}",
                 self.ws.port(),
                 self.https_port,
                 self.tunnel_port,
+                self.stream_port,
                 self.monitor,
             ),
         ];

@@ -39,7 +39,13 @@ pub struct NodeOwnership {
     pub namespace: String,
     /// This replica's identity, as in its leader election.
     pub identity: String,
+    /// Where other replicas reach this one's stream server for its nodes (`ip:streamPort`),
+    /// written into the records as [`STREAM_SERVER`].
+    pub stream_server: Option<String>,
 }
+
+/// The annotation that tells other replicas where the holder's stream server is.
+pub const STREAM_SERVER: &str = "kubeedge.io/stream-server";
 
 impl NodeOwnership {
     /// Records in `namespace`, written as `identity`.
@@ -47,6 +53,7 @@ impl NodeOwnership {
         Self {
             namespace: namespace.into(),
             identity: identity.into(),
+            stream_server: None,
         }
     }
 
@@ -148,6 +155,12 @@ impl NodeOwnership {
         }
     }
 
+    fn annotations(&self) -> Option<BTreeMap<String, String>> {
+        self.stream_server
+            .as_ref()
+            .map(|a| BTreeMap::from([(STREAM_SERVER.to_owned(), a.clone())]))
+    }
+
     /// Takes (`hold`) or clears the record; `Ok(Some(other))` when another replica holds it and
     /// it was left alone.
     async fn write(
@@ -167,6 +180,7 @@ impl NodeOwnership {
                     name: Some(name),
                     namespace: Some(self.namespace.clone()),
                     labels: Some(BTreeMap::from([(LABEL.to_owned(), "node".to_owned())])),
+                    annotations: self.annotations(),
                     ..ObjectMeta::default()
                 },
                 spec: Some(LeaseSpec {
@@ -185,12 +199,21 @@ impl NodeOwnership {
         let mut spec = lease.spec.take().unwrap_or_default();
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         if hold {
-            if mine {
+            let addr = lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(STREAM_SERVER));
+            if mine && addr == self.stream_server.as_ref() {
                 return Ok(None);
             }
-            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+            lease.metadata.annotations = self.annotations();
+            if !mine {
+                spec.lease_transitions =
+                    Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+                spec.acquire_time = Some(now.clone());
+            }
             spec.holder_identity = Some(self.identity.clone());
-            spec.acquire_time = Some(now.clone());
             spec.renew_time = Some(now);
         } else {
             if !mine {

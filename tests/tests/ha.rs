@@ -310,3 +310,48 @@ async fn an_edge_moves_through_haproxy_when_its_replica_dies() -> Result<()> {
     ensure!(b.node_ready(node)?, "node not Ready on B");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_reach_a_node_held_by_the_other_replica() -> Result<()> {
+    kubeedge_bench::ensure_busybox_image().await?;
+    let members = etcd::EtcdCluster::start(3).await?;
+    let servers = format!("--etcd-servers={}", members.endpoints().join(","));
+    let a = Cluster::init_with_flags(&[&servers], &[])?;
+    let mut b = Cluster::init_with_flags(&[&servers], &[])?;
+    // The edge (and its stream tunnel) on B; kubectl asks A.
+    let node = "streams-edge";
+    let ws = b.ws;
+    b.join(node, ws)?;
+    wait_for("node Ready", LIMIT, || a.node_ready(node)).with_context(|| b.logs_tail(30))?;
+    let b_streams = format!("127.0.0.1:{}", b.stream_port);
+    wait_for("the node's record naming B's stream server", LIMIT, || {
+        Ok(a.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kubeedge",
+            &format!("node-{node}"),
+            "-o",
+            "jsonpath={.metadata.annotations.kubeedge\\.io/stream-server}",
+        ])?
+        .trim()
+            == b_streams)
+    })?;
+    a.apply(&busybox_pod("talker", node))?;
+    wait_for(
+        "pod Running",
+        LIMIT,
+        || Ok(phase(&a, "talker") == "Running"),
+    )
+    .with_context(|| b.logs_tail(30))?;
+    let said = a.kubectl(&["exec", "talker", "--", "echo", "through A to B"])?;
+    ensure!(said.trim() == "through A to B", "{said:?}");
+    let code = std::process::Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", a.kubeconfig.display()))
+        .args(["exec", "talker", "--", "sh", "-c", "exit 7"])
+        .status()?;
+    ensure!(code.code() == Some(7), "{code:?}");
+    let logs = a.kubectl(&["logs", "talker"]);
+    ensure!(logs.is_ok(), "{logs:?}");
+    Ok(())
+}

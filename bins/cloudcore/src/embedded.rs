@@ -21,9 +21,14 @@ use tracing::{error, info};
 
 use crate::{host_ip, Args};
 
-/// What the embedded API started with: the `default/kubernetes` Service to keep.
-#[derive(Debug, Clone)]
-pub(crate) struct Embedded(KubernetesService);
+/// What the embedded API started with: the `default/kubernetes` Service to keep, and on etcd
+/// the way to the other replicas' stream servers.
+#[derive(Clone)]
+pub(crate) struct Embedded {
+    kubernetes: KubernetesService,
+    #[cfg(feature = "etcd")]
+    pub(crate) peers: Option<crate::peers::Peers>,
+}
 
 /// The API's store: etcd with `--etcd-servers`, else SQLite under `--data-dir`.
 async fn open_store(args: &Args) -> anyhow::Result<kubeedge_apiserver::AnyStore> {
@@ -72,18 +77,29 @@ pub(crate) async fn start(
     api_config.service_account_key = Some(
         kubeedge_apiserver::authz::token::SigningKey::load_or_generate(&pki_dir.join("sa.key"))?,
     );
-    // pods/log goes to the pod's node through the CloudStream tunnel, in process.
+    let mut hosts: Vec<String> = file.modules.cloud_hub.advertise_address.clone();
+    hosts.push(host_ip().to_string());
+    let pki = kubeedge_apiserver::Pki::load_or_generate(&args.data_dir.join("pki"), &hosts)?;
+    #[cfg(feature = "etcd")]
+    let peers = if args.etcd_servers.is_empty() {
+        None
+    } else {
+        Some(crate::peers::Peers::new(store.clone(), &pki)?)
+    };
+    // pods/log goes to the pod's node through the CloudStream tunnel, in process (or through
+    // the replica that holds the node).
     api_config.node_proxy = Some(kubeedge_apiserver::NodeProxyHandle(std::sync::Arc::new(
-        TunnelProxy(stream.clone()),
+        TunnelProxy {
+            stream: stream.clone(),
+            #[cfg(feature = "etcd")]
+            peers: peers.clone(),
+        },
     )));
     let cluster_ip = first_ip(&api_config.service_cidr)
         .with_context(|| format!("bad service range {}", api_config.service_cidr))?;
     let service = kubeedge_apiserver::ApiService::new(store, api_config)
         .await?
         .with_metrics(registry);
-    let mut hosts: Vec<String> = file.modules.cloud_hub.advertise_address.clone();
-    hosts.push(host_ip().to_string());
-    let pki = kubeedge_apiserver::Pki::load_or_generate(&args.data_dir.join("pki"), &hosts)?;
     let listener = TcpListener::bind(args.apiserver_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.apiserver_listen))?;
@@ -135,15 +151,38 @@ pub(crate) async fn start(
     };
     Ok((
         kube::Client::new(service, "default"),
-        Embedded(KubernetesService::new(
-            cluster_ip,
-            SocketAddr::new(advertised, addr.port()),
-        )),
+        Embedded {
+            kubernetes: KubernetesService::new(
+                cluster_ip,
+                SocketAddr::new(advertised, addr.port()),
+            ),
+            #[cfg(feature = "etcd")]
+            peers,
+        },
     ))
 }
 
 /// The API server's kubelet connection over the CloudStream tunnel.
-struct TunnelProxy(CloudStream);
+struct TunnelProxy {
+    stream: CloudStream,
+    #[cfg(feature = "etcd")]
+    peers: Option<crate::peers::Peers>,
+}
+
+impl TunnelProxy {
+    /// The replica that holds `node`, when its tunnel is not here.
+    #[cfg(feature = "etcd")]
+    async fn elsewhere(
+        stream: &CloudStream,
+        peers: Option<&crate::peers::Peers>,
+        node: &str,
+    ) -> Option<(kubeedge_cloud::stream::Forwarder, SocketAddr)> {
+        if stream.is_connected(node) {
+            return None;
+        }
+        peers?.holder_of(node).await
+    }
+}
 
 impl kubeedge_apiserver::NodeProxy for TunnelProxy {
     fn get_stream(
@@ -151,8 +190,18 @@ impl kubeedge_apiserver::NodeProxy for TunnelProxy {
         node: &str,
         path_and_query: &str,
     ) -> BoxFuture<'static, Result<BoxStream<'static, Bytes>, NodeProxyError>> {
-        let (stream, node, path) = (self.0.clone(), node.to_owned(), path_and_query.to_owned());
+        let (stream, node, path) = (
+            self.stream.clone(),
+            node.to_owned(),
+            path_and_query.to_owned(),
+        );
+        #[cfg(feature = "etcd")]
+        let peers = self.peers.clone();
         Box::pin(async move {
+            #[cfg(feature = "etcd")]
+            if let Some((f, addr)) = Self::elsewhere(&stream, peers.as_ref(), &node).await {
+                return f.get(addr, &node, &path).await.map_err(proxy_error);
+            }
             if path.starts_with("/stats/") || path.starts_with("/metrics/") {
                 stream.metrics(&node, &path).await.map_err(proxy_error)
             } else {
@@ -169,7 +218,11 @@ impl kubeedge_apiserver::NodeProxy for TunnelProxy {
         path_and_query: &str,
         headers: Vec<(String, String)>,
     ) -> BoxFuture<'static, Result<UpgradeResponse, NodeProxyError>> {
-        let stream = self.0.clone();
+        let stream = self.stream.clone();
+        #[cfg(feature = "etcd")]
+        let peers = self.peers.clone();
+        #[cfg(feature = "etcd")]
+        let raw_headers = headers.clone();
         let (node, method, path) = (
             node.to_owned(),
             method.to_owned(),
@@ -186,6 +239,18 @@ impl kubeedge_apiserver::NodeProxy for TunnelProxy {
             map.entry(go_canonical(&k)).or_default().push(v);
         }
         Box::pin(async move {
+            #[cfg(feature = "etcd")]
+            if let Some((f, addr)) = Self::elsewhere(&stream, peers.as_ref(), &node).await {
+                let up = f
+                    .upgrade(addr, &method, &path, &raw_headers)
+                    .await
+                    .map_err(proxy_error)?;
+                return Ok(UpgradeResponse {
+                    status: up.status,
+                    headers: up.headers,
+                    io: Box::new(up.io),
+                });
+            }
             let up = stream
                 .upgrade(&node, kind, &method, &path, map)
                 .await
@@ -240,7 +305,7 @@ pub(crate) fn start_control_plane(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) {
-    let kubernetes = embedded.0.clone();
+    let kubernetes = embedded.kubernetes.clone();
     tracker.spawn(async move {
         let mut config = kubeedge_controlplane::ControlPlaneConfig::default();
         config.kubernetes_service = Some(kubernetes);

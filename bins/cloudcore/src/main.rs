@@ -30,6 +30,8 @@ mod embedded;
 #[cfg(not(feature = "embedded"))]
 #[path = "no_embedded.rs"]
 mod embedded;
+#[cfg(feature = "etcd")]
+mod peers;
 mod router;
 #[cfg(feature = "etcd")]
 mod shared_pki;
@@ -81,6 +83,48 @@ pub(crate) struct Args {
     /// ConfigMap kubeedge/tunnelport) to its stream server.
     #[arg(long)]
     iptables_manager: bool,
+}
+
+/// On etcd: this replica's stream server for the other replicas (the API CA's client
+/// certificates), and its address for the node records.
+#[cfg(feature = "etcd")]
+#[allow(clippy::too_many_arguments)]
+async fn serve_peers(
+    embedded: &embedded::Embedded,
+    file: &CloudCoreFile,
+    settings: &kubeedge_cloud::config::Settings,
+    pki: &kubeedge_cloud::certs::Pki,
+    stream: &CloudStream,
+    client: &kube::Client,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<String>> {
+    let (Some(peers), Some((addr, _))) = (embedded.peers.clone(), settings.stream_server.clone())
+    else {
+        return Ok(None);
+    };
+    let (chain, key) = pki.server_identity();
+    let tls = kubeedge_cloud::stream::kubelet_api_tls(chain, key, peers.api_ca_pem().as_bytes())?;
+    let l = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (stream server for the other replicas)")
+    })?;
+    let ip = file
+        .modules
+        .cloud_hub
+        .advertise_address
+        .first()
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .unwrap_or_else(host_ip);
+    let own = SocketAddr::new(ip, l.local_addr()?.port());
+    peers.arm(pki.ca_cert_der(), own)?;
+    info!(addr = %own, "stream server for the other replicas listening");
+    let (s, client, c) = (stream.clone(), client.clone(), cancel.clone());
+    tracker.spawn(async move {
+        if let Err(e) = s.serve_kubelet_api(l, tls, client, c).await {
+            error!(error = %e, "stream server for the other replicas failed");
+        }
+    });
+    Ok(Some(own.to_string()))
 }
 
 /// This replica's leader election: the Lease `kubeedge/cloudcore`, held as
@@ -330,14 +374,18 @@ async fn run(
         tracker.spawn(election.run(lease_client, cancel.clone(), duty));
     }
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
-    // Which replica holds which edge: a Lease kubeedge/node-<node> per node.
-    tracker.spawn(
-        kubeedge_cloud::ownership::NodeOwnership::new("kubeedge", identity).run(
-            client.clone(),
-            hub.clone(),
-            cancel.clone(),
-        ),
-    );
+    // Which replica holds which edge: a Lease kubeedge/node-<node> per node, naming this
+    // replica's stream server for the others when they share an etcd.
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    let mut ownership = kubeedge_cloud::ownership::NodeOwnership::new("kubeedge", identity);
+    #[cfg(feature = "etcd")]
+    if let Some(e) = &embedded {
+        ownership.stream_server = serve_peers(
+            e, &file, &settings, &pki, &stream, &client, tracker, &cancel,
+        )
+        .await?;
+    }
+    tracker.spawn(ownership.run(client.clone(), hub.clone(), cancel.clone()));
     // /metrics, /healthz and /readyz (commonConfig.monitorServer).
     hub.register_metrics(&mut registry);
     let sync_metrics = kubeedge_cloud::metrics::SyncMetrics::default();

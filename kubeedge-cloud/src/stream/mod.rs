@@ -8,6 +8,7 @@
 //! the API server's `pods/log` asks a kubelet for.
 
 mod endpoint;
+mod forward;
 pub mod iptables;
 mod kubelet_api;
 mod server;
@@ -29,6 +30,7 @@ use tower::ServiceExt as _;
 pub use endpoint::{
     negotiate_tunnel_port, set_kubelet_port, TunnelPortRecord, TUNNEL_PORT_ANNOTATION,
 };
+pub use forward::{Forwarded, Forwarder};
 pub use kubelet_api::kubelet_api_tls;
 pub use service::{StreamRequest, TunnelService};
 pub use session::{Opened, SessionSender};
