@@ -353,5 +353,10 @@ async fn logs_and_exec_reach_a_node_held_by_the_other_replica() -> Result<()> {
     ensure!(code.code() == Some(7), "{code:?}");
     let logs = a.kubectl(&["logs", "talker"]);
     ensure!(logs.is_ok(), "{logs:?}");
+    let mut top = String::new();
+    wait_for("kubectl top node through A", LIMIT, || {
+        top = a.kubectl(&["top", "node", node]).unwrap_or_default();
+        Ok(top.contains(node))
+    })?;
     Ok(())
 }
