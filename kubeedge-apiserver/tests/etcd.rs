@@ -291,3 +291,90 @@ async fn old_revisions_are_compacted_as_kube_apiserver_compacts() -> anyhow::Res
     ensure!(store.get(key("default", "x")).await?.is_some());
     Ok(())
 }
+
+/// `GET uri` on `svc` as the user `alice` (in-process impersonation): the status code.
+async fn as_alice(
+    svc: &kubeedge_apiserver::ApiService<EtcdStore>,
+    uri: &str,
+) -> anyhow::Result<u16> {
+    use tower::ServiceExt as _;
+    let req = http::Request::get(uri)
+        .header("Impersonate-User", "alice")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    Ok(svc.clone().oneshot(req).await?.status().as_u16())
+}
+
+/// `POST uri` of `body` on `svc` as an in-process admin: the status code.
+async fn post(
+    svc: &kubeedge_apiserver::ApiService<EtcdStore>,
+    uri: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<u16> {
+    use tower::ServiceExt as _;
+    let req = http::Request::post(uri)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))?;
+    Ok(svc.clone().oneshot(req).await?.status().as_u16())
+}
+
+/// Waits (10 s at most) until `f` gives `want`.
+async fn until<F, Fut>(what: &str, want: u16, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u16>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = f().await?;
+        if got == want {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_follows_rbac_and_crds_written_through_another() -> anyhow::Result<()> {
+    use kubeedge_apiserver::{ApiConfig, ApiService};
+    let cluster = EtcdCluster::start(1).await?;
+    let a = ApiService::new(connect(&cluster).await?, ApiConfig::default()).await?;
+    let b = ApiService::new(connect(&cluster).await?, ApiConfig::default()).await?;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    anyhow::ensure!(as_alice(&b, cms).await? == 403);
+
+    // A binds alice to `view`; B decides with the new binding.
+    let code = post(&a, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "alice-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
+    })).await?;
+    anyhow::ensure!(code == 201, "{code}");
+    until("alice on B", 200, || as_alice(&b, cms)).await?;
+
+    // A defines a CRD; B serves its resource.
+    let code = post(&a, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    })).await?;
+    anyhow::ensure!(code == 201, "{code}");
+    let widgets = "/apis/example.com/v1/namespaces/default/widgets";
+    until("widgets on B", 200, || async {
+        use tower::ServiceExt as _;
+        let req =
+            http::Request::get(widgets).body(http_body_util::Full::new(bytes::Bytes::new()))?;
+        Ok(b.clone().oneshot(req).await?.status().as_u16())
+    })
+    .await?;
+    Ok(())
+}

@@ -39,13 +39,15 @@ pub struct NodeOwnership {
     pub namespace: String,
     /// This replica's identity, as in its leader election.
     pub identity: String,
-    /// Where other replicas reach this one's stream server for its nodes (`ip:streamPort`),
-    /// written into the records as [`STREAM_SERVER`].
-    pub stream_server: Option<String>,
+    /// Where other replicas reach this one, written into each record it holds: its stream
+    /// server ([`STREAM_SERVER`]) and its Router ([`ROUTER_SERVER`]).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The annotation that tells other replicas where the holder's stream server is.
 pub const STREAM_SERVER: &str = "kubeedge.io/stream-server";
+/// The annotation that tells other replicas where the holder's Router is.
+pub const ROUTER_SERVER: &str = "kubeedge.io/router-server";
 
 impl NodeOwnership {
     /// Records in `namespace`, written as `identity`.
@@ -53,7 +55,7 @@ impl NodeOwnership {
         Self {
             namespace: namespace.into(),
             identity: identity.into(),
-            stream_server: None,
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -67,6 +69,10 @@ impl NodeOwnership {
             watcher::Config::default().labels(&format!("{LABEL}=node")),
         );
         let mut records = std::pin::pin!(records);
+        // Sessions that started before this task subscribed.
+        for node in hub.connected_nodes() {
+            self.take(&api, &hub, &node).await;
+        }
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -156,9 +162,7 @@ impl NodeOwnership {
     }
 
     fn annotations(&self) -> Option<BTreeMap<String, String>> {
-        self.stream_server
-            .as_ref()
-            .map(|a| BTreeMap::from([(STREAM_SERVER.to_owned(), a.clone())]))
+        (!self.annotations.is_empty()).then(|| self.annotations.clone())
     }
 
     /// Takes (`hold`) or clears the record; `Ok(Some(other))` when another replica holds it and
@@ -199,12 +203,8 @@ impl NodeOwnership {
         let mut spec = lease.spec.take().unwrap_or_default();
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         if hold {
-            let addr = lease
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(STREAM_SERVER));
-            if mine && addr == self.stream_server.as_ref() {
+            let current = lease.metadata.annotations.clone().unwrap_or_default();
+            if mine && current == self.annotations {
                 return Ok(None);
             }
             lease.metadata.annotations = self.annotations();

@@ -8,6 +8,10 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "../../kubeedge-apiserver/tests/common/etcd.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod etcd;
+
 use anyhow::{ensure, Context as _, Result};
 use kubeedge_bench::cluster::{output_text, wait_for, Cluster};
 
@@ -127,5 +131,54 @@ fn curl_on_the_cloud_router_reaches_an_app_on_the_edge() -> Result<()> {
         "jsonpath={.status.successMessages}",
     ])?;
     ensure!(!counted.trim().is_empty(), "rule status not counted");
+    Ok(())
+}
+
+/// Two cloudcores on one etcd, each with its Router; the edge is on B, the call goes to A's
+/// Router, which passes it (with the caller's token, checked again there) to B's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_one_replica_reaches_an_edge_on_the_other() -> Result<()> {
+    let members = etcd::EtcdCluster::start(3).await?;
+    let servers = format!("--etcd-servers={}", members.endpoints().join(","));
+    let router = |port: u16| {
+        [
+            "modules.router.enable=true".to_owned(),
+            "modules.router.address=127.0.0.1".to_owned(),
+            format!("modules.router.port={port}"),
+        ]
+    };
+    let (ra, rb) = (kubeedge_bench::free_port()?, kubeedge_bench::free_port()?);
+    let sets_a = router(ra);
+    let sets_b = router(rb);
+    let a = Cluster::init_with_flags(
+        &[&servers],
+        &sets_a.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    let mut b = Cluster::init_with_flags(
+        &[&servers],
+        &sets_b.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    b.join_sets.push("modules.serviceBus.enable=true".into());
+    let node = "router-ha-edge";
+    let ws = b.ws;
+    b.join(node, ws)?;
+    wait_for("node Ready", LIMIT, || a.node_ready(node)).with_context(|| b.logs_tail(30))?;
+    let port = app()?;
+    let yaml = rules(port)?;
+    wait_for("rules applied", LIMIT, || Ok(a.apply(&yaml).is_ok()))?;
+    let token = a.kubectl(&["create", "token", "caller"])?;
+    let token = token.trim();
+    let url = format!("https://127.0.0.1:{ra}/{node}/default/api/x?y=1");
+
+    // No token: refused by A itself, never passed on.
+    let (code, _) = curl(&b, &url, None)?;
+    ensure!(code == 401, "no token: {code}");
+    let mut last = (0, String::new());
+    wait_for("the app answers through A and B", LIMIT, || {
+        last = curl(&b, &url, Some(token))?;
+        Ok(last.0 == 200)
+    })
+    .with_context(|| format!("last answer: {last:?}\n{}", b.logs_tail(30)))?;
+    ensure!(last.1 == "edge app: POST /hello/x?y=1 ping", "{last:?}");
     Ok(())
 }

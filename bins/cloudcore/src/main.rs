@@ -108,14 +108,7 @@ async fn serve_peers(
     let l = TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} (stream server for the other replicas)")
     })?;
-    let ip = file
-        .modules
-        .cloud_hub
-        .advertise_address
-        .first()
-        .and_then(|a| a.parse::<IpAddr>().ok())
-        .unwrap_or_else(host_ip);
-    let own = SocketAddr::new(ip, l.local_addr()?.port());
+    let own = SocketAddr::new(advertised_ip(file), l.local_addr()?.port());
     peers.arm(pki.ca_cert_der(), own)?;
     info!(addr = %own, "stream server for the other replicas listening");
     let (s, client, c) = (stream.clone(), client.clone(), cancel.clone());
@@ -125,6 +118,17 @@ async fn serve_peers(
         }
     });
     Ok(Some(own.to_string()))
+}
+
+/// The address other replicas reach this one at: the first `cloudHub.advertiseAddress`, or
+/// the host's.
+fn advertised_ip(file: &CloudCoreFile) -> IpAddr {
+    file.modules
+        .cloud_hub
+        .advertise_address
+        .first()
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .unwrap_or_else(host_ip)
 }
 
 /// This replica's leader election: the Lease `kubeedge/cloudcore`, held as
@@ -376,16 +380,19 @@ async fn run(
     let (hub, down, up) = CloudHub::new(Arc::clone(&pki), settings.hub.clone());
     // Which replica holds which edge: a Lease kubeedge/node-<node> per node, naming this
     // replica's stream server for the others when they share an etcd.
-    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
     let mut ownership = kubeedge_cloud::ownership::NodeOwnership::new("kubeedge", identity);
     #[cfg(feature = "etcd")]
     if let Some(e) = &embedded {
-        ownership.stream_server = serve_peers(
+        if let Some(addr) = serve_peers(
             e, &file, &settings, &pki, &stream, &client, tracker, &cancel,
         )
-        .await?;
+        .await?
+        {
+            ownership
+                .annotations
+                .insert(kubeedge_cloud::ownership::STREAM_SERVER.to_owned(), addr);
+        }
     }
-    tracker.spawn(ownership.run(client.clone(), hub.clone(), cancel.clone()));
     // /metrics, /healthz and /readyz (commonConfig.monitorServer).
     hub.register_metrics(&mut registry);
     let sync_metrics = kubeedge_cloud::metrics::SyncMetrics::default();
@@ -515,9 +522,23 @@ async fn run(
     controllers.device = settings.device.clone();
     controllers.metrics = Some(sync_metrics);
     if let (Some(s), Some(api)) = (&settings.router, api) {
-        controllers.router =
-            Some(router::start(s, api, &client, &hub, &down, &pki, tracker, cancel.clone()).await?);
+        let (r, addr) = router::start(
+            s,
+            api,
+            &client,
+            (&hub, &down),
+            &pki,
+            (advertised_ip(&file), &ownership.identity),
+            tracker,
+            cancel.clone(),
+        )
+        .await?;
+        ownership
+            .annotations
+            .insert(kubeedge_cloud::ownership::ROUTER_SERVER.to_owned(), addr);
+        controllers.router = Some(r);
     }
+    tracker.spawn(ownership.run(client.clone(), hub.clone(), cancel.clone()));
     controllers.dynamic = settings.dynamic.clone().map(|mut d| {
         d.impersonate_nodes = as_nodes;
         d

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use kubeedge_cloud::certs::Pki;
 use kubeedge_cloud::hub::{CloudHub, Downstream};
-use kubeedge_cloud::router::{Router, RouterAuth, RouterConfig, RouterSettings};
+use kubeedge_cloud::router::{Router, RouterAuth, RouterConfig, RouterPeers, RouterSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,12 +20,12 @@ pub(crate) async fn start(
     settings: &RouterSettings,
     api: kube::Config,
     client: &kube::Client,
-    hub: &CloudHub,
-    down: &Downstream,
+    (hub, down): (&CloudHub, &Downstream),
     pki: &Arc<Pki>,
+    (ip, identity): (std::net::IpAddr, &str),
     tracker: &TaskTracker,
     cancel: CancellationToken,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<(Router, String)> {
     let mut config = RouterConfig::default();
     config.rest_timeout = settings.rest_timeout;
     let tls = if settings.insecure {
@@ -35,11 +35,15 @@ pub(crate) async fn start(
         config.auth = RouterAuth::Token(Box::new(api));
         Some(kubeedge_cloud::router::server_tls(pki).context("router tls")?)
     };
-    let router = Router::new(client.clone(), hub.clone(), down.clone(), config);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {} (router)", settings.listen))?;
+    // Calls for a node another replica holds go to that replica's Router.
+    let own = std::net::SocketAddr::new(ip, listener.local_addr()?.port()).to_string();
+    let ca = tls.is_some().then(|| pki.ca_cert_der());
+    config.peers = Some(RouterPeers::new(ca, own.clone(), identity).context("router peers")?);
+    let router = Router::new(client.clone(), hub.clone(), down.clone(), config);
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), "router listening");
     tracker.spawn(router.clone().serve(listener, tls, cancel));
-    Ok(router)
+    Ok((router, own))
 }

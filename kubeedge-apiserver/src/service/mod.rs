@@ -116,6 +116,7 @@ impl<S: Store> ApiService<S> {
             policy::bootstrap(&svc.inner.store).await?;
             svc.inner.authz.changed(&svc.inner.store).await;
         }
+        follow::spawn(&svc.inner);
         if svc.inner.config.resources.is_some() {
             return Ok(svc);
         }
@@ -215,6 +216,7 @@ mod connect;
 mod create;
 mod decode;
 mod delete;
+mod follow;
 mod instrument;
 mod log;
 mod metrics;

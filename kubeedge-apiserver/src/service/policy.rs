@@ -38,6 +38,11 @@ impl Authz {
         }
     }
 
+    /// Marks the snapshot stale (another API server changed RBAC); the next request rebuilds.
+    pub(super) fn stale(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The current snapshot, rebuilt from the store when an RBAC write made it stale.
     pub(super) async fn policy<S: Store>(&self, store: &S) -> Result<Arc<Policy>, ApiError> {
         let wanted = self.generation.load(Ordering::SeqCst) + 1;

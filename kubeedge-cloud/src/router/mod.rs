@@ -15,9 +15,11 @@
 //! [`Router`] is a `tower::Service` over HTTP requests; [`Router::serve`] serves it on a
 //! socket, over TLS, with each call authorized by the API ([`RouterAuth`]).
 
+mod peer;
 mod rules;
 mod serve;
 
+pub use peer::{RouterPeers, FORWARDED};
 pub use serve::{RouterAuth, RouterSettings};
 
 /// A TLS configuration presenting cloudcore's certificate (signed by the KubeEdge CA), for
@@ -56,6 +58,8 @@ pub struct RouterConfig {
     pub max_body: usize,
     /// Who may call (default: anyone, upstream's plain mode; cloudcore checks tokens).
     pub auth: RouterAuth,
+    /// Other replicas' Routers, for calls to nodes they hold (`None`: a single replica).
+    pub peers: Option<RouterPeers>,
 }
 
 impl Default for RouterConfig {
@@ -64,6 +68,7 @@ impl Default for RouterConfig {
             rest_timeout: Duration::from_secs(60),
             max_body: 12 << 20,
             auth: RouterAuth::None,
+            peers: None,
         }
     }
 }
@@ -207,6 +212,19 @@ impl Router {
         {
             let (code, why) = r.status();
             return text(code, why);
+        }
+        if !self.inner.hub.is_connected(&node) && !parts.headers.contains_key(peer::FORWARDED) {
+            if let Some(peers) = &self.inner.config.peers {
+                if let Some(addr) = peers.holder_of(&self.inner.client, &node).await {
+                    return match peers.forward(addr, &parts, body).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let (code, why) = peer::unreachable(&node, addr, &e);
+                            text(code, why)
+                        }
+                    };
+                }
+            }
         }
         if !self.inner.hub.is_connected(&node) {
             let why = format!("node {node:?} is not connected");
