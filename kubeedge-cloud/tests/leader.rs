@@ -11,8 +11,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use common::{controlled::api, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kubeedge_cloud::leader::LeaderElection;
 use tokio_util::sync::CancellationToken;
 
@@ -58,11 +57,7 @@ fn running(d: &Duties) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_renews_and_hands_over_on_release() -> Result<()> {
     let (_dir, client) = api().await?;
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "kubeedge"}}))?;
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await?;
+    common::controlled::namespace(&client, "kubeedge").await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kubeedge");
     let duties = Arc::new(Duties::default());
     let a = spawn(&client, "a", &duties);

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use common::{cloud, controlled::api, edge, join, pod};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use kubeedge_cloud::hub::HubConfig;
 use kubeedge_cloud::ownership::{record_name, NodeOwnership};
@@ -44,11 +43,7 @@ async fn until_holder(leases: &Api<Lease>, node: &str, want: Option<&str>) -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_follow_sessions_and_a_taken_node_loses_its_queue_here() -> Result<()> {
     let (_api_dir, client) = api().await?;
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "kubeedge"}}))?;
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await?;
+    common::controlled::namespace(&client, "kubeedge").await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kubeedge");
     let hub = cloud(HubConfig::default()).await?;
     let cancel = CancellationToken::new();

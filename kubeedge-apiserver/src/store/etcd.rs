@@ -9,7 +9,6 @@
 mod keys;
 mod watch;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +18,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyVal
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
+use super::history::History;
 use super::{Event, EventType, ListPage, ObjectKey, Scope, Store, Stored, Subscription, WriteOp};
 use crate::error::StoreError;
 use keys::Layout;
@@ -54,13 +54,6 @@ impl EtcdConfig {
             compaction_interval: Some(Duration::from_secs(300)),
         }
     }
-}
-
-pub(super) struct History {
-    pub(super) events: VecDeque<Arc<Event>>,
-    /// Every event after this revision is in `events` (or still to come).
-    pub(super) compacted: u64,
-    capacity: usize,
 }
 
 pub(super) struct Shared {
@@ -173,11 +166,7 @@ impl EtcdStore {
         let shared = Arc::new(Shared {
             client: client.clone(),
             layout,
-            history: Mutex::new(History {
-                events: VecDeque::with_capacity(config.history.min(65_536)),
-                compacted: revision,
-                capacity: config.history.max(1),
-            }),
+            history: Mutex::new(History::new(config.history, revision)),
             feed: Mutex::new(feed),
             revision: AtomicU64::new(revision),
             watch_buffer: config.watch_buffer.max(16),
@@ -467,19 +456,7 @@ impl Store for EtcdStore {
             .map_err(|_| StoreError::Poisoned)?
             .subscribe();
         let rv = self.shared.revision.load(Ordering::SeqCst);
-        let backlog = match from {
-            None => Vec::new(),
-            Some(from) if from < history.compacted => {
-                return Err(StoreError::Gone {
-                    requested: from,
-                    oldest: history.compacted,
-                })
-            }
-            Some(from) => {
-                let start = history.events.partition_point(|e| e.object.rv <= from);
-                history.events.iter().skip(start).cloned().collect()
-            }
-        };
+        let backlog = history.after(from)?;
         Ok(Subscription { backlog, live, rv })
     }
 
@@ -497,12 +474,7 @@ impl Shared {
         };
         let Ok(feed) = self.feed.lock() else { return };
         for ev in events {
-            if history.events.len() >= history.capacity {
-                if let Some(old) = history.events.pop_front() {
-                    history.compacted = old.object.rv;
-                }
-            }
-            history.events.push_back(Arc::clone(&ev));
+            history.push(Arc::clone(&ev));
             let _ = feed.send(ev);
         }
         self.revision.fetch_max(revision, Ordering::SeqCst);
@@ -517,8 +489,7 @@ impl Shared {
         let Ok(mut feed) = self.feed.lock() else {
             return;
         };
-        history.events.clear();
-        history.compacted = revision;
+        history.reset(revision);
         *feed = broadcast::channel(self.watch_buffer).0;
         self.revision.fetch_max(revision, Ordering::SeqCst);
     }

@@ -3,6 +3,7 @@
 mod any;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod history;
 mod sqlite;
 
 pub use any::AnyStore;

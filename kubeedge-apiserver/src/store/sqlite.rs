@@ -2,7 +2,6 @@
 //! transaction (group commit), a small pool of reader connections used from `spawn_blocking`,
 //! and an in-memory ring of recent events for watch resumption.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -12,6 +11,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{broadcast, oneshot};
 
+use super::history::History;
 use super::{Event, ListPage, ObjectKey, Scope, Store, Stored, Subscription, WriteOp};
 use crate::error::StoreError;
 
@@ -43,13 +43,6 @@ impl Default for SqliteConfig {
             fsync: true,
         }
     }
-}
-
-struct History {
-    events: VecDeque<Arc<Event>>,
-    /// Every event after this revision is in `events` (or still to come).
-    compacted: u64,
-    capacity: usize,
 }
 
 struct Shared {
@@ -140,11 +133,7 @@ impl SqliteStore {
         let shared = Arc::new(Shared {
             path: path.clone(),
             readers: Mutex::new(Vec::new()),
-            history: Mutex::new(History {
-                events: VecDeque::with_capacity(config.history.min(65_536)),
-                compacted: revision,
-                capacity: config.history.max(1),
-            }),
+            history: Mutex::new(History::new(config.history, revision)),
             feed,
             revision: AtomicU64::new(revision),
         });
@@ -327,20 +316,7 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Poisoned)?;
         let live = self.shared.feed.subscribe();
         let rv = self.shared.revision.load(Ordering::SeqCst);
-        let backlog = match from {
-            None => Vec::new(),
-            Some(from) if from < history.compacted => {
-                return Err(StoreError::Gone {
-                    requested: from,
-                    oldest: history.compacted,
-                })
-            }
-            Some(from) => {
-                // Events are ordered by revision: skip the prefix at or before `from`.
-                let start = history.events.partition_point(|e| e.object.rv <= from);
-                history.events.iter().skip(start).cloned().collect()
-            }
-        };
+        let backlog = history.after(from)?;
         Ok(Subscription { backlog, live, rv })
     }
 

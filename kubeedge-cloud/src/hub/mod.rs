@@ -156,6 +156,15 @@ struct Inner {
 }
 
 impl Inner {
+    /// The state of `node`, if it was ever sent to or connected.
+    fn existing(&self, node: &str) -> Option<Arc<NodeState>> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(node)
+            .cloned()
+    }
+
     fn node(&self, id: &str) -> Arc<NodeState> {
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         nodes
@@ -402,28 +411,14 @@ impl CloudHub {
 
     /// True when `node` has a live session.
     pub fn is_connected(&self, node: &str) -> bool {
-        let state = {
-            let nodes = self
-                .inner
-                .nodes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            nodes.get(node).cloned()
-        };
+        let state = self.inner.existing(node);
         state.is_some_and(|s| s.session.try_lock().map_or(true, |h| h.is_some()))
     }
 
     /// End `node`'s session, if any (upstream closes it when the Node object is deleted). The
     /// edge may reconnect.
     pub async fn disconnect(&self, node: &str) {
-        let state = {
-            let nodes = self
-                .inner
-                .nodes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            nodes.get(node).cloned()
-        };
+        let state = self.inner.existing(node);
         if let Some(state) = state {
             if let Some(h) = state.session.lock().await.as_ref() {
                 h.cancel();
@@ -448,14 +443,7 @@ impl CloudHub {
     /// Drops what is queued for `node` when it has no session here (another replica serves
     /// it); returns how many messages were dropped.
     pub fn forget(&self, node: &str) -> usize {
-        let state = {
-            let nodes = self
-                .inner
-                .nodes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            nodes.get(node).cloned()
-        };
+        let state = self.inner.existing(node);
         let Some(state) = state else { return 0 };
         // A session being set up or running keeps its queue.
         let Ok(session) = state.session.try_lock() else {

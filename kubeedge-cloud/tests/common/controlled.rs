@@ -49,6 +49,16 @@ pub async fn api() -> Result<(tempfile::TempDir, kube::Client)> {
     Ok((dir, kube::Client::new(service, "default")))
 }
 
+/// Creates the namespace `name` through `client`.
+pub async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await?;
+    Ok(())
+}
+
 pub fn start_controllers(
     cloud: &mut Cloud,
     client: &kube::Client,

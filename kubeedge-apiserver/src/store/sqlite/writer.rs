@@ -58,12 +58,7 @@ pub(super) fn writer_loop(
         // Publish under the history lock so that subscribers see no gap and no duplicate.
         if let Ok(mut history) = shared.history.lock() {
             for ev in outcomes.iter().flatten() {
-                if history.events.len() >= history.capacity {
-                    if let Some(old) = history.events.pop_front() {
-                        history.compacted = old.object.rv;
-                    }
-                }
-                history.events.push_back(Arc::clone(ev));
+                history.push(Arc::clone(ev));
                 let _ = shared.feed.send(Arc::clone(ev));
             }
             shared.revision.store(revision, Ordering::SeqCst);
