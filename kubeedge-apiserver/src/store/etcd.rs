@@ -391,20 +391,7 @@ impl Store for EtcdStore {
             }
             items.push(stored(key, kv)?);
         }
-        let mut more_after = None;
-        if let Some(l) = limit {
-            if items.len() > l {
-                items.truncate(l);
-                more_after = items
-                    .last()
-                    .map(|s| (s.key.namespace.clone(), s.key.name.clone()));
-            }
-        }
-        Ok(ListPage {
-            rv,
-            items,
-            more_after,
-        })
+        Ok(ListPage::from_overfetch(rv, items, limit))
     }
 
     async fn write(&self, op: WriteOp) -> Result<Arc<Event>, StoreError> {

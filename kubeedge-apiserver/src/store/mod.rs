@@ -92,6 +92,27 @@ pub struct ListPage {
     pub more_after: Option<(String, String)>,
 }
 
+impl ListPage {
+    /// A page from up to `limit + 1` items read at `rv`: the extra item, when there, only
+    /// tells that more follow.
+    pub(crate) fn from_overfetch(rv: u64, mut items: Vec<Stored>, limit: Option<usize>) -> Self {
+        let mut more_after = None;
+        if let Some(l) = limit {
+            if items.len() > l {
+                items.truncate(l);
+                more_after = items
+                    .last()
+                    .map(|s| (s.key.namespace.clone(), s.key.name.clone()));
+            }
+        }
+        Self {
+            rv,
+            items,
+            more_after,
+        }
+    }
+}
+
 /// A write, applied atomically against the current state.
 #[derive(Debug, Clone)]
 pub enum WriteOp {

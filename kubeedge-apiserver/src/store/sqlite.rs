@@ -251,20 +251,7 @@ impl Store for SqliteStore {
                 }
             }
             tx.finish()?;
-            let mut more_after = None;
-            if let Some(l) = limit {
-                if items.len() > l {
-                    items.truncate(l);
-                    more_after = items
-                        .last()
-                        .map(|s| (s.key.namespace.clone(), s.key.name.clone()));
-                }
-            }
-            Ok(ListPage {
-                rv: rv_of(rv),
-                items,
-                more_after,
-            })
+            Ok(ListPage::from_overfetch(rv_of(rv), items, limit))
         })
         .await
     }
