@@ -122,6 +122,16 @@ pub async fn run_controllers(
                 r.deliver(up.msg);
                 continue;
             }
+            // An app's publish on a topic an `eventbus` Rule subscribed to.
+            if let Some(r) = config
+                .router
+                .as_ref()
+                .filter(|_| crate::router::Router::takes(&up.msg))
+            {
+                let (r, node) = (r.clone(), up.node.clone());
+                tokio::spawn(async move { r.upload(&node, up.msg).await });
+                continue;
+            }
             if up.msg.route.source == Some(Source::ServiceBus)
                 && up.msg.route.group == Some(Group::User)
             {

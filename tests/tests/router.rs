@@ -61,6 +61,61 @@ fn app() -> Result<u16> {
     Ok(port)
 }
 
+/// An HTTP service on 127.0.0.1 that answers 200 and hands over each request's head and body.
+fn collector() -> Result<(u16, std::sync::mpsc::Receiver<(String, String)>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(&conn);
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head += &line;
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = (&conn)
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send((head, String::from_utf8_lossy(&body).into_owned()));
+        }
+    });
+    Ok((port, rx))
+}
+
+/// Publishes `payload` to `topic` on the MQTT broker at 127.0.0.1:`port` (QoS 1).
+fn publish(port: u16, topic: &str, payload: &str) -> Result<()> {
+    let mut opts = rumqttc::MqttOptions::new(
+        format!("router-test-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = rumqttc::Client::new(opts, 10);
+    client.publish(
+        topic,
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        payload.as_bytes().to_vec(),
+    )?;
+    for ev in conn.iter().take(20) {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
+            break;
+        }
+        ev?;
+    }
+    let _ = client.disconnect();
+    Ok(())
+}
+
 /// `examples/router-rules.yaml`, with this test's app port.
 fn rules(app_port: u16) -> Result<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/router-rules.yaml");
@@ -108,7 +163,10 @@ fn curl_on_the_cloud_router_reaches_an_app_on_the_edge() -> Result<()> {
     wait_for("node Ready", LIMIT, || cluster.node_ready(node))
         .with_context(|| cluster.logs_tail(30))?;
     let port = app()?;
-    let yaml = rules(port)?;
+    let (sink, received) = collector()?;
+    let yaml = rules(port)?
+        .replace("node_name: edge-node", &format!("node_name: {node}"))
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{sink}"));
     wait_for("rules applied", LIMIT, || Ok(cluster.apply(&yaml).is_ok()))?;
     let token = cluster.kubectl(&["create", "token", "caller"])?;
     let token = token.trim();
@@ -131,6 +189,36 @@ fn curl_on_the_cloud_router_reaches_an_app_on_the_edge() -> Result<()> {
         "jsonpath={.status.successMessages}",
     ])?;
     ensure!(!counted.trim().is_empty(), "rule status not counted");
+
+    // eventbus -> rest: a publish on the edge's broker reaches the service beside the cloud
+    // (the subscription reaches the edge first; publish until it has).
+    let mut got = None;
+    wait_for("the publish POSTed to the cloud service", LIMIT, || {
+        publish(cluster.mqtt_port, "default/alerts", "disk almost full")?;
+        got = received.recv_timeout(Duration::from_millis(500)).ok();
+        Ok(got.is_some())
+    })
+    .with_context(|| cluster.logs_tail(30))?;
+    let (head, body) = got.context("nothing received")?;
+    ensure!(body == "disk almost full", "{body:?}");
+    ensure!(head.starts_with("POST /alerts "), "{head}");
+    ensure!(
+        head.to_ascii_lowercase()
+            .contains(&format!("nodename: {node}")),
+        "{head}"
+    );
+    wait_for("the eventbus rule counted", LIMIT, || {
+        Ok(!cluster
+            .kubectl(&[
+                "get",
+                "rule",
+                "alerts-to-cloud",
+                "-o",
+                "jsonpath={.status.successMessages}",
+            ])?
+            .trim()
+            .is_empty())
+    })?;
     Ok(())
 }
 

@@ -44,6 +44,7 @@ pub(crate) async fn start(
     config.peers = Some(RouterPeers::new(ca, own.clone(), identity).context("router peers")?);
     let router = Router::new(client.clone(), hub.clone(), down.clone(), config);
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), "router listening");
+    tracker.spawn(router.clone().run_subscriptions(cancel.clone()));
     tracker.spawn(router.clone().serve(listener, tls, cancel));
     Ok((router, own))
 }

@@ -15,6 +15,7 @@
 //! [`Router`] is a `tower::Service` over HTTP requests; [`Router::serve`] serves it on a
 //! socket, over TLS, with each call authorized by the API ([`RouterAuth`]).
 
+mod bus;
 mod peer;
 mod rules;
 mod serve;

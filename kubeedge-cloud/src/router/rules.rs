@@ -26,7 +26,7 @@ pub(crate) struct Resolved {
     pub(crate) target_resource: BTreeMap<String, String>,
 }
 
-fn resource(kind: &str, plural: &str) -> ApiResource {
+pub(crate) fn resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("rules.kubeedge.io", "v1", kind),
         plural,
