@@ -52,6 +52,7 @@ impl History {
     }
 
     /// Forgets every event: resumes from before `revision` are Gone.
+    #[cfg(feature = "etcd")]
     pub(crate) fn reset(&mut self, revision: u64) {
         self.events.clear();
         self.compacted = revision;
