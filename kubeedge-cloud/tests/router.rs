@@ -132,6 +132,8 @@ async fn a_rest_call_reaches_an_app_on_the_edge_and_its_answer_comes_back() -> R
     let tls = join(&cloud, NODE, dir.path()).await?;
     let mut e = edge(&cloud, NODE, tls);
     within("connect", e.client.connected()).await??;
+    // The edge sees the link before the hub has registered the session.
+    eventually("the hub has the session", || cloud.hub.is_connected(NODE)).await?;
     let inbound = std::mem::replace(&mut e.inbound, tokio::sync::mpsc::channel(1).1);
     let (bus_tx, mut bus_rx) = tokio::sync::mpsc::channel(8);
     let routes = Routes {
@@ -200,6 +202,7 @@ async fn a_rest_call_reaches_an_app_on_the_edge_and_its_answer_comes_back() -> R
     let tls2 = join(&cloud, "edge-2", dir2.path()).await?;
     let mut e2 = edge(&cloud, "edge-2", tls2);
     within("connect", e2.client.connected()).await??;
+    eventually("the hub has edge-2", || cloud.hub.is_connected("edge-2")).await?;
     let inbound2 = std::mem::replace(&mut e2.inbound, tokio::sync::mpsc::channel(1).1);
     tokio::spawn(edge_router::run(
         inbound2,
@@ -346,6 +349,8 @@ async fn the_served_router_takes_only_callers_the_api_allows() -> Result<()> {
     let tls = join(&cloud, NODE, edir.path()).await?;
     let mut e = edge(&cloud, NODE, tls);
     within("connect", e.client.connected()).await??;
+    // The edge sees the link before the hub has registered the session.
+    eventually("the hub has the session", || cloud.hub.is_connected(NODE)).await?;
     let inbound = std::mem::replace(&mut e.inbound, tokio::sync::mpsc::channel(1).1);
     let routes = Routes {
         servicebus: Some(edge_router::handler(ServiceBus::new(e.client.clone()))),
