@@ -66,35 +66,30 @@ async fn the_embedded_control_plane_keeps_its_state_in_etcd() -> Result<()> {
     // The node's record names this replica, the leader of the singleton duties too.
     let leader = holder(&cluster)?;
     wait_for("the node's record", LIMIT, || {
-        Ok(cluster
-            .kubectl(&[
-                "get",
-                "lease",
-                "-n",
-                "kubeedge",
-                "node-etcd-edge",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ])
-            .is_ok_and(|h| h.trim() == leader))
+        Ok(record_holder(&cluster, "etcd-edge") == leader)
     })?;
     Ok(())
 }
 
-/// The holder of the Lease kubeedge/cloudcore, as `cluster`'s API tells it.
-fn holder(cluster: &Cluster) -> Result<String> {
+/// The holder of the Lease `kubeedge/<name>`, as `cluster`'s API tells it.
+fn lease_holder(cluster: &Cluster, name: &str) -> Result<String> {
     Ok(cluster
         .kubectl(&[
             "get",
             "lease",
             "-n",
             "kubeedge",
-            "cloudcore",
+            name,
             "-o",
             "jsonpath={.spec.holderIdentity}",
         ])?
         .trim()
         .to_owned())
+}
+
+/// The holder of the leader Lease kubeedge/cloudcore.
+fn holder(cluster: &Cluster) -> Result<String> {
+    lease_holder(cluster, "cloudcore")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,19 +225,9 @@ impl Haproxy {
     }
 }
 
+/// The replica that holds `node`, from its record (empty when none or unreadable).
 fn record_holder(cluster: &Cluster, node: &str) -> String {
-    cluster
-        .kubectl(&[
-            "get",
-            "lease",
-            "-n",
-            "kubeedge",
-            &format!("node-{node}"),
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
+    lease_holder(cluster, &format!("node-{node}")).unwrap_or_default()
 }
 
 fn busybox_pod(name: &str, node: &str) -> String {

@@ -200,6 +200,22 @@ impl EtcdStore {
         Ok(resp.take_kvs().into_iter().next())
     }
 
+    /// The etcd key and the stored state of `key`, which must exist and, with `expected`, be at
+    /// that revision.
+    async fn existing(
+        &self,
+        key: &ObjectKey,
+        expected: Option<u64>,
+    ) -> Result<(String, KeyValue), StoreError> {
+        let ek = self.shared.layout.key(key);
+        let cur = self
+            .current(&ek)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        check(key, expected, &cur)?;
+        Ok((ek, cur))
+    }
+
     /// The owner-index writes that move `etcd_key` from `old` owners to `new` ones.
     fn index_ops(etcd_key: &str, old: &[String], new: &[String]) -> Vec<TxnOp> {
         let mut ops = Vec::new();
@@ -262,12 +278,7 @@ impl EtcdStore {
                 value,
                 expected_rv,
             } => {
-                let ek = self.shared.layout.key(key);
-                let cur = self
-                    .current(&ek)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                check(key, *expected_rv, &cur)?;
+                let (ek, cur) = self.existing(key, *expected_rv).await?;
                 let (raw, owners) = encode(value.clone())?;
                 let mut ops = vec![TxnOp::put(ek.as_str(), raw.clone(), None)];
                 ops.extend(Self::index_ops(&ek, &owners_of_raw(cur.value()), &owners));
@@ -285,12 +296,7 @@ impl EtcdStore {
                 }))
             }
             WriteOp::Delete { key, expected_rv } => {
-                let ek = self.shared.layout.key(key);
-                let cur = self
-                    .current(&ek)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                check(key, *expected_rv, &cur)?;
+                let (ek, cur) = self.existing(key, *expected_rv).await?;
                 let mut ops = vec![TxnOp::delete(ek.as_str(), None)];
                 ops.extend(Self::index_ops(&ek, &owners_of_raw(cur.value()), &[]));
                 let Some(rv) = self.commit(&ek, cur.mod_revision(), ops).await? else {
