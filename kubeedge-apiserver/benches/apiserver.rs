@@ -1,8 +1,11 @@
-//! Load figures: create 10k pods over HTTPS while 100 watchers follow them, then list them all.
+//! Load figures: create 10k pods over HTTPS while 100 watchers follow them, patch a tenth,
+//! then list them all; on SQLite and, with feature `etcd`, on a 3-member etcd cluster on
+//! loopback (Debian's `etcd`), printed side by side at the end.
 //!
-//! Run: `cargo bench -p kubeedge-apiserver --bench apiserver` (env `PODS`, `WATCHERS`,
-//! `CONCURRENCY` override the defaults 10000, 100, 16). Under `cargo test --all-targets` it
-//! runs a small smoke version (200 pods, 5 watchers).
+//! Run: `cargo bench -p kubeedge-apiserver --features etcd --bench apiserver` (env `PODS`,
+//! `WATCHERS`, `CONCURRENCY` override the defaults 10000, 100, 16). Under
+//! `cargo test --all-targets` it runs a small smoke version (200 pods, 5 watchers, one etcd
+//! member).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +15,13 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use kubeedge_apiserver::{
-    serve, write_kubeconfig, ApiConfig, ApiService, Pki, ServeConfig, SqliteStore,
+    serve, write_kubeconfig, AnyStore, ApiConfig, ApiService, Pki, ServeConfig, SqliteStore,
 };
+
+#[cfg(feature = "etcd")]
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/common/etcd.rs"]
+mod etcd;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -30,16 +38,39 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn report(what: &str, mut lat: Vec<Duration>, wall: Duration) {
+/// One measured step: its rate and latencies.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stat {
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn report(what: &str, mut lat: Vec<Duration>, wall: Duration) -> Stat {
     lat.sort();
     let n = lat.len();
+    let stat = Stat {
+        per_s: n as f64 / wall.as_secs_f64(),
+        p50_ms: pct(&lat, 0.50).as_secs_f64() * 1e3,
+        p99_ms: pct(&lat, 0.99).as_secs_f64() * 1e3,
+    };
     println!(
         "{what:<34} n={n:<8} {:>9.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
-        n as f64 / wall.as_secs_f64(),
-        pct(&lat, 0.50).as_secs_f64() * 1e3,
-        pct(&lat, 0.99).as_secs_f64() * 1e3,
+        stat.per_s,
+        stat.p50_ms,
+        stat.p99_ms,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
+    stat
+}
+
+/// What one store did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    create: Stat,
+    watch: Stat,
+    patch: Stat,
+    list: Stat,
 }
 
 fn pod_json(i: usize) -> Vec<u8> {
@@ -77,11 +108,87 @@ async fn main() -> anyhow::Result<()> {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and
     // then a small smoke run keeps the test suite quick.
     let full = std::env::args().any(|a| a == "--bench");
-    let pods = env_or("PODS", if full { 10_000 } else { 200 });
-    let watchers = env_or("WATCHERS", if full { 100 } else { 5 });
-    let concurrency = env_or("CONCURRENCY", if full { 16 } else { 4 });
+    let load = Load {
+        pods: env_or("PODS", if full { 10_000 } else { 200 }),
+        watchers: env_or("WATCHERS", if full { 100 } else { 5 }),
+        concurrency: env_or("CONCURRENCY", if full { 16 } else { 4 }),
+    };
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(dir.path().join("bench.db"))?;
+    let sqlite = SqliteStore::open(dir.path().join("bench.db"))?;
+    println!("== SQLite (WAL, one file)");
+    let mut columns = vec![("SQLite".to_owned(), run(sqlite.into(), load).await?)];
+    #[cfg(feature = "etcd")]
+    {
+        let members = if full { 3 } else { 1 };
+        let cluster = etcd::EtcdCluster::start(members).await?;
+        let store = kubeedge_apiserver::EtcdStore::connect(kubeedge_apiserver::EtcdConfig::new(
+            cluster.endpoints(),
+        ))
+        .await?;
+        println!("== etcd ({members} members on loopback)");
+        columns.push((
+            format!("etcd, {members} member(s)"),
+            run(store.into(), load).await?,
+        ));
+    }
+    #[cfg(not(feature = "etcd"))]
+    println!("(built without the etcd feature: SQLite only)");
+    side_by_side(&columns);
+    Ok(())
+}
+
+/// The load: pods created, watchers following them, concurrent writers.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    pods: usize,
+    watchers: usize,
+    concurrency: usize,
+}
+
+fn side_by_side(columns: &[(String, Figures)]) {
+    println!();
+    print!("{:<36}", "side by side");
+    for (name, _) in columns {
+        print!("{name:>24}");
+    }
+    println!();
+    type Cell = fn(&Figures) -> String;
+    let rows: [(&str, Cell); 5] = [
+        ("create pod, ops/s", |f| format!("{:.0}", f.create.per_s)),
+        ("create pod, p50 / p99 ms", |f| {
+            format!("{:.2} / {:.2}", f.create.p50_ms, f.create.p99_ms)
+        }),
+        ("watch events delivered/s", |f| {
+            format!("{:.0}", f.watch.per_s)
+        }),
+        ("watch delivery, p50 / p99 ms", |f| {
+            format!("{:.2} / {:.2}", f.watch.p50_ms, f.watch.p99_ms)
+        }),
+        ("patch pod (CAS), ops/s", |f| {
+            format!("{:.0}", f.patch.per_s)
+        }),
+    ];
+    for (label, cell) in rows {
+        print!("{label:<36}");
+        for (_, f) in columns {
+            print!("{:>24}", cell(f));
+        }
+        println!();
+    }
+    print!("{:<36}", "list all pods, p50 ms");
+    for (_, f) in columns {
+        print!("{:>24}", format!("{:.1}", f.list.p50_ms));
+    }
+    println!();
+}
+
+async fn run(store: AnyStore, load: Load) -> anyhow::Result<Figures> {
+    let Load {
+        pods,
+        watchers,
+        concurrency,
+    } = load;
+    let dir = tempfile::tempdir()?;
     let service = ApiService::new(store, ApiConfig::default()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -198,7 +305,7 @@ async fn main() -> anyhow::Result<()> {
         create_lat.extend(r??);
     }
     let create_wall = start.elapsed();
-    report("create pod (HTTPS, mutating)", create_lat, create_wall);
+    let create = report("create pod (HTTPS, mutating)", create_lat, create_wall);
 
     let mut delivery = Vec::with_capacity(pods * watchers);
     let deadline = tokio::time::timeout(Duration::from_secs(300), async {
@@ -216,7 +323,7 @@ async fn main() -> anyhow::Result<()> {
         delivery.len(),
         pods * watchers
     );
-    report("watch delivery (write start->recv)", delivery, fan_wall);
+    let watch = report("watch delivery (write start->recv)", delivery, fan_wall);
 
     // Patch (read-modify-write with CAS) a tenth of the pods.
     let start = Instant::now();
@@ -249,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
     while let Some(r) = patchers.join_next().await {
         patch_lat.extend(r??);
     }
-    report(
+    let patch = report(
         "patch pod (strategic, mutating)",
         patch_lat,
         start.elapsed(),
@@ -268,7 +375,7 @@ async fn main() -> anyhow::Result<()> {
         bytes = body.len();
         list_lat.push(t0.elapsed());
     }
-    report("list all pods (one request)", list_lat, start.elapsed());
+    let list = report("list all pods (one request)", list_lat, start.elapsed());
     println!("list size: {:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
     let t0 = Instant::now();
     let mut cont = String::new();
@@ -313,5 +420,10 @@ async fn main() -> anyhow::Result<()> {
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    Ok(())
+    Ok(Figures {
+        create,
+        watch,
+        patch,
+        list,
+    })
 }

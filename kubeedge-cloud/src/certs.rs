@@ -261,6 +261,37 @@ impl Pki {
             .map_err(CertError::Generate)?;
         Ok(cert.der().to_vec())
     }
+
+    /// A client certificate of the KubeEdge CA named `common_name` (organization
+    /// `system:kubeedge`), valid for a year, with its key: how one cloudcore replica
+    /// authenticates to another. Edges cannot get one: [`Pki::sign_edge_csr`] names every
+    /// certificate it signs after a node.
+    pub fn issue_client_cert(
+        &self,
+        common_name: &str,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CertError> {
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CertError::Generate)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "system:kubeedge");
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.serial_number = Some(random_serial());
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::days(365);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(CertError::Generate)?;
+        Ok((
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        ))
+    }
 }
 
 fn dn_value_text(v: &rcgen::DnValue) -> String {

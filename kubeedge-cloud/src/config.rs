@@ -70,7 +70,8 @@ file_struct! {
         /// `bindAddress` (upstream's default, loopback only; `0.0.0.0:9091` for all
         /// interfaces, port 0 for any free port).
         bind_address: String = "127.0.0.1:9091".to_owned(),
-        /// `enableProfiling`: upstream's Go pprof handlers. Not served here; a warning says so.
+        /// `enableProfiling`: a CPU profile in pprof's format at `/debug/pprof/profile` (upstream
+        /// installs Go's pprof handlers); needs cloudcore's `profiling` feature.
         enable_profiling: bool = false,
     }
 }

@@ -1,6 +1,10 @@
 //! The monitor server of `commonConfig.monitorServer` (127.0.0.1:9091 by default, as
 //! upstream's): `/metrics` in the Prometheus (OpenMetrics) text format, and `/healthz` and
-//! `/readyz` for probes. Plain HTTP, meant for loopback or a scrape network.
+//! `/readyz` for probes, and with profiling on ([`Monitor::with_profiling`], feature
+//! `profiling`) Go's pprof CPU profile. Plain HTTP, meant for loopback or a scrape network.
+
+#[cfg(feature = "profiling")]
+mod pprof;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +27,38 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub struct Monitor {
     registry: Arc<Registry>,
     ready: watch::Receiver<bool>,
+    #[cfg(feature = "profiling")]
+    profiling: bool,
 }
 
 impl Monitor {
     /// Serve `registry`'s metrics; `/readyz` answers 200 while `ready` holds `true`.
     pub fn new(registry: Arc<Registry>, ready: watch::Receiver<bool>) -> Self {
-        Self { registry, ready }
+        Self {
+            registry,
+            ready,
+            #[cfg(feature = "profiling")]
+            profiling: false,
+        }
+    }
+
+    /// Also serve `/debug/pprof/` (`enableProfiling`): a CPU profile of the process in
+    /// pprof's format at `/debug/pprof/profile?seconds=N`, and the command line.
+    #[cfg(feature = "profiling")]
+    pub fn with_profiling(mut self) -> Self {
+        self.profiling = true;
+        self
+    }
+
+    /// Answer one request, the profiles included.
+    pub async fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        #[cfg(feature = "profiling")]
+        if self.profiling && req.method() == Method::GET {
+            if let Some(r) = pprof::handle(req.uri().path(), req.uri().query()).await {
+                return r;
+            }
+        }
+        self.handle(req)
     }
 
     /// Answer one request.
@@ -63,8 +93,8 @@ impl Monitor {
             let cancel = cancel.clone();
             tracker.spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let resp = monitor.handle(&req);
-                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                    let monitor = monitor.clone();
+                    async move { Ok::<_, std::convert::Infallible>(monitor.answer(&req).await) }
                 });
                 let timeout = Duration::from_secs(10);
                 if let Err(e) = crate::hub::serve_http1(tcp, svc, timeout, &cancel).await {

@@ -136,7 +136,44 @@ async fn metaserver_requests_run_as_the_node() -> Result<()> {
         "{msg}"
     );
 
+    // Its own Node, with a label the kubelet may not set: NodeRestriction.
+    let mut app = application(ApplicationVerb::Patch, "/core/v1/nodes/null/edge-a", A);
+    app.set_option(&kubeedge_proto::PatchInfo {
+        name: A.into(),
+        patch_type: "application/merge-patch+json".into(),
+        data: Some(
+            br#"{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}"#.to_vec(),
+        ),
+        options: json!({"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"}),
+        subresources: None,
+    })?;
+    let msg = forbidden(&apply(&em.edge, app.with_identifier()).await?);
+    ensure!(
+        msg == "nodes \"edge-a\" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/control-plane",
+        "{msg}"
+    );
+    // A label of its own choosing goes through.
+    let mut app = application(ApplicationVerb::Patch, "/core/v1/nodes/null/edge-a", A);
+    app.set_option(&kubeedge_proto::PatchInfo {
+        name: A.into(),
+        patch_type: "application/merge-patch+json".into(),
+        data: Some(
+            br#"{"metadata":{"labels":{"team":"a","node.kubernetes.io/pool":"x"}}}"#.to_vec(),
+        ),
+        options: json!({"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"}),
+        subresources: None,
+    })?;
+    let got = apply(&em.edge, app.with_identifier()).await?;
+    ensure!(got.status == ApplicationStatus::Approved, "{}", got.reason);
+
     // Nothing changed.
+    let a = Api::<Node>::all(c.client.clone()).get(A).await?;
+    let labels = a.metadata.labels.unwrap_or_default();
+    ensure!(
+        !labels.contains_key("node-role.kubernetes.io/control-plane")
+            && labels.contains_key("team"),
+        "{labels:?}"
+    );
     let b = Api::<Node>::all(c.client.clone()).get(B).await?;
     ensure!(b.status.and_then(|s| s.phase).as_deref() != Some("Terminated"));
     Api::<Node>::all(c.client.clone()).get(A).await?;
@@ -250,5 +287,71 @@ async fn hub_messages_run_as_the_node() -> Result<()> {
     let nodes: Api<Node> = Api::all(c.client.clone());
     ensure!(nodes.get(B).await?.status.and_then(|s| s.phase).as_deref() != Some("Terminated"));
     ensure!(nodes.get(A).await?.status.and_then(|s| s.phase).as_deref() == Some("Running"));
+
+    // A label NodeRestriction keeps from nodes: refused with Kubernetes' message, unchanged.
+    let relabel = json!({"metadata": {"name": A, "labels": {
+        "node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": "",
+        "node-restriction.kubernetes.io/secure-zone": "true"}}});
+    let reply = e
+        .client
+        .request(
+            request("update", "default/node/edge-a", Content::json(&relabel)?),
+            T,
+        )
+        .await?;
+    let text = format!("{:?}", reply.content);
+    ensure!(
+        reply.route.operation_str() == "error"
+            && text.contains(
+                "is not allowed to modify labels: node-restriction.kubernetes.io/secure-zone"
+            ),
+        "{text}"
+    );
+    let labels = nodes.get(A).await?.metadata.labels.unwrap_or_default();
+    ensure!(
+        !labels.contains_key("node-restriction.kubernetes.io/secure-zone"),
+        "{labels:?}"
+    );
+    Ok(())
+}
+
+/// A node that registers itself through the hub, as its own user, keeps the `kubernetes.io`
+/// labels edged sets (`node-role.kubernetes.io/edge` among them), which NodeRestriction would
+/// refuse from the node: as upstream, the node creates itself without them and cloudcore adds
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_registers_itself_with_the_edge_labels() -> Result<()> {
+    trace();
+    let c = controlled_with(as_nodes()).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = join(&c.cloud, "edge-c", dir.path()).await?;
+    let e = edge(&c.cloud, "edge-c", tls);
+    within("connect", e.client.connected()).await??;
+    let node = json!({"metadata": {"name": "edge-c", "labels": {
+        "node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": "",
+        "kubernetes.io/hostname": "edge-c", "team": "a"}}});
+    let reply = e
+        .client
+        .request(
+            request("insert", "default/node/edge-c", Content::json(&node)?),
+            T,
+        )
+        .await?;
+    let v: Value = reply.content.decode()?;
+    ensure!(v["Err"].is_null(), "{v}");
+    let labels = Api::<Node>::all(c.client.clone())
+        .get("edge-c")
+        .await?
+        .metadata
+        .labels
+        .unwrap_or_default();
+    for k in [
+        "node-role.kubernetes.io/edge",
+        "node-role.kubernetes.io/agent",
+        "kubernetes.io/hostname",
+        "team",
+    ] {
+        ensure!(labels.contains_key(k), "{k} missing: {labels:?}");
+    }
     Ok(())
 }

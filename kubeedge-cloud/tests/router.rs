@@ -272,10 +272,21 @@ async fn a_rest_call_reaches_an_app_on_the_edge_and_its_answer_comes_back() -> R
 
 /// curl's status code and body for a call to the served Router.
 async fn curl(url: &str, ca: &std::path::Path, token: Option<&str>) -> Result<(u16, String)> {
+    curl_with(url, ca, token, &[]).await
+}
+
+/// [`curl`] with more arguments (a client certificate, a header).
+async fn curl_with(
+    url: &str,
+    ca: &std::path::Path,
+    token: Option<&str>,
+    more: &[&str],
+) -> Result<(u16, String)> {
     let mut cmd = tokio::process::Command::new("curl");
     cmd.args(["-sS", "--max-time", "20", "--cacert"])
         .arg(ca)
-        .args(["-w", "\n%{http_code}", "-X", "POST", "--data", "ping"]);
+        .args(["-w", "\n%{http_code}", "-X", "POST", "--data", "ping"])
+        .args(more);
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
@@ -323,6 +334,7 @@ async fn the_served_router_takes_only_callers_the_api_allows() -> Result<()> {
     .await?;
 
     let mut cloud = cloud(fast()).await?;
+    let client_cas = base.root_cert.clone().unwrap_or_default();
     let mut config = RouterConfig::default();
     config.auth = kubeedge_cloud::router::RouterAuth::Token(Box::new(base));
     let router = Router::new(
@@ -340,7 +352,7 @@ async fn the_served_router_takes_only_callers_the_api_allows() -> Result<()> {
         "https://127.0.0.1:{}/edge-1/default/api/x",
         listener.local_addr()?.port()
     );
-    let tls = kubeedge_cloud::router::server_tls(&cloud.pki)?;
+    let tls = kubeedge_cloud::router::RouterTls::new(&cloud.pki, &client_cas)?;
     tokio::spawn(router.clone().serve(listener, Some(tls), cancel.clone()));
     let ca = dir.path().join("kubeedge-ca.pem");
     std::fs::write(&ca, pem_of(cloud.pki.ca_cert_der()))?;
@@ -426,7 +438,80 @@ async fn the_served_router_takes_only_callers_the_api_allows() -> Result<()> {
     .await?;
     let (code, body) = curl(&url, &ca, Some(&token)).await?;
     ensure!(code == 201 && body == "POST /app/x ping", "{code} {body}");
+
+    // Client certificates. One of the API's CA is a user, reviewed as that user and its
+    // groups; one of the KubeEdge CA is nobody unless it is a replica passing a call on.
+    let cert = |name: &str, pem: (String, String)| -> Result<Vec<String>> {
+        let (c, k) = (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, pem.0)?;
+        std::fs::write(&k, pem.1)?;
+        Ok(vec![
+            "--cert".into(),
+            c.display().to_string(),
+            "--key".into(),
+            k.display().to_string(),
+        ])
+    };
+    let user = |name: &str, group: Option<&str>| -> Result<Vec<String>> {
+        let c = api_pki.issue_client_cert(name, group)?;
+        cert(name, (c.cert_pem, c.key_pem))
+    };
+    let kubeedge = |cn: &str| -> Result<Vec<String>> {
+        let (chain, key) = cloud.pki.issue_client_cert(cn)?;
+        let key_pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}-----END PRIVATE KEY-----\n",
+            pem_of(key.secret_der())
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        );
+        cert(&cn.replace(':', "_"), (pem_of(&chain[0]), key_pem))
+    };
+    let carol = user("carol", None)?;
+    let (code, body) = curl_with(&url, &ca, None, &args(&carol)).await?;
+    ensure!(
+        code == 403 && body.contains("User \"carol\" cannot create resource \"rules/proxy\""),
+        "carol: {code} {body}"
+    );
+    create(
+        &rbac("RoleBinding", "rolebindings"),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "callers-call-app"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "call-app"},
+        "subjects": [{"kind": "Group", "name": "router-callers", "apiGroup": "rbac.authorization.k8s.io"}]}),
+    )
+    .await?;
+    let dave = user("dave", Some("router-callers"))?;
+    let (code, body) = curl_with(&url, &ca, None, &args(&dave)).await?;
+    ensure!(
+        code == 201 && body == "POST /app/x ping",
+        "dave: {code} {body}"
+    );
+    // The certificate decides before the token, as kube-apiserver's order.
+    let (code, _) = curl_with(&url, &ca, Some(&token), &args(&carol)).await?;
+    ensure!(code == 403, "carol with a token that may: {code}");
+    let edge_cert = kubeedge(&format!("system:node:{NODE}"))?;
+    let (code, _) = curl_with(&url, &ca, None, &args(&edge_cert)).await?;
+    ensure!(code == 401, "an edge certificate: {code}");
+    let peer = kubeedge(kubeedge_cloud::router::PEER_CN)?;
+    let (code, _) = curl_with(&url, &ca, None, &args(&peer)).await?;
+    ensure!(code == 401, "a replica calling on its own: {code}");
+    let mut passed = args(&peer);
+    passed.extend(["-H", "x-kubeedge-forwarded-by: replica-a"]);
+    let (code, body) = curl_with(&url, &ca, None, &passed).await?;
+    ensure!(
+        code == 201 && body == "POST /app/x ping",
+        "a replica passing a call on: {code} {body}"
+    );
     Ok(())
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn pem_of(der: &[u8]) -> String {

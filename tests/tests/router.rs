@@ -223,7 +223,7 @@ fn curl_on_the_cloud_router_reaches_an_app_on_the_edge() -> Result<()> {
 }
 
 /// Two cloudcores on one etcd, each with its Router; the edge is on B, the call goes to A's
-/// Router, which passes it (with the caller's token, checked again there) to B's.
+/// Router, which authorizes it and passes it on to B's with its replica certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_on_one_replica_reaches_an_edge_on_the_other() -> Result<()> {
     let members = etcd::EtcdCluster::start(3).await?;

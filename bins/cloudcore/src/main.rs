@@ -399,13 +399,21 @@ async fn run(
     sync_metrics.register(&mut registry);
     let (ready, ready_rx) = tokio::sync::watch::channel(false);
     let monitor = &file.common_config.monitor_server;
+    #[cfg(not(feature = "profiling"))]
     if monitor.enable_profiling {
-        warn!("monitorServer.enableProfiling: Go's pprof handlers have no equivalent here; not served");
+        warn!("monitorServer.enableProfiling: cloudcore was built without the profiling feature; not served");
     }
     if !monitor.bind_address.is_empty() {
         match TcpListener::bind(&monitor.bind_address).await {
             Ok(l) => {
                 let m = kubeedge_cloud::monitor::Monitor::new(Arc::new(registry), ready_rx);
+                #[cfg(feature = "profiling")]
+                let m = if monitor.enable_profiling {
+                    info!(addr = %monitor.bind_address, "monitorServer.enableProfiling: CPU profiles at /debug/pprof/profile");
+                    m.with_profiling()
+                } else {
+                    m
+                };
                 tracker.spawn(m.serve(l, cancel.clone()));
             }
             // A clash on the metrics port must not take the hub down with it.

@@ -144,8 +144,13 @@ impl ApiError {
     }
 }
 
+/// A store failure that is not about the object: 503 while the store cannot serve (retryable),
+/// 500 otherwise.
 pub(super) fn store_internal(e: StoreError) -> ApiError {
-    ApiError::new(500, "InternalError", format!("storage failure: {e}"))
+    match e {
+        StoreError::Unavailable(why) => ApiError::new(503, "ServiceUnavailable", why),
+        e => ApiError::new(500, "InternalError", format!("storage failure: {e}")),
+    }
 }
 
 pub(crate) fn json_response(code: u16, v: &Value) -> Response<ResponseBody> {

@@ -83,8 +83,24 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// An etcd failure as the API answers it: 503 while etcd cannot serve (no leader, quorum lost,
+/// no member reachable), so that clients retry; 500 otherwise.
 fn etcd(e: etcd_client::Error) -> StoreError {
-    StoreError::Etcd(Box::new(e))
+    use etcd_client::Error as E;
+    match &e {
+        E::GRpcStatus(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) =>
+        {
+            StoreError::Unavailable(format!("etcd cannot serve the request: {}", s.message()))
+        }
+        E::TransportError(_) | E::IoError(_) => {
+            StoreError::Unavailable(format!("etcd is unreachable: {e}"))
+        }
+        _ => StoreError::Etcd(Box::new(e)),
+    }
 }
 
 fn rev(r: i64) -> u64 {

@@ -299,6 +299,7 @@ impl EdgeController {
     ) -> Result<(), ControllerError> {
         let ctx = Arc::new(upstream::Ctx {
             client: self.client.clone(),
+            cloud: self.client.clone(),
             sync: self.sync.clone(),
             state: self.state.clone(),
             compat: self.config.compat,

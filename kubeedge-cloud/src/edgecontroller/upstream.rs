@@ -33,6 +33,8 @@ use pod::{delete_pod, patch_pod, pod_status};
 /// What the handlers use.
 pub(crate) struct Ctx {
     pub(crate) client: kube::Client,
+    /// cloudcore's own client, never acting as a node (for what upstream does as itself).
+    pub(crate) cloud: kube::Client,
     pub(crate) sync: SyncHandle,
     pub(crate) state: Arc<Mutex<State>>,
     pub(crate) compat: Compat,
@@ -49,6 +51,7 @@ impl Ctx {
             } else {
                 self.client.clone()
             },
+            cloud: self.cloud.clone(),
             sync: self.sync.clone(),
             state: Arc::clone(&self.state),
             compat: self.compat,

@@ -16,18 +16,14 @@
 //! socket, over TLS, with each call authorized by the API ([`RouterAuth`]).
 
 mod bus;
+mod callers;
 mod peer;
 mod rules;
 mod serve;
 
+pub use callers::{Caller, RouterTls, PEER_CN};
 pub use peer::{RouterPeers, FORWARDED};
 pub use serve::{RouterAuth, RouterSettings};
-
-/// A TLS configuration presenting cloudcore's certificate (signed by the KubeEdge CA), for
-/// [`Router::serve`].
-pub fn server_tls(pki: &crate::certs::Pki) -> Result<Arc<rustls::ServerConfig>, crate::CertError> {
-    crate::hub::tls::server_config(pki, false)
-}
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -208,8 +204,15 @@ impl Router {
             param = format!("{param}?{q}");
         }
         let rule = rule.clone();
-        if let Err(r) =
-            serve::authorize(&self.inner.config.auth, &parts.headers, &ns, &rule.name).await
+        if let Err(r) = serve::authorize(
+            &self.inner.config.auth,
+            &self.inner.client,
+            parts.extensions.get::<Caller>(),
+            &parts.headers,
+            &ns,
+            &rule.name,
+        )
+        .await
         {
             let (code, why) = r.status();
             return text(code, why);

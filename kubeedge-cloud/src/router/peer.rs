@@ -1,7 +1,8 @@
-//! Calls for a node held by another replica: the call goes, with the caller's headers (its
-//! token), to the holder's Router, named in the node's record (`kubeedge.io/router-server`,
-//! see `crate::ownership`). The holder authorizes it again and answers; a forwarded call is
-//! never forwarded twice.
+//! Calls for a node held by another replica: the call goes, with the caller's headers, to the
+//! holder's Router, named in the node's record (`kubeedge.io/router-server`, see
+//! `crate::ownership`). This replica authorized it; it presents its replica certificate
+//! ([`PEER_CN`](super::PEER_CN)), so the holder answers without asking again. A forwarded call
+//! is never forwarded twice.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,25 +43,30 @@ impl std::fmt::Debug for RouterPeers {
 }
 
 impl RouterPeers {
-    /// Peers whose Router certificates `ca_der` signed (`None`: plain HTTP); `own` is this
-    /// replica's Router address and `identity` its name.
+    /// Peers whose Router certificates the KubeEdge CA of `pki` signed, reached with a client
+    /// certificate of that CA named [`PEER_CN`](super::PEER_CN) (`None`: plain HTTP,
+    /// upstream's insecure mode); `own` is this replica's Router address and `identity` its
+    /// name.
     pub fn new(
-        ca_der: Option<&[u8]>,
+        pki: Option<&crate::certs::Pki>,
         own: impl Into<String>,
         identity: impl Into<String>,
-    ) -> Result<Self, rustls::Error> {
-        let tls = match ca_der {
+    ) -> Result<Self, crate::CertError> {
+        let tls = match pki {
             None => None,
-            Some(ca) => {
+            Some(pki) => {
                 let mut roots = RootCertStore::empty();
-                roots.add(CertificateDer::from(ca.to_vec()))?;
+                roots
+                    .add(CertificateDer::from(pki.ca_cert_der().to_vec()))
+                    .map_err(crate::CertError::Tls)?;
+                let (chain, key) = pki.issue_client_cert(super::PEER_CN)?;
                 Some(Arc::new(
-                    ClientConfig::builder_with_provider(Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
-                    .with_safe_default_protocol_versions()?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth(),
+                    ClientConfig::builder_with_provider(crate::hub::tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .map_err(crate::CertError::Tls)?
+                        .with_root_certificates(roots)
+                        .with_client_auth_cert(chain, key)
+                        .map_err(crate::CertError::Tls)?,
                 ))
             }
         };

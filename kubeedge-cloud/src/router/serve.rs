@@ -2,16 +2,21 @@
 //! (upstream serves plain HTTP to anyone who reaches the port; [`RouterAuth::None`] keeps
 //! that mode for compatibility).
 //!
-//! A caller sends `Authorization: Bearer <token>` (a ServiceAccount token, or any token the
-//! API accepts). The Router asks the API, with that token, a SelfSubjectAccessReview for
-//! `create` on `rules/proxy` (group `rules.kubeedge.io`) named after the Rule, in the Rule's
-//! namespace: the API authenticates the token and RBAC decides, as for `services/proxy`.
+//! The right asked for is `create` on `rules/proxy` (group `rules.kubeedge.io`) named after
+//! the Rule, in the Rule's namespace, as for `services/proxy`. A caller shows who it is with a
+//! client certificate of the API's client CA (checked first, as kube-apiserver does): the
+//! Router asks the API a SubjectAccessReview for that user and its groups. Or it sends
+//! `Authorization: Bearer <token>` (a ServiceAccount token, or any token the API accepts): the
+//! Router asks the API, with that token, a SelfSubjectAccessReview, so the API authenticates
+//! the token and RBAC decides. A call another replica passes on (see `peer`) was authorized
+//! there.
 
 use std::sync::Arc;
 
 use http::{Request, StatusCode};
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SubjectAccessReview,
+    SubjectAccessReviewSpec, SubjectAccessReviewStatus,
 };
 use kube::api::{Api, PostParams};
 use tokio::net::TcpListener;
@@ -19,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use tracing::debug;
 
-use super::Router;
+use super::{Caller, Router, RouterTls};
 
 /// How the Router authenticates and authorizes its callers.
 #[derive(Clone, Default)]
@@ -61,9 +66,12 @@ impl Refused {
     }
 }
 
-/// Whether the caller behind `headers` may call `rule` in `namespace`.
+/// Whether the caller (its certificate, else the token in `headers`) may call `rule` in
+/// `namespace`; `client` is cloudcore's own, for reviews of certificate users.
 pub(super) async fn authorize(
     auth: &RouterAuth,
+    client: &kube::Client,
+    caller: Option<&Caller>,
     headers: &http::HeaderMap,
     namespace: &str,
     rule: &str,
@@ -71,6 +79,58 @@ pub(super) async fn authorize(
     let RouterAuth::Token(base) = auth else {
         return Ok(());
     };
+    let attributes = ResourceAttributes {
+        namespace: Some(namespace.to_owned()),
+        verb: Some("create".into()),
+        group: Some("rules.kubeedge.io".into()),
+        resource: Some("rules".into()),
+        subresource: Some("proxy".into()),
+        name: Some(rule.to_owned()),
+        ..Default::default()
+    };
+    let status = match caller {
+        Some(Caller::Peer) if headers.contains_key(super::FORWARDED) => return Ok(()),
+        Some(Caller::User { name, groups }) => {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    resource_attributes: Some(attributes),
+                    user: Some(name.clone()),
+                    groups: Some(groups.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = Api::<SubjectAccessReview>::all(client.clone())
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(|e| Refused::Api(e.to_string()))?;
+            (
+                answer.status.unwrap_or_default(),
+                format!("User \"{name}\" "),
+            )
+        }
+        _ => (
+            token_review(base, headers, attributes).await?,
+            String::new(),
+        ),
+    };
+    let (status, who): (SubjectAccessReviewStatus, String) = status;
+    if status.allowed {
+        return Ok(());
+    }
+    let mut msg = format!("rules.rules.kubeedge.io \"{rule}\" is forbidden: {who}cannot create resource \"rules/proxy\" in API group \"rules.kubeedge.io\" in the namespace \"{namespace}\"");
+    if let Some(r) = status.reason.filter(|r| !r.is_empty()) {
+        msg = format!("{msg}: {r}");
+    }
+    Err(Refused::Forbidden(msg))
+}
+
+/// A SelfSubjectAccessReview for `attributes`, asked with the bearer token in `headers`.
+async fn token_review(
+    base: &kube::Config,
+    headers: &http::HeaderMap,
+    attributes: ResourceAttributes,
+) -> Result<SubjectAccessReviewStatus, Refused> {
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -78,7 +138,7 @@ pub(super) async fn authorize(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(Refused::Unauthorized)?;
-    let mut config = (**base).clone();
+    let mut config = base.clone();
     config.auth_info = kube::config::AuthInfo {
         token: Some(token.to_owned().into()),
         ..Default::default()
@@ -86,15 +146,7 @@ pub(super) async fn authorize(
     let client = kube::Client::try_from(config).map_err(|e| Refused::Api(e.to_string()))?;
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(namespace.to_owned()),
-                verb: Some("create".into()),
-                group: Some("rules.kubeedge.io".into()),
-                resource: Some("rules".into()),
-                subresource: Some("proxy".into()),
-                name: Some(rule.to_owned()),
-                ..Default::default()
-            }),
+            resource_attributes: Some(attributes),
             ..Default::default()
         },
         ..Default::default()
@@ -106,27 +158,22 @@ pub(super) async fn authorize(
             kube::Error::Api(s) if s.code == 401 => Refused::Unauthorized,
             other => Refused::Api(other.to_string()),
         })?;
-    let status = answer.status.unwrap_or_default();
-    if status.allowed {
-        return Ok(());
-    }
-    let mut msg = format!("rules.rules.kubeedge.io \"{rule}\" is forbidden: cannot create resource \"rules/proxy\" in API group \"rules.kubeedge.io\" in the namespace \"{namespace}\"");
-    if let Some(r) = status.reason.filter(|r| !r.is_empty()) {
-        msg = format!("{msg}: {r}");
-    }
-    Err(Refused::Forbidden(msg))
+    Ok(answer.status.unwrap_or_default())
 }
 
 impl Router {
     /// Serves the Router on `listener` until `cancel`: over TLS with `tls` (cloudcore's
-    /// certificate), or plain HTTP without.
+    /// certificate; each request carries its caller's [`Caller`], when its client certificate
+    /// names one, in its extensions), or plain HTTP without.
     pub async fn serve(
         self,
         listener: TcpListener,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<RouterTls>,
         cancel: CancellationToken,
     ) {
-        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let acceptor = tls
+            .clone()
+            .map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.config)));
         let conns = tokio_util::task::TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {
@@ -140,20 +187,31 @@ impl Router {
                 },
             };
             let (router, acceptor, cancel) = (self.clone(), acceptor.clone(), cancel.clone());
+            let tls = tls.clone();
             conns.spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    router.clone().oneshot(req)
-                });
+                let svc = |caller: Option<Caller>| {
+                    hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                        if let Some(c) = &caller {
+                            req.extensions_mut().insert(c.clone());
+                        }
+                        router.clone().oneshot(req)
+                    })
+                };
                 let timeout = std::time::Duration::from_secs(30);
                 let r = match acceptor {
                     Some(a) => match tokio::time::timeout(timeout, a.accept(stream)).await {
-                        Ok(Ok(tls)) => crate::hub::serve_http1(tls, svc, timeout, &cancel).await,
+                        Ok(Ok(stream)) => {
+                            let caller = tls
+                                .as_ref()
+                                .and_then(|t| t.caller(stream.get_ref().1.peer_certificates()));
+                            crate::hub::serve_http1(stream, svc(caller), timeout, &cancel).await
+                        }
                         _ => {
                             debug!(%peer, "router tls handshake failed");
                             return;
                         }
                     },
-                    None => crate::hub::serve_http1(stream, svc, timeout, &cancel).await,
+                    None => crate::hub::serve_http1(stream, svc(None), timeout, &cancel).await,
                 };
                 if let Err(e) = r {
                     debug!(%peer, error = %e, "router connection ended");

@@ -41,14 +41,45 @@ pub(super) async fn insert_node(ctx: &Ctx, node: &str, msg: &Message, name: &str
     };
     n.metadata.resource_version = None;
     n.metadata.name = Some(name.to_owned());
+    // NodeRestriction refuses a node that sets most `kubernetes.io` labels on itself (such as
+    // `node-role.kubernetes.io/edge`). As upstream does, the node creates itself without them,
+    // and cloudcore adds them as itself.
+    let reserved = take_kubernetes_labels(&mut n);
     let api: Api<Node> = Api::all(ctx.client.clone());
-    match api.create(&PostParams::default(), &n).await {
-        Ok(created) => {
-            let rv = rv_of(&created.metadata);
-            reply(msg, object_resp(Some(&created), None), &rv)
+    let created = match api.create(&PostParams::default(), &n).await {
+        Ok(created) => created,
+        Err(e) => return reply(msg, object_resp::<Node>(None, Some(&status_error(&e))), ""),
+    };
+    let created = if reserved.is_empty() {
+        created
+    } else {
+        let patch = serde_json::json!({"metadata": {"labels": reserved}});
+        let cloud: Api<Node> = Api::all(ctx.cloud.clone());
+        match cloud
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => return reply(msg, object_resp::<Node>(None, Some(&status_error(&e))), ""),
         }
-        Err(e) => reply(msg, object_resp::<Node>(None, Some(&status_error(&e))), ""),
-    }
+    };
+    let rv = rv_of(&created.metadata);
+    reply(msg, object_resp(Some(&created), None), &rv)
+}
+
+/// Removes the labels in `kubernetes.io` and its subdomains from `n` and returns them.
+fn take_kubernetes_labels(n: &mut Node) -> std::collections::BTreeMap<String, String> {
+    let Some(labels) = n.metadata.labels.as_mut() else {
+        return Default::default();
+    };
+    let reserved = |k: &str| {
+        k.split_once('/')
+            .is_some_and(|(ns, _)| ns == "kubernetes.io" || ns.ends_with(".kubernetes.io"))
+    };
+    let keys: Vec<String> = labels.keys().filter(|k| reserved(k)).cloned().collect();
+    keys.into_iter()
+        .filter_map(|k| labels.remove(&k).map(|v| (k, v)))
+        .collect()
 }
 
 pub(super) async fn update_node(ctx: &Ctx, node: &str, msg: &Message, name: &str) -> Message {
