@@ -98,5 +98,5 @@ pub use store::{
     Stored, Subscription, WriteOp,
 };
 #[cfg(feature = "etcd")]
-pub use store::{EtcdConfig, EtcdStore};
+pub use store::{EtcdConfig, EtcdStore, EtcdTls};
 pub use validation::{decode_json_object, DecodeError, Decoded, FieldValidation};

@@ -455,3 +455,41 @@ async fn the_api_answers_503_while_etcd_has_no_quorum() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A cluster that serves clients only over TLS with a client certificate (kube-apiserver's
+/// `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`): refused without the certificate,
+/// served with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reaches_etcd_over_tls_with_a_client_certificate() -> anyhow::Result<()> {
+    use kubeedge_apiserver::EtcdTls;
+    let cluster = EtcdCluster::start_tls(1).await?;
+    let (ca, cert, key_pem) = cluster.client_tls().context("tls material")?;
+    ensure!(cluster
+        .endpoints()
+        .iter()
+        .all(|e| e.starts_with("https://")));
+
+    let mut config = EtcdConfig::new(cluster.endpoints());
+    config.tls = Some(EtcdTls::new(ca.clone()));
+    let refused = tokio::time::timeout(Duration::from_secs(30), EtcdStore::connect(config)).await;
+    ensure!(
+        !matches!(refused, Ok(Ok(_))),
+        "connected without a client certificate"
+    );
+
+    let mut config = EtcdConfig::new(cluster.endpoints());
+    config.tls = Some(EtcdTls::new(ca).with_client(cert, key_pem));
+    let store = EtcdStore::connect(config).await?;
+    store
+        .write(WriteOp::Create {
+            key: key("default", "over-tls"),
+            value: pod("default", "over-tls", None),
+        })
+        .await?;
+    ensure!(store.get(key("default", "over-tls")).await?.is_some());
+    let keys = cluster
+        .etcdctl(&["get", "--prefix", "--keys-only", "/registry/pods/default/"])
+        .await?;
+    ensure!(keys.contains("/registry/pods/default/over-tls"), "{keys}");
+    Ok(())
+}

@@ -90,6 +90,14 @@ pub(crate) fn push_as<T: Serialize>(
     Ok(Message::new(route, Content::json(obj)?).with_resource_version(resource_version))
 }
 
+/// Whether a label key is in `kubernetes.io` or one of its subdomains: the labels
+/// NodeRestriction keeps a node from setting on itself (most of them), which upstream's
+/// cloudcore adds as itself after the node registered (`createNode`).
+pub(crate) fn is_kubernetes_label(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(ns, _)| ns == "kubernetes.io" || ns.ends_with(".kubernetes.io"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,26 @@ pub(crate) struct Embedded {
     pub(crate) peers: Option<crate::peers::Peers>,
 }
 
+/// TLS to etcd from `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`.
+#[cfg(feature = "etcd")]
+fn etcd_tls(args: &Args) -> anyhow::Result<Option<kubeedge_apiserver::EtcdTls>> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let Some(ca) = &args.etcd_cafile else {
+        anyhow::ensure!(
+            args.etcd_certfile.is_none(),
+            "--etcd-certfile needs --etcd-cafile"
+        );
+        return Ok(None);
+    };
+    let mut tls = kubeedge_apiserver::EtcdTls::new(read(ca)?);
+    if let (Some(cert), Some(key)) = (&args.etcd_certfile, &args.etcd_keyfile) {
+        tls = tls.with_client(read(cert)?, read(key)?);
+    }
+    Ok(Some(tls))
+}
+
 /// The API's store: etcd with `--etcd-servers`, else SQLite under `--data-dir`.
 async fn open_store(args: &Args) -> anyhow::Result<kubeedge_apiserver::AnyStore> {
     if args.etcd_servers.is_empty() {
@@ -40,6 +60,7 @@ async fn open_store(args: &Args) -> anyhow::Result<kubeedge_apiserver::AnyStore>
     {
         let mut config = kubeedge_apiserver::EtcdConfig::new(args.etcd_servers.clone());
         config.prefix = args.etcd_prefix.clone();
+        config.tls = etcd_tls(args)?;
         let store = kubeedge_apiserver::EtcdStore::connect(config)
             .await
             .with_context(|| format!("cannot reach etcd at {}", args.etcd_servers.join(",")))?;

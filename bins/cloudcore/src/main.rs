@@ -65,6 +65,16 @@ pub(crate) struct Args {
     /// Embedded mode with `--etcd-servers`: the key prefix (kube-apiserver's default).
     #[arg(long, default_value = "/registry")]
     etcd_prefix: String,
+    /// TLS to etcd (`https://` servers): the CA of the members' certificates (kube-apiserver's
+    /// flag).
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// TLS to etcd: the client certificate, for members run with `--client-cert-auth`.
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// TLS to etcd: the client certificate's key.
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
     /// Leader election (the singleton duties): how long a lease holds without renewal
     /// (kube-controller-manager's flag and default).
     #[arg(long, default_value = "15s")]

@@ -45,6 +45,16 @@ pub(crate) struct InitArgs {
     /// instead of SQLite on this host.
     #[arg(long = "etcd-servers", value_delimiter = ',')]
     etcd_servers: Vec<String>,
+    /// TLS to etcd: the CA of its members' certificates, and the client certificate and key
+    /// (kube-apiserver's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+    #[arg(long = "etcd-cafile")]
+    etcd_cafile: Option<PathBuf>,
+    /// TLS to etcd: the client certificate.
+    #[arg(long = "etcd-certfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// TLS to etcd: the client certificate's key.
+    #[arg(long = "etcd-keyfile")]
+    etcd_keyfile: Option<PathBuf>,
     /// Set cloudcore.yaml keys: `--set modules.cloudHub.websocket.port=10000,modules.dynamicController.enable=true`.
     #[arg(long = "set", value_delimiter = ',')]
     set: Vec<String>,
@@ -160,6 +170,17 @@ async fn init_embedded(paths: &Paths, args: &InitArgs) -> Result<()> {
     ];
     if !args.etcd_servers.is_empty() {
         extra.push(format!("--etcd-servers={}", args.etcd_servers.join(",")));
+    }
+    for (flag, file) in [
+        ("--etcd-cafile", &args.etcd_cafile),
+        ("--etcd-certfile", &args.etcd_certfile),
+        ("--etcd-keyfile", &args.etcd_keyfile),
+    ] {
+        if let Some(f) = file {
+            // cloudcore may run from another directory: absolute paths.
+            let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+            extra.push(format!("{flag}={}", f.display()));
+        }
     }
     let how = process::start(paths, "cloudcore", &cloudcore, &config, &extra)?;
     println!("cloudcore started as {how}");
@@ -320,6 +341,9 @@ async fn init_cluster(args: &InitArgs, kubeconfig: &Path) -> Result<()> {
         apiserver_listen: args.apiserver_listen.clone(),
         set: args.set.clone(),
         etcd_servers: Vec::new(),
+        etcd_cafile: None,
+        etcd_certfile: None,
+        etcd_keyfile: None,
     };
     let yaml = cloudcore_config(&Paths::for_image(), &cloudcore, &in_cluster)?;
     let docs = cluster_manifests(args, &yaml)?;
@@ -380,6 +404,9 @@ mod tests {
             apiserver_listen: "0.0.0.0:7443".into(),
             set: Vec::new(),
             etcd_servers: vec!["http://10.0.0.9:2379".into()],
+            etcd_cafile: None,
+            etcd_certfile: None,
+            etcd_keyfile: None,
         };
         let yaml: Value = serde_yaml::from_str(
             "modules: {cloudHub: {websocket: {port: 11000}, https: {port: 11002}}, cloudStream: {tunnelPort: 11004}}",

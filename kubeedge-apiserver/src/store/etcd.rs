@@ -41,6 +41,57 @@ pub struct EtcdConfig {
     /// How often old revisions are compacted away, kube-apiserver's
     /// `--etcd-compaction-interval` (5 minutes); `None` leaves compaction to others.
     pub compaction_interval: Option<Duration>,
+    /// TLS to the members (`https://` endpoints), kube-apiserver's `--etcd-cafile`,
+    /// `--etcd-certfile` and `--etcd-keyfile`.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA that signed the members' certificates and, for clusters that ask for
+/// one (`--client-cert-auth`), a client certificate and its key. All PEM.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct EtcdTls {
+    /// The CA (`--etcd-cafile`).
+    pub ca_pem: Vec<u8>,
+    /// The client certificate and key (`--etcd-certfile`, `--etcd-keyfile`).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_cert", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdTls {
+    /// Members signed by the CA `ca_pem`; no client certificate.
+    pub fn new(ca_pem: impl Into<Vec<u8>>) -> Self {
+        Self {
+            ca_pem: ca_pem.into(),
+            client: None,
+        }
+    }
+
+    /// Also present this client certificate (PEM) with its key (PEM).
+    pub fn with_client(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.client {
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        tls
+    }
 }
 
 impl EtcdConfig {
@@ -52,6 +103,7 @@ impl EtcdConfig {
             history: 10_000,
             watch_buffer: 4_096,
             compaction_interval: Some(Duration::from_secs(300)),
+            tls: None,
         }
     }
 }
@@ -165,9 +217,12 @@ impl EtcdStore {
     /// Connects to the cluster and starts following its changes.
     pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
         // Keep-alives find a member that died under an idle connection (a watch).
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.options());
+        }
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(etcd)?;

@@ -8,7 +8,7 @@ mod sqlite;
 
 pub use any::AnyStore;
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdConfig, EtcdStore};
+pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 pub use sqlite::{SqliteConfig, SqliteStore};
 
 use std::future::Future;

@@ -20,6 +20,42 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    /// Clients must use TLS and a client certificate ([`EtcdCluster::start_tls`]).
+    tls: bool,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, PEM files in `dir`.
+fn write_tls_material(dir: &std::path::Path) -> anyhow::Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer,
+        KeyPair,
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "etcd-test-ca");
+    let ca_cert = ca.self_signed(&ca_key)?;
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
+    let issuer = Issuer::from_ca_cert_der(ca_cert.der(), ca_key)?;
+    let server_names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    for (name, sans, usages) in [
+        (
+            "server",
+            server_names,
+            vec![Eku::ServerAuth, Eku::ClientAuth],
+        ),
+        ("client", Vec::new(), vec![Eku::ClientAuth]),
+    ] {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(sans)?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = usages;
+        let cert = p.signed_by(&key, &issuer)?;
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem())?;
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem())?;
+    }
+    Ok(())
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -32,7 +68,7 @@ impl EtcdCluster {
         let mut last = None;
         // A port taken between the probe and etcd's bind fails the start: try again.
         for _ in 0..3 {
-            match Self::try_start(n).await {
+            match Self::try_start(n, false).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
             }
@@ -40,18 +76,37 @@ impl EtcdCluster {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
     }
 
-    async fn try_start(n: usize) -> anyhow::Result<Self> {
+    /// Starts `n` members that serve clients only over TLS and only with a client certificate
+    /// of their CA (`--client-cert-auth`); see [`EtcdCluster::client_tls`].
+    pub async fn start_tls(n: usize) -> anyhow::Result<Self> {
+        Self::try_start(n, true).await
+    }
+
+    /// The CA, client certificate and client key (PEM) of a cluster started with
+    /// [`EtcdCluster::start_tls`].
+    pub fn client_tls(&self) -> Option<(String, String, String)> {
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).ok();
+        self.tls
+            .then(|| Some((read("ca.pem")?, read("client.pem")?, read("client.key")?)))
+            .flatten()
+    }
+
+    async fn try_start(n: usize, tls: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        if tls {
+            write_tls_material(dir.path())?;
+        }
+        let scheme = if tls { "https" } else { "http" };
         let mut members = Vec::new();
         for i in 0..n {
             members.push(Member {
                 name: format!("m{i}"),
-                client: format!("http://127.0.0.1:{}", free_port()?),
+                client: format!("{scheme}://127.0.0.1:{}", free_port()?),
                 peer: format!("http://127.0.0.1:{}", free_port()?),
                 child: None,
             });
         }
-        let mut cluster = Self { members, dir };
+        let mut cluster = Self { members, dir, tls };
         for i in 0..n {
             cluster.spawn(i, "new")?;
         }
@@ -75,8 +130,23 @@ impl EtcdCluster {
         let initial = self.initial_cluster();
         let data = self.data_dir(i);
         let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log")))?;
+        let files = |f: &str| self.dir.path().join(f);
+        let tls_args: Vec<std::ffi::OsString> = if self.tls {
+            vec![
+                "--cert-file".into(),
+                files("server.pem").into(),
+                "--key-file".into(),
+                files("server.key").into(),
+                "--trusted-ca-file".into(),
+                files("ca.pem").into(),
+                "--client-cert-auth".into(),
+            ]
+        } else {
+            Vec::new()
+        };
         let m = &mut self.members[i];
         let child = Command::new("etcd")
+            .args(tls_args)
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
@@ -124,8 +194,22 @@ impl EtcdCluster {
             .filter(|m| m.child.is_some())
             .map(|m| m.client.clone())
             .collect();
+        let files = |f: &str| self.dir.path().join(f);
+        let tls_args: Vec<std::ffi::OsString> = if self.tls {
+            vec![
+                "--cacert".into(),
+                files("ca.pem").into(),
+                "--cert".into(),
+                files("client.pem").into(),
+                "--key".into(),
+                files("client.key").into(),
+            ]
+        } else {
+            Vec::new()
+        };
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
+            .args(tls_args)
             .arg(format!("--endpoints={}", live.join(",")))
             .args(args)
             .output()

@@ -18,6 +18,7 @@
 
 mod passthrough;
 mod pushes;
+mod register;
 mod request;
 mod watchsync;
 
@@ -269,7 +270,7 @@ impl DynamicController {
         if let Some(path) = passthrough::path(&app.key, &app.verb) {
             // Upstream relays the body as the API server wrote it.
             return self
-                .send(node, request::Call::get(path), PASS_THROUGH_ACCEPT)
+                .send(Some(node), request::Call::get(path), PASS_THROUGH_ACCEPT)
                 .await
                 .map(Some);
         }
@@ -281,10 +282,18 @@ impl DynamicController {
             self.start_watch(node, app, key, cancel.clone())
                 .map(|()| None)
         } else {
-            let call = request::call(app, &key)?;
-            self.send(node, call, "application/json")
-                .await
-                .map(|b| Some(canonical(&b)))
+            let mut call = request::call(app, &key)?;
+            let reserved = if self.inner.config.impersonate_nodes {
+                register::split_labels(app, &key, &mut call)
+            } else {
+                None
+            };
+            let mut body = self.send(Some(node), call, "application/json").await?;
+            if let Some((name, labels)) = reserved {
+                let patch = register::labels_patch(&name, labels);
+                body = self.send(None, patch, "application/json").await?;
+            }
+            Ok(Some(canonical(&body)))
         }
     }
 
@@ -315,11 +324,11 @@ impl DynamicController {
         }
     }
 
-    /// Make `call` as `node` (when impersonating), asking for `accept`; the body of a
-    /// success, the API's Status as a refusal otherwise.
+    /// Make `call` as `node` (when impersonating; `None`: as cloudcore), asking for `accept`;
+    /// the body of a success, the API's Status as a refusal otherwise.
     async fn send(
         &self,
-        node: &str,
+        node: Option<&str>,
         call: request::Call,
         accept: &'static str,
     ) -> Result<Vec<u8>, Refusal> {
@@ -330,7 +339,9 @@ impl DynamicController {
         if let Some(ct) = &call.content_type {
             b = b.header(http::header::CONTENT_TYPE, ct.as_str());
         }
-        self.impersonate(node, &mut b);
+        if let Some(node) = node {
+            self.impersonate(node, &mut b);
+        }
         let req = b
             .body(kube::client::Body::from(call.body))
             .map_err(internal)?;

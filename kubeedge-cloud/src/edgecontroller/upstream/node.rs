@@ -72,11 +72,11 @@ fn take_kubernetes_labels(n: &mut Node) -> std::collections::BTreeMap<String, St
     let Some(labels) = n.metadata.labels.as_mut() else {
         return Default::default();
     };
-    let reserved = |k: &str| {
-        k.split_once('/')
-            .is_some_and(|(ns, _)| ns == "kubernetes.io" || ns.ends_with(".kubernetes.io"))
-    };
-    let keys: Vec<String> = labels.keys().filter(|k| reserved(k)).cloned().collect();
+    let keys: Vec<String> = labels
+        .keys()
+        .filter(|k| crate::object::is_kubernetes_label(k))
+        .cloned()
+        .collect();
     keys.into_iter()
         .filter_map(|k| labels.remove(&k).map(|v| (k, v)))
         .collect()
