@@ -371,7 +371,13 @@ async fn run(store: AnyStore, load: Load) -> anyhow::Result<Figures> {
         let resp = client
             .send(request(http::Method::GET, "/api/v1/pods", Vec::new())?)
             .await?;
+        let status = resp.status();
         let body: Bytes = resp.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(
+            status.is_success(),
+            "list returned {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
         bytes = body.len();
         list_lat.push(t0.elapsed());
     }

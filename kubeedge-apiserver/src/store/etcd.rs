@@ -443,31 +443,66 @@ impl Store for EtcdStore {
             }
             None => prefix.clone().into_bytes(),
         };
-        let mut opts = GetOptions::new().with_range(prefix_end(&prefix));
-        if let Some(l) = limit {
-            // One more than asked tells whether another page follows.
-            opts = opts.with_limit(i64::try_from(l).unwrap_or(i64::MAX).saturating_add(1));
-        }
-        let resp = self
-            .shared
-            .client
-            .kv_client()
-            .get(start, Some(opts))
-            .await
-            .map_err(etcd)?;
-        let rv = resp.header().map_or(0, |h| rev(h.revision()));
-        self.shared.revision.fetch_max(rv, Ordering::SeqCst);
-        let mut items = Vec::with_capacity(resp.kvs().len());
-        for kv in resp.kvs() {
-            // A key of another resource under a shared path (`services/…`) is skipped.
-            let Some(key) = self.shared.layout.parse(kv.key()) else {
-                continue;
-            };
-            if key.resource != scope.resource {
-                continue;
+        // One more than asked tells whether another page follows.
+        let want = limit.map(|l| l.saturating_add(1));
+        // Read in chunks, all at the first chunk's revision (one consistent list): a gRPC
+        // answer is capped at 4 MiB, which a list of 10,000 pods exceeds. A chunk that is still
+        // too large is asked again in halves.
+        let mut chunk: usize = 500;
+        let mut start = start;
+        let mut at: Option<i64> = None;
+        let mut items = Vec::new();
+        loop {
+            let room = want.map_or(chunk, |w| w.saturating_sub(items.len()).min(chunk));
+            let mut opts = GetOptions::new()
+                .with_range(prefix_end(&prefix))
+                .with_limit(i64::try_from(room).unwrap_or(i64::MAX));
+            if let Some(r) = at {
+                opts = opts.with_revision(r);
             }
-            items.push(stored(key, kv)?);
+            let resp = match self
+                .shared
+                .client
+                .kv_client()
+                .get(start.clone(), Some(opts))
+                .await
+            {
+                Ok(r) => r,
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if chunk > 1
+                        && matches!(
+                            s.code(),
+                            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                        ) =>
+                {
+                    chunk /= 2;
+                    continue;
+                }
+                Err(e) => return Err(etcd(e)),
+            };
+            let r = *at.get_or_insert(resp.header().map_or(0, |h| h.revision()));
+            for kv in resp.kvs() {
+                // A key of another resource under a shared path (`services/…`) is skipped.
+                let Some(key) = self.shared.layout.parse(kv.key()) else {
+                    continue;
+                };
+                if key.resource != scope.resource {
+                    continue;
+                }
+                items.push(stored(key, kv)?);
+            }
+            let full = want.is_some_and(|w| items.len() >= w);
+            match resp.kvs().last() {
+                Some(last) if resp.more() && !full => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                    at = Some(r);
+                }
+                _ => break,
+            }
         }
+        let rv = rev(at.unwrap_or(0));
+        self.shared.revision.fetch_max(rv, Ordering::SeqCst);
         Ok(ListPage::from_overfetch(rv, items, limit))
     }
 
