@@ -208,6 +208,7 @@ async fn a_member_killed_loses_no_write_and_no_event() -> anyhow::Result<()> {
     let store = connect(&cluster).await?;
     let mut watch = store.subscribe(Some(store.revision()))?;
     let mut revisions = Vec::new();
+    let mut failures = 0;
     for i in 0..60 {
         if i == 20 {
             cluster.kill(0).await?;
@@ -238,7 +239,8 @@ async fn a_member_killed_loses_no_write_and_no_event() -> anyhow::Result<()> {
                 }
                 Err(e) if tries < 50 => {
                     tries += 1;
-                    tracing::debug!(error = %e, "retrying");
+                    failures += 1;
+                    eprintln!("write p{i} failed ({e}); retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e.into()),
@@ -253,6 +255,12 @@ async fn a_member_killed_loses_no_write_and_no_event() -> anyhow::Result<()> {
         seen.push(ev.object.rv);
     }
     ensure!(seen == revisions, "{seen:?} != {revisions:?}");
+    // Only a write in flight on the member as it died may fail (the store retries, on another
+    // member, what never reached one): the API's clients do not see a dead member.
+    ensure!(
+        failures <= 2,
+        "{failures} writes failed around a member's death"
+    );
     Ok(())
 }
 

@@ -64,6 +64,23 @@ async fn setup(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
+/// A merge patch of `node`'s own Node, as its MetaServer sends it.
+fn patch_own_labels(node: &str, patch: &str) -> Result<Application> {
+    let mut app = application(
+        ApplicationVerb::Patch,
+        &format!("/core/v1/nodes/null/{node}"),
+        node,
+    );
+    app.set_option(&kubeedge_proto::PatchInfo {
+        name: node.into(),
+        patch_type: "application/merge-patch+json".into(),
+        data: Some(patch.as_bytes().to_vec()),
+        options: json!({"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"}),
+        subresources: None,
+    })?;
+    Ok(app.with_identifier())
+}
+
 fn forbidden(app: &Application) -> String {
     assert_eq!(app.status, ApplicationStatus::Rejected, "{}", app.reason);
     assert_eq!(app.error.err_status.code, 403, "{:?}", app.error);
@@ -137,33 +154,21 @@ async fn metaserver_requests_run_as_the_node() -> Result<()> {
     );
 
     // Its own Node, with a label the kubelet may not set: NodeRestriction.
-    let mut app = application(ApplicationVerb::Patch, "/core/v1/nodes/null/edge-a", A);
-    app.set_option(&kubeedge_proto::PatchInfo {
-        name: A.into(),
-        patch_type: "application/merge-patch+json".into(),
-        data: Some(
-            br#"{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}"#.to_vec(),
-        ),
-        options: json!({"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"}),
-        subresources: None,
-    })?;
-    let msg = forbidden(&apply(&em.edge, app.with_identifier()).await?);
+    let app = patch_own_labels(
+        A,
+        r#"{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}"#,
+    )?;
+    let msg = forbidden(&apply(&em.edge, app).await?);
     ensure!(
         msg == "nodes \"edge-a\" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/control-plane",
         "{msg}"
     );
     // A label of its own choosing goes through.
-    let mut app = application(ApplicationVerb::Patch, "/core/v1/nodes/null/edge-a", A);
-    app.set_option(&kubeedge_proto::PatchInfo {
-        name: A.into(),
-        patch_type: "application/merge-patch+json".into(),
-        data: Some(
-            br#"{"metadata":{"labels":{"team":"a","node.kubernetes.io/pool":"x"}}}"#.to_vec(),
-        ),
-        options: json!({"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"}),
-        subresources: None,
-    })?;
-    let got = apply(&em.edge, app.with_identifier()).await?;
+    let app = patch_own_labels(
+        A,
+        r#"{"metadata":{"labels":{"team":"a","node.kubernetes.io/pool":"x"}}}"#,
+    )?;
+    let got = apply(&em.edge, app).await?;
     ensure!(got.status == ApplicationStatus::Approved, "{}", got.reason);
 
     // Nothing changed.

@@ -6,6 +6,7 @@
 //! every API watch of this process, through a bounded window of recent events, so that writes
 //! by any replica reach the watchers of all.
 
+mod conn;
 mod keys;
 mod watch;
 
@@ -21,6 +22,8 @@ use tokio::sync::{broadcast, oneshot};
 use super::history::History;
 use super::{Event, EventType, ListPage, ObjectKey, Scope, Store, Stored, Subscription, WriteOp};
 use crate::error::StoreError;
+pub use conn::EtcdTls;
+use conn::{etcd, unsent_retried};
 use keys::Layout;
 
 /// Where the owner index lives: `<OWNERS>/<owner uid>/<object's etcd key>` (empty values).
@@ -44,54 +47,6 @@ pub struct EtcdConfig {
     /// TLS to the members (`https://` endpoints), kube-apiserver's `--etcd-cafile`,
     /// `--etcd-certfile` and `--etcd-keyfile`.
     pub tls: Option<EtcdTls>,
-}
-
-/// TLS to etcd: the CA that signed the members' certificates and, for clusters that ask for
-/// one (`--client-cert-auth`), a client certificate and its key. All PEM.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct EtcdTls {
-    /// The CA (`--etcd-cafile`).
-    pub ca_pem: Vec<u8>,
-    /// The client certificate and key (`--etcd-certfile`, `--etcd-keyfile`).
-    pub client: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl std::fmt::Debug for EtcdTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdTls")
-            .field("client_cert", &self.client.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl EtcdTls {
-    /// Members signed by the CA `ca_pem`; no client certificate.
-    pub fn new(ca_pem: impl Into<Vec<u8>>) -> Self {
-        Self {
-            ca_pem: ca_pem.into(),
-            client: None,
-        }
-    }
-
-    /// Also present this client certificate (PEM) with its key (PEM).
-    pub fn with_client(
-        mut self,
-        cert_pem: impl Into<Vec<u8>>,
-        key_pem: impl Into<Vec<u8>>,
-    ) -> Self {
-        self.client = Some((cert_pem.into(), key_pem.into()));
-        self
-    }
-
-    fn options(&self) -> etcd_client::TlsOptions {
-        let mut tls = etcd_client::TlsOptions::new()
-            .ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem));
-        if let Some((cert, key)) = &self.client {
-            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
-        }
-        tls
-    }
 }
 
 impl EtcdConfig {
@@ -132,26 +87,6 @@ impl std::fmt::Debug for EtcdStore {
             .field("root", &self.shared.layout.root())
             .field("revision", &self.revision())
             .finish()
-    }
-}
-
-/// An etcd failure as the API answers it: 503 while etcd cannot serve (no leader, quorum lost,
-/// no member reachable), so that clients retry; 500 otherwise.
-fn etcd(e: etcd_client::Error) -> StoreError {
-    use etcd_client::Error as E;
-    match &e {
-        E::GRpcStatus(s)
-            if matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            ) =>
-        {
-            StoreError::Unavailable(format!("etcd cannot serve the request: {}", s.message()))
-        }
-        E::TransportError(_) | E::IoError(_) => {
-            StoreError::Unavailable(format!("etcd is unreachable: {e}"))
-        }
-        _ => StoreError::Etcd(Box::new(e)),
     }
 }
 
@@ -261,13 +196,12 @@ impl EtcdStore {
     }
 
     async fn current(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut resp = self
-            .shared
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(etcd)?;
+        let mut resp = unsent_retried(|| {
+            let mut kv = self.shared.client.kv_client();
+            async move { kv.get(key, None).await }
+        })
+        .await
+        .map_err(etcd)?;
         Ok(resp.take_kvs().into_iter().next())
     }
 
@@ -309,13 +243,12 @@ impl EtcdStore {
         let txn = Txn::new()
             .when([Compare::mod_revision(etcd_key, CompareOp::Equal, at)])
             .and_then(ops);
-        let resp = self
-            .shared
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(etcd)?;
+        let resp = unsent_retried(|| {
+            let (mut kv, txn) = (self.shared.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(etcd)?;
         if !resp.succeeded() {
             return Ok(None);
         }
@@ -460,12 +393,12 @@ impl Store for EtcdStore {
             if let Some(r) = at {
                 opts = opts.with_revision(r);
             }
-            let resp = match self
-                .shared
-                .client
-                .kv_client()
-                .get(start.clone(), Some(opts))
-                .await
+            let resp = match unsent_retried(|| {
+                let mut kv = self.shared.client.kv_client();
+                let (start, opts) = (start.clone(), opts.clone());
+                async move { kv.get(start, Some(opts)).await }
+            })
+            .await
             {
                 Ok(r) => r,
                 Err(etcd_client::Error::GRpcStatus(s))
@@ -521,16 +454,19 @@ impl Store for EtcdStore {
             return Ok(Vec::new());
         }
         let prefix = format!("{OWNERS}{uid}");
-        let resp = self
-            .shared
-            .client
-            .kv_client()
-            .get(
-                prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await
-            .map_err(etcd)?;
+        let resp = unsent_retried(|| {
+            let mut kv = self.shared.client.kv_client();
+            let prefix = prefix.clone();
+            async move {
+                kv.get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
+                .await
+            }
+        })
+        .await
+        .map_err(etcd)?;
         Ok(resp
             .kvs()
             .iter()

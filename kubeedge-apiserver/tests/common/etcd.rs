@@ -122,6 +122,17 @@ impl EtcdCluster {
             .join(",")
     }
 
+    /// `flag file` pairs for the TLS files in this cluster's directory (none without TLS).
+    fn tls_args(&self, pairs: &[(&str, &str)]) -> Vec<std::ffi::OsString> {
+        if !self.tls {
+            return Vec::new();
+        }
+        pairs
+            .iter()
+            .flat_map(|(flag, file)| [(*flag).into(), self.dir.path().join(file).into()])
+            .collect()
+    }
+
     fn data_dir(&self, i: usize) -> PathBuf {
         self.dir.path().join(&self.members[i].name)
     }
@@ -130,20 +141,14 @@ impl EtcdCluster {
         let initial = self.initial_cluster();
         let data = self.data_dir(i);
         let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log")))?;
-        let files = |f: &str| self.dir.path().join(f);
-        let tls_args: Vec<std::ffi::OsString> = if self.tls {
-            vec![
-                "--cert-file".into(),
-                files("server.pem").into(),
-                "--key-file".into(),
-                files("server.key").into(),
-                "--trusted-ca-file".into(),
-                files("ca.pem").into(),
-                "--client-cert-auth".into(),
-            ]
-        } else {
-            Vec::new()
-        };
+        let mut tls_args = self.tls_args(&[
+            ("--cert-file", "server.pem"),
+            ("--key-file", "server.key"),
+            ("--trusted-ca-file", "ca.pem"),
+        ]);
+        if self.tls {
+            tls_args.push("--client-cert-auth".into());
+        }
         let m = &mut self.members[i];
         let child = Command::new("etcd")
             .args(tls_args)
@@ -194,19 +199,11 @@ impl EtcdCluster {
             .filter(|m| m.child.is_some())
             .map(|m| m.client.clone())
             .collect();
-        let files = |f: &str| self.dir.path().join(f);
-        let tls_args: Vec<std::ffi::OsString> = if self.tls {
-            vec![
-                "--cacert".into(),
-                files("ca.pem").into(),
-                "--cert".into(),
-                files("client.pem").into(),
-                "--key".into(),
-                files("client.key").into(),
-            ]
-        } else {
-            Vec::new()
-        };
+        let tls_args = self.tls_args(&[
+            ("--cacert", "ca.pem"),
+            ("--cert", "client.pem"),
+            ("--key", "client.key"),
+        ]);
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(tls_args)
