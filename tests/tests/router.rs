@@ -146,6 +146,21 @@ fn curl(cluster: &Cluster, url: &str, token: Option<&str>) -> Result<(u16, Strin
     Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
 }
 
+/// A call to `url` without a token is refused (401); with `token` the edge app answers it
+/// (waited for as `what`; `cluster`'s CA and logs).
+fn refused_then_answered(cluster: &Cluster, url: &str, token: &str, what: &str) -> Result<()> {
+    let (code, _) = curl(cluster, url, None)?;
+    ensure!(code == 401, "no token: {code}");
+    let mut last = (0, String::new());
+    wait_for(what, LIMIT, || {
+        last = curl(cluster, url, Some(token))?;
+        Ok(last.0 == 200)
+    })
+    .with_context(|| format!("last answer: {last:?}\n{}", cluster.logs_tail(30)))?;
+    ensure!(last.1 == "edge app: POST /hello/x?y=1 ping", "{last:?}");
+    Ok(())
+}
+
 #[test]
 fn curl_on_the_cloud_router_reaches_an_app_on_the_edge() -> Result<()> {
     let node = "router-edge";
@@ -172,15 +187,7 @@ fn curl_on_the_cloud_router_reaches_an_app_on_the_edge() -> Result<()> {
     let token = token.trim();
     let url = format!("https://127.0.0.1:{router_port}/{node}/default/api/x?y=1");
 
-    let (code, _) = curl(&cluster, &url, None)?;
-    ensure!(code == 401, "no token: {code}");
-    let mut last = (0, String::new());
-    wait_for("the app answers through the router", LIMIT, || {
-        last = curl(&cluster, &url, Some(token))?;
-        Ok(last.0 == 200)
-    })
-    .with_context(|| format!("last answer: {last:?}\n{}", cluster.logs_tail(30)))?;
-    ensure!(last.1 == "edge app: POST /hello/x?y=1 ping", "{last:?}");
+    refused_then_answered(&cluster, &url, token, "the app answers through the router")?;
     let counted = cluster.kubectl(&[
         "get",
         "rule",
@@ -259,14 +266,6 @@ async fn a_call_on_one_replica_reaches_an_edge_on_the_other() -> Result<()> {
     let url = format!("https://127.0.0.1:{ra}/{node}/default/api/x?y=1");
 
     // No token: refused by A itself, never passed on.
-    let (code, _) = curl(&b, &url, None)?;
-    ensure!(code == 401, "no token: {code}");
-    let mut last = (0, String::new());
-    wait_for("the app answers through A and B", LIMIT, || {
-        last = curl(&b, &url, Some(token))?;
-        Ok(last.0 == 200)
-    })
-    .with_context(|| format!("last answer: {last:?}\n{}", b.logs_tail(30)))?;
-    ensure!(last.1 == "edge app: POST /hello/x?y=1 ping", "{last:?}");
+    refused_then_answered(&b, &url, token, "the app answers through A and B")?;
     Ok(())
 }

@@ -120,11 +120,7 @@ impl ApiError {
                 "Expired",
                 format!("too old resource version: {requested}"),
             ),
-            StoreError::Unavailable(why) => Self::new(503, "ServiceUnavailable", why),
-            other => {
-                tracing::error!(error = %other, "store failure");
-                Self::new(500, "InternalError", format!("storage failure: {other}"))
-            }
+            other => store_internal(other),
         }
     }
 
@@ -149,7 +145,10 @@ impl ApiError {
 pub(super) fn store_internal(e: StoreError) -> ApiError {
     match e {
         StoreError::Unavailable(why) => ApiError::new(503, "ServiceUnavailable", why),
-        e => ApiError::new(500, "InternalError", format!("storage failure: {e}")),
+        e => {
+            tracing::error!(error = %e, "store failure");
+            ApiError::new(500, "InternalError", format!("storage failure: {e}"))
+        }
     }
 }
 

@@ -413,7 +413,7 @@ impl Store for EtcdStore {
                 }
                 Err(e) => return Err(etcd(e)),
             };
-            let r = *at.get_or_insert(resp.header().map_or(0, |h| h.revision()));
+            at.get_or_insert(resp.header().map_or(0, |h| h.revision()));
             for kv in resp.kvs() {
                 // A key of another resource under a shared path (`services/…`) is skipped.
                 let Some(key) = self.shared.layout.parse(kv.key()) else {
@@ -429,7 +429,6 @@ impl Store for EtcdStore {
                 Some(last) if resp.more() && !full => {
                     start = last.key().to_vec();
                     start.push(0);
-                    at = Some(r);
                 }
                 _ => break,
             }

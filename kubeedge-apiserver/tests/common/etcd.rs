@@ -85,10 +85,11 @@ impl EtcdCluster {
     /// The CA, client certificate and client key (PEM) of a cluster started with
     /// [`EtcdCluster::start_tls`].
     pub fn client_tls(&self) -> Option<(String, String, String)> {
+        if !self.tls {
+            return None;
+        }
         let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).ok();
-        self.tls
-            .then(|| Some((read("ca.pem")?, read("client.pem")?, read("client.key")?)))
-            .flatten()
+        Some((read("ca.pem")?, read("client.pem")?, read("client.key")?))
     }
 
     async fn try_start(n: usize, tls: bool) -> anyhow::Result<Self> {

@@ -76,30 +76,22 @@ fn seconds(query: Option<&str>) -> Result<u64, String> {
 
 /// Samples the whole process for `duration` (one profile at a time, as Go).
 async fn profile(duration: Duration) -> Response<Full<Bytes>> {
+    let failed =
+        |what: &str, e: pprof::Error| (StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}\n"));
     let taken = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, (StatusCode, String)> {
         let guard = pprof::ProfilerGuardBuilder::default()
             .frequency(100)
             .blocklist(&["libc", "libgcc", "pthread", "vdso"])
             .build()
-            .map_err(|e| {
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Could not enable CPU profiling: {e}\n"),
-                )
-            })?;
+            .map_err(|e| failed("Could not enable CPU profiling", e))?;
         std::thread::sleep(duration);
-        let report = guard.report().build().map_err(|e| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot build the profile: {e}\n"),
-            )
-        })?;
-        let proto = report.pprof().map_err(|e| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode the profile: {e}\n"),
-            )
-        })?;
+        let report = guard
+            .report()
+            .build()
+            .map_err(|e| failed("cannot build the profile", e))?;
+        let proto = report
+            .pprof()
+            .map_err(|e| failed("cannot encode the profile", e))?;
         Ok(proto.encode_to_vec())
     })
     .await;

@@ -88,7 +88,7 @@ pub(super) async fn authorize(
         name: Some(rule.to_owned()),
         ..Default::default()
     };
-    let status = match caller {
+    let (status, who) = match caller {
         Some(Caller::Peer) if headers.contains_key(super::FORWARDED) => return Ok(()),
         Some(Caller::User { name, groups }) => {
             let review = SubjectAccessReview {
@@ -114,7 +114,6 @@ pub(super) async fn authorize(
             String::new(),
         ),
     };
-    let (status, who): (SubjectAccessReviewStatus, String) = status;
     if status.allowed {
         return Ok(());
     }
