@@ -153,7 +153,20 @@ impl TestCloud {
         let dir = tempfile::tempdir()?;
         let pki = Pki::load_or_create(&FsCertStore::in_dir(dir.path().join("cloud")), pki_config)
             .map_err(std::io::Error::other)?;
-        let pki = Arc::new(pki);
+        Self::serve(Arc::new(pki), config, dir).await
+    }
+
+    /// Another hub on the same PKI, as a second cloudcore replica: edges joined to this one
+    /// are accepted there too.
+    pub async fn replica(&self, config: HubConfig) -> std::io::Result<Self> {
+        Self::serve(self.pki.clone(), config, tempfile::tempdir()?).await
+    }
+
+    async fn serve(
+        pki: Arc<Pki>,
+        config: HubConfig,
+        dir: tempfile::TempDir,
+    ) -> std::io::Result<Self> {
         let (hub, down, up) = CloudHub::new(pki.clone(), config);
         let ws_l = TcpListener::bind("127.0.0.1:0").await?;
         let https_l = TcpListener::bind("127.0.0.1:0").await?;

@@ -1,4 +1,5 @@
-//! A TCP proxy for tests that can cut every connection or blackhole traffic (a half-open link).
+//! A TCP proxy for tests that can cut every connection, blackhole traffic (a half-open link)
+//! or send new connections elsewhere.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     blackhole: watch::Sender<bool>,
     down: watch::Sender<bool>,
+    target: watch::Sender<SocketAddr>,
     conns: Arc<Mutex<Vec<CancellationToken>>>,
     stop: CancellationToken,
 }
@@ -32,6 +34,7 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let (blackhole, rx) = watch::channel(false);
         let (down, down_rx) = watch::channel(false);
+        let (target, target_rx) = watch::channel(target);
         let conns: Arc<Mutex<Vec<CancellationToken>>> = Arc::default();
         let stop = CancellationToken::new();
         let (c, s) = (conns.clone(), stop.clone());
@@ -44,7 +47,8 @@ impl Proxy {
                 if *down_rx.borrow() {
                     continue; // the link is down: closed at once
                 }
-                let Ok(outbound) = TcpStream::connect(target).await else {
+                let to = *target_rx.borrow();
+                let Ok(outbound) = TcpStream::connect(to).await else {
                     continue;
                 };
                 let token = CancellationToken::new();
@@ -61,6 +65,7 @@ impl Proxy {
             addr,
             blackhole,
             down,
+            target,
             conns,
             stop,
         })
@@ -85,6 +90,12 @@ impl Proxy {
         if down {
             self.cut();
         }
+    }
+
+    /// Send new connections to `to` (a load balancer that moved to another backend); the
+    /// current ones stay until [`Proxy::cut`].
+    pub fn retarget(&self, to: SocketAddr) {
+        self.target.send_replace(to);
     }
 
     /// Drop all bytes in both directions while keeping the sockets open.

@@ -5,10 +5,13 @@
 //! meanwhile. `kubectl get lease -n kubeedge -l kubeedge.io/owner-record=node` shows where each
 //! edge is connected.
 //!
-//! A replica whose node was taken by another drops what it queued for that node: the new holder
-//! queued the same changes (every replica's controllers queue every change) and, with the
-//! ObjectSync ledger in the API, resends what the node has not acked. Should the node come back,
-//! what changed since then is queued here again.
+//! Every replica's controllers queue every change for every node. A replica whose node was
+//! taken by another keeps, of what it queued for that node, only what the node has not acked
+//! anywhere: with [`NodeOwnership::shared_ledger`] (the ObjectSync ledger is in the API, which
+//! the SyncController follows) the NO-ACK messages go at once and each ACK-mode message goes
+//! when the ledger shows the node acked it through another replica. Should the node come back,
+//! the rest is sent, and nothing the new holder failed to deliver before it died is lost.
+//! Without a shared ledger the whole queue goes.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +45,9 @@ pub struct NodeOwnership {
     /// Where other replicas reach this one, written into each record it holds: its stream
     /// server ([`STREAM_SERVER`]) and its Router ([`ROUTER_SERVER`]).
     pub annotations: BTreeMap<String, String>,
+    /// The SyncController keeps the ledger in the API and follows the rows other replicas
+    /// write (on by default): the queue of a node held elsewhere keeps its ACK-mode messages.
+    pub shared_ledger: bool,
 }
 
 /// The annotation that tells other replicas where the holder's stream server is.
@@ -56,6 +62,7 @@ impl NodeOwnership {
             namespace: namespace.into(),
             identity: identity.into(),
             annotations: BTreeMap::new(),
+            shared_ledger: true,
         }
     }
 
@@ -114,7 +121,7 @@ impl NodeOwnership {
             .as_ref()
             .and_then(|s| s.holder_identity.as_deref());
         if holder.is_some_and(|h| h != self.identity) && !hub.is_connected(node) {
-            let dropped = hub.forget(node);
+            let dropped = self.forget(hub, node);
             if dropped > 0 {
                 info!(%node, holder = holder.unwrap_or_default(), dropped, "node held by another replica; its queue here is dropped");
             }
@@ -147,7 +154,7 @@ impl NodeOwnership {
             match self.write(api, node, false).await {
                 // Taken by another replica while this session ended: its queue goes.
                 Ok(Some(other)) => {
-                    let dropped = hub.forget(node);
+                    let dropped = self.forget(hub, node);
                     info!(%node, holder = %other, dropped, "node moved to another replica");
                     return;
                 }
@@ -158,6 +165,15 @@ impl NodeOwnership {
                     return;
                 }
             }
+        }
+    }
+
+    /// Drops what `node`'s queue here no longer needs: it is served elsewhere.
+    fn forget(&self, hub: &CloudHub, node: &str) -> usize {
+        if self.shared_ledger {
+            hub.served_elsewhere(node)
+        } else {
+            hub.forget(node)
         }
     }
 

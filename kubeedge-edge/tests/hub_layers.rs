@@ -234,6 +234,70 @@ async fn dedup_delivers_once_and_acks_a_resend_only_after_the_modules_acked() ->
 }
 
 #[tokio::test]
+async fn dedup_knows_an_object_version_sent_again_under_another_id() -> Result<()> {
+    // A second cloudcore sends what the edge acked through the first: same version, new id.
+    let acks = Acks::default();
+    let (modules, mut to_modules): (Mock, _) = mock::pair();
+    let (link, mut to_link): (Mock, _) = mock::pair();
+    let mut inbound = acks.dedup_layer(link.clone()).layer(modules);
+    let mut outbound = acks.note_layer().layer(link);
+    to_modules.allow(10);
+    to_link.allow(10);
+    let version = |rv: &str| -> Result<Message> {
+        let mut m = push(1).with_resource_version(rv);
+        m.content =
+            Content::json(&serde_json::json!({"metadata": {"uid": "u-1", "resourceVersion": rv}}))?;
+        Ok(m)
+    };
+    let first = version("7")?;
+    let delivered = tokio::spawn(inbound.call(first.clone()));
+    let (_, done) = to_modules.next_request().await.context("delivered")?;
+    done.send_response(());
+    delivered.await?.map_err(boxed)?;
+    let mut t = tokio_test::task::spawn(());
+    t.enter(|cx, _| -> Result<()> {
+        ensure!(outbound.poll_ready(cx).is_ready());
+        Ok(())
+    })?;
+    let acked = tokio::spawn(outbound.call(first.ack()));
+    let (_, done) = to_link.next_request().await.context("ack")?;
+    done.send_response(());
+    acked.await?.map_err(boxed)?;
+
+    let again = version("7")?;
+    ensure!(again.id() != first.id());
+    let copy = tokio::spawn(inbound.call(again.clone()));
+    let (reack, done) = to_link.next_request().await.context("re-ack")?;
+    ensure!(
+        reack.parent_id() == Some(again.id()),
+        "the copy is acked under its own id"
+    );
+    done.send_response(());
+    copy.await?.map_err(boxed)?;
+    // Another object at the same version, a newer version, and a delete of the same version
+    // are new messages.
+    let mut other = version("7")?;
+    other.content = Content::json(&serde_json::json!({"metadata": {"uid": "u-2"}}))?;
+    let delivered = tokio::spawn(inbound.call(other));
+    let (_, done) = to_modules.next_request().await.context("another object")?;
+    done.send_response(());
+    delivered.await?.map_err(boxed)?;
+    let newer = tokio::spawn(inbound.call(version("8")?));
+    let (got, done) = to_modules.next_request().await.context("newer")?;
+    ensure!(got.header.resource_version == "8");
+    done.send_response(());
+    newer.await?.map_err(boxed)?;
+    let mut delete = version("8")?;
+    delete.route.operation = Some(Operation::Delete);
+    let deleted = tokio::spawn(inbound.call(delete));
+    let (got, done) = to_modules.next_request().await.context("delete")?;
+    ensure!(got.route.is_operation(&Operation::Delete));
+    done.send_response(());
+    deleted.await?.map_err(boxed)?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn dedup_passes_module_errors_up_and_the_note_layer_passes_backpressure() -> Result<()> {
     let acks = Acks::default();
     let (modules, mut to_modules): (Mock, _) = mock::pair();

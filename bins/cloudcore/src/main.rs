@@ -391,6 +391,7 @@ async fn run(
     // Which replica holds which edge: a Lease kubeedge/node-<node> per node, naming this
     // replica's stream server for the others when they share an etcd.
     let mut ownership = kubeedge_cloud::ownership::NodeOwnership::new("kubeedge", identity);
+    ownership.shared_ledger = settings.sync.is_some();
     #[cfg(feature = "etcd")]
     if let Some(e) = &embedded {
         if let Some(addr) = serve_peers(

@@ -246,6 +246,26 @@ impl Downstream {
         })
     }
 
+    /// `node` acked version `rv` of object `uid` through another replica (`None`: its
+    /// delete), as the shared ObjectSync ledger shows: what is queued here for the object and
+    /// not newer is dropped. Returns how many messages were dropped.
+    pub fn acked_elsewhere(&self, node: &str, uid: &str, rv: Option<&str>) -> usize {
+        let Some(state) = self.inner.existing(node) else {
+            return 0;
+        };
+        let n = state.outbox().acked_elsewhere(uid, rv);
+        state.space.add_permits(n);
+        n
+    }
+
+    #[allow(missing_docs)]
+    pub fn debug_queue(&self, node: &str) -> String {
+        self.inner
+            .existing(node)
+            .map(|s| format!("{:?}", s.outbox()))
+            .unwrap_or_default()
+    }
+
     /// Messages held for `node` (pending, in flight, NO-ACK).
     pub fn queued(&self, node: &str) -> usize {
         let nodes = self
@@ -453,6 +473,24 @@ impl CloudHub {
             return 0;
         }
         let n = state.outbox().clear();
+        state.space.add_permits(n);
+        n
+    }
+
+    /// Like [`CloudHub::forget`], for a hub whose ACK-mode messages leave through
+    /// [`Downstream::acked_elsewhere`] (the ObjectSync ledger is shared): drops only the NO-ACK
+    /// messages queued for `node`, and keeps what the node has not acked anywhere, to send
+    /// should the node come here. Returns how many messages were dropped.
+    pub fn served_elsewhere(&self, node: &str) -> usize {
+        let state = self.inner.existing(node);
+        let Some(state) = state else { return 0 };
+        let Ok(session) = state.session.try_lock() else {
+            return 0;
+        };
+        if session.is_some() {
+            return 0;
+        }
+        let n = state.outbox().clear_no_ack();
         state.space.add_permits(n);
         n
     }

@@ -230,6 +230,57 @@ impl Outbox {
         n
     }
 
+    /// Drops the NO-ACK messages and keeps the ACK-mode ones (the node is served elsewhere:
+    /// those leave as [`Outbox::acked_elsewhere`] learns the node acked them there, and what
+    /// remains is sent should the node come back). Returns how many were dropped.
+    pub fn clear_no_ack(&mut self) -> usize {
+        let n = self.noack.len();
+        self.noack.clear();
+        n
+    }
+
+    /// The node acked version `rv` of object `uid` through another replica (`None`: its
+    /// delete). Drops what is held for the object and is not newer; returns how many entries
+    /// were dropped.
+    pub fn acked_elsewhere(&mut self, uid: &str, rv: Option<&str>) -> usize {
+        match rv {
+            Some(rv) => {
+                let known = self.acked_rv.get(uid).is_some_and(|a| !newer(rv, a));
+                if !known {
+                    self.acked_rv.insert(uid.to_owned(), rv.to_owned());
+                }
+            }
+            None => {
+                self.acked_rv.remove(uid);
+            }
+        }
+        let key = Key::Uid(uid.to_owned());
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return 0;
+        };
+        // A version the node holds (or, after its delete, anything of the object) is done.
+        let done = |m: &Message| match rv {
+            Some(rv) => !is_delete_msg(m) && !newer(&m.header.resource_version, rv),
+            None => true,
+        };
+        let mut dropped = 0;
+        if slot.inflight.as_ref().is_some_and(|f| done(&f.msg)) {
+            if let Some(f) = slot.inflight.take() {
+                self.inflight_ids.remove(f.msg.id());
+                self.inflight = self.inflight.saturating_sub(1);
+                dropped += 1;
+            }
+        }
+        if slot.pending.as_ref().is_some_and(done) {
+            slot.pending = None;
+            dropped += 1;
+        }
+        if slot.inflight.is_none() && slot.pending.is_none() {
+            self.slots.remove(&key);
+        }
+        dropped
+    }
+
     /// The edge acked `parent`; returns true when it matched an in-flight message.
     pub fn ack(&mut self, parent: &MessageId) -> bool {
         self.take_acked(parent).is_some()
@@ -486,6 +537,42 @@ mod tests {
         let next = drain(&mut o, t0);
         assert_eq!(next.len(), 2, "the NO-ACK message and the third object");
         assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn what_the_node_acked_elsewhere_leaves() {
+        let mut o = Outbox::new(OutboxConfig::default());
+        let t0 = Instant::now();
+        o.push(obj("u1", "5", "insert"), AckMode::Ack);
+        drain(&mut o, t0);
+        o.push(obj("u1", "6", "update"), AckMode::Ack);
+        o.push(obj("u2", "3", "insert"), AckMode::Ack);
+        o.push(obj("u3", "4", "insert"), AckMode::NoAck);
+        assert_eq!(o.len(), 4);
+        // The in-flight version 5 is done; the pending 6 is newer and stays.
+        assert_eq!(o.acked_elsewhere("u1", Some("5")), 1);
+        assert_eq!(o.in_flight(), 0);
+        assert_eq!(o.acked_elsewhere("u1", Some("6")), 1);
+        assert_eq!(o.acked_elsewhere("u1", Some("6")), 0);
+        assert_eq!(
+            o.push(obj("u1", "6", "update"), AckMode::Ack),
+            Pushed::Stale,
+            "the node holds it"
+        );
+        assert_eq!(
+            o.push(obj("u1", "7", "update"), AckMode::Ack),
+            Pushed::Queued
+        );
+        assert_eq!(
+            o.acked_elsewhere("u1", None),
+            1,
+            "after its delete nothing is left"
+        );
+        assert_eq!(o.acked_elsewhere("unknown", Some("1")), 0);
+        assert_eq!(o.clear_no_ack(), 1);
+        let rest = drain(&mut o, t0);
+        assert_eq!(rest.len(), 1, "only u2 is still owed: {rest:?}");
+        assert_eq!(o.len(), 1);
     }
 
     #[test]

@@ -135,6 +135,43 @@ impl Ledger {
         );
     }
 
+    /// Another replica persisted `rv` of `uid` for `node`: keep the newer of it and the row
+    /// here. Returns true when the row moved.
+    pub(crate) fn observed(&mut self, node: &str, uid: &str, object: Tracked, rv: &str) -> bool {
+        let rows = self.nodes.entry(node.to_owned()).or_default();
+        match rows.get_mut(uid) {
+            Some(e) if !newer(rv, &e.acked_rv) => false,
+            Some(e) => {
+                e.acked_rv = rv.to_owned();
+                e.persisted = true;
+                true
+            }
+            None => {
+                rows.insert(
+                    uid.to_owned(),
+                    Entry {
+                        object,
+                        acked_rv: rv.to_owned(),
+                        persisted: true,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Another replica removed the row of `uid` for `node` (the edge acked its delete).
+    pub(crate) fn observed_gone(&mut self, node: &str, uid: &str) -> bool {
+        let Some(rows) = self.nodes.get_mut(node) else {
+            return false;
+        };
+        let removed = rows.remove(uid).is_some();
+        if rows.is_empty() {
+            self.nodes.remove(node);
+        }
+        removed
+    }
+
     /// Remove every row of `node` (the Node was deleted).
     pub(crate) fn forget_node(&mut self, node: &str) -> Vec<(String, Entry)> {
         self.nodes
@@ -217,6 +254,21 @@ mod tests {
         assert!(l.acked("n", "u", pod(), "zzz").is_some());
         assert!(l.acked("n", "u", pod(), "").is_some());
         assert_eq!(l.admit("n", "u", ""), Admit::SendKnown);
+    }
+
+    #[test]
+    fn rows_written_elsewhere_only_move_forward() {
+        let mut l = Ledger::default();
+        assert!(l.observed("n", "u", pod(), "5"));
+        assert_eq!(l.admit("n", "u", "5"), Admit::Stale);
+        assert!(!l.observed("n", "u", pod(), "4"), "an older row is ignored");
+        assert_eq!(l.rows("n")[0].1.acked_rv, "5");
+        assert!(l.observed("n", "u", pod(), "6"));
+        assert_eq!(l.admit("n", "u", "6"), Admit::Stale);
+        assert!(l.observed_gone("n", "u"));
+        assert!(!l.observed_gone("n", "u"));
+        assert_eq!(l.len(), 0);
+        assert_eq!(l.admit("n", "u", "7"), Admit::SendNew);
     }
 
     #[test]

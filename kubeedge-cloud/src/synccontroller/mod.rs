@@ -15,11 +15,15 @@
 //!   deleted on the edge, one with a newer version is sent again. The live objects come from
 //!   the controllers' caches ([`LiveObjects`]) or, for other kinds, from the API.
 //! - When a Node is deleted, [`SyncHandle::forget_node`] removes its ObjectSyncs.
+//! - With the ledger in the API, the rows other replicas write are followed (`follow.rs`):
+//!   a node that moves here is not sent again what it acked there, and what was queued here
+//!   for a node held elsewhere leaves once the node acks it there.
 //!
 //! resourceVersions are compared as numbers when both are numbers, otherwise any difference
 //! counts as newer; nothing here panics on odd versions.
 
 mod crd;
+mod follow;
 mod ledger;
 mod persist;
 mod resync;
@@ -136,11 +140,25 @@ impl Inner {
         if !self.persist {
             return;
         }
-        self.pending
+        let mut writes = self
+            .pending
             .writes
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((node.to_owned(), uid.to_owned()), w);
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (node.to_owned(), uid.to_owned());
+        // A newer version replaces a pending write, but not the create that write still owes.
+        let w = match (writes.remove(&key), w) {
+            (Some(Write::Upsert { exists: false, .. }), Write::Upsert { object, rv, .. }) => {
+                Write::Upsert {
+                    object,
+                    rv,
+                    exists: false,
+                }
+            }
+            (_, w) => w,
+        };
+        writes.insert(key, w);
+        drop(writes);
         self.pending.wake.notify_one();
     }
 }
@@ -371,7 +389,12 @@ impl SyncController {
         let writer = write_loop(inner.clone(), cancel.clone());
         let acks = event_loop(inner.clone(), events, cancel.clone());
         let resync = resync_loop(inner.clone(), self.hub.clone(), cancel.clone());
-        tokio::join!(writer, acks, resync);
+        let follower = async {
+            if inner.persist {
+                follow::follow_loop(inner.clone(), cancel.clone()).await;
+            }
+        };
+        tokio::join!(writer, acks, resync, follower);
         inner.tracker.close();
         // Waiting sends end when the hub does; do not hold shutdown on them.
         inner.tracker.wait().await;

@@ -111,55 +111,53 @@ pub(super) async fn persist(
             let status = Patch::Merge(serde_json::json!({
                 "status": {"objectResourceVersion": rv}
             }));
-            let pp = PatchParams::default();
-            match &object.namespace {
+            let r = match &object.namespace {
                 Some(ns) => {
                     let api = Api::<ObjectSync>::namespaced(client.clone(), ns);
-                    if !exists {
-                        match api
-                            .create(&PostParams::default(), &ObjectSync::new(&name, spec))
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if is_status(&e, 409) => {}
-                            Err(e) => {
-                                return Err(ControllerError::kube(
-                                    format!("create objectsync {name}"),
-                                    e,
-                                ))
-                            }
-                        }
-                    }
-                    api.patch_status(&name, &pp, &status)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| ControllerError::kube(format!("objectsync {name} status"), e))
+                    upsert(&api, &ObjectSync::new(&name, spec), *exists, &status).await
                 }
                 None => {
                     let api = Api::<ClusterObjectSync>::all(client.clone());
-                    if !exists {
-                        match api
-                            .create(&PostParams::default(), &ClusterObjectSync::new(&name, spec))
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if is_status(&e, 409) => {}
-                            Err(e) => {
-                                return Err(ControllerError::kube(
-                                    format!("create clusterobjectsync {name}"),
-                                    e,
-                                ))
-                            }
-                        }
-                    }
-                    api.patch_status(&name, &pp, &status)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            ControllerError::kube(format!("clusterobjectsync {name} status"), e)
-                        })
+                    upsert(&api, &ClusterObjectSync::new(&name, spec), *exists, &status).await
                 }
-            }
+            };
+            r.map_err(|e| ControllerError::kube(format!("objectsync {name}"), e))
         }
+    }
+}
+
+/// Creates `obj` unless `exists` (someone else creating it first is fine), then sets its
+/// status. A row believed to exist but missing (deleted meanwhile) is created again.
+async fn upsert<K>(
+    api: &Api<K>,
+    obj: &K,
+    exists: bool,
+    status: &Patch<serde_json::Value>,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let create = || async {
+        match api.create(&PostParams::default(), obj).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    if !exists {
+        create().await?;
+    }
+    match api
+        .patch_status(&name, &PatchParams::default(), status)
+        .await
+    {
+        Err(e) if exists && is_status(&e, 404) => {
+            create().await?;
+            api.patch_status(&name, &PatchParams::default(), status)
+                .await
+                .map(|_| ())
+        }
+        r => r.map(|_| ()),
     }
 }

@@ -2,6 +2,11 @@
 //! message (same msg_id) when our ack was lost. [`Acks::dedup_layer`] on the inbound side
 //! delivers each message once and acks a resend again if the modules acked the first copy;
 //! [`Acks::note_layer`] on the outbound side records those acks as the modules send them.
+//!
+//! A message is also a copy when it carries the same object version as one delivered before:
+//! same object UID and resourceVersion (and both deletes, or neither) under another msg_id. That is what a second
+//! cloudcore sends when the edge moves to it before the ack it gave the first one reached the
+//! shared ledger.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -17,23 +22,61 @@ use tracing::debug;
 /// window of messages in flight, so a few thousand ids are plenty.
 #[derive(Debug, Default)]
 struct Seen {
-    order: VecDeque<MessageId>,
+    order: VecDeque<(MessageId, Option<String>)>,
     acked: HashMap<MessageId, bool>,
+    /// Object versions delivered: the version's key to the msg_id it came with.
+    versions: HashMap<String, MessageId>,
+}
+
+/// The object version `msg` carries, as a key: its object's UID and resourceVersion, and
+/// whether it deletes (an insert and an update of one version are the same object). Replies
+/// and messages without a version or an object UID have none.
+fn version_key(msg: &Message) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        metadata: Meta,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        uid: String,
+    }
+    let rv = &msg.header.resource_version;
+    if rv.is_empty() || msg.parent_id().is_some() || msg.route.is_operation(&Operation::Response) {
+        return None;
+    }
+    let uid = msg.content.decode::<Head>().ok()?.metadata.uid;
+    if uid.is_empty() {
+        return None;
+    }
+    let deletes = msg.route.is_operation(&Operation::Delete);
+    Some(format!(
+        "{}\0{uid}\0{rv}",
+        if deletes { "delete" } else { "set" }
+    ))
 }
 
 impl Seen {
     const CAP: usize = 2048;
 
-    /// Record a delivery: `None` for a new id, else whether the first copy was acked.
-    fn deliver(&mut self, id: &MessageId) -> Option<bool> {
+    /// Record a delivery: `None` for a new message, else whether the first copy was acked.
+    fn deliver(&mut self, id: &MessageId, version: Option<String>) -> Option<bool> {
         if let Some(acked) = self.acked.get(id) {
             return Some(*acked);
         }
+        if let Some(first) = version.as_ref().and_then(|v| self.versions.get(v)) {
+            return Some(self.acked.get(first).copied().unwrap_or(false));
+        }
         self.acked.insert(id.clone(), false);
-        self.order.push_back(id.clone());
+        if let Some(v) = &version {
+            self.versions.insert(v.clone(), id.clone());
+        }
+        self.order.push_back((id.clone(), version));
         if self.order.len() > Self::CAP {
-            if let Some(old) = self.order.pop_front() {
+            if let Some((old, v)) = self.order.pop_front() {
                 self.acked.remove(&old);
+                if let Some(v) = v {
+                    self.versions.remove(&v);
+                }
             }
         }
         None
@@ -157,7 +200,7 @@ where
     fn call(&mut self, msg: Message) -> Self::Future {
         let seen = match msg.header.id.is_empty() {
             true => None,
-            false => self.acks.lock().deliver(&msg.header.id),
+            false => self.acks.lock().deliver(&msg.header.id, version_key(&msg)),
         };
         match seen {
             None => {
