@@ -98,7 +98,8 @@ impl Proxy {
         self.target.send_replace(to);
     }
 
-    /// Drop all bytes in both directions while keeping the sockets open.
+    /// Drop all bytes in both directions while keeping the sockets open; a close on one side
+    /// does not reach the other.
     pub fn blackhole(&self, on: bool) {
         let _ = self.blackhole.send(on);
     }
@@ -114,7 +115,17 @@ async fn pump(
     loop {
         let n = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    // A blackholed link carries no close either: the other side keeps a
+                    // connection that is gone (half-open) until the proxy cuts it.
+                    if *blackhole.borrow() {
+                        cancel.cancelled().await;
+                    }
+                    return;
+                }
+                Ok(n) => n,
+            },
         };
         if *blackhole.borrow() {
             continue;

@@ -201,23 +201,33 @@ impl LeaderElection {
             let task = tokio::spawn(duty(lead.clone()));
             // Renew until the deadline passes without a renewal.
             let mut renewed = Instant::now();
+            let deadline = elector.config.renew_deadline;
             let stopping = loop {
+                // Wake at the deadline at the latest, not a retry period after it.
+                let pause = elector
+                    .config
+                    .retry_period
+                    .min(deadline.saturating_sub(renewed.elapsed()));
                 tokio::select! {
                     () = cancel.cancelled() => break true,
-                    () = tokio::time::sleep(elector.config.retry_period) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                let left = elector
-                    .config
-                    .renew_deadline
-                    .saturating_sub(renewed.elapsed());
+                let left = deadline.saturating_sub(renewed.elapsed());
+                if left.is_zero() {
+                    warn!("leader lease not renewed within the deadline");
+                    break false;
+                }
+                // Timed from the request, not the answer: others time the lease from when they
+                // see the write, which is never before the request left.
+                let sent = Instant::now();
                 match tokio::time::timeout(left, elector.try_acquire_or_renew()).await {
-                    Ok(Ok(true)) => renewed = Instant::now(),
+                    Ok(Ok(true)) => renewed = sent,
                     // Held by another (or a conflicting write): retried until the deadline.
                     Ok(Ok(false)) => {}
                     Ok(Err(e)) => warn!(error = %e, "leader election: renewal failed"),
                     Err(_) => {}
                 }
-                if renewed.elapsed() >= elector.config.renew_deadline {
+                if renewed.elapsed() >= deadline {
                     warn!("leader lease not renewed within the deadline");
                     break false;
                 }

@@ -11,13 +11,16 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use anyhow::{ensure, Context as _, Result};
+use common::partition::Partition;
 use common::{cloud, controlled::api, edge, edge_via, join, pod};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubeedge_bench::proxy::Proxy;
 use kubeedge_cloud::hub::HubConfig;
+use kubeedge_cloud::hub::HubEvent;
 use kubeedge_cloud::ownership::{record_name, NodeOwnership};
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 async fn holder(leases: &Api<Lease>, node: &str) -> Option<String> {
@@ -110,16 +113,27 @@ async fn replica(
     client: &kube::Client,
     identity: &str,
 ) -> Result<(common::Cloud, CancellationToken)> {
+    replica_with(
+        first,
+        client,
+        NodeOwnership::new("kubeedge", identity),
+        common::fast(),
+    )
+    .await
+}
+
+async fn replica_with(
+    first: Option<&common::Cloud>,
+    client: &kube::Client,
+    ownership: NodeOwnership,
+    hub: HubConfig,
+) -> Result<(common::Cloud, CancellationToken)> {
     let mut cloud = match first {
-        Some(a) => a.replica(common::fast()).await?,
-        None => cloud(common::fast()).await?,
+        Some(a) => a.replica(hub).await?,
+        None => cloud(hub).await?,
     };
     let (cancel, _task) = common::controlled::start_controllers(&mut cloud, client);
-    tokio::spawn(NodeOwnership::new("kubeedge", identity).run(
-        client.clone(),
-        cloud.hub.clone(),
-        cancel.clone(),
-    ));
+    tokio::spawn(ownership.run(client.clone(), cloud.hub.clone(), cancel.clone()));
     Ok((cloud, cancel))
 }
 
@@ -243,5 +257,195 @@ async fn an_edge_moving_between_replicas_gets_every_message_once() -> Result<()>
     .with_context(|| format!("A {} B {}", a.down.queued("e1"), b.down.queued("e1")))?;
     stop_a.cancel();
     stop_b.cancel();
+    Ok(())
+}
+
+/// Short heartbeat timings, so that the faults play out in seconds.
+fn quick(identity: &str) -> NodeOwnership {
+    let mut o = NodeOwnership::new("kubeedge", identity);
+    o.lease_duration = Duration::from_secs(3);
+    o.renew_deadline = Duration::from_secs(2);
+    o.retry_period = Duration::from_millis(300);
+    o
+}
+
+/// A hub that keeps a silent session for a minute: a half-open link lingers on its side.
+fn patient() -> HubConfig {
+    let mut c = common::fast();
+    c.keepalive_interval = Duration::from_secs(60);
+    c
+}
+
+/// When each replica started and stopped writing to `node`, from the hubs' events.
+#[derive(Clone, Default)]
+struct Timeline(Arc<Mutex<Vec<Stamp>>>);
+
+/// When, which replica, and whether it started (or stopped) writing.
+type Stamp = (tokio::time::Instant, &'static str, bool);
+
+impl Timeline {
+    fn follow(&self, replica: &'static str, hub: &kubeedge_cloud::hub::CloudHub, node: &str) {
+        let (mut events, log, node) = (hub.events(), self.0.clone(), node.to_owned());
+        tokio::spawn(async move {
+            while let Ok(ev) = events.recv().await {
+                let serving = match ev {
+                    HubEvent::Admitted { node: n } if n == node => true,
+                    HubEvent::Disconnected { node: n } if n == node => false,
+                    _ => continue,
+                };
+                log.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((tokio::time::Instant::now(), replica, serving));
+            }
+        });
+    }
+
+    fn events(&self) -> Vec<Stamp> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Fails if two replicas ever wrote to the node at once; returns when `replica` started
+    /// writing last.
+    fn one_writer(&self, replica: &str) -> Result<tokio::time::Instant> {
+        let mut writing: Vec<&str> = Vec::new();
+        let mut last = None;
+        for (at, r, serving) in self.events() {
+            if serving {
+                ensure!(
+                    writing.iter().all(|w| *w == r),
+                    "{r} started writing while {writing:?} still did: {:?}",
+                    self.events()
+                );
+                writing.push(r);
+                if r == replica {
+                    last = Some(at);
+                }
+            } else {
+                writing.retain(|w| *w != r);
+            }
+        }
+        last.context("never admitted")
+    }
+}
+
+/// The edge's way to the replicas: a balancer in front, and a link to A that can go half-open.
+struct Paths {
+    lb: Proxy,
+    to_a: Proxy,
+}
+
+impl Paths {
+    async fn new(a: &common::Cloud) -> Result<Self> {
+        let to_a = Proxy::start(a.ws).await?;
+        let lb = Proxy::start(to_a.addr).await?;
+        Ok(Self { lb, to_a })
+    }
+
+    /// The link to A goes silent both ways, and the balancer sends new connections to `to`.
+    fn half_open_to_a(&self, to: std::net::SocketAddr) {
+        self.to_a.blackhole(true);
+        self.lb.retarget(to);
+    }
+}
+
+async fn until_admitted(t: &Timeline, replica: &str) -> Result<()> {
+    common::within(&format!("{replica} admitted"), async {
+        while !t.events().iter().any(|(_, r, s)| *r == replica && *s) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_replica_lets_go_of_a_node_whose_edge_reappears_elsewhere() -> Result<()> {
+    let (_api_dir, client) = api().await?;
+    common::controlled::namespace(&client, "kubeedge").await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kubeedge");
+    let (a, _stop_a) = replica_with(None, &client, quick("replica-a"), patient()).await?;
+    let (b, _stop_b) = replica_with(Some(&a), &client, quick("replica-b"), patient()).await?;
+    let timeline = Timeline::default();
+    timeline.follow("A", &a.hub, "e1");
+    timeline.follow("B", &b.hub, "e1");
+    let paths = Paths::new(&a).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = join(&a, "e1", dir.path()).await?;
+    let _e = edge_via(paths.lb.addr, "e1", tls, None);
+    until_admitted(&timeline, "A").await?;
+    until_holder(&leases, "e1", Some("replica-a")).await?;
+
+    // The edge's link to A goes half-open: A still has a session, the edge dials B. B asks,
+    // and A ends its stale session and lets go at once (well within a heartbeat's expiry).
+    let moved = tokio::time::Instant::now();
+    paths.half_open_to_a(b.ws);
+    until_admitted(&timeline, "B").await?;
+    let b_writes = timeline.one_writer("B")?;
+    ensure!(
+        b_writes - moved < Duration::from_secs(3),
+        "B waited {:?}",
+        b_writes - moved
+    );
+    until_holder(&leases, "e1", Some("replica-b")).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_the_api_stops_writing_before_another_takes_its_nodes() -> Result<()>
+{
+    let (_api_dir, service) = common::controlled::api_service().await?;
+    let client = kube::Client::new(service.clone(), "default");
+    common::controlled::namespace(&client, "kubeedge").await?;
+    let cut = CancellationToken::new();
+    let client_a = kube::Client::new(Partition::new(service, cut.clone()), "default");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kubeedge");
+    let ownership_a = quick("replica-a");
+    let serving_a = ownership_a.serving();
+    let (a, _stop_a) = replica_with(None, &client_a, ownership_a, patient()).await?;
+    let (b, _stop_b) = replica_with(Some(&a), &client, quick("replica-b"), patient()).await?;
+    let timeline = Timeline::default();
+    timeline.follow("A", &a.hub, "e1");
+    timeline.follow("B", &b.hub, "e1");
+    let paths = Paths::new(&a).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = join(&a, "e1", dir.path()).await?;
+    let _e = edge_via(paths.lb.addr, "e1", tls, None);
+    until_admitted(&timeline, "A").await?;
+    until_holder(&leases, "e1", Some("replica-a")).await?;
+    ensure!(*serving_a.borrow());
+
+    // A loses the API, and its edge link goes half-open: A keeps a session it cannot hear
+    // from, and cannot see B asking. B must wait for A's heartbeat to expire, and A must
+    // have stopped writing before then.
+    let cut_at = tokio::time::Instant::now();
+    cut.cancel();
+    paths.half_open_to_a(b.ws);
+    until_admitted(&timeline, "B").await?;
+    let b_writes = timeline.one_writer("B")?;
+    let a_stopped = timeline
+        .events()
+        .iter()
+        .find(|(at, r, s)| *r == "A" && !*s && *at > cut_at)
+        .map(|(at, _, _)| *at)
+        .context("A never ended its session")?;
+    ensure!(!*serving_a.borrow(), "A still serves without the API");
+    ensure!(
+        a_stopped - cut_at <= Duration::from_millis(2_500),
+        "A stepped down after {:?}",
+        a_stopped - cut_at
+    );
+    ensure!(
+        b_writes - cut_at >= Duration::from_millis(2_500),
+        "B took the node {:?} after the cut, before A's heartbeat could expire",
+        b_writes - cut_at
+    );
+    println!(
+        "A stopped writing {:.1} s after losing the API; B took the node after {:.1} s",
+        (a_stopped - cut_at).as_secs_f64(),
+        (b_writes - cut_at).as_secs_f64()
+    );
+    until_holder(&leases, "e1", Some("replica-b")).await?;
     Ok(())
 }

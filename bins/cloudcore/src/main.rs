@@ -364,6 +364,11 @@ async fn run(
             .context("certificates")?;
     info!(ca_hash = %kubeedge_proto::ca_hash(pki.ca_cert_der()), "cloudcore pki ready");
     let identity = election.identity.clone();
+    let timing = (
+        election.lease_duration,
+        election.renew_deadline,
+        election.retry_period,
+    );
     // The singleton duties run on the one replica that holds the Lease kubeedge/cloudcore:
     // the join-token refresh and, in embedded mode, the control plane's controllers.
     {
@@ -392,6 +397,12 @@ async fn run(
     // replica's stream server for the others when they share an etcd.
     let mut ownership = kubeedge_cloud::ownership::NodeOwnership::new("kubeedge", identity);
     ownership.shared_ledger = settings.sync.is_some();
+    // This replica's heartbeat keeps leader election's timings.
+    (
+        ownership.lease_duration,
+        ownership.renew_deadline,
+        ownership.retry_period,
+    ) = timing;
     #[cfg(feature = "etcd")]
     if let Some(e) = &embedded {
         if let Some(addr) = serve_peers(
@@ -557,12 +568,21 @@ async fn run(
             .insert(kubeedge_cloud::ownership::ROUTER_SERVER.to_owned(), addr);
         controllers.router = Some(r);
     }
+    // Ready while this replica serves: its heartbeat is fresh.
+    let mut serving = ownership.serving();
     tracker.spawn(ownership.run(client.clone(), hub.clone(), cancel.clone()));
+    tracker.spawn(async move {
+        loop {
+            ready.send_replace(*serving.borrow_and_update());
+            if serving.changed().await.is_err() {
+                break;
+            }
+        }
+    });
     controllers.dynamic = settings.dynamic.clone().map(|mut d| {
         d.impersonate_nodes = as_nodes;
         d
     });
-    let _ = ready.send(true);
     kubeedge_cloud::run_controllers(client, hub, down, up, controllers, cancel)
         .await
         .context("controllers")?;

@@ -7,6 +7,7 @@
 //!                            --other messages--> Upstream { node, msg } channel --> controllers
 //! ```
 
+mod admission;
 mod bootstrap;
 mod collector;
 mod outbox;
@@ -27,6 +28,7 @@ use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+pub use admission::{Admission, Admit};
 pub use outbox::{Outbox, OutboxConfig, Pushed};
 
 use crate::certs::Pki;
@@ -102,6 +104,11 @@ pub enum HubEvent {
         /// The node.
         node: String,
     },
+    /// The session for `node` may write: its [`Admission`] said yes (at once without one).
+    Admitted {
+        /// The node.
+        node: String,
+    },
     /// The session for `node` ended.
     Disconnected {
         /// The node.
@@ -153,6 +160,7 @@ struct Inner {
     events: broadcast::Sender<HubEvent>,
     tracker: TaskTracker,
     metrics: crate::metrics::HubMetrics,
+    admission: std::sync::RwLock<Option<Arc<dyn Admission>>>,
 }
 
 impl Inner {
@@ -163,6 +171,13 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .get(node)
             .cloned()
+    }
+
+    fn admission(&self) -> Option<Arc<dyn Admission>> {
+        self.admission
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn node(&self, id: &str) -> Arc<NodeState> {
@@ -414,6 +429,7 @@ impl CloudHub {
             events: broadcast::channel(EVENT_CAPACITY).0,
             tracker: TaskTracker::new(),
             metrics: crate::metrics::HubMetrics::default(),
+            admission: std::sync::RwLock::new(None),
         });
         (
             Self {
@@ -443,6 +459,22 @@ impl CloudHub {
             if let Some(h) = state.session.lock().await.as_ref() {
                 h.cancel();
             }
+        }
+    }
+
+    /// Install the [`Admission`] that new sessions wait for (replacing any before).
+    pub fn set_admission(&self, admission: Arc<dyn Admission>) {
+        *self
+            .inner
+            .admission
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(admission);
+    }
+
+    /// End every session (this replica stops serving); the edges may reconnect.
+    pub async fn disconnect_all(&self) {
+        for node in self.connected_nodes() {
+            self.disconnect(&node).await;
         }
     }
 

@@ -205,41 +205,70 @@ async fn run(
     let mut fair = kubeedge_proto::TokenBucket::new(cfg.node_upstream_qps, cfg.node_upstream_burst);
     let mut out = Vec::new();
     let far = || Instant::now() + std::time::Duration::from_secs(3600);
+    // Nothing is written until the admission says this replica serves the node.
+    let mut admit = inner.admission().map(|a| a.admit(node));
+    if admit.is_none() {
+        let _ = inner.events.send(HubEvent::Admitted {
+            node: node.to_owned(),
+        });
+    }
     let reason = loop {
-        // Write whatever is due.
-        out.clear();
-        let (released, resent) = {
-            let mut outbox = state.outbox();
-            let released = outbox.poll_transmit(Instant::now(), &mut out);
-            (released, outbox.take_resends())
-        };
-        inner.metrics.resent(resent);
-        if released > 0 {
-            state.space.add_permits(released);
-        }
-        if !out.is_empty() {
-            let mut failed = false;
-            for m in &out {
-                inner.metrics.sent(m.route.operation_str());
-                let text = match codec.encode(m) {
-                    Ok(b) => String::from_utf8(b).unwrap_or_default(),
-                    Err(e) => {
-                        warn!(msg_id = %m.id(), error = %e, "dropping unencodable message");
-                        continue;
+        // Write whatever is due (once admitted; until then, only read).
+        if admit.is_none() {
+            out.clear();
+            let (released, resent) = {
+                let mut outbox = state.outbox();
+                let released = outbox.poll_transmit(Instant::now(), &mut out);
+                (released, outbox.take_resends())
+            };
+            inner.metrics.resent(resent);
+            if released > 0 {
+                state.space.add_permits(released);
+            }
+            if !out.is_empty() {
+                let mut failed = false;
+                for m in &out {
+                    inner.metrics.sent(m.route.operation_str());
+                    let text = match codec.encode(m) {
+                        Ok(b) => String::from_utf8(b).unwrap_or_default(),
+                        Err(e) => {
+                            warn!(msg_id = %m.id(), error = %e, "dropping unencodable message");
+                            continue;
+                        }
+                    };
+                    if sink.feed(WsMessage::text(text)).await.is_err() {
+                        failed = true;
+                        break;
                     }
-                };
-                if sink.feed(WsMessage::text(text)).await.is_err() {
-                    failed = true;
-                    break;
                 }
+                if failed || sink.flush().await.is_err() {
+                    break "write failed";
+                }
+                debug!(count = out.len(), "sent");
             }
-            if failed || sink.flush().await.is_err() {
-                break "write failed";
-            }
-            debug!(count = out.len(), "sent");
         }
-        let next = state.outbox().next_deadline().unwrap_or_else(far);
+        let next = match admit {
+            Some(_) => far(),
+            None => state.outbox().next_deadline().unwrap_or_else(far),
+        };
+        let admission = async {
+            match admit.as_mut() {
+                Some(a) => a.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            answer = admission => match answer {
+                Ok(()) => {
+                    admit = None;
+                    let _ = inner.events.send(HubEvent::Admitted { node: node.to_owned() });
+                }
+                Err(why) => {
+                    info!(reason = %why, "session not admitted");
+                    let _ = sink.close().await;
+                    break "not admitted";
+                }
+            },
             _ = cancel.cancelled() => {
                 let _ = sink.close().await;
                 break "closed by the hub";

@@ -43,10 +43,19 @@ pub fn controllers() -> ControllersConfig {
 }
 
 pub async fn api() -> Result<(tempfile::TempDir, kube::Client)> {
+    let (dir, service) = api_service().await?;
+    Ok((dir, kube::Client::new(service, "default")))
+}
+
+/// The in-process API server itself, for clients built over it.
+pub async fn api_service() -> Result<(
+    tempfile::TempDir,
+    kubeedge_apiserver::ApiService<kubeedge_apiserver::SqliteStore>,
+)> {
     let dir = tempfile::tempdir()?;
     let store = kubeedge_apiserver::SqliteStore::open(dir.path().join("state.db"))?;
     let service = kubeedge_apiserver::ApiService::new(store, Default::default()).await?;
-    Ok((dir, kube::Client::new(service, "default")))
+    Ok((dir, service))
 }
 
 /// Creates the namespace `name` through `client`.

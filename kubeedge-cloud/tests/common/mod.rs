@@ -14,6 +14,7 @@ use kubeedge_proto::{Content, Message, Route};
 use tokio_util::sync::CancellationToken;
 
 pub mod controlled;
+pub mod partition;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
