@@ -6,11 +6,14 @@
 #[path = "../../kubeedge-apiserver/tests/common/etcd.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod etcd;
+#[path = "support/ha.rs"]
+mod support;
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use kubeedge_bench::cluster::{wait_for, Cluster};
+use support::{busybox_pod, holder, phase, record_holder};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -69,27 +72,6 @@ async fn the_embedded_control_plane_keeps_its_state_in_etcd() -> Result<()> {
         Ok(record_holder(&cluster, "etcd-edge") == leader)
     })?;
     Ok(())
-}
-
-/// The holder of the Lease `kubeedge/<name>`, as `cluster`'s API tells it.
-fn lease_holder(cluster: &Cluster, name: &str) -> Result<String> {
-    Ok(cluster
-        .kubectl(&[
-            "get",
-            "lease",
-            "-n",
-            "kubeedge",
-            name,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])?
-        .trim()
-        .to_owned())
-}
-
-/// The holder of the leader Lease kubeedge/cloudcore.
-fn holder(cluster: &Cluster) -> Result<String> {
-    lease_holder(cluster, "cloudcore")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,67 +165,6 @@ fn server_of(cluster: &Cluster) -> Result<String> {
         .context("no server in the kubeconfig")
 }
 
-/// HAProxy (Debian's) in TCP mode on free loopback ports: `first` balancing, so every
-/// connection goes to the first live server, with fast health checks.
-struct Haproxy {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Haproxy {
-    /// One frontend per `(listen port, backend ports)`.
-    fn start(routes: &[(u16, [u16; 2])]) -> Result<Self> {
-        let mut cfg = String::from(
-            "global\n  maxconn 512\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  retries 3\n  option redispatch\n",
-        );
-        for (i, (listen, servers)) in routes.iter().enumerate() {
-            cfg += &format!("frontend f{i}\n  bind 127.0.0.1:{listen}\n  default_backend b{i}\n");
-            cfg += &format!("backend b{i}\n  balance first\n");
-            for (j, port) in servers.iter().enumerate() {
-                cfg += &format!("  server s{j} 127.0.0.1:{port} check inter 300 fall 1 rise 1\n");
-            }
-        }
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg)?;
-        let child = std::process::Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("cannot run haproxy (Debian package haproxy)")?;
-        Ok(Self { child, _dir: dir })
-    }
-}
-
-/// The replica that holds `node`, from its record (empty when none or unreadable).
-fn record_holder(cluster: &Cluster, node: &str) -> String {
-    lease_holder(cluster, &format!("node-{node}")).unwrap_or_default()
-}
-
-fn busybox_pod(name: &str, node: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: {}\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n",
-        kubeedge_bench::BUSYBOX_IMAGE
-    )
-}
-
-fn phase(cluster: &Cluster, pod: &str) -> String {
-    cluster
-        .kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"])
-        .map(|p| p.trim().to_owned())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_moves_through_haproxy_when_its_replica_dies() -> Result<()> {
     kubeedge_bench::ensure_busybox_image().await?;
@@ -253,7 +174,7 @@ async fn an_edge_moves_through_haproxy_when_its_replica_dies() -> Result<()> {
     wait_for("A leads", LIMIT, || Ok(!holder(&a)?.is_empty()))?;
     let b = Cluster::init_with_flags(&[&servers], &[])?;
     let (ws, https) = (kubeedge_bench::free_port()?, kubeedge_bench::free_port()?);
-    let _lb = Haproxy::start(&[
+    let _lb = support::Haproxy::start(&[
         (ws, [a.ws.port(), b.ws.port()]),
         (https, [a.https_port, b.https_port]),
     ])?;
