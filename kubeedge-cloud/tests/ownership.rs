@@ -255,6 +255,27 @@ async fn an_edge_moving_between_replicas_gets_every_message_once() -> Result<()>
     })
     .await
     .with_context(|| format!("A {} B {}", a.down.queued("e1"), b.down.queued("e1")))?;
+    // The ledger in the API ends at each pod's version, whichever replica wrote last.
+    let syncs: Api<kubeedge_proto::api::reliablesyncs::ObjectSync> =
+        Api::namespaced(client.clone(), "default");
+    common::within("the object syncs at the pods' versions", async {
+        loop {
+            let rows: HashMap<String, String> = syncs
+                .list(&Default::default())
+                .await?
+                .into_iter()
+                .filter_map(|o| {
+                    let uid = o.metadata.name?.strip_prefix("e1.")?.to_owned();
+                    Some((uid, o.status?.object_resource_version))
+                })
+                .collect();
+            if rows == latest {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await??;
     stop_a.cancel();
     stop_b.cancel();
     Ok(())

@@ -175,11 +175,15 @@ async fn churn_keeps_rss_flat() -> Result<()> {
     wait_until("joins", LIMIT, || hub.connected() == 1).await?;
     let mut after_warmup = 0;
     for round in 0..40 {
+        // Each round is a new version of the pods, as an API server would number them.
+        let rv = (round + 1).to_string();
         for i in 0..200 {
-            down.send("edge-1", p(i, "insert")).await?;
+            down.send("edge-1", p(i, "insert").with_resource_version(&rv))
+                .await?;
         }
         for i in 0..200 {
-            down.send("edge-1", p(i, "delete")).await?;
+            down.send("edge-1", p(i, "delete").with_resource_version(&rv))
+                .await?;
         }
         wait_until("round acked", LIMIT, || down.queued("edge-1") == 0).await?;
         if round == 14 {

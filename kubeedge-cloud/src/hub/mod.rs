@@ -273,14 +273,6 @@ impl Downstream {
         n
     }
 
-    #[allow(missing_docs)]
-    pub fn debug_queue(&self, node: &str) -> String {
-        self.inner
-            .existing(node)
-            .map(|s| format!("{:?}", s.outbox()))
-            .unwrap_or_default()
-    }
-
     /// Messages held for `node` (pending, in flight, NO-ACK).
     pub fn queued(&self, node: &str) -> usize {
         let nodes = self

@@ -9,7 +9,7 @@
 //!   cannot renew within the renew deadline (it lost the API, or etcd) steps down: it ends every
 //!   session and admits no new one until it renews again, so its edges reconnect elsewhere.
 //! - **Taking a node.** A new session writes nothing until this replica holds the node's record
-//!   (the hub's [`Admission`]). The record is free when nobody holds it, when its holder's
+//!   (the hub's [`Admission`](crate::hub::Admission)). The record is free when nobody holds it, when its holder's
 //!   heartbeat has not moved for a lease duration by this replica's clock (the holder stepped
 //!   down before that, since its renew deadline is shorter), or when the holder's process is
 //!   gone (its peer address refuses connections). Otherwise the new replica asks the holder to

@@ -386,7 +386,7 @@ impl SyncController {
     pub async fn run(self, cancel: CancellationToken) -> Result<(), ControllerError> {
         let events = self.hub.events();
         let inner = self.inner.clone();
-        let writer = write_loop(inner.clone(), cancel.clone());
+        let writer = write_loop(inner.clone(), self.hub.clone(), cancel.clone());
         let acks = event_loop(inner.clone(), events, cancel.clone());
         let resync = resync_loop(inner.clone(), self.hub.clone(), cancel.clone());
         let follower = async {

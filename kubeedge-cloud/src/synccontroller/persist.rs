@@ -15,8 +15,10 @@ use tracing::warn;
 use super::ledger::Write;
 use super::Inner;
 use crate::error::ControllerError;
+use crate::hub::CloudHub;
+use crate::object::newer;
 
-pub(super) async fn write_loop(inner: Arc<Inner>, cancel: CancellationToken) {
+pub(super) async fn write_loop(inner: Arc<Inner>, hub: CloudHub, cancel: CancellationToken) {
     loop {
         let batch: Vec<((String, String), Write)> = {
             let mut w = inner
@@ -36,8 +38,10 @@ pub(super) async fn write_loop(inner: Arc<Inner>, cancel: CancellationToken) {
         let failed: Vec<((String, String), Write)> = futures::stream::iter(batch)
             .map(|((node, uid), w)| {
                 let client = client.clone();
+                // A node held here has one writer of its rows: this replica.
+                let held = hub.is_connected(&node);
                 async move {
-                    match persist(&client, &node, &uid, &w).await {
+                    match persist(&client, &node, &uid, &w, held).await {
                         Ok(()) => None,
                         Err(e) => {
                             warn!(%node, %uid, error = %e, "object sync write failed; retrying");
@@ -79,6 +83,7 @@ pub(super) async fn persist(
     node: &str,
     uid: &str,
     w: &Write,
+    held: bool,
 ) -> Result<(), ControllerError> {
     let name = object_sync_name(node, uid);
     match w {
@@ -114,11 +119,19 @@ pub(super) async fn persist(
             let r = match &object.namespace {
                 Some(ns) => {
                     let api = Api::<ObjectSync>::namespaced(client.clone(), ns);
-                    upsert(&api, &ObjectSync::new(&name, spec), *exists, &status).await
+                    let obj = ObjectSync::new(&name, spec);
+                    match held {
+                        true => upsert(&api, &obj, *exists, &status).await,
+                        false => raise(&api, &obj, rv).await,
+                    }
                 }
                 None => {
                     let api = Api::<ClusterObjectSync>::all(client.clone());
-                    upsert(&api, &ClusterObjectSync::new(&name, spec), *exists, &status).await
+                    let obj = ClusterObjectSync::new(&name, spec);
+                    match held {
+                        true => upsert(&api, &obj, *exists, &status).await,
+                        false => raise(&api, &obj, rv).await,
+                    }
                 }
             };
             r.map_err(|e| ControllerError::kube(format!("objectsync {name}"), e))
@@ -160,4 +173,46 @@ where
         }
         r => r.map(|_| ()),
     }
+}
+
+/// The write of an ack for a node that is no longer held here: the replica holding it now may
+/// have written a newer version meanwhile, so the row only moves forward (read, compare, then
+/// replace at the version read).
+async fn raise<K>(api: &Api<K>, obj: &K, rv: &str) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let mut contended = None;
+    for _ in 0..5 {
+        let Some(current) = api.get_opt(&name).await? else {
+            match api.create(&PostParams::default(), obj).await {
+                Ok(_) => continue,
+                Err(e) if is_status(&e, 409) => {
+                    contended = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut v = serde_json::to_value(&current).map_err(kube::Error::SerdeError)?;
+        let stored = v["status"]["objectResourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        if !stored.is_empty() && !newer(rv, stored) {
+            return Ok(());
+        }
+        v["status"] = serde_json::json!({ "objectResourceVersion": rv });
+        let next: K = serde_json::from_value(v).map_err(kube::Error::SerdeError)?;
+        match api
+            .replace_status(&name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, 409) => contended = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    // Still contended (or created and gone again): the write loop retries it later.
+    contended.map_or(Ok(()), Err)
 }
