@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod devices;
+pub mod haproxy;
 pub mod proxy;
 
 use std::net::SocketAddr;

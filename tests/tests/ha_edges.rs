@@ -174,24 +174,27 @@ async fn fifty_edges_and_a_real_one_get_every_message_once_when_their_replica_di
     let c = Cluster::init_with_flags(&[&servers], &[])?;
     // `balance first`: A takes the real edge and 25 simulated ones, B 13, C the rest.
     let (ws, https) = (kubeedge_bench::free_port()?, kubeedge_bench::free_port()?);
-    let _lb = Haproxy::start_with(&[
-        (
-            ws,
-            vec![
-                (a.ws.port(), Some(26)),
-                (b.ws.port(), Some(13)),
-                (c.ws.port(), None),
-            ],
-        ),
-        (
-            https,
-            vec![
-                (a.https_port, None),
-                (b.https_port, None),
-                (c.https_port, None),
-            ],
-        ),
-    ])?;
+    let _lb = Haproxy::balanced(
+        "first",
+        &[
+            (
+                ws,
+                vec![
+                    (a.ws.port(), Some(26)),
+                    (b.ws.port(), Some(13)),
+                    (c.ws.port(), None),
+                ],
+            ),
+            (
+                https,
+                vec![
+                    (a.https_port, None),
+                    (b.https_port, None),
+                    (c.https_port, None),
+                ],
+            ),
+        ],
+    )?;
     let (lb_ws, lb_https) = (
         SocketAddr::from(([127, 0, 0, 1], ws)),
         SocketAddr::from(([127, 0, 0, 1], https)),

@@ -283,6 +283,11 @@ fn ha_instructions(yaml: &Value, args: &InitArgs) -> String {
             "  frontend {name}\n    bind <VIP>:{p}\n    mode tcp\n    default_backend {name}\n  backend {name}\n    mode tcp\n    option redispatch\n    server replica-1 {me}:{p} check\n"
         );
     }
+    out += "A replica that cannot renew its heartbeat (Lease kubeedge/replica-*; it lost etcd)\n\
+            ends its edges' sessions, admits none, and answers 503 on /readyz. Bind\n\
+            commonConfig.monitorServer.bindAddress where the load balancer reaches it and check\n\
+            it there (haproxy: option httpchk GET /readyz, and check port <monitor port>), so that\n\
+            the edges go to the other replicas.\n";
     out
 }
 

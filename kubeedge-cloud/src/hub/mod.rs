@@ -11,6 +11,7 @@ mod admission;
 mod bootstrap;
 mod collector;
 mod outbox;
+mod sender;
 mod session;
 pub(crate) mod tls;
 
@@ -20,9 +21,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use kubeedge_proto::{ack_mode, Compat, Message};
+use kubeedge_proto::{Compat, Message};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tokio_util::task::TaskTracker;
@@ -30,6 +31,8 @@ use tracing::{debug, info, warn, Instrument};
 
 pub use admission::{Admission, Admit};
 pub use outbox::{Outbox, OutboxConfig, Pushed};
+use sender::push_with;
+pub use sender::NodeSender;
 
 use crate::certs::Pki;
 use crate::error::HubError;
@@ -340,71 +343,6 @@ pub(crate) async fn next_conn(
                 }
             },
         }
-    }
-}
-
-fn push_with(
-    state: &NodeState,
-    msg: Message,
-    compat: Compat,
-    permit: OwnedSemaphorePermit,
-) -> Pushed {
-    let mode = ack_mode(&msg, compat);
-    let pushed = state.outbox().push(msg, mode);
-    match pushed {
-        Pushed::Queued => {
-            // The permit now belongs to the entry; the session returns it when the entry goes.
-            permit.forget();
-            state.wake.notify_one();
-        }
-        Pushed::Replaced => state.wake.notify_one(),
-        Pushed::Stale | Pushed::Full => {}
-    }
-    pushed
-}
-
-/// Sends to one node as a `tower::Service<Message>`; see [`Downstream::to_node`].
-pub struct NodeSender {
-    state: Arc<NodeState>,
-    permits: PollSemaphore,
-    permit: Option<OwnedSemaphorePermit>,
-    compat: Compat,
-}
-
-impl std::fmt::Debug for NodeSender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeSender")
-            .field("reserved", &self.permit.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl tower::Service<Message> for NodeSender {
-    type Response = Pushed;
-    type Error = HubError;
-    type Future = std::future::Ready<Result<Pushed, HubError>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), HubError>> {
-        if self.permit.is_none() {
-            match self.permits.poll_acquire(cx) {
-                std::task::Poll::Pending => return std::task::Poll::Pending,
-                std::task::Poll::Ready(None) => {
-                    return std::task::Poll::Ready(Err(HubError::Closed))
-                }
-                std::task::Poll::Ready(Some(p)) => self.permit = Some(p),
-            }
-        }
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, msg: Message) -> Self::Future {
-        let Some(permit) = self.permit.take() else {
-            return std::future::ready(Err(HubError::NotReady));
-        };
-        std::future::ready(Ok(push_with(&self.state, msg, self.compat, permit)))
     }
 }
 

@@ -215,36 +215,8 @@ async fn run(
     let reason = loop {
         // Write whatever is due (once admitted; until then, only read).
         if admit.is_none() {
-            out.clear();
-            let (released, resent) = {
-                let mut outbox = state.outbox();
-                let released = outbox.poll_transmit(Instant::now(), &mut out);
-                (released, outbox.take_resends())
-            };
-            inner.metrics.resent(resent);
-            if released > 0 {
-                state.space.add_permits(released);
-            }
-            if !out.is_empty() {
-                let mut failed = false;
-                for m in &out {
-                    inner.metrics.sent(m.route.operation_str());
-                    let text = match codec.encode(m) {
-                        Ok(b) => String::from_utf8(b).unwrap_or_default(),
-                        Err(e) => {
-                            warn!(msg_id = %m.id(), error = %e, "dropping unencodable message");
-                            continue;
-                        }
-                    };
-                    if sink.feed(WsMessage::text(text)).await.is_err() {
-                        failed = true;
-                        break;
-                    }
-                }
-                if failed || sink.flush().await.is_err() {
-                    break "write failed";
-                }
-                debug!(count = out.len(), "sent");
+            if let Err(why) = transmit(inner, state, &codec, &mut sink, &mut out).await {
+                break why;
             }
         }
         let next = match admit {
@@ -366,4 +338,44 @@ async fn run(
         }
     };
     reason
+}
+
+/// Writes what `state`'s outbox has due: resends, NO-ACK messages, then new ACK-mode messages
+/// up to the window.
+async fn transmit(
+    inner: &Inner,
+    state: &NodeState,
+    codec: &HubCodec,
+    sink: &mut futures_util::stream::SplitSink<Ws, WsMessage>,
+    out: &mut Vec<Message>,
+) -> Result<(), &'static str> {
+    out.clear();
+    let (released, resent) = {
+        let mut outbox = state.outbox();
+        let released = outbox.poll_transmit(Instant::now(), out);
+        (released, outbox.take_resends())
+    };
+    inner.metrics.resent(resent);
+    if released > 0 {
+        state.space.add_permits(released);
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    for m in out.iter() {
+        inner.metrics.sent(m.route.operation_str());
+        let text = match codec.encode(m) {
+            Ok(b) => String::from_utf8(b).unwrap_or_default(),
+            Err(e) => {
+                warn!(msg_id = %m.id(), error = %e, "dropping unencodable message");
+                continue;
+            }
+        };
+        if sink.feed(WsMessage::text(text)).await.is_err() {
+            return Err("write failed");
+        }
+    }
+    sink.flush().await.map_err(|_| "write failed")?;
+    debug!(count = out.len(), "sent");
+    Ok(())
 }

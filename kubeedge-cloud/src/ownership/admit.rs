@@ -21,13 +21,19 @@ impl Admission for Admitter {
 }
 
 /// How a waiting session learns that the holder's process is gone: its peer address refuses
-/// connections (a host that does not answer proves nothing).
-async fn refused(addr: Option<SocketAddr>) -> bool {
+/// connections (a host that does not answer proves nothing). One answer per address serves
+/// every session waiting on it for a second.
+async fn refused(shared: &Shared, addr: Option<SocketAddr>) -> bool {
     let Some(addr) = addr else { return false };
-    matches!(
+    if let Some(known) = shared.probed(addr, Duration::from_secs(1)) {
+        return known;
+    }
+    let refused = matches!(
         tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
-    )
+    );
+    shared.note_probe(addr, refused);
+    refused
 }
 
 async fn admit(shared: &Shared, node: &str) -> Result<(), String> {
@@ -60,7 +66,7 @@ async fn admit(shared: &Shared, node: &str) -> Result<(), String> {
                 let peer = [STREAM_SERVER, ROUTER_SERVER]
                     .iter()
                     .find_map(|k| record.annotations.get(*k)?.parse().ok());
-                let gone = refused(peer).await;
+                let gone = refused(shared, peer).await;
                 if gone {
                     info!(%node, holder = h, "taking the node: its holder's process is gone");
                 }
@@ -73,7 +79,8 @@ async fn admit(shared: &Shared, node: &str) -> Result<(), String> {
                     shared.admitted(node);
                     return Ok(());
                 }
-                Ok(false) => continue,
+                // The record changed under this view of it: wait for the watch to catch up.
+                Ok(false) => {}
                 Err(e) => take_failed(node, &e),
             }
         } else if !asked {

@@ -38,7 +38,7 @@ use kube::runtime::{watcher, WatchStreamExt as _};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::hub::{CloudHub, HubEvent};
 use crate::leader::LeaderElection;
@@ -147,10 +147,10 @@ impl NodeOwnership {
         let shared = Arc::new(Shared::new(self, api.clone(), hub.clone()));
         hub.set_admission(Arc::new(admit::Admitter(shared.clone())));
         let beat = {
-            let shared = shared.clone();
+            let (shared, stop) = (shared.clone(), cancel.clone());
             heartbeat.run(client, cancel.clone(), move |serving| {
-                let shared = shared.clone();
-                async move { shared.serve_while(serving).await }
+                let (shared, stop) = (shared.clone(), stop.clone());
+                async move { shared.serve_while(serving, &stop).await }
             })
         };
         let follow = follow(shared, hub, api, cancel);
@@ -185,15 +185,6 @@ async fn follow(shared: Arc<Shared>, hub: CloudHub, api: Api<Lease>, cancel: Can
                 None => return,
             },
         }
-    }
-}
-
-/// Logs a stepped-down replica: used by [`Shared::serve_while`].
-fn log_stepped_down(identity: &str, sessions: usize) {
-    if sessions > 0 {
-        warn!(%identity, sessions, "replica heartbeat not renewed: stepped down, sessions ended");
-    } else {
-        info!(%identity, "replica heartbeat not renewed: not serving");
     }
 }
 

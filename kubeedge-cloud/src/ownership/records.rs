@@ -38,6 +38,8 @@ struct State {
     heartbeats: HashMap<String, Heartbeat>,
     /// Nodes whose session here was admitted and has not ended.
     serving: HashSet<String>,
+    /// Peer addresses probed lately: when, and whether they refused.
+    probes: HashMap<std::net::SocketAddr, (Instant, bool)>,
 }
 
 /// Shared by the watch loop, the heartbeat and the admission.
@@ -98,6 +100,22 @@ impl Shared {
             .is_none_or(|h| !h.held || h.moved_at.elapsed() > h.duration)
     }
 
+    /// What probing `addr` answered, if it was asked within `fresh`.
+    pub(super) fn probed(&self, addr: std::net::SocketAddr, fresh: Duration) -> Option<bool> {
+        let state = self.state();
+        let (at, refused) = state.probes.get(&addr)?;
+        (at.elapsed() < fresh).then_some(*refused)
+    }
+
+    /// Remember what probing `addr` answered (the map keeps the replicas' few addresses).
+    pub(super) fn note_probe(&self, addr: std::net::SocketAddr, refused: bool) {
+        let mut state = self.state();
+        if state.probes.len() > 64 {
+            state.probes.clear();
+        }
+        state.probes.insert(addr, (Instant::now(), refused));
+    }
+
     /// A session of `node` here may write.
     pub(super) fn admitted(&self, node: &str) {
         self.state().serving.insert(node.to_owned());
@@ -105,7 +123,7 @@ impl Shared {
 
     /// The heartbeat holds while `lease` is not cancelled: serve until then, then end every
     /// session.
-    pub(super) async fn serve_while(&self, lease: CancellationToken) {
+    pub(super) async fn serve_while(&self, lease: CancellationToken, stop: &CancellationToken) {
         self.config.live.send_replace(true);
         self.changed.notify_waiters();
         lease.cancelled().await;
@@ -113,7 +131,9 @@ impl Shared {
         self.changed.notify_waiters();
         let sessions = self.hub.connected();
         self.hub.disconnect_all().await;
-        super::log_stepped_down(self.me(), sessions);
+        if !stop.is_cancelled() {
+            warn!(identity = %self.me(), sessions, "replica heartbeat not renewed: stepped down");
+        }
     }
 
     pub(super) fn synced(&self) {
@@ -232,6 +252,10 @@ impl Shared {
 
     /// The session of `node` ended: clear the record if this replica still holds it.
     pub(super) async fn release(&self, node: &str) {
+        // A newer session of the node here carries on.
+        if self.hub.is_connected(node) {
+            return;
+        }
         self.state().serving.remove(node);
         for _ in 0..5 {
             if self.hub.is_connected(node) {

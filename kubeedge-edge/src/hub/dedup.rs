@@ -4,12 +4,13 @@
 //! [`Acks::note_layer`] on the outbound side records those acks as the modules send them.
 //!
 //! A message is also a copy when it carries the same object version as one delivered before:
-//! same object UID and resourceVersion (and both deletes, or neither) under another msg_id. That is what a second
-//! cloudcore sends when the edge moves to it before the ack it gave the first one reached the
-//! shared ledger.
+//! same object UID and resourceVersion (and both deletes, or neither) under another msg_id.
+//! That is what a second cloudcore sends when the edge moves to it before the ack it gave the
+//! first one reached the shared ledger.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::{Hash as _, Hasher as _};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -22,16 +23,17 @@ use tracing::debug;
 /// window of messages in flight, so a few thousand ids are plenty.
 #[derive(Debug, Default)]
 struct Seen {
-    order: VecDeque<(MessageId, Option<String>)>,
+    order: VecDeque<(MessageId, Option<u64>)>,
     acked: HashMap<MessageId, bool>,
     /// Object versions delivered: the version's key to the msg_id it came with.
-    versions: HashMap<String, MessageId>,
+    versions: HashMap<u64, MessageId>,
 }
 
-/// The object version `msg` carries, as a key: its object's UID and resourceVersion, and
-/// whether it deletes (an insert and an update of one version are the same object). Replies
-/// and messages without a version or an object UID have none.
-fn version_key(msg: &Message) -> Option<String> {
+/// The object version `msg` carries, as a key: a 64-bit hash of its object's UID and
+/// resourceVersion, and whether it deletes (an insert and an update of one version are the
+/// same object). Replies and messages without a version or an object UID have none. Two
+/// versions within the window share a hash with a chance of about 1 in 10^13.
+fn version_key(msg: &Message) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Head {
         metadata: Meta,
@@ -48,18 +50,16 @@ fn version_key(msg: &Message) -> Option<String> {
     if uid.is_empty() {
         return None;
     }
-    let deletes = msg.route.is_operation(&Operation::Delete);
-    Some(format!(
-        "{}\0{uid}\0{rv}",
-        if deletes { "delete" } else { "set" }
-    ))
+    let mut h = std::hash::DefaultHasher::new();
+    (msg.route.is_operation(&Operation::Delete), uid, rv).hash(&mut h);
+    Some(h.finish())
 }
 
 impl Seen {
     const CAP: usize = 2048;
 
     /// Record a delivery: `None` for a new message, else whether the first copy was acked.
-    fn deliver(&mut self, id: &MessageId, version: Option<String>) -> Option<bool> {
+    fn deliver(&mut self, id: &MessageId, version: Option<u64>) -> Option<bool> {
         if let Some(acked) = self.acked.get(id) {
             return Some(*acked);
         }
@@ -67,8 +67,8 @@ impl Seen {
             return Some(self.acked.get(first).copied().unwrap_or(false));
         }
         self.acked.insert(id.clone(), false);
-        if let Some(v) = &version {
-            self.versions.insert(v.clone(), id.clone());
+        if let Some(v) = version {
+            self.versions.insert(v, id.clone());
         }
         self.order.push_back((id.clone(), version));
         if self.order.len() > Self::CAP {

@@ -2,66 +2,10 @@
 //! kubectl reads them.
 #![allow(dead_code)]
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use kubeedge_bench::cluster::Cluster;
 
-/// A frontend's listen port, and its backends' ports with their maxconn.
-pub(crate) type Route = (u16, Vec<(u16, Option<u32>)>);
-
-/// HAProxy (Debian's) in TCP mode on free loopback ports: `first` balancing, so every
-/// connection goes to the first live server, with fast health checks.
-pub(crate) struct Haproxy {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Haproxy {
-    /// One frontend per `(listen port, backend ports)`.
-    pub(crate) fn start(routes: &[(u16, [u16; 2])]) -> Result<Self> {
-        let routes: Vec<Route> = routes
-            .iter()
-            .map(|(l, s)| (*l, s.iter().map(|p| (*p, None)).collect()))
-            .collect();
-        Self::start_with(&routes)
-    }
-
-    /// One frontend per `(listen port, [(backend port, its maxconn)])`: with `balance first`,
-    /// a server takes connections up to its maxconn, then the next one does.
-    pub(crate) fn start_with(routes: &[Route]) -> Result<Self> {
-        let mut cfg = String::from(
-            "global\n  maxconn 2048\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  retries 3\n  option redispatch\n",
-        );
-        for (i, (listen, servers)) in routes.iter().enumerate() {
-            cfg += &format!("frontend f{i}\n  bind 127.0.0.1:{listen}\n  default_backend b{i}\n");
-            cfg += &format!("backend b{i}\n  balance first\n");
-            for (j, (port, maxconn)) in servers.iter().enumerate() {
-                let limit = maxconn.map(|m| format!(" maxconn {m}")).unwrap_or_default();
-                cfg += &format!(
-                    "  server s{j} 127.0.0.1:{port} check inter 300 fall 1 rise 1{limit}\n"
-                );
-            }
-        }
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg)?;
-        let child = std::process::Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("cannot run haproxy (Debian package haproxy)")?;
-        Ok(Self { child, _dir: dir })
-    }
-}
+pub(crate) use kubeedge_bench::haproxy::Haproxy;
 
 /// The holder of the Lease `kubeedge/<name>`, as `cluster`'s API tells it.
 pub(crate) fn lease_holder(cluster: &Cluster, name: &str) -> Result<String> {
