@@ -266,3 +266,64 @@ async fn logs_and_exec_reach_a_node_held_by_the_other_replica() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_lost_then_back_the_edge_runs_offline_and_converges() -> Result<()> {
+    kubeedge_bench::ensure_busybox_image().await?;
+    let mut members = etcd::EtcdCluster::start(3).await?;
+    let servers = format!("--etcd-servers={}", members.endpoints().join(","));
+    let mut cloud = Cluster::init_with_flags(&[&servers], &[])?;
+    let node = "quorum-edge";
+    let ws = cloud.ws;
+    cloud.join(node, ws)?;
+    wait_for("node Ready", LIMIT, || cloud.node_ready(node))
+        .with_context(|| cloud.logs_tail(30))?;
+    cloud.apply(&busybox_pod("steady", node))?;
+    wait_for("pod Running", LIMIT, || {
+        Ok(phase(&cloud, "steady") == "Running")
+    })
+    .with_context(|| cloud.logs_tail(30))?;
+    let running = kubeedge_bench::cluster::app_containers(node)?;
+    ensure!(!running.is_empty(), "no container for the pod");
+
+    // Two members of three gone: the API answers 503, cloudcore cannot renew its heartbeat
+    // and steps down (the edge's session ends), and the pod keeps running on the edge.
+    members.kill(1).await?;
+    members.kill(2).await?;
+    let lost = std::time::Instant::now();
+    wait_for("the monitor's /readyz at 503", LIMIT, || {
+        Ok(kubeedge_bench::cluster::http_get(cloud.monitor, "/readyz")?.0 == 503)
+    })
+    .with_context(|| cloud.logs_tail(30))?;
+    let stepped_down = lost.elapsed();
+    wait_for("the edge's session ended", LIMIT, || {
+        Ok(cloud
+            .log("cloudcore")
+            .contains("replica heartbeat not renewed: stepped down"))
+    })?;
+    let still = kubeedge_bench::cluster::app_containers(node)?;
+    ensure!(
+        still.iter().map(|c| &c.id).collect::<Vec<_>>()
+            == running.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        "the pod's container changed while the cloud was away: {running:?} -> {still:?}"
+    );
+
+    // Quorum back: cloudcore serves again, the edge comes back, and a new pod runs.
+    members.restart(1).await?;
+    members.restart(2).await?;
+    let back = std::time::Instant::now();
+    wait_for("node Ready again", LIMIT, || cloud.node_ready(node))
+        .with_context(|| cloud.logs_tail(30))?;
+    cloud.apply(&busybox_pod("after", node))?;
+    wait_for("the new pod Running", LIMIT, || {
+        Ok(phase(&cloud, "after") == "Running")
+    })
+    .with_context(|| cloud.logs_tail(30))?;
+    ensure!(phase(&cloud, "steady") == "Running");
+    println!(
+        "quorum lost: not ready after {:.1} s; quorum back: a new pod Running after {:.1} s",
+        stepped_down.as_secs_f64(),
+        back.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -30,7 +30,8 @@ pub(super) fn push_with(
     pushed
 }
 
-/// Sends to one node as a `tower::Service<Message>`; see [`Downstream::to_node`].
+/// Sends to one node as a `tower::Service<Message>`; see
+/// [`Downstream::to_node`](super::Downstream::to_node).
 pub struct NodeSender {
     pub(super) state: Arc<NodeState>,
     pub(super) permits: PollSemaphore,
