@@ -381,28 +381,62 @@ async fn until_admitted(t: &Timeline, replica: &str) -> Result<()> {
     .await
 }
 
+/// Replicas A and B (short heartbeats, patient hubs) with the edge `e1` on A through
+/// [`Paths`], its writes followed on both hubs' [`Timeline`].
+struct Pair {
+    b: common::Cloud,
+    timeline: Timeline,
+    paths: Paths,
+    _a: (common::Cloud, CancellationToken),
+    _stop_b: CancellationToken,
+    _edge: common::Edge,
+    _dir: tempfile::TempDir,
+}
+
+impl Pair {
+    async fn edge_on_a(
+        client_a: &kube::Client,
+        ownership_a: NodeOwnership,
+        client_b: &kube::Client,
+        leases: &Api<Lease>,
+    ) -> Result<Self> {
+        let (a, stop_a) = replica_with(None, client_a, ownership_a, patient()).await?;
+        let (b, stop_b) = replica_with(Some(&a), client_b, quick("replica-b"), patient()).await?;
+        let timeline = Timeline::default();
+        timeline.follow("A", &a.hub, "e1");
+        timeline.follow("B", &b.hub, "e1");
+        let paths = Paths::new(&a).await?;
+        let dir = tempfile::tempdir()?;
+        let tls = join(&a, "e1", dir.path()).await?;
+        let edge = edge_via(paths.lb.addr, "e1", tls, None);
+        until_admitted(&timeline, "A").await?;
+        until_holder(leases, "e1", Some("replica-a")).await?;
+        Ok(Self {
+            b,
+            timeline,
+            paths,
+            _a: (a, stop_a),
+            _stop_b: stop_b,
+            _edge: edge,
+            _dir: dir,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_replica_lets_go_of_a_node_whose_edge_reappears_elsewhere() -> Result<()> {
     let (_api_dir, client) = api().await?;
     common::controlled::namespace(&client, "kubeedge").await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kubeedge");
-    let (a, _stop_a) = replica_with(None, &client, quick("replica-a"), patient()).await?;
-    let (b, _stop_b) = replica_with(Some(&a), &client, quick("replica-b"), patient()).await?;
-    let timeline = Timeline::default();
-    timeline.follow("A", &a.hub, "e1");
-    timeline.follow("B", &b.hub, "e1");
-    let paths = Paths::new(&a).await?;
-    let dir = tempfile::tempdir()?;
-    let tls = join(&a, "e1", dir.path()).await?;
-    let _e = edge_via(paths.lb.addr, "e1", tls, None);
-    until_admitted(&timeline, "A").await?;
-    until_holder(&leases, "e1", Some("replica-a")).await?;
+    let Pair {
+        b, timeline, paths, ..
+    } = &Pair::edge_on_a(&client, quick("replica-a"), &client, &leases).await?;
 
     // The edge's link to A goes half-open: A still has a session, the edge dials B. B asks,
     // and A ends its stale session and lets go at once (well within a heartbeat's expiry).
     let moved = tokio::time::Instant::now();
     paths.half_open_to_a(b.ws);
-    until_admitted(&timeline, "B").await?;
+    until_admitted(timeline, "B").await?;
     let b_writes = timeline.one_writer("B")?;
     ensure!(
         b_writes - moved < Duration::from_secs(3),
@@ -424,17 +458,9 @@ async fn a_replica_cut_off_from_the_api_stops_writing_before_another_takes_its_n
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kubeedge");
     let ownership_a = quick("replica-a");
     let serving_a = ownership_a.serving();
-    let (a, _stop_a) = replica_with(None, &client_a, ownership_a, patient()).await?;
-    let (b, _stop_b) = replica_with(Some(&a), &client, quick("replica-b"), patient()).await?;
-    let timeline = Timeline::default();
-    timeline.follow("A", &a.hub, "e1");
-    timeline.follow("B", &b.hub, "e1");
-    let paths = Paths::new(&a).await?;
-    let dir = tempfile::tempdir()?;
-    let tls = join(&a, "e1", dir.path()).await?;
-    let _e = edge_via(paths.lb.addr, "e1", tls, None);
-    until_admitted(&timeline, "A").await?;
-    until_holder(&leases, "e1", Some("replica-a")).await?;
+    let Pair {
+        b, timeline, paths, ..
+    } = &Pair::edge_on_a(&client_a, ownership_a, &client, &leases).await?;
     ensure!(*serving_a.borrow());
 
     // A loses the API, and its edge link goes half-open: A keeps a session it cannot hear
@@ -443,7 +469,7 @@ async fn a_replica_cut_off_from_the_api_stops_writing_before_another_takes_its_n
     let cut_at = tokio::time::Instant::now();
     cut.cancel();
     paths.half_open_to_a(b.ws);
-    until_admitted(&timeline, "B").await?;
+    until_admitted(timeline, "B").await?;
     let b_writes = timeline.one_writer("B")?;
     let a_stopped = timeline
         .events()

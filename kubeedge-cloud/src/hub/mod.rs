@@ -425,18 +425,7 @@ impl CloudHub {
     /// Drops what is queued for `node` when it has no session here (another replica serves
     /// it); returns how many messages were dropped.
     pub fn forget(&self, node: &str) -> usize {
-        let state = self.inner.existing(node);
-        let Some(state) = state else { return 0 };
-        // A session being set up or running keeps its queue.
-        let Ok(session) = state.session.try_lock() else {
-            return 0;
-        };
-        if session.is_some() {
-            return 0;
-        }
-        let n = state.outbox().clear();
-        state.space.add_permits(n);
-        n
+        self.drop_idle(node, Outbox::clear)
     }
 
     /// Like [`CloudHub::forget`], for a hub whose ACK-mode messages leave through
@@ -444,15 +433,22 @@ impl CloudHub {
     /// messages queued for `node`, and keeps what the node has not acked anywhere, to send
     /// should the node come here. Returns how many messages were dropped.
     pub fn served_elsewhere(&self, node: &str) -> usize {
-        let state = self.inner.existing(node);
-        let Some(state) = state else { return 0 };
+        self.drop_idle(node, Outbox::clear_no_ack)
+    }
+
+    /// Applies `drop` to `node`'s outbox when it has no session here (a session being set up
+    /// or running keeps its queue), and returns the capacity it freed.
+    fn drop_idle(&self, node: &str, drop: fn(&mut Outbox) -> usize) -> usize {
+        let Some(state) = self.inner.existing(node) else {
+            return 0;
+        };
         let Ok(session) = state.session.try_lock() else {
             return 0;
         };
         if session.is_some() {
             return 0;
         }
-        let n = state.outbox().clear_no_ack();
+        let n = drop(&mut state.outbox());
         state.space.add_permits(n);
         n
     }
