@@ -44,6 +44,25 @@ fn stripped_size(bin: &Path) -> Option<u64> {
     size
 }
 
+/// How many of the functions in edgecore's text-order list the binary has, and how many the
+/// list names (`nm` reads the binary's symbols); `None` without `nm` or the list.
+fn text_order_found(bin: &Path) -> Option<(usize, usize)> {
+    let list = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bins/edgecore/text-order.txt"
+    ))
+    .ok()?;
+    let out = Command::new("nm").arg(bin).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let symbols: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let listed: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+    let found = listed.iter().filter(|s| symbols.contains(*s)).count();
+    Some((found, listed.len()))
+}
+
 /// `GET /api/v1/pods` on MetaServer; returns the body size.
 async fn metaserver_list(port: u16) -> Result<usize> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,6 +274,11 @@ async fn main() -> Result<()> {
             "edgecore binary          {:.1} MB as built (strip not found)",
             size as f64 / 1e6
         ),
+    }
+    if let Some((found, listed)) = text_order_found(&bin) {
+        println!(
+            "text order               {found} of the {listed} functions in bins/edgecore/text-order.txt are in the binary (fewer: the list is stale, run scripts/edge-text-order.sh)"
+        );
     }
     Command::new("sh")
         .args(["-c", &format!("kill -TERM {pid}")])

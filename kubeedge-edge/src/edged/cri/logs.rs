@@ -18,9 +18,9 @@ pub(super) fn log_stream(
     options: LogOptions,
 ) -> BoxStream<'static, Result<Bytes>> {
     let first = async move {
-        let (data, path, running) = this.read_logs(&id, &options).await?;
+        let (data, read, path, running) = this.read_logs(&id, &options).await?;
         let tail = if options.follow && running {
-            follow(this, id, path, options.timestamps).boxed()
+            follow(this, id, path, read, options.timestamps).boxed()
         } else {
             stream::empty().boxed()
         };
@@ -36,8 +36,11 @@ pub(super) fn log_stream(
 }
 
 impl CriRuntime {
-    /// The rendered log text, the log file's path, and whether the container runs.
-    async fn read_logs(&self, id: &str, o: &LogOptions) -> Result<(Vec<u8>, String, bool)> {
+    /// The rendered log text, how far into the file it goes, the log file's path, and whether
+    /// the container runs. When following a running container, only whole records are rendered
+    /// (a half-written one is the follower's), so that the follower starts exactly where this
+    /// read ended and no record written in between is lost.
+    async fn read_logs(&self, id: &str, o: &LogOptions) -> Result<(Vec<u8>, u64, String, bool)> {
         let s = self.container_status(id).await?;
         let running = s.state == cri::ContainerState::ContainerRunning as i32;
         let data = match read_file(s.log_path.clone()).await {
@@ -45,9 +48,15 @@ impl CriRuntime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(RuntimeError::Unavailable(format!("{}: {e}", s.log_path))),
         };
-        let lines = cri_logs::parse(&data);
+        let read = if o.follow && running {
+            data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
+        } else {
+            data.len()
+        };
+        let lines = cri_logs::parse(&data[..read]);
         Ok((
             cri_logs::render(lines, o.since, o.tail, o.timestamps),
+            read as u64,
             s.log_path,
             running,
         ))
@@ -61,16 +70,16 @@ pub(super) async fn read_file(path: String) -> std::io::Result<Vec<u8>> {
         .map_err(std::io::Error::other)?
 }
 
-/// Follow a log file from its current end while the container runs: the file is polled
+/// Follow a log file from byte `start` while the container runs: the file is polled
 /// (containerd appends whole records), and the stream ends once the container has stopped
 /// and the rest is read.
 pub(super) fn follow(
     rt: CriRuntime,
     id: String,
     path: String,
+    start: u64,
     timestamps: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes>> + Send {
-    let start = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     stream::unfold(Some(start), move |offset| {
         let (rt, id, path) = (rt.clone(), id.clone(), path.clone());
         async move {
