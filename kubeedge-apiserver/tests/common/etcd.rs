@@ -141,7 +141,11 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize, state: &str) -> anyhow::Result<()> {
         let initial = self.initial_cluster();
         let data = self.data_dir(i);
-        let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log")))?;
+        // Appended to, so that a restarted member's log keeps what it said before.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("m{i}.log")))?;
         let mut tls_args = self.tls_args(&[
             ("--cert-file", "server.pem"),
             ("--key-file", "server.key"),
@@ -150,6 +154,9 @@ impl EtcdCluster {
         if self.tls {
             tls_args.push("--client-cert-auth".into());
         }
+        // A token of this cluster's own: a member of another test's cluster that takes a
+        // killed member's port is then refused by the survivors, never taken for it.
+        let token = format!("kubeedge-rs-test-{}", self.dir.path().display());
         let m = &mut self.members[i];
         let child = Command::new("etcd")
             .args(tls_args)
@@ -162,7 +169,7 @@ impl EtcdCluster {
             .args(["--initial-advertise-peer-urls", &m.peer])
             .args(["--initial-cluster", &initial])
             .args(["--initial-cluster-state", state])
-            .args(["--initial-cluster-token", "kubeedge-rs-test"])
+            .args(["--initial-cluster-token", &token])
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -190,6 +197,23 @@ impl EtcdCluster {
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.spawn(i, "existing")?;
         self.wait_healthy(Duration::from_secs(60)).await
+    }
+
+    /// The last `lines` lines of every member's log, to explain a failed test.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            let path = self.dir.path().join(format!("{}.log", m.name));
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            let all: Vec<&str> = log.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            out.push_str(&format!("--- {} ({})\n", m.name, m.peer));
+            for l in &all[from..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Runs etcdctl against the running members and returns its stdout.
