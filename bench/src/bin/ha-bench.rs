@@ -27,6 +27,7 @@ use kube::api::{Api, PostParams};
 use kubeedge_bench::cluster::Cluster;
 use kubeedge_bench::haproxy::Haproxy;
 use kubeedge_bench::rss_kb;
+use kubeedge_bench::sim;
 use kubeedge_cloud::certs::{EdgeCsr, FsCertStore, PkiConfig};
 use kubeedge_edge::hub::{self, ClientTls, ConnectionState};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
@@ -44,33 +45,17 @@ fn sim(
     got: Receipts,
     cancel: &CancellationToken,
 ) -> hub::Client {
-    let mut cfg = hub::HubConfig::default();
-    cfg.server = server.to_string();
-    cfg.node_name = node;
-    cfg.heartbeat = Duration::from_secs(15);
+    let mut cfg = sim::config(&server.to_string(), node);
     cfg.backoff_min = Duration::from_millis(200);
     cfg.backoff_max = Duration::from_secs(2);
-    cfg.handshake_timeout = Duration::from_secs(120);
-    let (client, mut inbound, driver) = hub::connect(cfg, tls);
-    tokio::spawn(driver.run(cancel.child_token()));
-    let c = client.clone();
-    tokio::spawn(async move {
-        while let Some(m) = inbound.recv().await {
-            if let Some(name) = m
-                .route
-                .resource
-                .rsplit_once("/pod/")
-                .map(|(_, n)| n.to_owned())
-            {
-                got.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(name)
-                    .or_insert_with(Instant::now);
-            }
-            let _ = c.send(m.ack()).await;
+    sim::acking_edge(cfg, tls, cancel, move |m| {
+        if let Some((_, name)) = m.route.resource.rsplit_once("/pod/") {
+            got.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(name.to_owned())
+                .or_insert_with(Instant::now);
         }
-    });
-    client
+    })
 }
 
 /// Node records: node -> (holder identity, the holder's stream server from the record).
