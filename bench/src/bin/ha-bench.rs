@@ -325,31 +325,22 @@ async fn run() -> Result<()> {
         },
     )
     .await?;
-    let mut lat: Vec<f64> = {
+    // Each sampled pod's receipt: from its create, and from the kill.
+    let (mut lat, since_kill): (Vec<f64>, Vec<f64>) = {
         let g = got.lock().unwrap_or_else(PoisonError::into_inner);
-        victim_nodes
+        created
             .iter()
-            .take(sample)
-            .filter_map(|n| {
-                let pod = format!("after-{n}");
-                Some(
-                    g.get(&pod)?
-                        .duration_since(*created.get(&pod)?)
-                        .as_secs_f64(),
-                )
+            .filter_map(|(pod, at)| {
+                let t = g.get(pod)?;
+                Some((
+                    t.duration_since(*at).as_secs_f64(),
+                    t.duration_since(killed).as_secs_f64(),
+                ))
             })
-            .collect()
+            .unzip()
     };
     lat.sort_by(f64::total_cmp);
-    let flowing = {
-        let g = got.lock().unwrap_or_else(PoisonError::into_inner);
-        victim_nodes
-            .iter()
-            .take(sample)
-            .filter_map(|n| g.get(&format!("after-{n}")))
-            .map(|t| t.duration_since(killed).as_secs_f64())
-            .fold(0.0, f64::max)
-    };
+    let flowing = since_kill.into_iter().fold(0.0, f64::max);
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
     println!(
         "kill -9 of a replica holding {} nodes: all held again after {:.1} s; a pod created after the kill reached {} of its nodes (from its create) at p50 {:.1} s, p99 {:.1} s, max {:.1} s; the last one {:.1} s after the kill",
