@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod devices;
 pub mod haproxy;
 pub mod proxy;
+pub mod sim;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

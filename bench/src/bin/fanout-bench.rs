@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
+use kubeedge_bench::sim;
 use kubeedge_cloud::certs::{FsCertStore, Pki, PkiConfig};
 use kubeedge_cloud::hub::{CloudHub, HubConfig};
 use kubeedge_edge::hub::{self, ClientTls};
@@ -33,29 +34,17 @@ fn start_edge(
     receipts: Receipts,
     cancel: &CancellationToken,
 ) -> hub::Client {
-    let mut cfg = hub::HubConfig::default();
-    cfg.server = server.to_owned();
-    cfg.node_name = node;
-    cfg.heartbeat = Duration::from_secs(15);
+    let mut cfg = sim::config(server, node);
     cfg.message_qps = 100_000;
     cfg.message_burst = 100_000;
-    cfg.handshake_timeout = Duration::from_secs(120);
-    let (client, mut inbound, driver) = hub::connect(cfg, tls);
-    tokio::spawn(driver.run(cancel.child_token()));
-    let c = client.clone();
-    tokio::spawn(async move {
-        while let Some(m) = inbound.recv().await {
-            let now = Instant::now();
-            if m.route.operation_str() == "insert" {
-                if let Ok(mut r) = receipts.lock() {
-                    r.entry(m.route.resource.clone()).or_insert(now);
-                }
+    sim::acking_edge(cfg, tls, cancel, move |m| {
+        let now = Instant::now();
+        if m.route.operation_str() == "insert" {
+            if let Ok(mut r) = receipts.lock() {
+                r.entry(m.route.resource.clone()).or_insert(now);
             }
-            // The edge's meta manager acks after persisting; acking at once measures the cloud.
-            let _ = c.send(m.ack()).await;
         }
-    });
-    client
+    })
 }
 
 fn pod(name: &str, node: &str) -> Result<Pod> {

@@ -27,6 +27,7 @@ use kube::api::{Api, PostParams};
 use kubeedge_bench::cluster::Cluster;
 use kubeedge_bench::haproxy::Haproxy;
 use kubeedge_bench::rss_kb;
+use kubeedge_bench::sim;
 use kubeedge_cloud::certs::{EdgeCsr, FsCertStore, PkiConfig};
 use kubeedge_edge::hub::{self, ClientTls, ConnectionState};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
@@ -44,33 +45,17 @@ fn sim(
     got: Receipts,
     cancel: &CancellationToken,
 ) -> hub::Client {
-    let mut cfg = hub::HubConfig::default();
-    cfg.server = server.to_string();
-    cfg.node_name = node;
-    cfg.heartbeat = Duration::from_secs(15);
+    let mut cfg = sim::config(&server.to_string(), node);
     cfg.backoff_min = Duration::from_millis(200);
     cfg.backoff_max = Duration::from_secs(2);
-    cfg.handshake_timeout = Duration::from_secs(120);
-    let (client, mut inbound, driver) = hub::connect(cfg, tls);
-    tokio::spawn(driver.run(cancel.child_token()));
-    let c = client.clone();
-    tokio::spawn(async move {
-        while let Some(m) = inbound.recv().await {
-            if let Some(name) = m
-                .route
-                .resource
-                .rsplit_once("/pod/")
-                .map(|(_, n)| n.to_owned())
-            {
-                got.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(name)
-                    .or_insert_with(Instant::now);
-            }
-            let _ = c.send(m.ack()).await;
+    sim::acking_edge(cfg, tls, cancel, move |m| {
+        if let Some((_, name)) = m.route.resource.rsplit_once("/pod/") {
+            got.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(name.to_owned())
+                .or_insert_with(Instant::now);
         }
-    });
-    client
+    })
 }
 
 /// Node records: node -> (holder identity, the holder's stream server from the record).
@@ -340,31 +325,22 @@ async fn run() -> Result<()> {
         },
     )
     .await?;
-    let mut lat: Vec<f64> = {
+    // Each sampled pod's receipt: from its create, and from the kill.
+    let (mut lat, since_kill): (Vec<f64>, Vec<f64>) = {
         let g = got.lock().unwrap_or_else(PoisonError::into_inner);
-        victim_nodes
+        created
             .iter()
-            .take(sample)
-            .filter_map(|n| {
-                let pod = format!("after-{n}");
-                Some(
-                    g.get(&pod)?
-                        .duration_since(*created.get(&pod)?)
-                        .as_secs_f64(),
-                )
+            .filter_map(|(pod, at)| {
+                let t = g.get(pod)?;
+                Some((
+                    t.duration_since(*at).as_secs_f64(),
+                    t.duration_since(killed).as_secs_f64(),
+                ))
             })
-            .collect()
+            .unzip()
     };
     lat.sort_by(f64::total_cmp);
-    let flowing = {
-        let g = got.lock().unwrap_or_else(PoisonError::into_inner);
-        victim_nodes
-            .iter()
-            .take(sample)
-            .filter_map(|n| g.get(&format!("after-{n}")))
-            .map(|t| t.duration_since(killed).as_secs_f64())
-            .fold(0.0, f64::max)
-    };
+    let flowing = since_kill.into_iter().fold(0.0, f64::max);
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
     println!(
         "kill -9 of a replica holding {} nodes: all held again after {:.1} s; a pod created after the kill reached {} of its nodes (from its create) at p50 {:.1} s, p99 {:.1} s, max {:.1} s; the last one {:.1} s after the kill",

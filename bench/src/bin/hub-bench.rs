@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use kubeedge_bench::sim;
 use kubeedge_cloud::certs::{FsCertStore, Pki, PkiConfig};
 use kubeedge_cloud::hub::{CloudHub, HubConfig};
 use kubeedge_edge::hub::{self, ClientTls};
@@ -210,22 +211,14 @@ async fn start_edge(
     heartbeat: Duration,
     cancel: &CancellationToken,
 ) -> Edge {
-    let mut cfg = hub::HubConfig::default();
-    cfg.server = server.to_owned();
-    cfg.node_name = node;
+    let mut cfg = sim::config(server, node);
     cfg.heartbeat = heartbeat;
     cfg.message_qps = 100_000;
     cfg.message_burst = 100_000;
-    cfg.handshake_timeout = Duration::from_secs(120);
-    let (client, mut inbound, driver) = hub::connect(cfg, tls);
     let received = Arc::new(AtomicU64::new(0));
-    tokio::spawn(driver.run(cancel.child_token()));
-    let (c, r) = (client.clone(), received.clone());
-    tokio::spawn(async move {
-        while let Some(m) = inbound.recv().await {
-            r.fetch_add(1, Ordering::Relaxed);
-            let _ = c.send(m.ack()).await;
-        }
+    let r = received.clone();
+    let client = sim::acking_edge(cfg, tls, cancel, move |_| {
+        r.fetch_add(1, Ordering::Relaxed);
     });
     Edge { client, received }
 }

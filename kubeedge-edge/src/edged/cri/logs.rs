@@ -49,7 +49,7 @@ impl CriRuntime {
             Err(e) => return Err(RuntimeError::Unavailable(format!("{}: {e}", s.log_path))),
         };
         let read = if o.follow && running {
-            data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
+            whole_records(&data)
         } else {
             data.len()
         };
@@ -61,6 +61,11 @@ impl CriRuntime {
             running,
         ))
     }
+}
+
+/// How many bytes of `data` are whole log records (up to and with its last newline).
+fn whole_records(data: &[u8]) -> usize {
+    data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
 }
 
 /// Read a file off the async threads.
@@ -95,7 +100,7 @@ pub(super) fn follow(
                     .min(data.len());
                 let new = &data[start..];
                 // Only whole records: a half-written one waits for the next round.
-                let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+                let whole = whole_records(new);
                 offset += whole as u64;
                 let lines = cri_logs::parse(&new[..whole]);
                 let out = cri_logs::render(lines, None, None, timestamps);
