@@ -51,6 +51,12 @@ ensure_stream_test_deps() {
   ensure_apt curl bsdutils iproute2 iptables
 }
 
+# ensure_mesh_test_deps: nft and ip for the mesh's interception tests (in network namespaces
+# the tests make).
+ensure_mesh_test_deps() {
+  ensure_apt nftables iproute2
+}
+
 # ensure_kubectl: a kubectl client (Debian's kubernetes-client when none is installed).
 ensure_kubectl() {
   command -v kubectl >/dev/null 2>&1 || ensure_apt kubernetes-client

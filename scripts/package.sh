@@ -4,7 +4,7 @@
 # without a version or a feature the examples need but a crate does not declare fails here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-crates=(kubeedge-proto kubeedge-apiserver kubeedge-controlplane kubeedge-cloud kubeedge-edge kubeedge-device)
+crates=(kubeedge-proto kubeedge-apiserver kubeedge-controlplane kubeedge-cloud kubeedge-edge kubeedge-device kubeedge-mesh)
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 echo "== cargo package (${crates[*]})"

@@ -10,6 +10,7 @@ ensure_containerd
 ensure_device_test_deps
 ensure_stream_test_deps
 ensure_etcd
+ensure_mesh_test_deps
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 # The API server's whole suite again, on etcd (a cluster of its own per test).

@@ -1,0 +1,103 @@
+//! [`run`]: the parts together, as edgemesh-agent runs them on a node.
+//!
+//! It makes the bridge interface (`edgemesh0`, 169.254.96.16), fills the catalog from the
+//! client (the node's MetaServer on an edge node, the API server on a cloud node), serves the
+//! cluster DNS on the bridge address, runs the service proxy with its listeners on the bridge
+//! address (free ports: nothing collides with cloudcore or edgecore), and keeps the nftables
+//! table equal to the proxy's redirects. On cancel it removes the table and the interface.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::catalog::{feed, Catalog};
+use crate::config::AgentConfig;
+use crate::dns::{upstreams_from, ClusterDns};
+use crate::error::MeshError;
+use crate::intercept::{ensure_interface, remove_interface, Interceptor, TABLE};
+use crate::proxy::{ProxyConfig, ServiceProxy};
+
+/// What the agent takes besides its config file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AgentOptions {
+    /// The cluster domain (the kubelet's `clusterDomain`, `cluster.local`).
+    pub cluster_domain: String,
+    /// Where the node's resolvers are listed; names outside the zone go to them.
+    pub resolv_conf: PathBuf,
+    /// The nftables table.
+    pub table: String,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
+            table: TABLE.into(),
+        }
+    }
+}
+
+/// Runs the enabled modules of `config` until `cancel`, reading Services through `client`.
+pub async fn run(
+    config: &AgentConfig,
+    options: &AgentOptions,
+    client: kube::Client,
+    cancel: CancellationToken,
+) -> Result<(), MeshError> {
+    let modules = &config.modules;
+    let filter = modules.edge_proxy.filter_mode()?;
+    let bridge = &config.common_config;
+    let bridge_ip = IpAddr::V4(bridge.bridge_device_ip);
+    if !modules.edge_dns.enable && !modules.edge_proxy.enable {
+        info!("edgemesh: neither edgeDNS nor edgeProxy is enabled; nothing to do");
+        cancel.cancelled().await;
+        return Ok(());
+    }
+    ensure_interface(&bridge.bridge_device_name, bridge.bridge_device_ip).await?;
+    let catalog = Catalog::new();
+    tokio::spawn(feed::run(client, catalog.clone(), filter, cancel.clone()));
+
+    if modules.edge_dns.enable {
+        let addr = SocketAddr::new(bridge_ip, modules.edge_dns.listen_port);
+        let udp = tokio::net::UdpSocket::bind(addr).await?;
+        let tcp = tokio::net::TcpListener::bind(addr).await?;
+        let upstreams = upstreams_from(&options.resolv_conf, &[bridge_ip]);
+        info!(%addr, ?upstreams, "edgemesh: cluster DNS serving");
+        let dns = ClusterDns::new(catalog.clone(), &options.cluster_domain, upstreams)?;
+        tokio::spawn(dns.serve(udp, tcp, cancel.clone()));
+    }
+
+    let interceptor = Interceptor::new(&options.table);
+    if modules.edge_proxy.enable {
+        let proxy_config = ProxyConfig {
+            listen_ip: bridge_ip,
+            ..ProxyConfig::default()
+        };
+        let proxy = ServiceProxy::new(catalog, proxy_config);
+        let mut redirects = proxy.redirects();
+        tokio::spawn(proxy.run(cancel.clone()));
+        // An empty table at once: a stale one of an earlier run is replaced.
+        interceptor.apply(&[]).await?;
+        loop {
+            tokio::select! {
+                r = redirects.changed() => if r.is_err() { break },
+                () = cancel.cancelled() => break,
+            }
+            let table = redirects.borrow_and_update().clone();
+            if let Err(e) = interceptor.apply(&table).await {
+                warn!(error = %e, "edgemesh: nftables refused the redirects; next change retries");
+            }
+        }
+    } else {
+        cancel.cancelled().await;
+    }
+    cancel.cancelled().await;
+    if let Err(e) = interceptor.remove().await {
+        warn!(error = %e, "edgemesh: cannot remove the nftables table");
+    }
+    remove_interface(&bridge.bridge_device_name).await
+}

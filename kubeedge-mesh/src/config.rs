@@ -1,0 +1,240 @@
+//! [`AgentConfig`]: upstream edgemesh-agent's configuration file (`edgemesh-agent.yaml`, the
+//! `edgemesh-agent-cfg` ConfigMap), read as it is, with upstream's defaults.
+//!
+//! Fields this agent does not use yet are accepted and ignored, so that an upstream file
+//! loads unchanged.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::catalog::FilterMode;
+use crate::error::MeshError;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct AgentConfig {
+    /// Where the Services are read from.
+    #[serde(rename = "kubeAPIConfig")]
+    pub kube_api: KubeApiConfig,
+    /// The interface and address the agent serves on.
+    pub common_config: CommonConfig,
+    /// The modules.
+    pub modules: Modules,
+}
+
+/// `kubeAPIConfig`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct KubeApiConfig {
+    /// The API server's address (overrides the kubeconfig's).
+    pub master: String,
+    /// A kubeconfig file.
+    pub kube_config: String,
+    /// The edge node's MetaServer.
+    pub meta_server: Option<MetaServer>,
+}
+
+/// `kubeAPIConfig.metaServer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct MetaServer {
+    /// Its address (upstream's default `http://127.0.0.1:10550`).
+    pub server: String,
+}
+
+impl Default for MetaServer {
+    fn default() -> Self {
+        Self {
+            server: "http://127.0.0.1:10550".into(),
+        }
+    }
+}
+
+/// `commonConfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct CommonConfig {
+    /// The bridge interface the agent makes (`edgemesh0`).
+    pub bridge_device_name: String,
+    /// Its address (`169.254.96.16`): the DNS and the proxy's listeners bind it.
+    #[serde(rename = "bridgeDeviceIP")]
+    pub bridge_device_ip: Ipv4Addr,
+}
+
+impl Default for CommonConfig {
+    fn default() -> Self {
+        Self {
+            bridge_device_name: "edgemesh0".into(),
+            bridge_device_ip: crate::dns::MESH_DNS_IP,
+        }
+    }
+}
+
+/// `modules`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct Modules {
+    /// `edgeDNS`.
+    #[serde(rename = "edgeDNS")]
+    pub edge_dns: EdgeDns,
+    /// `edgeProxy`.
+    pub edge_proxy: EdgeProxy,
+    /// `edgeTunnel`.
+    pub edge_tunnel: EdgeTunnel,
+}
+
+/// `modules.edgeDNS`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct EdgeDns {
+    /// Serve the cluster DNS (upstream turns it on for edge nodes).
+    pub enable: bool,
+    /// The port (53).
+    pub listen_port: u16,
+}
+
+impl Default for EdgeDns {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            listen_port: 53,
+        }
+    }
+}
+
+/// `modules.edgeProxy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct EdgeProxy {
+    /// Proxy the Services.
+    pub enable: bool,
+    /// `FilterIfLabelExists` (default) or `FilterIfLabelDoesNotExists`.
+    pub service_filter_mode: String,
+}
+
+impl EdgeProxy {
+    /// The filter mode; an unknown one is an error (upstream refuses it too).
+    pub fn filter_mode(&self) -> Result<FilterMode, MeshError> {
+        if self.service_filter_mode.is_empty() {
+            return Ok(FilterMode::default());
+        }
+        FilterMode::parse(&self.service_filter_mode).ok_or_else(|| {
+            MeshError::Config(format!(
+                "modules.edgeProxy.serviceFilterMode {:?}: want FilterIfLabelExists or \
+                 FilterIfLabelDoesNotExists",
+                self.service_filter_mode
+            ))
+        })
+    }
+}
+
+/// `modules.edgeTunnel`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct EdgeTunnel {
+    /// Run the tunnel between nodes.
+    pub enable: bool,
+    /// Its port (20006).
+    pub listen_port: u16,
+    /// The relay nodes, for nodes on other networks.
+    pub relay_nodes: Vec<RelayNode>,
+    /// The pre-shared key that keeps other nodes out.
+    pub psk: Psk,
+}
+
+impl Default for EdgeTunnel {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            listen_port: 20006,
+            relay_nodes: Vec::new(),
+            psk: Psk::default(),
+        }
+    }
+}
+
+/// `modules.edgeTunnel.relayNodes[]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct RelayNode {
+    /// The relay's node name.
+    pub node_name: String,
+    /// Addresses it is reached at.
+    pub advertise_address: Vec<String>,
+}
+
+/// `modules.edgeTunnel.psk`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct Psk {
+    /// Require the key (upstream's default).
+    pub enable: bool,
+    /// The file holding it (`/etc/edgemesh/psk`, from the `edgemesh-agent-psk` ConfigMap).
+    pub path: PathBuf,
+}
+
+impl Default for Psk {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            path: "/etc/edgemesh/psk".into(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads the YAML of an edgemesh-agent config file.
+    pub fn from_yaml(text: &str) -> Result<Self, MeshError> {
+        serde_yaml::from_str(text)
+            .map_err(|e| MeshError::Config(format!("edgemesh-agent config: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_configmap_loads_with_its_defaults() {
+        // build/agent/resources/04-configmap.yaml, relay nodes filled in.
+        let cfg = AgentConfig::from_yaml(
+            "modules:\n  edgeProxy:\n    enable: true\n  edgeTunnel:\n    enable: true\n    \
+             relayNodes:\n    - nodeName: relay-1\n      advertiseAddress:\n      - 1.1.1.1\n",
+        )
+        .expect("loads");
+        assert!(cfg.modules.edge_proxy.enable && cfg.modules.edge_tunnel.enable);
+        assert_eq!(
+            cfg.modules.edge_tunnel.relay_nodes[0].advertise_address,
+            ["1.1.1.1"]
+        );
+        assert_eq!(cfg.modules.edge_tunnel.listen_port, 20006);
+        assert!(cfg.modules.edge_tunnel.psk.enable);
+        assert_eq!(cfg.common_config.bridge_device_name, "edgemesh0");
+        assert_eq!(cfg.modules.edge_dns.listen_port, 53);
+        assert_eq!(
+            cfg.modules.edge_proxy.filter_mode().expect("mode"),
+            FilterMode::FilterIfLabelExists
+        );
+    }
+
+    #[test]
+    fn an_unknown_filter_mode_is_refused() {
+        let cfg =
+            AgentConfig::from_yaml("modules:\n  edgeProxy:\n    serviceFilterMode: Sometimes\n")
+                .expect("loads");
+        assert!(cfg.modules.edge_proxy.filter_mode().is_err());
+    }
+}

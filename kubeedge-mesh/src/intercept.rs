@@ -1,0 +1,195 @@
+//! [`Interceptor`]: the nftables table that sends `clusterIP:port` to the proxy's listeners.
+//!
+//! The mesh owns one table (`ip kubeedge-mesh`) with one verdict map from
+//! `address . protocol . port` to the listener's `address . port`, and two NAT chains that
+//! look it up: `prerouting` (pods, through the node's bridge) and `output` (processes on the
+//! node). Both run at priority -105 (`dstnat - 5`), before kube-proxy's and Docker's NAT, so the
+//! mesh works whichever of them starts first, or without them. The whole table is replaced
+//! in one `nft -f` transaction at each change, so no packet sees half a rule set; removing
+//! the mesh removes the table and nothing else.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::catalog::Protocol;
+use crate::error::MeshError;
+use crate::proxy::Redirect;
+
+/// The table's default name.
+pub const TABLE: &str = "kubeedge-mesh";
+
+/// The mesh's nftables table.
+#[derive(Debug, Clone)]
+pub struct Interceptor {
+    table: String,
+}
+
+impl Default for Interceptor {
+    fn default() -> Self {
+        Self::new(TABLE)
+    }
+}
+
+impl Interceptor {
+    /// The table `name` (in the `ip` family).
+    pub fn new(name: &str) -> Self {
+        Self {
+            table: name.to_owned(),
+        }
+    }
+
+    /// The nft script that makes the table hold exactly `redirects` (IPv4 ones; the table is
+    /// `ip`).
+    pub fn script(&self, redirects: &[Redirect]) -> String {
+        let t = &self.table;
+        let mut s = String::new();
+        // `add` then `delete` empties an existing table and is harmless for a missing one.
+        let _ = writeln!(s, "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
+        s.push_str("  map services {\n");
+        s.push_str("    type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n");
+        let elements: Vec<String> = redirects
+            .iter()
+            .filter_map(|r| match (r.cluster_ip, r.to.ip()) {
+                (IpAddr::V4(from), IpAddr::V4(to)) => Some(format!(
+                    "{from} . {} . {} : {to} . {}",
+                    proto(r.protocol),
+                    r.port,
+                    r.to.port()
+                )),
+                _ => None,
+            })
+            .collect();
+        if !elements.is_empty() {
+            let _ = writeln!(s, "    elements = {{ {} }}", elements.join(", "));
+        }
+        s.push_str("  }\n");
+        for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
+            let _ = writeln!(
+                s,
+                "  chain {chain} {{\n    type nat hook {hook} priority -105; policy accept;\n    \
+                 meta l4proto {{ tcp, udp }} dnat ip to ip daddr . meta l4proto . th dport map @services\n  }}"
+            );
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    /// Makes the table hold exactly `redirects`, in one transaction.
+    pub async fn apply(&self, redirects: &[Redirect]) -> Result<(), MeshError> {
+        nft(&self.script(redirects)).await
+    }
+
+    /// Removes the table (and with it every redirect); a missing table is not an error.
+    pub async fn remove(&self) -> Result<(), MeshError> {
+        let t = &self.table;
+        nft(&format!("add table ip {t}\ndelete table ip {t}\n")).await
+    }
+}
+
+/// Makes the bridge interface `name` (as upstream does) with `ip/32` and brings it up (upstream's `edgemesh0` with
+/// 169.254.96.16): the address the DNS and the proxy's listeners bind. An existing interface
+/// is kept, and the address added if missing.
+pub async fn ensure_interface(name: &str, ip: std::net::Ipv4Addr) -> Result<(), MeshError> {
+    let exists = Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .map_err(|e| MeshError::Network(format!("cannot run ip (Debian package iproute2): {e}")))?
+        .success();
+    if !exists {
+        ip_cmd(&["link", "add", name, "type", "bridge"]).await?;
+    }
+    let addr = format!("{ip}/32");
+    let shown = Command::new("ip")
+        .args(["-4", "addr", "show", "dev", name])
+        .output()
+        .await?;
+    if !String::from_utf8_lossy(&shown.stdout).contains(&addr) {
+        ip_cmd(&["addr", "add", &addr, "dev", name]).await?;
+    }
+    ip_cmd(&["link", "set", name, "up"]).await
+}
+
+/// Removes the interface `name`; a missing one is not an error.
+pub async fn remove_interface(name: &str) -> Result<(), MeshError> {
+    let _ = Command::new("ip")
+        .args(["link", "delete", name])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await?;
+    Ok(())
+}
+
+async fn ip_cmd(args: &[&str]) -> Result<(), MeshError> {
+    let out = Command::new("ip").args(args).output().await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(MeshError::Network(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn proto(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+        Protocol::Tcp => "tcp",
+    }
+}
+
+/// Runs `nft -f -` with `script` on its standard input.
+async fn nft(script: &str) -> Result<(), MeshError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            MeshError::Network(format!("cannot run nft (Debian package nftables): {e}"))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(MeshError::Network(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_maps_each_cluster_port_to_its_listener() {
+        let r = Redirect {
+            cluster_ip: [10, 96, 0, 20].into(),
+            port: 8080,
+            protocol: Protocol::Tcp,
+            to: ([169, 254, 96, 16], 40001).into(),
+        };
+        let s = Interceptor::default().script(&[r]);
+        assert!(
+            s.contains("10.96.0.20 . tcp . 8080 : 169.254.96.16 . 40001"),
+            "{s}"
+        );
+        assert!(s.contains("type nat hook output priority -105"), "{s}");
+        let empty = Interceptor::default().script(&[]);
+        assert!(!empty.contains("elements"), "{empty}");
+    }
+}

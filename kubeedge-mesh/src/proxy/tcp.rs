@@ -1,0 +1,51 @@
+//! A TCP listener of one Service port: each connection is joined to the first endpoint that
+//! accepts it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::Port;
+
+pub(super) async fn serve(listener: TcpListener, port: Arc<Port>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, client)) => {
+                tokio::spawn(relay(stream, client, port.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: the listener itself stays.
+                warn!(error = %e, "service proxy accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn relay(mut inbound: TcpStream, client: SocketAddr, port: Arc<Port>) {
+    let (order, affinity) = port.order(client.ip());
+    for addr in order {
+        let connect = tokio::time::timeout(port.config.connect_timeout, TcpStream::connect(addr));
+        match connect.await {
+            Ok(Ok(mut outbound)) => {
+                port.balancer.served(client.ip(), addr, affinity);
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
+                    debug!(%client, endpoint = %addr, error = %e, "proxied connection ended");
+                }
+                return;
+            }
+            Ok(Err(e)) => debug!(endpoint = %addr, error = %e, "endpoint refused; trying the next"),
+            Err(_) => debug!(endpoint = %addr, "endpoint did not answer; trying the next"),
+        }
+    }
+    debug!(%client, service = ?port.key, "no endpoint accepted the connection");
+}
