@@ -10,6 +10,10 @@ use tracing::{debug, warn};
 
 use super::Port;
 
+/// The relay's buffer each way: tokio's default (8 KiB) moves a bulk stream at a fifth of
+/// what the endpoint takes directly; 64 KiB keeps the copy from being the bottleneck.
+const RELAY_BUF: usize = 64 * 1024;
+
 pub(super) async fn serve(listener: TcpListener, port: Arc<Port>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
@@ -38,7 +42,14 @@ async fn relay(mut inbound: TcpStream, client: SocketAddr, port: Arc<Port>) {
                 port.balancer.served(client.ip(), addr, affinity);
                 let _ = inbound.set_nodelay(true);
                 let _ = outbound.set_nodelay(true);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
+                if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+                    &mut inbound,
+                    &mut outbound,
+                    RELAY_BUF,
+                    RELAY_BUF,
+                )
+                .await
+                {
                     debug!(%client, endpoint = %addr, error = %e, "proxied connection ended");
                 }
                 return;
