@@ -261,6 +261,13 @@ pub struct Edged {
     /// The CRI runtime keys (`runtimeType`, `tailoredKubeletFlag`, `tailoredKubeletConfig`).
     #[serde(flatten)]
     pub runtime: RuntimeKeys,
+    /// `clusterDNS` (v1alpha1, up to v1.11: one string, commas between servers); since v1.12
+    /// `tailoredKubeletConfig.clusterDNS`, which wins when set.
+    #[serde(rename = "clusterDNS", skip_serializing_if = "String::is_empty")]
+    pub cluster_dns: String,
+    /// `clusterDomain` (v1alpha1); `tailoredKubeletConfig.clusterDomain` wins when set.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_domain: String,
     /// `maxPods`.
     pub max_pods: u32,
     /// `podSyncFrequencyMs` (kubeedge-rs): how often each pod is compared with the runtime.
@@ -378,10 +385,47 @@ impl Default for Edged {
             root_directory: "/var/lib/edged".into(),
             docker_address: "unix:///var/run/docker.sock".into(),
             runtime: RuntimeKeys::default(),
+            cluster_dns: String::new(),
+            cluster_domain: String::new(),
             max_pods: 110,
             pod_sync_frequency_ms: 2000,
             restart_backoff_initial_ms: 10_000,
             restart_backoff_max_ms: 300_000,
+        }
+    }
+}
+
+impl Edged {
+    /// The pods' DNS settings: `tailoredKubeletConfig`'s keys, else v1alpha1's flat ones, else
+    /// the kubelet's defaults (no cluster DNS, `cluster.local`, `/etc/resolv.conf`).
+    pub fn dns_settings(&self) -> crate::edged::DnsSettings {
+        let t = &self.runtime.tailored_kubelet_config;
+        let defaults = crate::edged::DnsSettings::default();
+        let cluster_dns = if t.cluster_dns.is_empty() {
+            self.cluster_dns
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            t.cluster_dns.clone()
+        };
+        let first = |a: &String, b: &String, d: String| {
+            [a, b]
+                .into_iter()
+                .find(|x| !x.is_empty())
+                .cloned()
+                .unwrap_or(d)
+        };
+        crate::edged::DnsSettings {
+            cluster_dns,
+            cluster_domain: first(
+                &t.cluster_domain,
+                &self.cluster_domain,
+                defaults.cluster_domain,
+            ),
+            resolv_conf: first(&t.resolv_conf, &String::new(), defaults.resolv_conf),
         }
     }
 }
@@ -525,6 +569,27 @@ impl EdgeCoreConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_dns_keys_in_both_layouts() {
+        let current = "modules:\n  edged:\n    tailoredKubeletConfig:\n      clusterDNS:\n      \
+                       - 169.254.96.16\n      clusterDomain: edge.local\n";
+        let c = EdgeCoreConfig::from_yaml(current).expect("parses");
+        let d = c.modules.edged.dns_settings();
+        assert_eq!(d.cluster_dns, ["169.254.96.16"]);
+        assert_eq!(d.cluster_domain, "edge.local");
+        assert_eq!(d.resolv_conf, "/etc/resolv.conf");
+        let v1alpha1 = "modules:\n  edged:\n    clusterDNS: 10.96.0.10,10.96.0.11\n";
+        let d = EdgeCoreConfig::from_yaml(v1alpha1)
+            .expect("parses")
+            .modules
+            .edged
+            .dns_settings();
+        assert_eq!(d.cluster_dns, ["10.96.0.10", "10.96.0.11"]);
+        assert_eq!(d.cluster_domain, "cluster.local");
+        let none = EdgeCoreConfig::default().modules.edged.dns_settings();
+        assert!(none.cluster_dns.is_empty());
+    }
 
     #[test]
     fn upstream_keys_and_unknown_keys() {

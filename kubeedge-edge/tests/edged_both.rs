@@ -19,6 +19,76 @@ on_both_runtimes!(crashing_container_counts_restarts);
 on_both_runtimes!(logs_read_back_then_delete_removes_everything);
 on_both_runtimes!(exec_readiness_probes_follow_the_exit_code);
 on_both_runtimes!(unpullable_image_reports_err_image_pull);
+on_both_runtimes!(pods_resolve_through_the_cluster_dns, |c| {
+    c.dns.cluster_dns = vec!["169.254.96.16".into()];
+});
+
+/// What container `name` of the pod printed, once it holds `want`.
+async fn printed<R: TestRuntime>(h: &Harness<R>, name: &str, want: &str) -> Result<String> {
+    let id = eventually("the container", LIMIT, || async {
+        h.containers()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|c| c.label(LABEL_CONTAINER) == Some(name))
+            .map(|c| c.id)
+    })
+    .await?;
+    eventually("its output", LIMIT, || async {
+        let mut s = h.rt.logs(&id, LogOptions::default());
+        let mut out = Vec::new();
+        while let Some(Ok(b)) = s.next().await {
+            out.extend_from_slice(&b);
+        }
+        let t = String::from_utf8_lossy(&out).into_owned();
+        t.contains(want).then_some(t)
+    })
+    .await
+}
+
+/// `clusterDNS` set (EdgeMesh's 169.254.96.16): a pod's resolv.conf names it, with the
+/// namespace's search path and `ndots:5`, as the kubelet writes it; `dnsConfig` adds to it,
+/// and `dnsPolicy: None` takes only `dnsConfig`.
+async fn pods_resolve_through_the_cluster_dns<R: TestRuntime>(
+    h: Harness<R>,
+    _rt: &str,
+) -> Result<()> {
+    let show = "cat /etc/resolv.conf; echo END; sleep 3600";
+    let spec = json!({"terminationGracePeriodSeconds": 0, "containers": [container("c", show)],
+                      "dnsConfig": {"options": [{"name": "edns0"}]}});
+    h.push("insert", "pod", pod("resolver", spec)).await?;
+    let text = printed(&h, "c", "END").await?;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"nameserver 169.254.96.16"), "{text}");
+    let search = lines
+        .iter()
+        .find(|l| l.starts_with("search "))
+        .context("a search line")?;
+    assert!(
+        search.starts_with("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{text}"
+    );
+    let options = lines
+        .iter()
+        .find(|l| l.starts_with("options "))
+        .context("options")?;
+    assert!(
+        options.contains("ndots:5") && options.contains("edns0"),
+        "{text}"
+    );
+
+    let none = json!({"terminationGracePeriodSeconds": 0, "dnsPolicy": "None",
+                      "dnsConfig": {"nameservers": ["192.0.2.53"], "searches": ["only.example"]},
+                      "containers": [container("n", show)]});
+    h.push("insert", "pod", pod("nodns", none)).await?;
+    let text = printed(&h, "n", "END").await?;
+    assert!(text.contains("nameserver 192.0.2.53"), "{text}");
+    assert!(
+        !text.contains("169.254.96.16") && text.contains("only.example"),
+        "{text}"
+    );
+    Ok(())
+}
 
 /// An image that is absent and cannot be pulled: the container waits with upstream's
 /// `ErrImagePull`/`ImagePullBackOff` and a message naming the image.

@@ -75,6 +75,15 @@ pub struct TailoredKubeletConfig {
     /// `podLogsDir` (the kubelet's default: `/var/log/pods`).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub pod_logs_dir: String,
+    /// `clusterDNS`: the cluster DNS servers pods resolve with (EdgeMesh: 169.254.96.16).
+    #[serde(rename = "clusterDNS", skip_serializing_if = "Vec::is_empty")]
+    pub cluster_dns: Vec<String>,
+    /// `clusterDomain` (default `cluster.local`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_domain: String,
+    /// `resolvConf`: the node's resolver file (default `/etc/resolv.conf`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resolv_conf: String,
 }
 
 impl TailoredKubeletConfig {

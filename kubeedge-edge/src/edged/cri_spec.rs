@@ -147,6 +147,11 @@ pub(crate) fn sandbox_config(c: &ContainerConfig, log_root: &Path) -> cri::PodSa
         port_mappings,
         labels: c.labels.clone().into_iter().collect(),
         linux: sandbox_linux(namespaces(c.network == NetworkMode::Host, &c.pid)),
+        dns_config: c.dns.as_ref().map(|d| cri::DnsConfig {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
         ..Default::default()
     }
 }

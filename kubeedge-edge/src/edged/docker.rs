@@ -255,6 +255,10 @@ impl ContainerRuntime for DockerRuntime {
             nano_cpus: c.nano_cpus,
             cpu_shares: c.cpu_shares,
             privileged: Some(c.privileged).filter(|p| *p),
+            // The sandbox's resolv.conf; containers joined to its network share it.
+            dns: c.dns.as_ref().map(|d| d.servers.clone()),
+            dns_search: c.dns.as_ref().map(|d| d.searches.clone()),
+            dns_options: c.dns.as_ref().map(|d| d.options.clone()),
             ..Default::default()
         };
         let body = ContainerCreateBody {

@@ -12,6 +12,7 @@ mod admission;
 mod cri;
 mod cri_logs;
 mod cri_spec;
+mod dns;
 mod docker;
 mod events;
 mod lease;
@@ -42,6 +43,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub use cri::{CriRuntime, DEFAULT_CRI_ENDPOINT, DEFAULT_LOG_ROOT};
+pub use dns::{DnsConfig, DnsSettings};
 pub use docker::DockerRuntime;
 pub use lifecycle::Backoff;
 pub use link::{Cloud, Link, LinkError};
@@ -88,6 +90,8 @@ pub struct EdgedConfig {
     pub backoff: Backoff,
     /// `maxPods`.
     pub max_pods: u32,
+    /// The pods' DNS: `clusterDNS`, `clusterDomain`, `resolvConf`.
+    pub dns: DnsSettings,
 }
 
 impl Default for EdgedConfig {
@@ -107,6 +111,7 @@ impl Default for EdgedConfig {
             sync_frequency: Duration::from_secs(2),
             backoff: Backoff::default(),
             max_pods: 110,
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -138,6 +143,7 @@ impl EdgedConfig {
                 max: ms(f.restart_backoff_max_ms.max(f.restart_backoff_initial_ms)),
             },
             max_pods: f.max_pods,
+            dns: f.dns_settings(),
         }
     }
 }

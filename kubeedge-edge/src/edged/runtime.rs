@@ -165,6 +165,8 @@ pub struct ContainerConfig {
     pub pid: PidMode,
     /// Hostname (sandbox only).
     pub hostname: Option<String>,
+    /// Resolver settings (sandbox only; the pod's containers share them).
+    pub dns: Option<super::DnsConfig>,
     /// Memory limit in bytes.
     pub memory_limit: Option<i64>,
     /// CPU limit in units of 1e-9 CPUs.

@@ -120,12 +120,13 @@ pub(crate) async fn ensure_sandbox_image<R: ContainerRuntime>(
 
 /// The sandbox container of `pod` (its `attempt`-th): the pod's network (the host's with
 /// `hostNetwork`, else a bridge with the host ports of its containers published), its PID
-/// namespace, hostname and labels.
+/// namespace, hostname, resolver settings and labels.
 pub(crate) fn sandbox_config(
     pod: &Pod,
     node: &str,
     image: String,
     attempt: u32,
+    dns: Option<super::DnsConfig>,
 ) -> std::result::Result<ContainerConfig, String> {
     let spec = pod.spec.clone().unwrap_or_default();
     let host_network = spec.host_network.unwrap_or(false);
@@ -163,6 +164,7 @@ pub(crate) fn sandbox_config(
         ports,
         pid: spec::pid_mode(&spec, None),
         hostname: (!host_network).then(|| pod.metadata.name.clone()).flatten(),
+        dns,
         ..ContainerConfig::default()
     })
 }

@@ -542,6 +542,7 @@ pub(crate) async fn container_config(
         share_with: Some(at.sandbox_id.to_owned()),
         pid: pid_mode(&spec, Some(at.sandbox_id)),
         hostname: None,
+        dns: None,
         memory_limit,
         nano_cpus,
         cpu_shares,

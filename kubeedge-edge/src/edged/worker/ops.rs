@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::super::dns::pod_dns;
 use super::super::lifecycle::ProbeKind;
 use super::super::probes;
 use super::super::runtime::{ContainerRuntime, NetworkMode};
@@ -102,7 +103,8 @@ impl<R: ContainerRuntime> Worker<R> {
             .clone();
         self.sandbox_attempt += 1;
         let node = &self.shared.cfg.node_name;
-        let cfg = sandbox_config(&self.pod, node, image, self.sandbox_attempt)?;
+        let dns = pod_dns(&self.pod, &self.shared.cfg.dns);
+        let cfg = sandbox_config(&self.pod, node, image, self.sandbox_attempt, dns)?;
         let id = rt.create_container(cfg).await.map_err(|e| e.to_string())?;
         if let Err(e) = rt.start_container(&id).await {
             let _ = rt.remove_container(&id).await;
