@@ -13,6 +13,7 @@
 //! the list above, and objects this node does not hold.
 
 mod view;
+mod watches;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,6 +62,7 @@ pub struct MetaServer {
     view: MetaView,
     node: Arc<str>,
     hub: Arc<OnceLock<hub::Client>>,
+    watches: Arc<watches::Watches>,
     timeout: Duration,
     metrics: Option<Arc<prometheus_client::registry::Registry>>,
 }
@@ -82,6 +84,7 @@ impl MetaServer {
             view,
             node: node.into(),
             hub: Arc::new(OnceLock::new()),
+            watches: Arc::default(),
             timeout: REMOTE_TIMEOUT,
             metrics: None,
         })
@@ -100,9 +103,12 @@ impl MetaServer {
         self
     }
 
-    /// Route writes through `client` from now on (the first call wins).
+    /// Route writes through `client` from now on (the first call wins), and register the
+    /// watches of Services and Endpoints through it (see `watches`).
     pub fn set_hub(&self, client: hub::Client) {
-        let _ = self.hub.set(client);
+        if self.hub.set(client.clone()).is_ok() {
+            tokio::spawn(watches::run(client, Arc::clone(&self.watches)));
+        }
     }
 
     /// How long writes wait for the cloud.
@@ -129,6 +135,9 @@ impl MetaServer {
             return crate::metrics::render(registry);
         }
         let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if *req.method() == Method::GET {
+            self.register_watch(req.uri());
+        }
         let target = if read {
             None
         } else {
@@ -142,6 +151,25 @@ impl MetaServer {
                 Err(never) => match never {},
             },
             Some(target) => self.forward(target, req).await,
+        }
+    }
+
+    /// A watch of Services or Endpoints registers the same watch with the cloud.
+    fn register_watch(&self, uri: &http::Uri) {
+        let watching = uri.query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
+        });
+        if !watching {
+            return;
+        }
+        let Some(r) = ResourceRequest::parse(uri.path()) else {
+            return;
+        };
+        if r.group.is_empty() && r.name.is_none() && watches::WATCHED.contains(&r.resource.as_str())
+        {
+            self.watches
+                .add(&self.node, &r.resource, r.namespace.as_deref());
         }
     }
 

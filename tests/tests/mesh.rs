@@ -1,0 +1,167 @@
+//! EdgeMesh's catalog on a real edge: keadm-made cloudcore and edgecore (processes), the mesh's
+//! watchers pointed at the edge's MetaServer. Their watch registers with the cloud, the cloud's
+//! DynamicController pushes the Services and Endpoints to the node, and the cluster DNS answers
+//! from them, also after cloudcore is killed (a fresh catalog lists them from the node's store).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use hickory_server::proto::op::{Message, Query, ResponseCode};
+use hickory_server::proto::rr::{Name, RData, RecordType};
+use kubeedge_bench::cluster::{wait_for, Cluster};
+use kubeedge_mesh::catalog::{feed, Catalog, FilterMode};
+use kubeedge_mesh::dns::ClusterDns;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: nginx-svc, namespace: default}
+spec:
+  clusterIP: 10.96.0.80
+  ports: [{name: http, port: 8080, targetPort: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: nginx-svc, namespace: default}
+subsets:
+- addresses: [{ip: 10.244.1.5}]
+  ports: [{name: http, port: 80}]
+"#;
+
+fn metaserver_client(addr: SocketAddr) -> Result<kube::Client> {
+    let config = kube::Config::new(format!("http://{addr}").parse()?);
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// A catalog fed from `addr`, once it holds nginx-svc and its endpoint.
+async fn catalog_from(addr: SocketAddr, cancel: &CancellationToken) -> Result<Catalog> {
+    let catalog = Catalog::new();
+    let client = metaserver_client(addr)?;
+    tokio::spawn(feed::run(
+        client,
+        catalog.clone(),
+        FilterMode::default(),
+        cancel.clone(),
+    ));
+    until("the Service in the catalog", || {
+        let snap = catalog.snapshot();
+        snap.service("default", "nginx-svc").is_some()
+            && snap.backends("default", "nginx-svc").len() == 1
+    })
+    .await?;
+    Ok(catalog)
+}
+
+/// Waits (30 s at most) until `ok`.
+async fn until(what: &str, ok: impl Fn() -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !ok() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn resolve(catalog: Catalog, name: &str) -> Result<(ResponseCode, Vec<IpAddr>)> {
+    let cancel = CancellationToken::new();
+    let tcp = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = tcp.local_addr()?;
+    let udp = UdpSocket::bind(addr).await?;
+    tokio::spawn(ClusterDns::new(catalog, "cluster.local", vec![])?.serve(
+        udp,
+        tcp,
+        cancel.clone(),
+    ));
+    let client = UdpSocket::bind("127.0.0.1:0").await?;
+    let mut q = Message::query();
+    q.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    client.send_to(&q.to_vec()?, addr).await?;
+    let mut buf = vec![0u8; 1500];
+    let n = tokio::time::timeout(LIMIT, client.recv(&mut buf)).await??;
+    cancel.cancel();
+    let m = Message::from_vec(&buf[..n])?;
+    let ips = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    Ok((m.metadata.response_code, ips))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_reach_the_edge_through_its_metaserver_and_stay_offline() -> Result<()> {
+    let mut cluster = Cluster::init()?;
+    let ws = cluster.ws;
+    let out = cluster.join("mesh-edge", ws)?;
+    ensure!(out.contains("[5/5]"), "keadm join: {out}");
+    wait_for("node Ready", LIMIT, || cluster.node_ready("mesh-edge"))
+        .with_context(|| cluster.logs_tail(30))?;
+    cluster.apply(WEB)?;
+    let metaserver = cluster.metaserver.context("joined")?;
+
+    let cancel = CancellationToken::new();
+    let catalog = catalog_from(metaserver, &cancel)
+        .await
+        .with_context(|| cluster.logs_tail(30))?;
+    let (code, ips) = resolve(catalog, "nginx-svc.default.svc.cluster.local.").await?;
+    ensure!(
+        code == ResponseCode::NoError && ips == vec![IpAddr::from([10, 96, 0, 80])],
+        "{code:?} {ips:?}"
+    );
+
+    // Endpoints changed in the cloud: the node's catalog follows.
+    cluster.kubectl(&[
+        "patch",
+        "endpoints",
+        "nginx-svc",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/subsets/0/addresses/-","value":{"ip":"10.244.2.6"}}]"#,
+    ])?;
+    let live = Catalog::new();
+    tokio::spawn(feed::run(
+        metaserver_client(metaserver)?,
+        live.clone(),
+        FilterMode::default(),
+        cancel.clone(),
+    ));
+    until("two endpoints on the edge", || {
+        live.snapshot().backends("default", "nginx-svc").len() == 2
+    })
+    .await?;
+
+    // The cloud is gone: a catalog started now still gets everything from the node's store.
+    cluster.kill9("cloudcore")?;
+    let offline = catalog_from_offline(metaserver, &cancel).await?;
+    let (code, ips) = resolve(offline, "nginx-svc.default.svc.cluster.local.").await?;
+    ensure!(code == ResponseCode::NoError && ips == vec![IpAddr::from([10, 96, 0, 80])]);
+    cancel.cancel();
+    Ok(())
+}
+
+/// As [`catalog_from`], wanting the two endpoints the node holds.
+async fn catalog_from_offline(addr: SocketAddr, cancel: &CancellationToken) -> Result<Catalog> {
+    let catalog = Catalog::new();
+    tokio::spawn(feed::run(
+        metaserver_client(addr)?,
+        catalog.clone(),
+        FilterMode::default(),
+        cancel.clone(),
+    ));
+    until("the offline catalog", || {
+        catalog.snapshot().backends("default", "nginx-svc").len() == 2
+    })
+    .await?;
+    Ok(catalog)
+}
