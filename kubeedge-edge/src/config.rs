@@ -66,6 +66,32 @@ pub struct Modules {
     pub service_bus: Enable,
     /// `edgeStream`.
     pub edge_stream: EdgeStream,
+    /// `edgeMesh`: EdgeMesh inside edgecore (the seed's `modules.edgeMesh.enable`).
+    pub edge_mesh: EdgeMesh,
+}
+
+/// `modules.edgeMesh`: EdgeMesh (cluster DNS and the service proxy, `kubeedge-mesh`) run by
+/// edgecore over its own MetaServer, from upstream edgemesh-agent's config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct EdgeMesh {
+    /// `enable` (default false: it takes over the node's network, a bridge `edgemesh0`, port
+    /// 53 on it and an nftables table, and needs root; `keadm join --set
+    /// modules.edgeMesh.enable=true` turns it on and points pods' DNS at it).
+    pub enable: bool,
+    /// `configFile`: upstream's `edgemesh-agent.yaml`; when absent, the cluster DNS and the
+    /// proxy run with upstream's defaults.
+    pub config_file: PathBuf,
+}
+
+impl Default for EdgeMesh {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            config_file: "/etc/edgemesh/config/edgemesh-agent.yaml".into(),
+        }
+    }
 }
 
 /// `modules.edgeStream`: the stream tunnel to the cloud (`kubectl logs`). The tunnel presents
@@ -317,6 +343,7 @@ impl Default for Modules {
             device_twin: Enable { enable: true },
             service_bus: Enable { enable: false },
             edge_stream: EdgeStream::default(),
+            edge_mesh: EdgeMesh::default(),
         }
     }
 }

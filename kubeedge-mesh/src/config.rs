@@ -196,6 +196,24 @@ impl Default for Psk {
 }
 
 impl AgentConfig {
+    /// As upstream's agent sets itself up on an edge node: the cluster DNS on (edge nodes have
+    /// no CoreDNS) and Services read from the node's MetaServer at `metaserver`
+    /// (`http://127.0.0.1:10550`).
+    pub fn on_edge(mut self, metaserver: &str) -> Self {
+        self.modules.edge_dns.enable = true;
+        self.kube_api.meta_server = Some(MetaServer {
+            server: metaserver.to_owned(),
+        });
+        self
+    }
+
+    /// With no config file: the cluster DNS and the proxy on, the tunnel off.
+    pub fn defaults_for_edge(metaserver: &str) -> Self {
+        let mut c = Self::default().on_edge(metaserver);
+        c.modules.edge_proxy.enable = true;
+        c
+    }
+
     /// Reads the YAML of an edgemesh-agent config file.
     pub fn from_yaml(text: &str) -> Result<Self, MeshError> {
         serde_yaml::from_str(text)

@@ -165,3 +165,126 @@ async fn catalog_from_offline(addr: SocketAddr, cancel: &CancellationToken) -> R
     .await?;
     Ok(catalog)
 }
+
+/// A web pod and a Service in front of it, and a client pod that fetches the page by the
+/// Service's full name and by its short name (through the namespace's search path) once a
+/// second, printing `full N` and `short N` for each success (busybox's nc: Debian's static
+/// busybox 1.35 `wget -T` crashes).
+fn workloads(node: &str) -> String {
+    let image = kubeedge_bench::BUSYBOX_IMAGE;
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: default, labels: {{app: web}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {image}
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www"]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 8080, targetPort: 80}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: {image}
+    command: ["sh", "-c", "get() {{ printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 $1 8080 | grep -q hello-from-web; }}; i=0; while true; do i=$((i+1)); get web.default.svc.cluster.local && echo full $i; get web && echo short $i; sleep 1; done"]
+"#
+    )
+}
+
+/// The client container's output, as Docker holds it (no cloud needed).
+fn client_log(node: &str) -> Result<String> {
+    let Some(c) = kubeedge_bench::cluster::app_containers(node)?
+        .into_iter()
+        .find(|c| c.name == "client")
+    else {
+        return Ok(String::new());
+    };
+    let out = std::process::Command::new("docker")
+        .args(["logs", &c.id])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The highest `full N` / `short N` count in `log`, per kind.
+fn last(log: &str, kind: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.strip_prefix(kind)?.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+fn cleanup_host_mesh() {
+    let _ = std::process::Command::new("nft")
+        .args(["delete", "table", "ip", "kubeedge-mesh"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "delete", "edgemesh0"])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Real pods on Docker, EdgeMesh inside edgecore (`keadm join --set
+/// modules.edgeMesh.enable=true`): the client pod's resolver is the mesh (169.254.96.16, set by
+/// keadm join), the Service's name resolves and its cluster IP reaches the web pod through the
+/// proxy, and it keeps working with cloudcore killed. Needs root, `nft` and `ip`: it uses the
+/// host's network (the pods' bridge is the host's).
+#[test]
+fn a_pod_reaches_a_service_by_name_through_edgemesh_also_offline() -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(kubeedge_bench::ensure_busybox_image())?;
+    cleanup_host_mesh();
+    let node = "mesh-pods";
+    let mut cluster = Cluster::init()?;
+    cluster
+        .join_sets
+        .push("modules.edgeMesh.enable=true".into());
+    let ws = cluster.ws;
+    let out = cluster.join(node, ws)?;
+    ensure!(out.contains("[5/5]"), "keadm join: {out}");
+    wait_for("node Ready", LIMIT, || cluster.node_ready(node))
+        .with_context(|| cluster.logs_tail(30))?;
+    cluster.apply(&workloads(node))?;
+    let long = Duration::from_secs(90);
+    wait_for("the client reaching web by both names", long, || {
+        let log = client_log(node)?;
+        Ok(last(&log, "full") > 0 && last(&log, "short") > 0)
+    })
+    .with_context(|| {
+        format!(
+            "{}\npods: {}\ncontainers: {:?}\nclient: {}",
+            cluster.logs_tail(40),
+            cluster
+                .kubectl(&["get", "pods,svc,endpoints", "-o", "wide"])
+                .unwrap_or_default(),
+            kubeedge_bench::cluster::containers(node).unwrap_or_default(),
+            client_log(node).unwrap_or_default()
+        )
+    })?;
+
+    cluster.kill9("cloudcore")?;
+    let before = last(&client_log(node)?, "full");
+    wait_for("the client reaching web with cloudcore down", LIMIT, || {
+        Ok(last(&client_log(node)?, "full") >= before + 3)
+    })
+    .with_context(|| cluster.logs_tail(40))?;
+    drop(cluster);
+    cleanup_host_mesh();
+    Ok(())
+}

@@ -1,5 +1,7 @@
 //! edgecore: reads an upstream `edgecore.yaml` and runs the edge modules until SIGTERM/SIGINT.
 
+mod mesh;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,12 +60,18 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let config = EdgeCoreConfig::from_yaml(&text)?;
     let (plugins, twin) = device_twin(&config)?;
+    let edge_mesh = config.modules.edge_mesh.clone();
+    let cluster_domain = config.modules.edged.dns_settings().cluster_domain;
     let running = kubeedge_edge::start_with(config, plugins).await?;
     tracing::info!(stored_pods = running.stored_pods, "edgecore started");
+    let mesh = mesh::start(&edge_mesh, &cluster_domain, running.metaserver)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    if let Some(mesh) = mesh {
+        mesh.stop().await;
     }
     if let Some((cancel, task)) = twin {
         cancel.cancel();

@@ -11,7 +11,7 @@ use serde_yaml::Value;
 use crate::paths::Paths;
 use crate::process;
 use crate::runtime::{self, Runtime};
-use crate::yaml::{get_str, set};
+use crate::yaml::{get, get_str, set};
 
 /// The flags of `keadm join`.
 #[derive(clap::Args, Debug)]
@@ -189,8 +189,34 @@ fn edgecore_config(
         s(format!("{cloud_ip}:10004")),
     );
     crate::yaml::apply_sets(&mut cfg, &args.set)?;
+    mesh_dns(&mut cfg);
     serde_yaml::to_string(&cfg).context("encode edgecore.yaml")
 }
+
+/// With `modules.edgeMesh.enable`, pods resolve through the mesh: `clusterDNS` and
+/// `clusterDomain` of `tailoredKubeletConfig` are set where `--set` left them out (upstream's
+/// EdgeMesh guide has them set by hand).
+fn mesh_dns(cfg: &mut Value) {
+    if get(cfg, &["modules", "edgeMesh", "enable"]) != Some(&Value::Bool(true)) {
+        return;
+    }
+    let at = |k: &'static str| ["modules", "edged", "tailoredKubeletConfig", k];
+    if get(cfg, &at("clusterDNS")).is_none() {
+        let dns = Value::Sequence(vec![Value::String(MESH_DNS.to_owned())]);
+        set(cfg, &at("clusterDNS"), dns);
+    }
+    if get(cfg, &at("clusterDomain")).is_none() {
+        set(
+            cfg,
+            &at("clusterDomain"),
+            Value::String("cluster.local".into()),
+        );
+    }
+}
+
+/// EdgeMesh's DNS address (upstream edgemesh's `bridgeDeviceIP`), pods' `clusterDNS` when the
+/// mesh is on.
+const MESH_DNS: &str = "169.254.96.16";
 
 /// Run `keadm join`.
 pub(crate) async fn run(paths: &Paths, args: &JoinArgs) -> Result<()> {
@@ -331,6 +357,30 @@ mod tests {
         use clap::Parser as _;
         let argv = std::iter::once("join").chain(line.split_whitespace());
         Join::try_parse_from(argv).map(|j| j.args).unwrap()
+    }
+
+    #[test]
+    fn edgemesh_on_points_pods_dns_at_it_unless_set() {
+        let mut on: Value = serde_yaml::from_str("modules: {edgeMesh: {enable: true}}").unwrap();
+        mesh_dns(&mut on);
+        let kubelet = &on["modules"]["edged"]["tailoredKubeletConfig"];
+        assert_eq!(kubelet["clusterDNS"][0], Value::String(MESH_DNS.into()));
+        assert_eq!(
+            kubelet["clusterDomain"],
+            Value::String("cluster.local".into())
+        );
+        let mut own: Value = serde_yaml::from_str(
+            "modules: {edgeMesh: {enable: true}, edged: {tailoredKubeletConfig: {clusterDNS: [10.96.0.10]}}}",
+        )
+        .unwrap();
+        mesh_dns(&mut own);
+        assert_eq!(
+            own["modules"]["edged"]["tailoredKubeletConfig"]["clusterDNS"][0],
+            Value::String("10.96.0.10".into())
+        );
+        let mut off: Value = serde_yaml::from_str("modules: {edgeMesh: {enable: false}}").unwrap();
+        mesh_dns(&mut off);
+        assert!(off["modules"].get("edged").is_none());
     }
 
     #[test]

@@ -37,13 +37,18 @@ pub(crate) fn apply_sets(root: &mut Value, sets: &[String]) -> anyhow::Result<()
     Ok(())
 }
 
-/// The string at `path`.
-pub(crate) fn get_str<'a>(root: &'a Value, path: &[&str]) -> Option<&'a str> {
+/// The value at `path`.
+pub(crate) fn get<'a>(root: &'a Value, path: &[&str]) -> Option<&'a Value> {
     let mut cur = root;
     for key in path {
         cur = cur.get(*key)?;
     }
-    cur.as_str()
+    Some(cur)
+}
+
+/// The string at `path`.
+pub(crate) fn get_str<'a>(root: &'a Value, path: &[&str]) -> Option<&'a str> {
+    get(root, path)?.as_str()
 }
 
 #[cfg(test)]
