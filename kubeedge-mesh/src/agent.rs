@@ -71,7 +71,7 @@ pub async fn run(
         tokio::spawn(dns.serve(udp, tcp, cancel.clone()));
     }
 
-    let interceptor = Interceptor::new(&options.table);
+    let interceptor = Interceptor::detect(&options.table).await;
     if modules.edge_proxy.enable {
         let proxy_config = ProxyConfig {
             listen_ip: bridge_ip,

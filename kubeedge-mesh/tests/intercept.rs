@@ -105,6 +105,17 @@ async fn named(addr: &str, name: &'static str) -> anyhow::Result<SocketAddr> {
 
 #[test]
 fn cluster_ips_reach_the_proxy_from_the_node_and_from_a_pod() -> anyhow::Result<()> {
+    scenario(false)
+}
+
+/// The same through the iptables chain (a node without `nft`): the other table is left out,
+/// iptables has no priorities to order them by.
+#[test]
+fn the_iptables_chain_does_the_same() -> anyhow::Result<()> {
+    scenario(true)
+}
+
+fn scenario(with_iptables: bool) -> anyhow::Result<()> {
     let node = Netns::new("node")?;
     let pod = Netns::new("pod")?;
     // The pod's veth: 10.244.0.2 in the pod, 10.244.0.1 on the node, the node its gateway.
@@ -143,9 +154,11 @@ fn cluster_ips_reach_the_proxy_from_the_node_and_from_a_pod() -> anyhow::Result<
         );
         let file = std::env::temp_dir().join(format!("kem-other-{}.nft", fastrand::u64(..)));
         std::fs::write(&file, other)?;
-        let applied = run(&["nft", "-f", &file.to_string_lossy()]);
-        let _ = std::fs::remove_file(&file);
-        applied?;
+        if !with_iptables {
+            let applied = run(&["nft", "-f", &file.to_string_lossy()]);
+            let _ = std::fs::remove_file(&file);
+            applied?;
+        }
 
         let catalog = Catalog::new();
         put_service(
@@ -176,7 +189,11 @@ fn cluster_ips_reach_the_proxy_from_the_node_and_from_a_pod() -> anyhow::Result<
             async move { (r.borrow().len() == 2).then(|| r.borrow().clone()) }
         })
         .await?;
-        let interceptor = Interceptor::new("kubeedge-mesh-test");
+        let interceptor = if with_iptables {
+            Interceptor::iptables("KUBEEDGE-MESH-TEST")
+        } else {
+            Interceptor::new("kubeedge-mesh-test")
+        };
         interceptor.apply(&table).await?;
 
         // A process on the node.
@@ -195,10 +212,17 @@ fn cluster_ips_reach_the_proxy_from_the_node_and_from_a_pod() -> anyhow::Result<
         ready_tx.send(())?;
         done_rx.await?;
 
-        // Without the mesh's table the other one takes the address again.
+        // Without the mesh's rules the other table takes the address again (or, with no
+        // other table, nothing answers).
         interceptor.remove().await?;
-        let got = who("10.96.0.30:80".parse()?).await.context("without the mesh")?;
-        ensure!(got == "decoy", "without the mesh's table: {got}");
+        if with_iptables {
+            ensure!(who("10.96.0.30:80".parse()?).await.is_err(), "still redirected");
+        } else {
+            let got = who("10.96.0.30:80".parse()?)
+                .await
+                .context("without the mesh")?;
+            ensure!(got == "decoy", "without the mesh's table: {got}");
+        }
         interceptor.remove().await?; // twice is fine
         remove_interface("edgemesh0").await?;
         cancel.cancel();

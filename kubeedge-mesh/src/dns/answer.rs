@@ -329,3 +329,87 @@ fn reverse_ip(text: &str) -> Option<IpAddr> {
     let value = u128::from_str_radix(&hex, 16).ok()?;
     Some(IpAddr::V6(Ipv6Addr::from(value)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Backend, Catalog, Change, Protocol, Service, ServicePort, TargetPort};
+    use proptest::prelude::*;
+
+    fn snapshot() -> std::sync::Arc<Snapshot> {
+        let c = Catalog::new();
+        let svc = |name: &str, ips: Vec<IpAddr>| Service {
+            namespace: "default".into(),
+            name: name.into(),
+            cluster_ips: ips,
+            external_name: None,
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                target: TargetPort::Number(8080),
+            }],
+            affinity: None,
+            proxied: true,
+        };
+        let backend = Backend {
+            ip: [10, 244, 1, 5].into(),
+            hostname: Some("web-0".into()),
+            node: None,
+            ports: vec![("http".to_owned(), 8080, Protocol::Tcp)].into(),
+        };
+        c.apply([
+            Change::Service(svc("a", vec![[10, 96, 0, 9].into()])),
+            Change::Service(svc("web", Vec::new())),
+            Change::Endpoints(("default".into(), "web".into()), vec![backend]),
+        ]);
+        c.snapshot()
+    }
+
+    proptest! {
+        /// Any name and type gets an outcome, never a panic: labels from the zone's own words,
+        /// digits, dashes, underscores and arbitrary text.
+        #[test]
+        fn any_question_has_an_answer(
+            labels in proptest::collection::vec(
+                prop_oneof![
+                    Just("svc".to_owned()), Just("pod".to_owned()), Just("default".to_owned()),
+                    Just("web".to_owned()), Just("a".to_owned()), Just("_http".to_owned()),
+                    Just("_tcp".to_owned()), Just("web-0".to_owned()), Just("in-addr".to_owned()),
+                    Just("arpa".to_owned()), Just("ip6".to_owned()), "[0-9]{1,3}",
+                    "[0-9a-f-]{1,39}", "[a-z_-]{1,20}",
+                ],
+                0..8,
+            ),
+            suffix in prop_oneof![Just("cluster.local."), Just("in-addr.arpa."), Just("ip6.arpa."), Just("example.com.")],
+            qtype in prop_oneof![
+                Just(RecordType::A), Just(RecordType::AAAA), Just(RecordType::SRV),
+                Just(RecordType::PTR), Just(RecordType::ANY), Just(RecordType::SOA),
+                Just(RecordType::TXT), Just(RecordType::CNAME),
+            ],
+        ) {
+            let zone = Name::from_ascii("cluster.local.").expect("zone");
+            let mut text = labels.join(".");
+            if !text.is_empty() {
+                text.push('.');
+            }
+            text.push_str(suffix);
+            if let Ok(name) = Name::from_ascii(&text) {
+                let _ = resolve(&snapshot(), &zone, &name, qtype);
+            }
+        }
+    }
+
+    #[test]
+    fn reverse_names_parse_for_both_families() {
+        assert_eq!(
+            reverse_ip("9.0.96.10.in-addr.arpa"),
+            Some([10, 96, 0, 9].into())
+        );
+        let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa";
+        assert_eq!(reverse_ip(v6), Some("2001:db8::1".parse().expect("ip")));
+        assert_eq!(reverse_ip("1.2.3.in-addr.arpa"), None);
+        assert_eq!(undash("10-244-1-5"), Some([10, 244, 1, 5].into()));
+        assert_eq!(undash("not-an-ip"), None);
+    }
+}

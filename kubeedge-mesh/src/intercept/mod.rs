@@ -1,12 +1,22 @@
-//! [`Interceptor`]: the nftables table that sends `clusterIP:port` to the proxy's listeners.
+//! [`Interceptor`]: the NAT rules that send `clusterIP:port` to the proxy's listeners.
 //!
-//! The mesh owns one table (`ip kubeedge-mesh`) with one verdict map from
+//! With nftables (preferred) the mesh owns one table (`ip kubeedge-mesh`) with one map from
 //! `address . protocol . port` to the listener's `address . port`, and two NAT chains that
 //! look it up: `prerouting` (pods, through the node's bridge) and `output` (processes on the
-//! node). Both run at priority -105 (`dstnat - 5`), before kube-proxy's and Docker's NAT, so the
-//! mesh works whichever of them starts first, or without them. The whole table is replaced
-//! in one `nft -f` transaction at each change, so no packet sees half a rule set; removing
-//! the mesh removes the table and nothing else.
+//! node). Both run at priority -105 (`dstnat - 5`), before kube-proxy's and Docker's NAT, so
+//! the mesh works whichever of them starts first, or without them. The whole table is replaced
+//! in one `nft -f` transaction at each change, so no packet sees half a rule set; removing the
+//! mesh removes the table and nothing else.
+//!
+//! On a node without `nft`, the same rules go into an iptables chain of the mesh's own
+//! (`KUBEEDGE-MESH` in the `nat` table, replaced in one `iptables-restore --noflush`), jumped
+//! to first from `PREROUTING` and `OUTPUT`; iptables has no priorities, so a kube-proxy that
+//! inserts its jump later comes first there.
+
+mod iface;
+mod iptables;
+
+pub use iface::{ensure_interface, remove_interface};
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -21,10 +31,21 @@ use crate::proxy::Redirect;
 /// The table's default name.
 pub const TABLE: &str = "kubeedge-mesh";
 
-/// The mesh's nftables table.
+/// The iptables chain's default name.
+pub const CHAIN: &str = "KUBEEDGE-MESH";
+
+/// Which packet filter holds the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    Nftables,
+    Iptables,
+}
+
+/// The mesh's NAT rules: an nftables table, or an iptables chain.
 #[derive(Debug, Clone)]
 pub struct Interceptor {
     table: String,
+    filter: Filter,
 }
 
 impl Default for Interceptor {
@@ -34,10 +55,37 @@ impl Default for Interceptor {
 }
 
 impl Interceptor {
-    /// The table `name` (in the `ip` family).
+    /// The nftables table `name` (in the `ip` family).
     pub fn new(name: &str) -> Self {
         Self {
             table: name.to_owned(),
+            filter: Filter::Nftables,
+        }
+    }
+
+    /// The iptables chain `name` in the `nat` table.
+    pub fn iptables(name: &str) -> Self {
+        Self {
+            table: name.to_owned(),
+            filter: Filter::Iptables,
+        }
+    }
+
+    /// nftables when the node has `nft`, else iptables (the table named `nft_table`, or the
+    /// chain [`CHAIN`]).
+    pub async fn detect(nft_table: &str) -> Self {
+        let has_nft = Command::new("nft")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if has_nft {
+            Self::new(nft_table)
+        } else {
+            tracing::info!("edgemesh: no nft on this node; intercepting with iptables");
+            Self::iptables(CHAIN)
         }
     }
 
@@ -77,68 +125,26 @@ impl Interceptor {
         s
     }
 
-    /// Makes the table hold exactly `redirects`, in one transaction.
+    /// Makes the table (or chain) hold exactly `redirects`, in one transaction.
     pub async fn apply(&self, redirects: &[Redirect]) -> Result<(), MeshError> {
-        nft(&self.script(redirects)).await
+        match self.filter {
+            Filter::Nftables => nft(&self.script(redirects)).await,
+            Filter::Iptables => iptables::apply(&self.table, redirects).await,
+        }
     }
 
-    /// Removes the table (and with it every redirect); a missing table is not an error.
+    /// Removes the table (or the chain and its jumps), and with it every redirect; a missing
+    /// one is not an error.
     pub async fn remove(&self) -> Result<(), MeshError> {
         let t = &self.table;
-        nft(&format!("add table ip {t}\ndelete table ip {t}\n")).await
+        match self.filter {
+            Filter::Nftables => nft(&format!("add table ip {t}\ndelete table ip {t}\n")).await,
+            Filter::Iptables => iptables::remove(t).await,
+        }
     }
 }
 
-/// Makes the bridge interface `name` (as upstream does) with `ip/32` and brings it up (upstream's `edgemesh0` with
-/// 169.254.96.16): the address the DNS and the proxy's listeners bind. An existing interface
-/// is kept, and the address added if missing.
-pub async fn ensure_interface(name: &str, ip: std::net::Ipv4Addr) -> Result<(), MeshError> {
-    let exists = Command::new("ip")
-        .args(["link", "show", "dev", name])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await
-        .map_err(|e| MeshError::Network(format!("cannot run ip (Debian package iproute2): {e}")))?
-        .success();
-    if !exists {
-        ip_cmd(&["link", "add", name, "type", "bridge"]).await?;
-    }
-    let addr = format!("{ip}/32");
-    let shown = Command::new("ip")
-        .args(["-4", "addr", "show", "dev", name])
-        .output()
-        .await?;
-    if !String::from_utf8_lossy(&shown.stdout).contains(&addr) {
-        ip_cmd(&["addr", "add", &addr, "dev", name]).await?;
-    }
-    ip_cmd(&["link", "set", name, "up"]).await
-}
-
-/// Removes the interface `name`; a missing one is not an error.
-pub async fn remove_interface(name: &str) -> Result<(), MeshError> {
-    let _ = Command::new("ip")
-        .args(["link", "delete", name])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await?;
-    Ok(())
-}
-
-async fn ip_cmd(args: &[&str]) -> Result<(), MeshError> {
-    let out = Command::new("ip").args(args).output().await?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(MeshError::Network(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-fn proto(p: Protocol) -> &'static str {
+pub(crate) fn proto(p: Protocol) -> &'static str {
     match p {
         Protocol::Udp => "udp",
         Protocol::Sctp => "sctp",
