@@ -17,6 +17,10 @@ pub enum Balance {
     Random,
 }
 
+/// How long an endpoint that did not take a connection is tried last: a node that went away
+/// costs one connection the connect timeout, not every connection until its Endpoints change.
+const FAILED_FOR: Duration = Duration::from_secs(10);
+
 /// The balancing state of one Service port.
 #[derive(Debug)]
 pub(crate) struct Balancer {
@@ -24,6 +28,8 @@ pub(crate) struct Balancer {
     next: AtomicUsize,
     /// `sessionAffinity: ClientIP`: each client's endpoint and when it was last used.
     sticky: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+    /// Endpoints that refused or did not answer, and when.
+    failed: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
 impl Balancer {
@@ -32,7 +38,16 @@ impl Balancer {
             mode,
             next: AtomicUsize::new(0),
             sticky: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `addr` did not take a connection: it goes last for a while.
+    pub(crate) fn failed(&self, addr: SocketAddr) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(addr, Instant::now());
     }
 
     /// Every candidate, in the order to try them: the client's endpoint first while its
@@ -56,10 +71,20 @@ impl Balancer {
             .chain(&candidates[..start])
             .copied()
             .collect();
+        let failed: Vec<SocketAddr> = {
+            let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+            failed.retain(|_, at| at.elapsed() < FAILED_FOR);
+            failed.keys().copied().collect()
+        };
+        if !failed.is_empty() {
+            // Stable: the balancing order among the healthy ones stays.
+            order.sort_by_key(|a| failed.contains(a));
+        }
         if let Some(ttl) = affinity {
             let mut sticky = self.sticky.lock().unwrap_or_else(PoisonError::into_inner);
             sticky.retain(|_, (_, used)| used.elapsed() < ttl);
-            if let Some((addr, _)) = sticky.get(&client) {
+            // A client's endpoint that just failed does not keep it.
+            if let Some((addr, _)) = sticky.get(&client).filter(|(a, _)| !failed.contains(a)) {
                 if let Some(i) = order.iter().position(|a| a == addr) {
                     let a = order.remove(i);
                     order.insert(0, a);
@@ -71,6 +96,10 @@ impl Balancer {
 
     /// `client` was served by `addr`: with affinity, its next connections go there too.
     pub(crate) fn served(&self, client: IpAddr, addr: SocketAddr, affinity: Option<Duration>) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr);
         if affinity.is_some() {
             self.sticky
                 .lock()
@@ -103,6 +132,23 @@ mod tests {
             3,
             "the rest follow"
         );
+    }
+
+    #[test]
+    fn an_endpoint_that_failed_goes_last_for_a_while() {
+        let b = Balancer::new(Balance::RoundRobin);
+        let c = addrs(3);
+        b.failed(c[0]);
+        for _ in 0..6 {
+            let order = b.order([1, 1, 1, 1].into(), &c, None);
+            assert_eq!(order.last(), Some(&c[0]), "{order:?}");
+            assert_eq!(order.len(), 3);
+        }
+        b.served([1, 1, 1, 1].into(), c[0], None);
+        let firsts: std::collections::HashSet<_> = (0..3)
+            .map(|_| b.order([1, 1, 1, 1].into(), &c, None)[0])
+            .collect();
+        assert!(firsts.contains(&c[0]), "back in turn once it served");
     }
 
     #[test]

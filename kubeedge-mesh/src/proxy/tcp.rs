@@ -54,8 +54,14 @@ async fn relay(mut inbound: TcpStream, client: SocketAddr, port: Arc<Port>) {
                 }
                 return;
             }
-            Ok(Err(e)) => debug!(endpoint = %addr, error = %e, "endpoint refused; trying the next"),
-            Err(_) => debug!(endpoint = %addr, "endpoint did not answer; trying the next"),
+            Ok(Err(e)) => {
+                port.balancer.failed(addr);
+                debug!(endpoint = %addr, error = %e, "endpoint refused; trying the next");
+            }
+            Err(_) => {
+                port.balancer.failed(addr);
+                debug!(endpoint = %addr, "endpoint did not answer; trying the next");
+            }
         }
     }
     debug!(%client, service = ?port.key, "no endpoint accepted the connection");

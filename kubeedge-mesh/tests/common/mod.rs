@@ -1,7 +1,9 @@
-//! Shared test helpers: Services and Endpoints as the API serves them, and waiting on a
+//! Shared test helpers: Services and Endpoints as the API serves them, waiting on a
 //! condition with a deadline.
 
 #![allow(dead_code)]
+
+pub(crate) mod netns;
 
 use std::future::Future;
 use std::time::Duration;
