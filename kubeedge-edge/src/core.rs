@@ -65,6 +65,9 @@ pub struct Running {
     pub stored_pods: usize,
     /// Where MetaServer listens, when it is enabled.
     pub metaserver: Option<std::net::SocketAddr>,
+    /// MetaServer itself, when it is enabled: its view of the store, for readers in process
+    /// (EdgeMesh), and its watch registration with the cloud.
+    pub meta_server: Option<MetaServer>,
 }
 
 impl Running {
@@ -213,6 +216,7 @@ pub async fn start_with(
     } else {
         (None, None)
     };
+    let metaserver_handle = metaserver.clone();
     let twin_tx = plugins.twin;
     let twin_cloud = plugins.twin_cloud;
     let https = config.modules.edge_hub.http_server.clone();
@@ -286,6 +290,7 @@ pub async fn start_with(
         db,
         stored_pods,
         metaserver: metaserver_addr,
+        meta_server: metaserver_handle,
     })
 }
 

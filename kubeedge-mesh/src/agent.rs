@@ -1,7 +1,6 @@
 //! [`run`]: the parts together, as edgemesh-agent runs them on a node.
 //!
-//! It makes the bridge interface (`edgemesh0`, 169.254.96.16), fills the catalog from the
-//! client (the node's MetaServer on an edge node, the API server on a cloud node), serves the
+//! It makes the bridge interface (`edgemesh0`, 169.254.96.16), serves the
 //! cluster DNS on the bridge address, runs the service proxy with its listeners on the bridge
 //! address (free ports: nothing collides with cloudcore or edgecore), and keeps the nftables
 //! table equal to the proxy's redirects. On cancel it removes the table and the interface.
@@ -12,7 +11,7 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::catalog::{feed, Catalog};
+use crate::catalog::Catalog;
 use crate::config::AgentConfig;
 use crate::dns::{upstreams_from, ClusterDns};
 use crate::error::MeshError;
@@ -41,15 +40,16 @@ impl Default for AgentOptions {
     }
 }
 
-/// Runs the enabled modules of `config` until `cancel`, reading Services through `client`.
+/// Runs the enabled modules of `config` until `cancel`, over `catalog` (which the caller
+/// feeds: `catalog::feed::run` from a `kube::Client`, `catalog::store_feed::run` from a store
+/// in process; with the filter mode of `config.modules.edge_proxy`).
 pub async fn run(
     config: &AgentConfig,
     options: &AgentOptions,
-    client: kube::Client,
+    catalog: Catalog,
     cancel: CancellationToken,
 ) -> Result<(), MeshError> {
     let modules = &config.modules;
-    let filter = modules.edge_proxy.filter_mode()?;
     let bridge = &config.common_config;
     let bridge_ip = IpAddr::V4(bridge.bridge_device_ip);
     if !modules.edge_dns.enable && !modules.edge_proxy.enable {
@@ -58,8 +58,6 @@ pub async fn run(
         return Ok(());
     }
     ensure_interface(&bridge.bridge_device_name, bridge.bridge_device_ip).await?;
-    let catalog = Catalog::new();
-    tokio::spawn(feed::run(client, catalog.clone(), filter, cancel.clone()));
 
     if modules.edge_dns.enable {
         let addr = SocketAddr::new(bridge_ip, modules.edge_dns.listen_port);

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster_domain = config.modules.edged.dns_settings().cluster_domain;
     let running = kubeedge_edge::start_with(config, plugins).await?;
     tracing::info!(stored_pods = running.stored_pods, "edgecore started");
-    let mesh = mesh::start(&edge_mesh, &cluster_domain, running.metaserver)?;
+    let mesh = mesh::start(&edge_mesh, &cluster_domain, running.meta_server.as_ref())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use kubeedge_mesh::agent::{self, AgentOptions};
+use kubeedge_mesh::catalog::{feed, Catalog};
 use kubeedge_mesh::config::AgentConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +95,9 @@ async fn main() -> anyhow::Result<()> {
         }
         stop.cancel();
     });
-    agent::run(&config, &options, client, cancel).await?;
+    let catalog = Catalog::new();
+    let filter = config.modules.edge_proxy.filter_mode()?;
+    tokio::spawn(feed::run(client, catalog.clone(), filter, cancel.clone()));
+    agent::run(&config, &options, catalog, cancel).await?;
     Ok(())
 }

@@ -154,6 +154,17 @@ impl MetaServer {
         }
     }
 
+    /// Ask the cloud to push core `resource` (`services` or `endpoints`) of `namespace` (None:
+    /// all) to this node and keep it current, as a client's watch here does; false for a
+    /// resource the cloud already pushes, or one MetaServer does not serve.
+    pub fn watch_from_cloud(&self, resource: &str, namespace: Option<&str>) -> bool {
+        if !watches::WATCHED.contains(&resource) {
+            return false;
+        }
+        self.watches.add(&self.node, resource, namespace);
+        true
+    }
+
     /// A watch of Services or Endpoints registers the same watch with the cloud.
     fn register_watch(&self, uri: &http::Uri) {
         let watching = uri.query().is_some_and(|q| {

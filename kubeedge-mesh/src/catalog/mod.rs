@@ -3,11 +3,15 @@
 //! It holds what kube-proxy and CoreDNS read from Services and Endpoints, already reduced to
 //! what they use: cluster IPs, ports, session affinity, ExternalName, and the ready addresses
 //! of each Endpoints subset with its ports. Readers take a [`Snapshot`] (an `Arc`, never
-//! locked while used) and may wait for the next one; writers are the [`feed`] (a `kube`
-//! watcher on the node's MetaServer or an API server) or a test.
+//! locked while used) and may wait for the next one; writers are `feed` (`kube` watchers on
+//! the node's MetaServer or an API server, feature `kube`), `store_feed` (a kubeedge-apiserver
+//! store in process, feature `store`) or a test.
 
 mod convert;
+#[cfg(feature = "kube")]
 pub mod feed;
+#[cfg(feature = "store")]
+pub mod store_feed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
