@@ -38,12 +38,15 @@ fn metaserver_client(addr: SocketAddr) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// A catalog fed from `addr`, once it holds nginx-svc and its endpoint.
-async fn catalog_from(addr: SocketAddr, cancel: &CancellationToken) -> Result<Catalog> {
+/// A catalog fed from `addr`, once it holds nginx-svc with `endpoints` endpoints.
+async fn catalog_from(
+    addr: SocketAddr,
+    endpoints: usize,
+    cancel: &CancellationToken,
+) -> Result<Catalog> {
     let catalog = Catalog::new();
-    let client = metaserver_client(addr)?;
     tokio::spawn(feed::run(
-        client,
+        metaserver_client(addr)?,
         catalog.clone(),
         FilterMode::default(),
         cancel.clone(),
@@ -51,7 +54,7 @@ async fn catalog_from(addr: SocketAddr, cancel: &CancellationToken) -> Result<Ca
     until("the Service in the catalog", || {
         let snap = catalog.snapshot();
         snap.service("default", "nginx-svc").is_some()
-            && snap.backends("default", "nginx-svc").len() == 1
+            && snap.backends("default", "nginx-svc").len() == endpoints
     })
     .await?;
     Ok(catalog)
@@ -111,10 +114,10 @@ async fn services_reach_the_edge_through_its_metaserver_and_stay_offline() -> Re
     let metaserver = cluster.metaserver.context("joined")?;
 
     let cancel = CancellationToken::new();
-    let catalog = catalog_from(metaserver, &cancel)
+    let catalog = catalog_from(metaserver, 1, &cancel)
         .await
         .with_context(|| cluster.logs_tail(30))?;
-    let (code, ips) = resolve(catalog, "nginx-svc.default.svc.cluster.local.").await?;
+    let (code, ips) = resolve(catalog.clone(), "nginx-svc.default.svc.cluster.local.").await?;
     ensure!(
         code == ResponseCode::NoError && ips == vec![IpAddr::from([10, 96, 0, 80])],
         "{code:?} {ips:?}"
@@ -129,41 +132,18 @@ async fn services_reach_the_edge_through_its_metaserver_and_stay_offline() -> Re
         "-p",
         r#"[{"op":"add","path":"/subsets/0/addresses/-","value":{"ip":"10.244.2.6"}}]"#,
     ])?;
-    let live = Catalog::new();
-    tokio::spawn(feed::run(
-        metaserver_client(metaserver)?,
-        live.clone(),
-        FilterMode::default(),
-        cancel.clone(),
-    ));
     until("two endpoints on the edge", || {
-        live.snapshot().backends("default", "nginx-svc").len() == 2
+        catalog.snapshot().backends("default", "nginx-svc").len() == 2
     })
     .await?;
 
     // The cloud is gone: a catalog started now still gets everything from the node's store.
     cluster.kill9("cloudcore")?;
-    let offline = catalog_from_offline(metaserver, &cancel).await?;
+    let offline = catalog_from(metaserver, 2, &cancel).await?;
     let (code, ips) = resolve(offline, "nginx-svc.default.svc.cluster.local.").await?;
     ensure!(code == ResponseCode::NoError && ips == vec![IpAddr::from([10, 96, 0, 80])]);
     cancel.cancel();
     Ok(())
-}
-
-/// As [`catalog_from`], wanting the two endpoints the node holds.
-async fn catalog_from_offline(addr: SocketAddr, cancel: &CancellationToken) -> Result<Catalog> {
-    let catalog = Catalog::new();
-    tokio::spawn(feed::run(
-        metaserver_client(addr)?,
-        catalog.clone(),
-        FilterMode::default(),
-        cancel.clone(),
-    ));
-    until("the offline catalog", || {
-        catalog.snapshot().backends("default", "nginx-svc").len() == 2
-    })
-    .await?;
-    Ok(catalog)
 }
 
 /// A web pod and a Service in front of it, and a client pod that fetches the page by the

@@ -139,21 +139,19 @@ impl RequestHandler for ClusterDns {
         let builder = MessageResponseBuilder::from_message_request(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.recursion_available = true;
-        let info = match request.request_info() {
-            Ok(info) if request.metadata.op_code == OpCode::Query => info,
-            Ok(_) => {
-                let msg = builder.error_msg(&request.metadata, ResponseCode::NotImp);
+        let refusal = match request.request_info() {
+            Ok(info) if request.metadata.op_code == OpCode::Query => Ok(info),
+            Ok(_) => Err(ResponseCode::NotImp),
+            Err(_) => Err(ResponseCode::FormErr),
+        };
+        let info = match refusal {
+            Ok(info) => info,
+            Err(code) => {
+                let msg = builder.error_msg(&request.metadata, code);
                 return response
                     .send_response(msg)
                     .await
-                    .unwrap_or_else(|_| failed(request, ResponseCode::NotImp));
-            }
-            Err(_) => {
-                let msg = builder.error_msg(&request.metadata, ResponseCode::FormErr);
-                return response
-                    .send_response(msg)
-                    .await
-                    .unwrap_or_else(|_| failed(request, ResponseCode::FormErr));
+                    .unwrap_or_else(|_| failed(request, code));
             }
         };
         let edns = request.edns.as_ref().map(|_| {
