@@ -423,6 +423,7 @@ impl Default for Edged {
 }
 
 impl Edged {
+    #[cfg(feature = "edged")]
     /// The pods' DNS settings: `tailoredKubeletConfig`'s keys, else v1alpha1's flat ones, else
     /// the kubelet's defaults (no cluster DNS, `cluster.local`, `/etc/resolv.conf`).
     pub fn dns_settings(&self) -> crate::edged::DnsSettings {
@@ -597,6 +598,7 @@ impl EdgeCoreConfig {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "edged")]
     #[test]
     fn pod_dns_keys_in_both_layouts() {
         let current = "modules:\n  edged:\n    tailoredKubeletConfig:\n      clusterDNS:\n      \
