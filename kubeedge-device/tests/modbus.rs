@@ -148,9 +148,11 @@ async fn every_table_scale_and_refusals() -> Result<()> {
 
 #[tokio::test]
 async fn unreachable_then_reconnects() -> Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    // A port bound but not listening: held for the whole test (a released one could go to
+    // the simulator another test starts), and refused.
+    let reserved = tokio::net::TcpSocket::new_v4()?;
+    reserved.bind("127.0.0.1:0".parse()?)?;
+    let port = reserved.local_addr()?.port();
     let mut d = ModbusTcp::from_config(&json!({"ip": "127.0.0.1", "port": port}))?
         .with_timeout(Duration::from_millis(500));
     assert!(d.connect().await.is_err());
@@ -161,6 +163,7 @@ async fn unreachable_then_reconnects() -> Result<()> {
         json!({"register": "HoldingRegister", "offset": 1}),
     );
     assert!(matches!(d.read(&hr).await, Err(DriverError::NotConnected)));
+    drop(reserved);
     let srv = Pymodbus::start().await?;
     let mut d = ModbusTcp::from_config(&json!({"ip": "127.0.0.1", "port": srv.port}))?;
     assert_eq!(d.health().await, DeviceHealth::Online, "health connects");
