@@ -90,8 +90,6 @@ pub async fn run(
                 warn!(error = %e, "edgemesh: nftables refused the redirects; next change retries");
             }
         }
-    } else {
-        cancel.cancelled().await;
     }
     cancel.cancelled().await;
     if let Err(e) = interceptor.remove().await {

@@ -54,6 +54,10 @@ pub const NULL_SEGMENT: &str = "null";
 /// Resource of an `applicationResponse` message, edge view.
 pub const APPLICATION_RESOURCE: &str = "ignore/Application/ignore";
 
+/// Resource (suffix) of a watch sync message: an edge's whole list of watch Applications
+/// (upstream `metaserver.WatchAppSync`, v1.15 and later).
+pub const WATCH_APP_SYNC: &str = "watchapp/sync";
+
 wire_name! {
     /// `Verb`: what the edge asks the cloud to do.
     ApplicationVerb {

@@ -55,7 +55,7 @@ pub mod test_util;
 pub use ack::{ack_mode, AckMode};
 pub use application::{
     ApiStatus, Application, ApplicationKey, ApplicationStatus, ApplicationVerb, PatchInfo,
-    StatusError, APPLICATION_RESOURCE, GO_ZERO_TIME, NULL_SEGMENT,
+    StatusError, APPLICATION_RESOURCE, GO_ZERO_TIME, NULL_SEGMENT, WATCH_APP_SYNC,
 };
 pub use error::{
     ApplicationKeyError, ContentError, FrameError, JsonError, JsonErrorKind, ResourceError,

@@ -19,8 +19,7 @@ use tracing::{info, warn};
 
 use super::DynamicController;
 
-/// The resource suffix of a watch sync message (upstream `metaserver.WatchAppSync`).
-pub const WATCH_APP_SYNC: &str = "watchapp/sync";
+pub use kubeedge_proto::WATCH_APP_SYNC;
 
 /// True for a watch sync message (upstream matches the resource's suffix).
 pub(crate) fn is_watch_sync(msg: &Message) -> bool {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use kubeedge_proto::{
     Application, ApplicationKey, ApplicationStatus, ApplicationVerb, Content, Group, Message,
-    Operation, Route, Source,
+    Operation, Route, Source, WATCH_APP_SYNC,
 };
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -26,9 +26,6 @@ use crate::hub::{self, ConnectionState};
 
 /// Core resources the cloud pushes only on a watch.
 pub(crate) const WATCHED: &[&str] = &["services", "endpoints"];
-
-/// The resource of a watch sync message (upstream `metaserver.WatchAppSync`).
-const WATCH_APP_SYNC: &str = "watchapp/sync";
 
 /// How long the cloud may take to answer a watch sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,8 +71,12 @@ impl Watches {
         self.added.notify_one();
     }
 
+    /// The `watchapp/sync` message of every watch; none while there are none.
     fn sync_message(&self) -> Option<Message> {
         let apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
+        if apps.is_empty() {
+            return None;
+        }
         let content = Content::json(&*apps).ok()?;
         Some(Message::new(
             Route::new(
@@ -132,14 +133,6 @@ async fn sync(hub: &hub::Client, watches: &Watches) {
     let Some(msg) = watches.sync_message() else {
         return;
     };
-    if watches
-        .apps
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .is_empty()
-    {
-        return;
-    }
     match hub.request(msg, SYNC_TIMEOUT).await {
         Ok(reply) => {
             let refused: BTreeMap<String, Application> = reply.content.decode().unwrap_or_default();

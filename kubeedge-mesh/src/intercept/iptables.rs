@@ -5,9 +5,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
-
+use super::cmd::{must, run};
 use super::proto;
 use crate::error::MeshError;
 use crate::proxy::Redirect;
@@ -32,50 +30,20 @@ pub(super) fn restore_input(chain: &str, redirects: &[Redirect]) -> String {
     s
 }
 
-async fn run(args: &[&str], input: Option<&str>) -> Result<bool, MeshError> {
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            MeshError::Network(format!(
-                "cannot run {} (Debian package iptables): {e}",
-                args[0]
-            ))
-        })?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(text.as_bytes()).await?;
-    }
-    let out = child.wait_with_output().await?;
-    if !out.status.success() && input.is_some() {
-        return Err(MeshError::Network(format!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(out.status.success())
-}
-
 /// Makes `chain` hold exactly `redirects` and be jumped to from both hooks.
 pub(super) async fn apply(chain: &str, redirects: &[Redirect]) -> Result<(), MeshError> {
-    run(
-        &["iptables-restore", "--noflush"],
-        Some(&restore_input(chain, redirects)),
-    )
-    .await?;
+    let input = restore_input(chain, redirects);
+    must(&["iptables-restore", "--noflush"], Some(&input)).await?;
     for hook in HOOKS {
-        let jump = ["-t", "nat", "-C", hook, "-j", chain];
-        if !run(&[&["iptables"][..], &jump[..]].concat(), None).await? {
-            let insert = ["iptables", "-t", "nat", "-I", hook, "1", "-j", chain];
-            if !run(&insert, None).await? {
-                return Err(MeshError::Network(format!(
-                    "iptables: cannot jump to {chain} from {hook}"
-                )));
-            }
+        if !run(&["iptables", "-t", "nat", "-C", hook, "-j", chain], None)
+            .await?
+            .ok
+        {
+            must(
+                &["iptables", "-t", "nat", "-I", hook, "1", "-j", chain],
+                None,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -84,7 +52,10 @@ pub(super) async fn apply(chain: &str, redirects: &[Redirect]) -> Result<(), Mes
 /// Removes the jumps and the chain; missing ones are not an error.
 pub(super) async fn remove(chain: &str) -> Result<(), MeshError> {
     for hook in HOOKS {
-        while run(&["iptables", "-t", "nat", "-D", hook, "-j", chain], None).await? {}
+        while run(&["iptables", "-t", "nat", "-D", hook, "-j", chain], None)
+            .await?
+            .ok
+        {}
     }
     run(&["iptables", "-t", "nat", "-F", chain], None).await?;
     run(&["iptables", "-t", "nat", "-X", chain], None).await?;

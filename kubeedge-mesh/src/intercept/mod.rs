@@ -13,6 +13,7 @@
 //! to first from `PREROUTING` and `OUTPUT`; iptables has no priorities, so a kube-proxy that
 //! inserts its jump later comes first there.
 
+mod cmd;
 mod iface;
 mod iptables;
 
@@ -20,9 +21,6 @@ pub use iface::{ensure_interface, remove_interface};
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 use crate::catalog::Protocol;
 use crate::error::MeshError;
@@ -74,13 +72,9 @@ impl Interceptor {
     /// nftables when the node has `nft`, else iptables (the table named `nft_table`, or the
     /// chain [`CHAIN`]).
     pub async fn detect(nft_table: &str) -> Self {
-        let has_nft = Command::new("nft")
-            .arg("--version")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
+        let has_nft = cmd::run(&["nft", "--version"], None)
             .await
-            .is_ok_and(|s| s.success());
+            .is_ok_and(|r| r.ok);
         if has_nft {
             Self::new(nft_table)
         } else {
@@ -154,27 +148,8 @@ pub(crate) fn proto(p: Protocol) -> &'static str {
 
 /// Runs `nft -f -` with `script` on its standard input.
 async fn nft(script: &str) -> Result<(), MeshError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            MeshError::Network(format!("cannot run nft (Debian package nftables): {e}"))
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).await?;
-    }
-    let out = child.wait_with_output().await?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(MeshError::Network(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ))
-    }
+    cmd::must(&["nft", "-f", "-"], Some(script)).await?;
+    Ok(())
 }
 
 #[cfg(test)]
