@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build each documented feature set of the library crates (kubeedge-edge's module features,
 # kubeedge-cloud with and without profiling, cloudcore without the embedded cluster or without etcd, the API server with and without etcd), with clippy so that code behind a feature that is
-# off stays warning-free too; kubeedge-mesh with each catalog feed.
+# off stays warning-free too; kubeedge-mesh with each catalog feed and the tunnel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for features in hub meta "hub,meta" metaserver edged eventbus stream; do
@@ -18,7 +18,8 @@ cargo clippy --locked -q -p cloudcore --no-default-features --features embedded 
 echo "== kubeedge-apiserver (SQLite only) and --features etcd"
 cargo clippy --locked -q -p kubeedge-apiserver -- -D warnings
 cargo clippy --locked -q -p kubeedge-apiserver --features etcd -- -D warnings
-echo "== kubeedge-mesh: kube watchers (default), the in-process store feed, neither"
+echo "== kubeedge-mesh: kube watchers and the tunnel (default), the in-process store feed, the tunnel alone, none"
 cargo clippy --locked -q -p kubeedge-mesh -- -D warnings
 cargo clippy --locked -q -p kubeedge-mesh --no-default-features --features store -- -D warnings
+cargo clippy --locked -q -p kubeedge-mesh --no-default-features --features tunnel -- -D warnings
 cargo clippy --locked -q -p kubeedge-mesh --no-default-features -- -D warnings

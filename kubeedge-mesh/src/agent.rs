@@ -28,6 +28,9 @@ pub struct AgentOptions {
     pub resolv_conf: PathBuf,
     /// The nftables table.
     pub table: String,
+    /// This node's name (upstream reads `NODE_NAME`): the tunnel's identity, and which
+    /// endpoints are on this node.
+    pub node_name: String,
 }
 
 impl Default for AgentOptions {
@@ -36,6 +39,7 @@ impl Default for AgentOptions {
             cluster_domain: "cluster.local".into(),
             resolv_conf: "/etc/resolv.conf".into(),
             table: TABLE.into(),
+            node_name: String::new(),
         }
     }
 }
@@ -52,8 +56,24 @@ pub async fn run(
     let modules = &config.modules;
     let bridge = &config.common_config;
     let bridge_ip = IpAddr::V4(bridge.bridge_device_ip);
-    if !modules.edge_dns.enable && !modules.edge_proxy.enable {
+    if !modules.edge_dns.enable && !modules.edge_proxy.enable && !modules.edge_tunnel.enable {
         info!("edgemesh: neither edgeDNS nor edgeProxy is enabled; nothing to do");
+        cancel.cancelled().await;
+        return Ok(());
+    }
+    #[cfg(feature = "tunnel")]
+    let tunnel = if modules.edge_tunnel.enable {
+        let tc = modules.edge_tunnel.tunnel_config(&options.node_name)?;
+        Some(crate::tunnel::Tunnel::start(tc, cancel.clone())?)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "tunnel"))]
+    if modules.edge_tunnel.enable {
+        warn!("edgemesh: edgeTunnel is enabled but this build has no tunnel (feature `tunnel`)");
+    }
+    if !modules.edge_dns.enable && !modules.edge_proxy.enable {
+        // A relay-only agent.
         cancel.cancelled().await;
         return Ok(());
     }
@@ -73,6 +93,8 @@ pub async fn run(
     if modules.edge_proxy.enable {
         let proxy_config = ProxyConfig {
             listen_ip: bridge_ip,
+            #[cfg(feature = "tunnel")]
+            tunnel,
             ..ProxyConfig::default()
         };
         let proxy = ServiceProxy::new(catalog, proxy_config);

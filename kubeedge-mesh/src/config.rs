@@ -151,6 +151,11 @@ pub struct EdgeTunnel {
     pub relay_nodes: Vec<RelayNode>,
     /// The pre-shared key that keeps other nodes out.
     pub psk: Psk,
+    /// `tcp` (default) or `quic`.
+    pub transport: String,
+    /// Seconds between checks that each relay still holds this node's reservation (upstream's
+    /// `heartbeatPeriod`; 10 when unset).
+    pub heartbeat_period: Option<u64>,
 }
 
 impl Default for EdgeTunnel {
@@ -160,6 +165,8 @@ impl Default for EdgeTunnel {
             listen_port: 20006,
             relay_nodes: Vec::new(),
             psk: Psk::default(),
+            transport: String::new(),
+            heartbeat_period: None,
         }
     }
 }
@@ -192,6 +199,44 @@ impl Default for Psk {
             enable: true,
             path: "/etc/edgemesh/psk".into(),
         }
+    }
+}
+
+#[cfg(feature = "tunnel")]
+impl EdgeTunnel {
+    /// The tunnel's settings for the node `node_name`, the key read from its file.
+    pub fn tunnel_config(&self, node_name: &str) -> Result<crate::tunnel::TunnelConfig, MeshError> {
+        use crate::tunnel::{Psk as Key, RelayNode as Relay, Transport, TunnelConfig};
+        if node_name.is_empty() {
+            return Err(MeshError::Config(
+                "modules.edgeTunnel: the node's name is needed (NODE_NAME)".into(),
+            ));
+        }
+        let mut c = TunnelConfig::new(node_name);
+        c.listen_port = self.listen_port;
+        c.transport = match self.transport.as_str() {
+            "" | "tcp" => Transport::Tcp,
+            "quic" => Transport::Quic,
+            other => {
+                return Err(MeshError::Config(format!(
+                    "modules.edgeTunnel.transport {other:?}: want tcp or quic"
+                )))
+            }
+        };
+        c.relays = self
+            .relay_nodes
+            .iter()
+            .map(|r| Relay::new(r.node_name.clone(), r.advertise_address.clone()))
+            .collect();
+        c.psk = if self.psk.enable {
+            Some(Key::read(&self.psk.path)?)
+        } else {
+            None
+        };
+        if let Some(s) = self.heartbeat_period.filter(|s| *s > 0) {
+            c.heartbeat = std::time::Duration::from_secs(s);
+        }
+        Ok(c)
     }
 }
 

@@ -14,4 +14,8 @@ pub enum MeshError {
     /// interface could not be made (or `nft`/`ip` is not installed).
     #[error("node network: {0}")]
     Network(String),
+    /// The tunnel could not carry a connection to another node: the node was not reached,
+    /// refused the stream, or could not connect to the endpoint.
+    #[error("tunnel {0}")]
+    Tunnel(String),
 }

@@ -35,5 +35,7 @@ pub mod dns;
 mod error;
 pub mod intercept;
 pub mod proxy;
+#[cfg(feature = "tunnel")]
+pub mod tunnel;
 
 pub use error::MeshError;

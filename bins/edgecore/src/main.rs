@@ -62,9 +62,15 @@ async fn main() -> anyhow::Result<()> {
     let (plugins, twin) = device_twin(&config)?;
     let edge_mesh = config.modules.edge_mesh.clone();
     let cluster_domain = config.modules.edged.dns_settings().cluster_domain;
+    let node_name = config.node_name().to_owned();
     let running = kubeedge_edge::start_with(config, plugins).await?;
     tracing::info!(stored_pods = running.stored_pods, "edgecore started");
-    let mesh = mesh::start(&edge_mesh, &cluster_domain, running.meta_server.as_ref())?;
+    let mesh = mesh::start(
+        &edge_mesh,
+        &cluster_domain,
+        &node_name,
+        running.meta_server.as_ref(),
+    )?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -30,6 +30,7 @@ impl Mesh {
 pub(crate) fn start(
     cfg: &EdgeMesh,
     cluster_domain: &str,
+    node_name: &str,
     metaserver: Option<&MetaServer>,
 ) -> anyhow::Result<Option<Mesh>> {
     if !cfg.enable {
@@ -53,6 +54,7 @@ pub(crate) fn start(
     metaserver.watch_from_cloud("endpoints", None);
     let mut options = AgentOptions::default();
     options.cluster_domain = cluster_domain.to_owned();
+    options.node_name = node_name.to_owned();
     let cancel = CancellationToken::new();
     let catalog = Catalog::new();
     tokio::spawn(store_feed::run(

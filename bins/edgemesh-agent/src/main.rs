@@ -3,7 +3,7 @@
 //! It reads upstream edgemesh-agent's config file and Services from the API server in
 //! `kubeAPIConfig` (a kubeconfig, `master`, or the node's MetaServer with
 //! `kubeAPIConfig.metaServer`), serves the cluster DNS and the service proxy on
-//! `edgemesh0`, and removes its interface and nftables table on SIGTERM or SIGINT.
+//! `edgemesh0`, runs the tunnel to the other nodes' agents (`modules.edgeTunnel`), and removes its interface and nftables table on SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,20 @@ struct Args {
     /// The node's resolvers, for names outside the cluster.
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// This node's name (the tunnel's identity); `NODE_NAME`, else the host name.
+    #[arg(long)]
+    node_name: Option<String>,
+}
+
+/// `--node-name`, `NODE_NAME` (what upstream's DaemonSet sets), or the host name.
+fn node_name(arg: Option<String>) -> String {
+    arg.or_else(|| std::env::var("NODE_NAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 async fn client(cfg: &AgentConfig) -> anyhow::Result<kube::Client> {
@@ -81,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let mut options = AgentOptions::default();
     options.cluster_domain = args.cluster_domain;
     options.resolv_conf = args.resolv_conf;
+    options.node_name = node_name(args.node_name);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {

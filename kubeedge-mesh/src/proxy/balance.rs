@@ -1,7 +1,8 @@
 //! [`Balancer`]: which endpoint a new connection of one Service port tries first.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,18 +22,18 @@ pub enum Balance {
 /// costs one connection the connect timeout, not every connection until its Endpoints change.
 const FAILED_FOR: Duration = Duration::from_secs(10);
 
-/// The balancing state of one Service port.
+/// The balancing state of one Service port, over endpoints `K`.
 #[derive(Debug)]
-pub(crate) struct Balancer {
+pub(crate) struct Balancer<K> {
     mode: Balance,
     next: AtomicUsize,
     /// `sessionAffinity: ClientIP`: each client's endpoint and when it was last used.
-    sticky: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+    sticky: Mutex<HashMap<IpAddr, (K, Instant)>>,
     /// Endpoints that refused or did not answer, and when.
-    failed: Mutex<HashMap<SocketAddr, Instant>>,
+    failed: Mutex<HashMap<K, Instant>>,
 }
 
-impl Balancer {
+impl<K: Clone + Eq + Hash> Balancer<K> {
     pub(crate) fn new(mode: Balance) -> Self {
         Self {
             mode,
@@ -43,7 +44,7 @@ impl Balancer {
     }
 
     /// `addr` did not take a connection: it goes last for a while.
-    pub(crate) fn failed(&self, addr: SocketAddr) {
+    pub(crate) fn failed(&self, addr: K) {
         self.failed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -56,9 +57,9 @@ impl Balancer {
     pub(crate) fn order(
         &self,
         client: IpAddr,
-        candidates: &[SocketAddr],
+        candidates: &[K],
         affinity: Option<Duration>,
-    ) -> Vec<SocketAddr> {
+    ) -> Vec<K> {
         if candidates.is_empty() {
             return Vec::new();
         }
@@ -66,15 +67,15 @@ impl Balancer {
             Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % candidates.len(),
             Balance::Random => fastrand::usize(..candidates.len()),
         };
-        let mut order: Vec<SocketAddr> = candidates[start..]
+        let mut order: Vec<K> = candidates[start..]
             .iter()
             .chain(&candidates[..start])
-            .copied()
+            .cloned()
             .collect();
-        let failed: Vec<SocketAddr> = {
+        let failed: Vec<K> = {
             let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
             failed.retain(|_, at| at.elapsed() < FAILED_FOR);
-            failed.keys().copied().collect()
+            failed.keys().cloned().collect()
         };
         if !failed.is_empty() {
             // Stable: the balancing order among the healthy ones stays.
@@ -95,7 +96,7 @@ impl Balancer {
     }
 
     /// `client` was served by `addr`: with affinity, its next connections go there too.
-    pub(crate) fn served(&self, client: IpAddr, addr: SocketAddr, affinity: Option<Duration>) {
+    pub(crate) fn served(&self, client: IpAddr, addr: K, affinity: Option<Duration>) {
         self.failed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -112,6 +113,7 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn addrs(n: u8) -> Vec<SocketAddr> {
         (1..=n)

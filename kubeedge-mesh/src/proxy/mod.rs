@@ -21,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -41,6 +42,11 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// How long a UDP client's flow lives without a datagram.
     pub udp_idle: Duration,
+    /// The tunnel to other nodes: a TCP endpoint whose `nodeName` is another node is reached
+    /// through it (its address means nothing here); without it, every endpoint is dialed
+    /// straight.
+    #[cfg(feature = "tunnel")]
+    pub tunnel: Option<crate::tunnel::Tunnel>,
 }
 
 impl Default for ProxyConfig {
@@ -50,6 +56,8 @@ impl Default for ProxyConfig {
             balance: Balance::default(),
             connect_timeout: Duration::from_secs(3),
             udp_idle: Duration::from_secs(10),
+            #[cfg(feature = "tunnel")]
+            tunnel: None,
         }
     }
 }
@@ -76,19 +84,40 @@ pub(crate) struct PortKey {
     protocol: Protocol,
 }
 
+/// One endpoint of a Service port: its address, and the node it runs on (two nodes' pods
+/// may have one address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Endpoint {
+    addr: SocketAddr,
+    node: Option<String>,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.node {
+            Some(node) => write!(f, "{} on {node}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// Either end of a proxied TCP connection.
+pub(crate) trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
 /// What a listener needs to pick an endpoint.
 #[derive(Debug)]
 pub(crate) struct Port {
     key: PortKey,
     catalog: Catalog,
-    balancer: Balancer,
+    balancer: Balancer<Endpoint>,
     config: ProxyConfig,
 }
 
 impl Port {
     /// The endpoints of this port now (sorted, so that round robin walks them in turn) and
     /// the Service's affinity.
-    fn candidates(&self, snap: &Snapshot) -> (Vec<SocketAddr>, Option<Duration>) {
+    fn candidates(&self, snap: &Snapshot) -> (Vec<Endpoint>, Option<Duration>) {
         let k = &self.key;
         let Some(svc) = snap.service(&k.namespace, &k.name).filter(|s| s.proxied) else {
             return (Vec::new(), None);
@@ -100,16 +129,16 @@ impl Port {
         else {
             return (Vec::new(), None);
         };
-        let mut addrs: Vec<SocketAddr> = snap
+        let mut addrs: Vec<Endpoint> = snap
             .backends(&k.namespace, &k.name)
             .iter()
             // Only addresses whose subset lists this port (by the Service port's name), as
             // kube-proxy reads Endpoints: another subset's address may not serve it.
             .filter_map(|b| {
-                Some(SocketAddr::new(
-                    b.ip,
-                    b.port_for(&port.name, port.protocol)?,
-                ))
+                Some(Endpoint {
+                    addr: SocketAddr::new(b.ip, b.port_for(&port.name, port.protocol)?),
+                    node: b.node.clone(),
+                })
             })
             .collect();
         addrs.sort();
@@ -118,9 +147,27 @@ impl Port {
     }
 
     /// The endpoints to try for `client`, in order, with the affinity to record.
-    pub(crate) fn order(&self, client: IpAddr) -> (Vec<SocketAddr>, Option<Duration>) {
+    pub(crate) fn order(&self, client: IpAddr) -> (Vec<Endpoint>, Option<Duration>) {
         let (addrs, affinity) = self.candidates(&self.catalog.snapshot());
         (self.balancer.order(client, &addrs, affinity), affinity)
+    }
+
+    /// A TCP connection to `ep`: through the tunnel when it runs on another node and there
+    /// is a tunnel, straight otherwise.
+    pub(crate) async fn connect(&self, ep: &Endpoint) -> std::io::Result<Box<dyn Duplex>> {
+        #[cfg(feature = "tunnel")]
+        if let Some(tunnel) = &self.config.tunnel {
+            if let Some(node) = ep.node.as_deref().filter(|n| *n != tunnel.node_name()) {
+                let stream = tunnel
+                    .connect(node, ep.addr)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                return Ok(Box::new(stream));
+            }
+        }
+        let stream = tokio::net::TcpStream::connect(ep.addr).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(stream))
     }
 }
 

@@ -35,13 +35,12 @@ pub(super) async fn serve(listener: TcpListener, port: Arc<Port>, stop: Cancella
 
 async fn relay(mut inbound: TcpStream, client: SocketAddr, port: Arc<Port>) {
     let (order, affinity) = port.order(client.ip());
-    for addr in order {
-        let connect = tokio::time::timeout(port.config.connect_timeout, TcpStream::connect(addr));
+    for ep in order {
+        let connect = tokio::time::timeout(port.config.connect_timeout, port.connect(&ep));
         match connect.await {
             Ok(Ok(mut outbound)) => {
-                port.balancer.served(client.ip(), addr, affinity);
+                port.balancer.served(client.ip(), ep.clone(), affinity);
                 let _ = inbound.set_nodelay(true);
-                let _ = outbound.set_nodelay(true);
                 if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
                     &mut inbound,
                     &mut outbound,
@@ -50,17 +49,17 @@ async fn relay(mut inbound: TcpStream, client: SocketAddr, port: Arc<Port>) {
                 )
                 .await
                 {
-                    debug!(%client, endpoint = %addr, error = %e, "proxied connection ended");
+                    debug!(%client, endpoint = %ep, error = %e, "proxied connection ended");
                 }
                 return;
             }
             Ok(Err(e)) => {
-                port.balancer.failed(addr);
-                debug!(endpoint = %addr, error = %e, "endpoint refused; trying the next");
+                debug!(endpoint = %ep, error = %e, "endpoint refused; trying the next");
+                port.balancer.failed(ep);
             }
             Err(_) => {
-                port.balancer.failed(addr);
-                debug!(endpoint = %addr, "endpoint did not answer; trying the next");
+                debug!(endpoint = %ep, "endpoint did not answer; trying the next");
+                port.balancer.failed(ep);
             }
         }
     }

@@ -55,7 +55,8 @@ async fn open(
     stop: &CancellationToken,
 ) -> Option<Arc<UdpSocket>> {
     let (order, affinity) = port.order(client.ip());
-    let addr = *order.first()?;
+    let ep = order.first()?.clone();
+    let addr = ep.addr;
     let bind: SocketAddr = if addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -63,7 +64,7 @@ async fn open(
     };
     let socket = UdpSocket::bind(bind).await.ok()?;
     socket.connect(addr).await.ok()?;
-    port.balancer.served(client.ip(), addr, affinity);
+    port.balancer.served(client.ip(), ep, affinity);
     let socket = Arc::new(socket);
     flows
         .lock()

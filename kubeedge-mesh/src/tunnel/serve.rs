@@ -1,0 +1,96 @@
+//! The streams other agents open: each names an endpoint on this node, which is connected and
+//! joined to the stream.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use libp2p::PeerId;
+use libp2p_stream::IncomingStreams;
+use tokio::net::TcpStream;
+use tokio_util::compat::FuturesAsyncReadCompatExt as _;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::wire::{self, Proto, Request, Response};
+
+/// The copy buffer each way (as the proxy's).
+const RELAY_BUF: usize = 64 * 1024;
+
+pub(super) async fn run(
+    mut incoming: IncomingStreams,
+    node_name: String,
+    connect_timeout: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            n = incoming.next() => n,
+            () = cancel.cancelled() => return,
+        };
+        let Some((peer, stream)) = next else {
+            return;
+        };
+        let node_name = node_name.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = serve(peer, stream, &node_name, connect_timeout) => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn serve(peer: PeerId, stream: libp2p::Stream, node_name: &str, connect_timeout: Duration) {
+    let mut stream = stream.compat();
+    let request: Request = match wire::read(&mut stream).await {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(%peer, error = %e, "tunnel stream with a bad header");
+            let _ = refuse(&mut stream, e.to_string()).await;
+            return;
+        }
+    };
+    if request.node_name != node_name {
+        let why = format!("this is node {node_name}, not {}", request.node_name);
+        let _ = refuse(&mut stream, why).await;
+        return;
+    }
+    if request.protocol != Proto::Tcp {
+        let _ = refuse(&mut stream, "only TCP is carried".into()).await;
+        return;
+    }
+    let target = request.target();
+    let connected = tokio::time::timeout(connect_timeout, TcpStream::connect(target)).await;
+    let mut endpoint = match connected {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let _ = refuse(&mut stream, format!("{target}: {e}")).await;
+            return;
+        }
+        Err(_) => {
+            let why = format!("{target}: no answer within {connect_timeout:?}");
+            let _ = refuse(&mut stream, why).await;
+            return;
+        }
+    };
+    let _ = endpoint.set_nodelay(true);
+    if wire::write(&mut stream, &Response::Success).await.is_err() {
+        return;
+    }
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut endpoint, RELAY_BUF, RELAY_BUF)
+            .await
+    {
+        debug!(%peer, %target, error = %e, "tunnelled connection ended");
+    }
+}
+
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    message: String,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    wire::write(w, &Response::Failed { message }).await?;
+    w.shutdown().await
+}
