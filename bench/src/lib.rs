@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod devices;
 pub mod haproxy;
+pub mod meshnet;
 pub mod proxy;
 pub mod sim;
 

@@ -1,15 +1,18 @@
-//! mesh-bench: the EdgeMesh service proxy and cluster DNS on loopback, side by side with
+//! mesh-bench: the EdgeMesh service proxy, the tunnel and the cluster DNS, side by side with
 //! going straight to the endpoint.
 //!
 //! Prints, in one run:
-//! - request latency p50/p99 on one connection (64-byte echo) through the proxy and direct;
-//! - connection latency p50/p99 (connect, one echo, close) through the proxy and direct;
-//! - TCP throughput (1 GiB one way) through the proxy and direct;
+//! - on loopback: request latency p50/p99 on one connection (64-byte echo), connection
+//!   latency p50/p99 (connect, one echo, close) and TCP throughput (1 GiB one way), straight
+//!   to the endpoint, through the proxy, and through the proxy and the tunnel (TCP, PSK,
+//!   noise, yamux) to a second agent (a child process) that connects to it;
+//! - the LAN path: the same three with the endpoint and the second agent in a network
+//!   namespace behind a veth link shaped to 1 Gbit/s each way (needs root, `ip`, `tc`);
 //! - cluster DNS queries per second (A lookups of 1,000 Services and misses, 8 clients);
-//! - the RSS of a process holding the catalog, the DNS and the proxy with 0 and 1,000
-//!   Services (a listener per Service port).
+//! - the RSS of a process holding the catalog, the DNS, the proxy and the tunnel with 0 and
+//!   1,000 Services (a listener per Service port).
 //!
-//! `mesh-bench` runs everything; `MESH_BENCH_GIB` sets the throughput volume.
+//! `MESH_BENCH_GIB` sets the loopback throughput volume, `MESH_BENCH_LAN_MIB` the LAN one.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +23,11 @@ use anyhow::Context as _;
 use hickory_server::proto::op::{Message, Query};
 use hickory_server::proto::rr::{Name, RecordType};
 use k8s_openapi::api::core::v1 as core;
+use kubeedge_bench::meshnet::{self, throughput, Far, FAR_NODE};
 use kubeedge_mesh::catalog::{backends_of, service_of, Catalog, Change, FilterMode};
 use kubeedge_mesh::dns::ClusterDns;
-use kubeedge_mesh::proxy::{ProxyConfig, ServiceProxy};
+use kubeedge_mesh::proxy::{ProxyConfig, Redirect, ServiceProxy};
+use kubeedge_mesh::tunnel::Tunnel;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -53,14 +58,17 @@ fn fill(catalog: &Catalog, n: usize, backend: SocketAddr) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A proxy on 127.0.0.1 for `catalog`; returns once it serves `n` redirects.
+/// A proxy on 127.0.0.1 for `catalog` (endpoints on other nodes through `tunnel`); returns
+/// once it serves `n` redirects.
 async fn proxy(
     catalog: &Catalog,
     n: usize,
+    tunnel: Option<Tunnel>,
     cancel: &CancellationToken,
-) -> anyhow::Result<Vec<SocketAddr>> {
+) -> anyhow::Result<Vec<Redirect>> {
     let mut config = ProxyConfig::default();
     config.listen_ip = [127, 0, 0, 1].into();
+    config.tunnel = tunnel;
     let proxy = ServiceProxy::new(catalog.clone(), config);
     let mut redirects = proxy.redirects();
     tokio::spawn(proxy.run(cancel.clone()));
@@ -68,50 +76,11 @@ async fn proxy(
         {
             let r = redirects.borrow_and_update();
             if r.len() >= n {
-                return Ok(r.iter().map(|r| r.to).collect());
+                return Ok(r.to_vec());
             }
         }
         tokio::time::timeout(Duration::from_secs(30), redirects.changed()).await??;
     }
-}
-
-/// An echo server (64-byte requests) that also counts bytes of a bulk stream: a connection
-/// that starts with `B` is drained and answered with one byte at its end.
-async fn server() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 256 * 1024];
-                let Ok(n) = s.read(&mut buf).await else {
-                    return;
-                };
-                if n > 0 && buf[0] == b'B' {
-                    let want = u64::from_be_bytes(buf[1..9].try_into().unwrap_or_default());
-                    let mut got = (n - 9) as u64;
-                    while got < want {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => got += k as u64,
-                        }
-                    }
-                    let _ = s.write_all(b"k").await;
-                    return;
-                }
-                if s.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-                while let Ok(k) = s.read(&mut buf).await {
-                    if k == 0 || s.write_all(&buf[..k]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Ok(addr)
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
@@ -151,25 +120,6 @@ async fn connect_latency(to: SocketAddr, n: usize) -> anyhow::Result<Vec<Duratio
         out.push(t.elapsed());
     }
     Ok(out)
-}
-
-/// MB/s of `bytes` written one way and acknowledged by the server.
-async fn throughput(to: SocketAddr, bytes: u64) -> anyhow::Result<f64> {
-    let mut s = TcpStream::connect(to).await?;
-    let t = Instant::now();
-    let mut head = vec![b'B'];
-    head.extend_from_slice(&bytes.to_be_bytes());
-    s.write_all(&head).await?;
-    let chunk = vec![0u8; 256 * 1024];
-    let mut sent = 0u64;
-    while sent < bytes {
-        let k = chunk.len().min((bytes - sent) as usize);
-        s.write_all(&chunk[..k]).await?;
-        sent += k as u64;
-    }
-    let mut ack = [0u8; 1];
-    s.read_exact(&mut ack).await?;
-    Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e6)
 }
 
 /// Queries per second of `clients` clients, each asking in turn, for `secs` seconds.
@@ -223,7 +173,13 @@ async fn rss_child(n: usize) -> anyhow::Result<()> {
     tokio::spawn(
         ClusterDns::new(catalog.clone(), "cluster.local", vec![])?.serve(udp, tcp, cancel.clone()),
     );
-    proxy(&catalog, n, &cancel).await?;
+    // The tunnel too, as an agent runs it (listening, no peers yet).
+    let mut c = kubeedge_mesh::tunnel::TunnelConfig::new("rss-child");
+    c.listen_port = 0;
+    c.mdns = false;
+    c.psk = meshnet::psk();
+    let tunnel = Tunnel::start(c, cancel.clone())?;
+    proxy(&catalog, n, Some(tunnel), &cancel).await?;
     println!("ready");
     cancel.cancelled().await;
     Ok(())
@@ -246,76 +202,184 @@ async fn child_rss(n: usize) -> anyhow::Result<f64> {
     Ok(kb as f64 / 1024.0)
 }
 
+/// Puts a Service `name` at `cluster_ip` with one endpoint `to`, on `node` if given.
+fn one(
+    catalog: &Catalog,
+    name: &str,
+    cluster_ip: &str,
+    to: SocketAddr,
+    node: Option<&str>,
+) -> anyhow::Result<()> {
+    let svc: core::Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "bench", "name": name},
+        "spec": {"clusterIP": cluster_ip, "ports": [{"port": 80, "targetPort": to.port()}]},
+    }))?;
+    let ep: core::Endpoints = serde_json::from_value(json!({
+        "metadata": {"namespace": "bench", "name": name},
+        "subsets": [{"addresses": [{"ip": to.ip().to_string(), "nodeName": node}],
+                     "ports": [{"port": to.port()}]}],
+    }))?;
+    let (k, b) = backends_of(&ep).context("endpoints")?;
+    catalog.apply([
+        Change::Service(service_of(&svc, FilterMode::default()).context("svc")?),
+        Change::Endpoints(k, b),
+    ]);
+    Ok(())
+}
+
+/// The far side and a proxy that reaches its backend straight (`10.96.9.1`) and through the
+/// tunnel (`10.96.9.2`): the backend's address, and the two listeners.
+async fn paths(
+    far: &Far,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+    let backend = SocketAddr::new(far.ip(), far.backend_port);
+    let catalog = Catalog::new();
+    one(&catalog, "straight", "10.96.9.1", backend, None)?;
+    // Through the tunnel the far agent connects to its own loopback.
+    one(
+        &catalog,
+        "tunnelled",
+        "10.96.9.2",
+        ([127, 0, 0, 1], far.backend_port).into(),
+        Some(FAR_NODE),
+    )?;
+    let redirects = proxy(&catalog, 2, Some(far.near_tunnel(cancel)?), cancel).await?;
+    let to = |ip: [u8; 4]| {
+        redirects
+            .iter()
+            .find(|r| r.cluster_ip == std::net::IpAddr::from(ip))
+            .map(|r| r.to)
+            .context("listener")
+    };
+    Ok((backend, to([10, 96, 9, 1])?, to([10, 96, 9, 2])?))
+}
+
+fn row3(what: &str, unit: &str, v: [f64; 3]) {
+    println!(
+        "{what:<44} {:>9.0} {unit} {:>9.0} {unit} {:>9.0} {unit}",
+        v[0], v[1], v[2]
+    );
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--rss-child") {
-        let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
-        return rss_child(n).await;
+    match args.get(1).map(String::as_str) {
+        Some("--rss-child") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+            return rss_child(n).await;
+        }
+        Some("--far-child") => return meshnet::far_child().await,
+        _ => {}
     }
     let gib: u64 = std::env::var("MESH_BENCH_GIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    let lan_mib: u64 = std::env::var("MESH_BENCH_LAN_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
     let cancel = CancellationToken::new();
-    let backend = server().await?;
-    let catalog = Catalog::new();
-    fill(&catalog, 1, backend)?;
-    // One endpoint only for the latency runs (the second, 127.0.0.2, listens on nothing).
-    let ep: core::Endpoints = serde_json::from_value(json!({
-        "metadata": {"namespace": "bench", "name": "svc-0"},
-        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": backend.port()}]}],
-    }))?;
-    let (k, b) = backends_of(&ep).context("endpoints")?;
-    catalog.apply([Change::Endpoints(k, b)]);
-    let to = proxy(&catalog, 1, &cancel).await?[0];
+    let far = Far::start(None).await?;
+    let (backend, via_proxy, via_tunnel) = paths(&far, &cancel).await?;
 
     println!(
-        "mesh-bench: service proxy and cluster DNS on loopback ({} cores)",
+        "mesh-bench: service proxy, tunnel and cluster DNS ({} cores); the tunnel is TCP + PSK + noise + yamux",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("{:<44} {:>12} {:>12}", "", "direct", "via proxy");
-    let mut d = request_latency(backend, 5_000).await?;
-    let mut p = request_latency(to, 5_000).await?;
     println!(
-        "{:<44} {:>9.0} us {:>9.0} us",
+        "{:<44} {:>12} {:>12} {:>12}",
+        "loopback", "direct", "via proxy", "via tunnel"
+    );
+    let mut lat = Vec::new();
+    for to in [backend, via_proxy, via_tunnel] {
+        lat.push(request_latency(to, 5_000).await?);
+    }
+    row3(
         "request latency p50 (64 B echo, 5,000)",
-        pct(&mut d, 0.5),
-        pct(&mut p, 0.5)
+        "us",
+        [0, 1, 2].map(|i| pct(&mut lat[i], 0.5)),
     );
-    println!(
-        "{:<44} {:>9.0} us {:>9.0} us",
+    row3(
         "request latency p99",
-        pct(&mut d, 0.99),
-        pct(&mut p, 0.99)
+        "us",
+        [0, 1, 2].map(|i| pct(&mut lat[i], 0.99)),
     );
-    let mut d = connect_latency(backend, 2_000).await?;
-    let mut p = connect_latency(to, 2_000).await?;
-    println!(
-        "{:<44} {:>9.0} us {:>9.0} us",
+    let mut lat = Vec::new();
+    for to in [backend, via_proxy, via_tunnel] {
+        lat.push(connect_latency(to, 2_000).await?);
+    }
+    row3(
         "connection latency p50 (connect+echo, 2,000)",
-        pct(&mut d, 0.5),
-        pct(&mut p, 0.5)
+        "us",
+        [0, 1, 2].map(|i| pct(&mut lat[i], 0.5)),
     );
-    println!(
-        "{:<44} {:>9.0} us {:>9.0} us",
+    row3(
         "connection latency p99",
-        pct(&mut d, 0.99),
-        pct(&mut p, 0.99)
+        "us",
+        [0, 1, 2].map(|i| pct(&mut lat[i], 0.99)),
     );
     let bytes = gib << 30;
-    let direct = throughput(backend, bytes).await?;
-    let via = throughput(to, bytes).await?;
+    let mut mbs = [0.0; 3];
+    for (i, to) in [backend, via_proxy, via_tunnel].into_iter().enumerate() {
+        mbs[i] = throughput(to, bytes).await?;
+    }
     println!(
-        "{:<44} {:>7.0} MB/s {:>7.0} MB/s ({:.0} % of direct)",
+        "{:<44} {:>7.0} MB/s {:>7.0} MB/s {:>7.0} MB/s ({:.0} % / {:.0} % of direct)",
         format!("TCP throughput ({gib} GiB one way)"),
-        direct,
-        via,
-        via / direct * 100.0
+        mbs[0],
+        mbs[1],
+        mbs[2],
+        mbs[1] / mbs[0] * 100.0,
+        mbs[2] / mbs[0] * 100.0
     );
+    far.stop().await;
+
+    // The LAN path: the far side across a 1 Gbit/s veth link.
+    match Far::start(Some("1gbit")).await {
+        Ok(far) => {
+            let (backend, via_proxy, via_tunnel) = paths(&far, &cancel).await?;
+            let bytes = lan_mib << 20;
+            let mut mbs = [0.0; 3];
+            for (i, to) in [backend, via_proxy, via_tunnel].into_iter().enumerate() {
+                mbs[i] = throughput(to, bytes).await?;
+            }
+            let mut lat = Vec::new();
+            for to in [backend, via_proxy, via_tunnel] {
+                lat.push(request_latency(to, 2_000).await?);
+            }
+            println!(
+                "{:<44} {:>12} {:>12} {:>12}",
+                "LAN path (veth, tbf rate 1gbit)", "direct", "via proxy", "via tunnel"
+            );
+            row3(
+                "request latency p50 (64 B echo, 2,000)",
+                "us",
+                [0, 1, 2].map(|i| pct(&mut lat[i], 0.5)),
+            );
+            row3(
+                "request latency p99",
+                "us",
+                [0, 1, 2].map(|i| pct(&mut lat[i], 0.99)),
+            );
+            println!(
+                "{:<44} {:>7.0} MB/s {:>7.0} MB/s {:>7.0} MB/s ({:.0} % / {:.0} % of direct)",
+                format!("TCP throughput ({lan_mib} MiB one way)"),
+                mbs[0],
+                mbs[1],
+                mbs[2],
+                mbs[1] / mbs[0] * 100.0,
+                mbs[2] / mbs[0] * 100.0
+            );
+            far.stop().await;
+        }
+        Err(e) => println!("LAN path: skipped ({e:#}; needs root, ip and tc)"),
+    }
 
     let dns_catalog = Catalog::new();
-    fill(&dns_catalog, 1_000, backend)?;
+    fill(&dns_catalog, 1_000, "127.0.0.1:9".parse()?)?;
     let tcp = TcpListener::bind("127.0.0.1:0").await?;
     let dns_addr = tcp.local_addr()?;
     let udp = UdpSocket::bind(dns_addr).await?;
@@ -330,10 +394,13 @@ async fn main() -> anyhow::Result<()> {
 
     let idle = child_rss(0).await?;
     let loaded = child_rss(1_000).await?;
-    println!("{:<44} {:>9.1} MiB", "RSS, DNS + proxy, no Services", idle);
     println!(
         "{:<44} {:>9.1} MiB",
-        "RSS, DNS + proxy, 1,000 Services", loaded
+        "RSS, DNS + proxy + tunnel, no Services", idle
+    );
+    println!(
+        "{:<44} {:>9.1} MiB",
+        "RSS, DNS + proxy + tunnel, 1,000 Services", loaded
     );
     cancel.cancel();
     Ok(())
