@@ -13,5 +13,8 @@ ensure_etcd
 ensure_mesh_test_deps
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+# The tunnel over QUIC (kubeedge-mesh's `quic` feature, off in the workspace: it brings a second
+# rustls provider).
+cargo test -p kubeedge-mesh --features quic --test tunnel --locked
 # The API server's whole suite again, on etcd (a cluster of its own per test).
 KUBEEDGE_TEST_STORE=etcd cargo test -p kubeedge-apiserver --features etcd --tests --locked

@@ -224,6 +224,16 @@ impl Cluster {
         self.root.path()
     }
 
+    /// The embedded API server's address (loopback).
+    pub fn api_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.api_port))
+    }
+
+    /// The workspace binary `name` the cluster runs (`edgemesh-agent`, …).
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bins.join(name)
+    }
+
     /// Run `keadm` with `args`; its output, or an error with that output when it fails.
     pub fn keadm(&self, args: &[&str]) -> Result<String> {
         let out = self.keadm_output(args)?;

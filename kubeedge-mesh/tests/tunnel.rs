@@ -159,6 +159,7 @@ async fn a_wrong_key_is_refused_and_nothing_flows() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "quic")]
 #[tokio::test]
 async fn quic_carries_a_connection_and_refuses_a_key() -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
@@ -186,6 +187,18 @@ async fn quic_carries_a_connection_and_refuses_a_key() -> anyhow::Result<()> {
     );
     cancel.cancel();
     Ok(())
+}
+
+#[cfg(not(feature = "quic"))]
+#[tokio::test]
+async fn without_the_quic_feature_quic_is_a_configuration_error() {
+    let mut c = config("q-a", None);
+    c.transport = Transport::Quic;
+    let err = Tunnel::start(c, CancellationToken::new()).err();
+    assert!(
+        matches!(&err, Some(MeshError::Config(m)) if m.contains("quic")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -21,8 +21,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    dcutr, identify, mdns, noise, ping, quic, relay, tcp, yamux, Multiaddr, PeerId, Swarm,
-    SwarmBuilder, Transport as _,
+    dcutr, identify, mdns, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder,
+    Transport as _,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -119,9 +119,20 @@ fn transport(
                     .into(),
             ))
         }
-        (Transport::Quic, None) => quic::tokio::Transport::new(quic::Config::new(key))
-            .map(|(p, c), _| (p, StreamMuxerBox::new(c)))
-            .boxed(),
+        #[cfg(feature = "quic")]
+        (Transport::Quic, None) => {
+            libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+                .map(|(p, c), _| (p, StreamMuxerBox::new(c)))
+                .boxed()
+        }
+        #[cfg(not(feature = "quic"))]
+        (Transport::Quic, None) => {
+            return Err(MeshError::Config(
+                "modules.edgeTunnel.transport quic: this build has no QUIC (kubeedge-mesh \
+                 feature `quic`)"
+                    .into(),
+            ))
+        }
     })
 }
 
