@@ -46,7 +46,7 @@ keadm init --advertise-address=127.0.0.1 --apiserver-listen="127.0.0.1:$api" \
   --set="modules.cloudHub.websocket.port=$ws,modules.cloudHub.https.port=$https,modules.cloudHub.websocket.address=127.0.0.1,modules.cloudHub.https.address=127.0.0.1,modules.cloudStream.tunnelPort=$tun,modules.cloudStream.streamPort=$str,commonConfig.monitorServer.bindAddress=127.0.0.1:$mon" >/dev/null
 token="$(keadm gettoken 2>/dev/null | tail -n1)"
 keadm join --cloudcore-ipport="127.0.0.1:$ws" --certport="$https" --edgenode-name=order-edge --token="$token" \
-  --set="modules.metaManager.metaServer.server=127.0.0.1:$ms,modules.eventBus.enable=true,modules.eventBus.mqttServerInternal=tcp://127.0.0.1:$mq,modules.eventBus.mqttServerExternal=tcp://127.0.0.1:$mq,modules.edgeStream.server=127.0.0.1:$tun,modules.deviceTwin.enable=true" >/dev/null
+  --set="modules.metaManager.metaServer.server=127.0.0.1:$ms,modules.eventBus.enable=true,modules.eventBus.mqttServerInternal=tcp://127.0.0.1:$mq,modules.eventBus.mqttServerExternal=tcp://127.0.0.1:$mq,modules.edgeStream.server=127.0.0.1:$tun,modules.deviceTwin.enable=true,modules.edgeMesh.enable=false" >/dev/null
 edge_pid="$(cat "$work/root/var/lib/kubeedge/edgecore.pid")"
 
 # wait_for what seconds command...: run the command once a second until it succeeds.

@@ -18,9 +18,7 @@ cargo clippy --locked -q -p cloudcore --no-default-features --features embedded 
 echo "== kubeedge-apiserver (SQLite only) and --features etcd"
 cargo clippy --locked -q -p kubeedge-apiserver -- -D warnings
 cargo clippy --locked -q -p kubeedge-apiserver --features etcd -- -D warnings
-echo "== kubeedge-mesh: kube watchers and the tunnel (default), the in-process store feed, the tunnel alone, QUIC, none"
+echo "== kubeedge-mesh: kube watchers and the tunnel (default), the in-process store feed, none (edgecore builds store + tunnel; test.sh builds quic)"
 cargo clippy --locked -q -p kubeedge-mesh -- -D warnings
 cargo clippy --locked -q -p kubeedge-mesh --no-default-features --features store -- -D warnings
-cargo clippy --locked -q -p kubeedge-mesh --no-default-features --features tunnel -- -D warnings
-cargo clippy --locked -q -p kubeedge-mesh --features quic --all-targets -- -D warnings
 cargo clippy --locked -q -p kubeedge-mesh --no-default-features -- -D warnings

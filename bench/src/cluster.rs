@@ -166,6 +166,8 @@ pub struct Cluster {
     init_sets: Vec<String>,
     init_flags: Vec<String>,
     /// Extra `--set` keys for edgecore.yaml that [`Cluster::join`] passes (`key.path=value`).
+    /// EdgeMesh is off unless these turn it on (`modules.edgeMesh.enable=true`): it takes over
+    /// part of the host's network, which tests share.
     pub join_sets: Vec<String>,
     /// Extra flags [`Cluster::join`] passes (e.g. `--remote-runtime-endpoint=…`).
     pub join_flags: Vec<String>,
@@ -368,7 +370,7 @@ impl Cluster {
             format!("--edgenode-name={node}"),
             format!("--token={token}"),
             format!(
-                "--set=modules.metaManager.metaServer.server={metaserver},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt},modules.edgeStream.server=127.0.0.1:{}{}",
+                "--set=modules.metaManager.metaServer.server={metaserver},modules.eventBus.mqttServerInternal=tcp://127.0.0.1:{mqtt},modules.eventBus.mqttServerExternal=tcp://127.0.0.1:{mqtt},modules.edgeStream.server=127.0.0.1:{},modules.edgeMesh.enable=false{}",
                 self.tunnel_port,
                 self.join_sets.iter().map(|s| format!(",{s}")).collect::<String>(),
                 mqtt = self.mqtt_port,

@@ -235,3 +235,86 @@ async fn garbage_on_a_tunnel_stream_gets_an_answer_not_a_crash() -> anyhow::Resu
     cancel.cancel();
     Ok(())
 }
+
+#[tokio::test]
+async fn udp_and_tcp_services_on_another_node_answer_through_the_proxy_and_the_tunnel(
+) -> anyhow::Result<()> {
+    use common::{put_endpoints, put_service};
+    use kubeedge_mesh::catalog::{Catalog, Protocol};
+    use kubeedge_mesh::proxy::{ProxyConfig, ServiceProxy};
+    use serde_json::json;
+    let cancel = CancellationToken::new();
+    let mut c = config("u-b", None);
+    c.relays = vec![RelayNode::new("u-b", vec![])];
+    let b = Tunnel::start(c, cancel.clone())?;
+    let at = addr_of(&b).await?;
+    let mut c = config("u-a", None);
+    c.relays = vec![RelayNode::new("u-b", vec![at.to_string()])];
+    let a = Tunnel::start(c, cancel.clone())?;
+    // Endpoints on node u-b: a UDP echo that prefixes "b:", and a TCP one.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let udp_at = udp.local_addr()?;
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+            let mut out = b"b:".to_vec();
+            out.extend_from_slice(&buf[..n]);
+            let _ = udp.send_to(&out, from).await;
+        }
+    });
+    let tcp_at = endpoint("tcp-on-b").await?;
+    let catalog = Catalog::new();
+    put_service(
+        &catalog,
+        "default",
+        "dns-like",
+        json!({}),
+        json!({"clusterIP": "10.96.7.1", "ports": [{"name": "u", "port": 53, "protocol": "UDP"}, {"name": "t", "port": 80}]}),
+    );
+    put_endpoints(
+        &catalog,
+        "default",
+        "dns-like",
+        json!([
+        {"addresses": [{"ip": "127.0.0.1", "nodeName": "u-b"}],
+         "ports": [{"name": "u", "port": udp_at.port(), "protocol": "UDP"}, {"name": "t", "port": tcp_at.port()}]}]),
+    );
+    let mut pc = ProxyConfig::default();
+    pc.listen_ip = [127, 0, 0, 1].into();
+    pc.tunnel = Some(a.clone());
+    let proxy = ServiceProxy::new(catalog, pc);
+    let redirects = proxy.redirects();
+    tokio::spawn(proxy.run(cancel.clone()));
+    let (udp_to, tcp_to) = until("both listeners", || {
+        let r = redirects.borrow().clone();
+        async move {
+            let u = r.iter().find(|r| r.protocol == Protocol::Udp)?.to;
+            let t = r.iter().find(|r| r.protocol == Protocol::Tcp)?.to;
+            Some((u, t))
+        }
+    })
+    .await?;
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    client.connect(udp_to).await?;
+    let mut buf = [0u8; 64];
+    for word in [&b"one"[..], b"two", b"three"] {
+        client.send(word).await?;
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+            .await
+            .context("a UDP answer through the tunnel")??;
+        ensure!(
+            &buf[..n] == [b"b:", word].concat().as_slice(),
+            "{:?}",
+            &buf[..n]
+        );
+    }
+    let mut s = tokio::net::TcpStream::connect(tcp_to).await?;
+    let n = s.read(&mut buf).await?;
+    ensure!(&buf[..n] == b"tcp-on-b\n");
+    ensure!(
+        a.peers().borrow().contains_key(&b.peer_id()),
+        "through the tunnel"
+    );
+    cancel.cancel();
+    Ok(())
+}

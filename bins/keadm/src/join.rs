@@ -189,8 +189,37 @@ fn edgecore_config(
         s(format!("{cloud_ip}:10004")),
     );
     crate::yaml::apply_sets(&mut cfg, &args.set)?;
+    mesh_default(&mut cfg, &args.set, mesh_can_intercept());
     mesh_dns(&mut cfg);
     serde_yaml::to_string(&cfg).context("encode edgecore.yaml")
+}
+
+/// EdgeMesh runs where MetaServer does (it reads the node's Services there), as the seed's
+/// `modules.edgeMesh.enable: true`: Services answer on a joined node with no further step. Not
+/// when `--set` says otherwise, and not on a node with neither `nft` nor `iptables` (nothing
+/// could send cluster IPs to the mesh, and pods' DNS would point at a mesh that cannot start).
+fn mesh_default(cfg: &mut Value, sets: &[String], can_intercept: bool) {
+    if sets
+        .iter()
+        .any(|s| s.starts_with("modules.edgeMesh.enable="))
+    {
+        return;
+    }
+    let meta =
+        get(cfg, &["modules", "metaManager", "metaServer", "enable"]) == Some(&Value::Bool(true));
+    set(
+        cfg,
+        &["modules", "edgeMesh", "enable"],
+        Value::Bool(meta && can_intercept),
+    );
+}
+
+/// Whether `nft` or `iptables` is on the `PATH`.
+fn mesh_can_intercept() -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|d| d.join("nft").is_file() || d.join("iptables").is_file())
 }
 
 /// With `modules.edgeMesh.enable`, pods resolve through the mesh: `clusterDNS` and
@@ -357,6 +386,30 @@ mod tests {
         use clap::Parser as _;
         let argv = std::iter::once("join").chain(line.split_whitespace());
         Join::try_parse_from(argv).map(|j| j.args).unwrap()
+    }
+
+    #[test]
+    fn edgemesh_follows_metaserver_unless_set_or_nothing_can_intercept() {
+        let meta_on = || -> Value {
+            serde_yaml::from_str(
+                "modules: {metaManager: {metaServer: {enable: true}}, edgeMesh: {enable: false}}",
+            )
+            .unwrap()
+        };
+        let enabled = |cfg: &Value| cfg["modules"]["edgeMesh"]["enable"].clone();
+        let mut cfg = meta_on();
+        mesh_default(&mut cfg, &[], true);
+        assert_eq!(enabled(&cfg), Value::Bool(true));
+        let mut cfg = meta_on();
+        mesh_default(&mut cfg, &[], false);
+        assert_eq!(enabled(&cfg), Value::Bool(false), "no nft, no iptables");
+        let mut cfg = meta_on();
+        mesh_default(&mut cfg, &["modules.edgeMesh.enable=false".into()], true);
+        assert_eq!(enabled(&cfg), Value::Bool(false), "--set wins");
+        let mut cfg: Value =
+            serde_yaml::from_str("modules: {metaManager: {metaServer: {enable: false}}}").unwrap();
+        mesh_default(&mut cfg, &[], true);
+        assert_eq!(enabled(&cfg), Value::Bool(false), "no MetaServer, no mesh");
     }
 
     #[test]

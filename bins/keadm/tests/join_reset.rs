@@ -75,6 +75,9 @@ async fn join_twice_and_reset_twice() -> Result<()> {
         "edge-1",
         "--token",
         &token,
+        // The host's network is shared with other tests: no EdgeMesh (on by default).
+        "--set",
+        "modules.edgeMesh.enable=false",
     ];
 
     let first = keadm(root.path(), &join)?;

@@ -152,18 +152,28 @@ impl Port {
         (self.balancer.order(client, &addrs, affinity), affinity)
     }
 
+    /// The tunnel and the node to reach `ep` through, when it runs on another node and there
+    /// is a tunnel.
+    #[cfg(feature = "tunnel")]
+    pub(crate) fn tunnel_for<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+    ) -> Option<(&'a crate::tunnel::Tunnel, &'a str)> {
+        let tunnel = self.config.tunnel.as_ref()?;
+        let node = ep.node.as_deref().filter(|n| *n != tunnel.node_name())?;
+        Some((tunnel, node))
+    }
+
     /// A TCP connection to `ep`: through the tunnel when it runs on another node and there
     /// is a tunnel, straight otherwise.
     pub(crate) async fn connect(&self, ep: &Endpoint) -> std::io::Result<Box<dyn Duplex>> {
         #[cfg(feature = "tunnel")]
-        if let Some(tunnel) = &self.config.tunnel {
-            if let Some(node) = ep.node.as_deref().filter(|n| *n != tunnel.node_name()) {
-                let stream = tunnel
-                    .connect(node, ep.addr)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                return Ok(Box::new(stream));
-            }
+        if let Some((tunnel, node)) = self.tunnel_for(ep) {
+            let stream = tunnel
+                .connect(node, ep.addr)
+                .await
+                .map_err(std::io::Error::other)?;
+            return Ok(Box::new(stream));
         }
         let stream = tokio::net::TcpStream::connect(ep.addr).await?;
         let _ = stream.set_nodelay(true);

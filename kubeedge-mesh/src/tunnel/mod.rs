@@ -8,8 +8,9 @@
 //! by mDNS and connect straight; the others meet through the configured relay nodes (circuit
 //! relay v2), and DCUtR turns a relayed connection into a direct one where the NATs allow.
 //!
-//! Each proxied connection is one stream, opened with a header ([`wire`]) that names the
-//! endpoint; the far agent answers `SUCCESS` once it is connected, or `FAILED` and why.
+//! Each proxied connection (or UDP flow) is one stream, opened with a header ([`wire`]) that
+//! names the endpoint; the far agent answers `SUCCESS` once it is connected, or `FAILED` and
+//! why. A UDP flow's datagrams follow, each behind its two-byte length.
 
 pub mod identity;
 mod node;
@@ -231,6 +232,26 @@ impl Tunnel {
         node_name: &str,
         target: SocketAddr,
     ) -> Result<TunnelStream, MeshError> {
+        self.open(node_name, target, Proto::Tcp).await
+    }
+
+    /// A UDP flow to `target` on the node `node_name`: datagrams written with
+    /// [`wire::write_datagram`] are sent from that node's agent, and the endpoint's answers
+    /// come back the same way ([`wire::read_datagram`]).
+    pub async fn connect_udp(
+        &self,
+        node_name: &str,
+        target: SocketAddr,
+    ) -> Result<TunnelStream, MeshError> {
+        self.open(node_name, target, Proto::Udp).await
+    }
+
+    async fn open(
+        &self,
+        node_name: &str,
+        target: SocketAddr,
+        protocol: Proto,
+    ) -> Result<TunnelStream, MeshError> {
         let peer = self.peer_of(node_name);
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -249,7 +270,7 @@ impl Tunnel {
             .map_err(|e| tunnel_err(node_name, &e.to_string()))?;
         let mut stream = stream.compat();
         let request = Request {
-            protocol: Proto::Tcp,
+            protocol,
             node_name: node_name.to_owned(),
             ip: target.ip(),
             port: target.port(),

@@ -1,12 +1,12 @@
 //! The streams other agents open: each names an endpoint on this node, which is connected and
-//! joined to the stream.
+//! joined to the stream (a TCP connection, or a UDP flow of framed datagrams).
 
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use libp2p::PeerId;
 use libp2p_stream::IncomingStreams;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -56,11 +56,25 @@ async fn serve(peer: PeerId, stream: libp2p::Stream, node_name: &str, connect_ti
         let _ = refuse(&mut stream, why).await;
         return;
     }
-    if request.protocol != Proto::Tcp {
-        let _ = refuse(&mut stream, "only TCP is carried".into()).await;
+    let target = request.target();
+    if request.protocol == Proto::Udp {
+        let bind: std::net::SocketAddr = if target.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = match UdpSocket::bind(bind).await {
+            Ok(s) => s,
+            Err(e) => return drop(refuse(&mut stream, format!("udp socket: {e}")).await),
+        };
+        if let Err(e) = socket.connect(target).await {
+            return drop(refuse(&mut stream, format!("{target}: {e}")).await);
+        }
+        if wire::write(&mut stream, &Response::Success).await.is_ok() {
+            udp_flow(stream, socket).await;
+        }
         return;
     }
-    let target = request.target();
     let connected = tokio::time::timeout(connect_timeout, TcpStream::connect(target)).await;
     let mut endpoint = match connected {
         Ok(Ok(s)) => s,
@@ -83,6 +97,30 @@ async fn serve(peer: PeerId, stream: libp2p::Stream, node_name: &str, connect_ti
             .await
     {
         debug!(%peer, %target, error = %e, "tunnelled connection ended");
+    }
+}
+
+/// Datagrams both ways until the opening side ends the flow (it owns the idle timeout), or
+/// the endpoint refuses (an ICMP error).
+async fn udp_flow<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(stream: S, socket: UdpSocket) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let up = async {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok(Some(n)) = wire::read_datagram(&mut rd, &mut buf).await {
+            let _ = socket.send(&buf[..n]).await;
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok(n) = socket.recv(&mut buf).await {
+            if wire::write_datagram(&mut wr, &buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
     }
 }
 

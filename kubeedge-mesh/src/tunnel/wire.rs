@@ -107,6 +107,40 @@ where
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// Writes one datagram of a UDP flow (at most 65,535 bytes).
+pub async fn write_datagram<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    datagram: &[u8],
+) -> std::io::Result<()> {
+    let len = u16::try_from(datagram.len())
+        .map_err(|_| std::io::Error::other(WireError::TooLong(datagram.len())))?;
+    let mut frame = Vec::with_capacity(2 + datagram.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(datagram);
+    w.write_all(&frame).await?;
+    w.flush().await
+}
+
+/// Reads one datagram of a UDP flow into `buf` (65,535 bytes hold any); its length, or `None`
+/// at the end of the flow.
+pub async fn read_datagram<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+) -> std::io::Result<Option<usize>> {
+    let mut len = [0u8; 2];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = usize::from(u16::from_be_bytes(len));
+    let into = buf
+        .get_mut(..len)
+        .ok_or_else(|| std::io::Error::other(WireError::TooLong(len)))?;
+    r.read_exact(into).await?;
+    Ok(Some(len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +192,44 @@ mod tests {
         });
     }
 
+    #[test]
+    fn datagrams_keep_their_bounds() {
+        block_on(async {
+            let mut buf = Vec::new();
+            write_datagram(&mut buf, b"one").await.expect("written");
+            write_datagram(&mut buf, b"").await.expect("written");
+            write_datagram(&mut buf, &[7u8; 1500])
+                .await
+                .expect("written");
+            let mut r = buf.as_slice();
+            let mut d = vec![0u8; 65_535];
+            assert_eq!(read_datagram(&mut r, &mut d).await.expect("read"), Some(3));
+            assert_eq!(&d[..3], b"one");
+            assert_eq!(read_datagram(&mut r, &mut d).await.expect("read"), Some(0));
+            assert_eq!(
+                read_datagram(&mut r, &mut d).await.expect("read"),
+                Some(1500)
+            );
+            assert_eq!(read_datagram(&mut r, &mut d).await.expect("end"), None);
+            let mut small = [0u8; 4];
+            let mut r: &[u8] = &[0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+            assert!(
+                read_datagram(&mut r, &mut small).await.is_err(),
+                "too long for the buffer"
+            );
+        });
+    }
+
     proptest! {
+        #[test]
+        fn any_bytes_read_as_datagrams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            block_on(async {
+                let mut r = bytes.as_slice();
+                let mut d = vec![0u8; 64];
+                while let Ok(Some(_)) = read_datagram(&mut r, &mut d).await {}
+            });
+        }
+
         #[test]
         fn any_bytes_decode_to_a_header_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             block_on(async {
