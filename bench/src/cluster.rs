@@ -571,3 +571,35 @@ pub fn metric(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// The output of `node`'s app container named `name`, as Docker holds it (no cloud needed);
+/// empty while there is none.
+pub fn container_log(node: &str, name: &str) -> Result<String> {
+    let Some(c) = app_containers(node)?.into_iter().find(|c| c.name == name) else {
+        return Ok(String::new());
+    };
+    let out = Command::new("docker").args(["logs", &c.id]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The highest `N` of the lines `<kind> N` in `log` (a looping client's successes), 0 for none.
+pub fn last_count(log: &str, kind: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.strip_prefix(kind)?.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Removes what an EdgeMesh in this host's network leaves if it is killed: its nftables table
+/// and its interface.
+pub fn remove_host_mesh() {
+    for args in [
+        &["nft", "delete", "table", "ip", "kubeedge-mesh"][..],
+        &["ip", "link", "delete", "edgemesh0"][..],
+    ] {
+        let _ = Command::new(args[0])
+            .args(&args[1..])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use hickory_server::proto::op::{Message, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
-use kubeedge_bench::cluster::{wait_for, Cluster};
+use kubeedge_bench::cluster::{container_log, last_count, remove_host_mesh, wait_for, Cluster};
 use kubeedge_mesh::catalog::{feed, Catalog, FilterMode};
 use kubeedge_mesh::dns::ClusterDns;
 use tokio::net::{TcpListener, UdpSocket};
@@ -185,39 +185,6 @@ spec:
     )
 }
 
-/// The client container's output, as Docker holds it (no cloud needed).
-fn client_log(node: &str) -> Result<String> {
-    let Some(c) = kubeedge_bench::cluster::app_containers(node)?
-        .into_iter()
-        .find(|c| c.name == "client")
-    else {
-        return Ok(String::new());
-    };
-    let out = std::process::Command::new("docker")
-        .args(["logs", &c.id])
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The highest `full N` / `short N` count in `log`, per kind.
-fn last(log: &str, kind: &str) -> u64 {
-    log.lines()
-        .filter_map(|l| l.strip_prefix(kind)?.trim().parse().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-fn cleanup_host_mesh() {
-    let _ = std::process::Command::new("nft")
-        .args(["delete", "table", "ip", "kubeedge-mesh"])
-        .stderr(std::process::Stdio::null())
-        .status();
-    let _ = std::process::Command::new("ip")
-        .args(["link", "delete", "edgemesh0"])
-        .stderr(std::process::Stdio::null())
-        .status();
-}
-
 /// Real pods on Docker, EdgeMesh inside edgecore (`keadm join --set
 /// modules.edgeMesh.enable=true`): the client pod's resolver is the mesh (169.254.96.16, set by
 /// keadm join), the Service's name resolves and its cluster IP reaches the web pod through the
@@ -229,7 +196,7 @@ fn a_pod_reaches_a_service_by_name_through_edgemesh_also_offline() -> Result<()>
         .enable_all()
         .build()?
         .block_on(kubeedge_bench::ensure_busybox_image())?;
-    cleanup_host_mesh();
+    remove_host_mesh();
     let node = "mesh-pods";
     let mut cluster = Cluster::init()?;
     cluster
@@ -243,8 +210,8 @@ fn a_pod_reaches_a_service_by_name_through_edgemesh_also_offline() -> Result<()>
     cluster.apply(&workloads(node))?;
     let long = Duration::from_secs(90);
     wait_for("the client reaching web by both names", long, || {
-        let log = client_log(node)?;
-        Ok(last(&log, "full") > 0 && last(&log, "short") > 0)
+        let log = container_log(node, "client")?;
+        Ok(last_count(&log, "full") > 0 && last_count(&log, "short") > 0)
     })
     .with_context(|| {
         format!(
@@ -254,17 +221,17 @@ fn a_pod_reaches_a_service_by_name_through_edgemesh_also_offline() -> Result<()>
                 .kubectl(&["get", "pods,svc,endpoints", "-o", "wide"])
                 .unwrap_or_default(),
             kubeedge_bench::cluster::containers(node).unwrap_or_default(),
-            client_log(node).unwrap_or_default()
+            container_log(node, "client").unwrap_or_default()
         )
     })?;
 
     cluster.kill9("cloudcore")?;
-    let before = last(&client_log(node)?, "full");
+    let before = last_count(&container_log(node, "client")?, "full");
     wait_for("the client reaching web with cloudcore down", LIMIT, || {
-        Ok(last(&client_log(node)?, "full") >= before + 3)
+        Ok(last_count(&container_log(node, "client")?, "full") >= before + 3)
     })
     .with_context(|| cluster.logs_tail(40))?;
     drop(cluster);
-    cleanup_host_mesh();
+    remove_host_mesh();
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use kubeedge_bench::cluster::{wait_for, Cluster};
+use kubeedge_bench::cluster::{container_log, last_count, remove_host_mesh, wait_for, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const HOST_IP: &str = "10.88.0.1";
@@ -69,35 +69,6 @@ spec:
     command: ["sh", "-c", "get() {{ printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 $1 8080 | grep -q $2; }}; i=0; while true; do i=$((i+1)); get web.default.svc.cluster.local hello-from-edge && echo web $i; get cloud-web hello-from-cloud && echo cloud $i; sleep 1; done"]
 "#
     )
-}
-
-fn client_log(node: &str) -> Result<String> {
-    let Some(c) = kubeedge_bench::cluster::app_containers(node)?
-        .into_iter()
-        .find(|c| c.name == "client")
-    else {
-        return Ok(String::new());
-    };
-    let out = Command::new("docker").args(["logs", &c.id]).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn last(log: &str, kind: &str) -> u64 {
-    log.lines()
-        .filter_map(|l| l.strip_prefix(kind)?.trim().parse().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-fn cleanup_host_mesh() {
-    let quiet = |args: &[&str]| {
-        let _ = Command::new(args[0])
-            .args(&args[1..])
-            .stderr(Stdio::null())
-            .status();
-    };
-    quiet(&["nft", "delete", "table", "ip", "kubeedge-mesh"]);
-    quiet(&["ip", "link", "delete", "edgemesh0"]);
 }
 
 fn sh(args: &[&str]) -> Result<()> {
@@ -271,7 +242,7 @@ fn pods_and_a_cloud_node_reach_each_others_services_through_the_tunnel_also_offl
         .enable_all()
         .build()?
         .block_on(kubeedge_bench::ensure_busybox_image())?;
-    cleanup_host_mesh();
+    remove_host_mesh();
     let node = "mesh-nodes-edge";
     let mut cluster = Cluster::init()?;
     let psk = cluster.root().join("edgemesh-psk");
@@ -308,13 +279,13 @@ fn pods_and_a_cloud_node_reach_each_others_services_through_the_tunnel_also_offl
             cluster
                 .kubectl(&["get", "pods,svc,endpoints", "-o", "wide"])
                 .unwrap_or_default(),
-            client_log(node).unwrap_or_default()
+            container_log(node, "client").unwrap_or_default()
         )
     };
     // Edge pod -> the cloud node's endpoint, through the tunnel.
     wait_for("the edge pod reaching cloud-web", LIMIT, || {
-        let log = client_log(node)?;
-        Ok(last(&log, "web") > 0 && last(&log, "cloud") > 0)
+        let log = container_log(node, "client")?;
+        Ok(last_count(&log, "web") > 0 && last_count(&log, "cloud") > 0)
     })
     .with_context(|| diag(&cluster, &cloud))?;
     // The cloud node -> the edge pod, by the Service's cluster IP, through the tunnel.
@@ -327,11 +298,11 @@ fn pods_and_a_cloud_node_reach_each_others_services_through_the_tunnel_also_offl
 
     // Both ways with cloudcore gone.
     cluster.kill9("cloudcore")?;
-    let before = last(&client_log(node)?, "cloud");
+    let before = last_count(&container_log(node, "client")?, "cloud");
     wait_for(
         "the edge pod reaching cloud-web with cloudcore down",
         LIMIT,
-        || Ok(last(&client_log(node)?, "cloud") >= before + 3),
+        || Ok(last_count(&container_log(node, "client")?, "cloud") >= before + 3),
     )
     .with_context(|| diag(&cluster, &cloud))?;
     ensure!(
@@ -341,6 +312,6 @@ fn pods_and_a_cloud_node_reach_each_others_services_through_the_tunnel_also_offl
     );
     drop(cluster);
     drop(cloud);
-    cleanup_host_mesh();
+    remove_host_mesh();
     Ok(())
 }

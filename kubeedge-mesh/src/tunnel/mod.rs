@@ -150,6 +150,9 @@ pub struct Tunnel {
     node_name: String,
     psk: Option<Psk>,
     local: PeerId,
+    /// Peer IDs of node names already asked for: deriving one (SHA-256 and an ed25519 key)
+    /// is not work for every proxied connection.
+    known: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PeerId>>>,
     commands: mpsc::Sender<Command>,
     control: libp2p_stream::Control,
     peers: watch::Receiver<BTreeMap<PeerId, Path>>,
@@ -173,6 +176,7 @@ impl Tunnel {
         let (addrs_tx, addrs) = watch::channel(Vec::new());
         let node = Node::new(&config, peers_tx, addrs_tx)?;
         let mut control = node.control();
+        let local = node.local_peer_id();
         let incoming = control
             .accept(PROTOCOL)
             .map_err(|e| MeshError::Config(format!("tunnel: {e}")))?;
@@ -185,7 +189,8 @@ impl Tunnel {
             cancel,
         ));
         Ok(Self {
-            local: identity::peer_id(&config.node_name, config.psk.as_ref()),
+            local,
+            known: Default::default(),
             node_name: config.node_name,
             psk: config.psk,
             commands,
@@ -207,7 +212,16 @@ impl Tunnel {
 
     /// The peer ID of the node `node_name` in this tunnel's network.
     pub fn peer_of(&self, node_name: &str) -> PeerId {
-        identity::peer_id(node_name, self.psk.as_ref())
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = known.get(node_name) {
+            return *p;
+        }
+        let p = identity::peer_id(node_name, self.psk.as_ref());
+        known.insert(node_name.to_owned(), p);
+        p
     }
 
     /// The addresses the tunnel listens on (filled in once the listener is up).

@@ -249,6 +249,10 @@ impl Node {
         })
     }
 
+    pub(super) fn local_peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
     pub(super) fn control(&self) -> libp2p_stream::Control {
         self.swarm.behaviour().stream.new_control()
     }
